@@ -1,0 +1,29 @@
+//! `civis-core`: the formats and checks every Civis component speaks.
+//!
+//! No I/O, no async, no clock: time, randomness, keys and trust state are parameters.
+//!
+//! - [`cose`]: COSE_Sign1 / ES256 with per-structure signing domains and a [`cose::Signer`] trait.
+//! - [`mdoc`]: ISO 18013-5 credentials — issue, present, verify.
+//! - [`session`]: ISO 18013-5 session encryption and MAC keys.
+//! - [`did`]: the `did:civis` method.
+//! - [`status`]: IETF Token Status Lists and their deltas.
+//! - [`apdu`]: ISO 7816-4 APDUs.
+//! - [`verify`]: the offline verification engine and its verdicts.
+#![forbid(unsafe_code)]
+
+pub mod apdu;
+pub mod cbor;
+pub mod cose;
+pub mod crypto;
+pub mod did;
+pub mod error;
+pub mod jwk;
+pub mod mdoc;
+pub mod session;
+pub mod status;
+pub mod timestamp;
+pub mod verify;
+pub mod x509;
+
+pub use error::{Error, Result};
+pub use timestamp::Timestamp;
