@@ -426,9 +426,19 @@ impl ResponseChunker {
     }
 }
 
+/// Largest content of a `53` data object (three length bytes).
+pub const MAX_DO53_LEN: usize = 0xff_ffff;
+
 /// Wrap `data` in the BER-TLV data object `53`.
-pub fn do53_wrap(data: &[u8]) -> Vec<u8> {
+pub fn do53_wrap(data: &[u8]) -> Result<Vec<u8>> {
     let n = data.len();
+    if n > MAX_DO53_LEN {
+        return Err(Error::TooLarge {
+            what: "DO 53 content",
+            len: n,
+            limit: MAX_DO53_LEN,
+        });
+    }
     let mut out = Vec::with_capacity(n.saturating_add(5));
     out.push(0x53);
     match n {
@@ -444,7 +454,7 @@ pub fn do53_wrap(data: &[u8]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(data);
-    out
+    Ok(out)
 }
 
 /// Unwrap a complete `53` data object; the length must match the bytes exactly.
@@ -541,7 +551,7 @@ mod tests {
 
     #[test]
     fn chaining_and_do53() {
-        let data = do53_wrap(&[9; 600]);
+        let data = do53_wrap(&[9; 600]).unwrap();
         let cmds = chain(0, ins::ENVELOPE, 0, 0, &data, 255, Some(256));
         assert_eq!(cmds.len(), 3);
         assert!(cmds[0].is_chained() && cmds[1].is_chained() && !cmds[2].is_chained());

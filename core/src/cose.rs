@@ -80,7 +80,12 @@ impl Signer for SoftwareKey {
 
 /// Decode a COSE_Sign1 (tag 18 or untagged), within [`MAX_SIGN1_LEN`].
 pub fn decode_sign1(bytes: &[u8]) -> Result<CoseSign1> {
-    let value = cbor::decode("COSE_Sign1", bytes, Limits::new(MAX_SIGN1_LEN))?;
+    decode_sign1_within(bytes, MAX_SIGN1_LEN)
+}
+
+/// Decode a COSE_Sign1 within a caller-chosen size limit (e.g. large Status List Tokens).
+pub fn decode_sign1_within(bytes: &[u8], max_len: usize) -> Result<CoseSign1> {
+    let value = cbor::decode("COSE_Sign1", bytes, Limits::new(max_len))?;
     sign1_from_value(value)
 }
 
@@ -206,15 +211,11 @@ pub fn sign1(
     Ok(unsigned)
 }
 
-/// The `kid` of a COSE_Sign1: protected header first, then unprotected.
+/// The `kid` of a COSE_Sign1, from the **protected** header only: the key id decides which
+/// key and accreditation apply, so it must be covered by the signature.
 pub fn kid(sign1: &CoseSign1) -> Option<&[u8]> {
-    if !sign1.protected.header.key_id.is_empty() {
-        Some(&sign1.protected.header.key_id)
-    } else if !sign1.unprotected.key_id.is_empty() {
-        Some(&sign1.unprotected.key_id)
-    } else {
-        None
-    }
+    let kid = &sign1.protected.header.key_id;
+    (!kid.is_empty()).then_some(kid.as_slice())
 }
 
 /// The `x5chain` certificates (DER), leaf first, from either header.

@@ -54,6 +54,12 @@ impl KeyCommitment {
             .strip_prefix('z')
             .and_then(|b| bs58::decode(b).into_vec().ok())
             .ok_or_else(|| Error::malformed("key commitment", "not base58btc multibase"))?;
+        if s.get(1..) != Some(bs58::encode(&raw).into_string().as_str()) {
+            return Err(Error::malformed(
+                "key commitment",
+                "not canonical base58btc",
+            ));
+        }
         let arr: [u8; 32] = raw
             .try_into()
             .map_err(|_| Error::malformed("key commitment", "not 32 bytes"))?;
@@ -205,6 +211,9 @@ pub fn multikey_decode(s: &str) -> Result<EcPublicKey> {
         .strip_prefix('z')
         .and_then(|b| bs58::decode(b).into_vec().ok())
         .ok_or_else(|| Error::malformed("Multikey", "not base58btc multibase"))?;
+    if s.get(1..) != Some(bs58::encode(&raw).into_string().as_str()) {
+        return Err(Error::malformed("Multikey", "not canonical base58btc"));
+    }
     match raw.split_at_checked(2) {
         Some((codec, key)) if codec == P256_MULTICODEC => EcPublicKey::from_sec1(key),
         _ => Err(Error::Unsupported("Multikey other than P-256".into())),
@@ -332,8 +341,13 @@ impl DidDocument {
         if let Some(c) = &self.next_key_commitment {
             KeyCommitment::from_multibase(c)?;
         }
-        if self.deactivated && !self.assertion_method.is_empty() {
-            return Err(Error::invalid(W, "a deactivated DID has no assertion keys"));
+        if self.deactivated
+            && (!self.assertion_method.is_empty() || self.next_key_commitment.is_some())
+        {
+            return Err(Error::invalid(
+                W,
+                "a deactivated DID has no assertion keys and no next key",
+            ));
         }
         Ok(())
     }

@@ -239,8 +239,8 @@ impl StatusList {
 /// two or three bytes each.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatusDelta {
-    /// `(index, value)`, strictly increasing by index.
-    pub changes: Vec<(u64, u8)>,
+    /// `(index, value)`, strictly increasing by index (kept private so it stays that way).
+    changes: Vec<(u64, u8)>,
 }
 
 /// Largest delta accepted on the wire.
@@ -253,6 +253,11 @@ impl StatusDelta {
         changes.sort_by_key(|(i, _)| *i);
         changes.dedup_by_key(|(i, _)| *i);
         Self { changes }
+    }
+
+    /// The changes, strictly increasing by index.
+    pub fn changes(&self) -> &[(u64, u8)] {
+        &self.changes
     }
 
     /// The CBOR value.
@@ -348,7 +353,7 @@ fn int_claim(claims: &[(Value, Value)], key: i64) -> Result<Option<i64>> {
 
 /// Verify a Status List Token (COSE_Sign1 CWT) with `key` and decode its list.
 pub fn verify_status_list_cwt(bytes: &[u8], key: &EcPublicKey) -> Result<StatusListToken> {
-    let sign1 = cose::decode_sign1(bytes)?;
+    let sign1 = cose::decode_sign1_within(bytes, MAX_ENCODED_LEN)?;
     cose::verify_sign1(&sign1, key, Domain::StatusListCwt, None)?;
     let claims = claims_of(&sign1)?;
     const W: &str = "Status List Token";
@@ -372,7 +377,7 @@ pub fn verify_status_list_cwt(bytes: &[u8], key: &EcPublicKey) -> Result<StatusL
 
 /// Verify a referenced token (COSE_Sign1 CWT) with `key` and return its status reference (claim 65535).
 pub fn verify_referenced_token_cwt(bytes: &[u8], key: &EcPublicKey) -> Result<StatusRef> {
-    let sign1 = cose::decode_sign1(bytes)?;
+    let sign1 = cose::decode_sign1_within(bytes, MAX_ENCODED_LEN)?;
     cose::verify_sign1(&sign1, key, Domain::StatusListCwt, None)?;
     let claims = claims_of(&sign1)?;
     const W: &str = "referenced token";
@@ -410,7 +415,7 @@ mod tests {
     #[test]
     fn delta_round_trip_and_refusals() {
         let d = StatusDelta::from_changes(vec![(10, 1), (3, 2), (10, 2), (1_000_000, 1)]);
-        assert_eq!(d.changes, vec![(3, 2), (10, 2), (1_000_000, 1)]);
+        assert_eq!(d.changes(), &[(3, 2), (10, 2), (1_000_000, 1)]);
         assert_eq!(StatusDelta::from_cbor(&d.to_cbor()).unwrap(), d);
         // A zero gap after the first entry would repeat an index.
         let bad = cbor::encode(&Value::Array(vec![

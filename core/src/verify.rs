@@ -141,7 +141,15 @@ pub enum UndeterminedReason {
     StatusIndexOutOfRange(u64),
     /// A deviceMac cannot be checked without the reader's ephemeral key.
     MacKeyUnavailable,
+    /// The snapshot is dated after the verification time: the kiosk clock is wrong.
+    SnapshotFromTheFuture {
+        /// How far ahead, in seconds.
+        ahead_secs: i64,
+    },
 }
+
+/// Clock difference tolerated between a snapshot's certified time and the verifier's clock.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 impl fmt::Display for UndeterminedReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -156,6 +164,12 @@ impl fmt::Display for UndeterminedReason {
             Self::StatusIndexOutOfRange(i) => write!(f, "status index {i} outside its list"),
             Self::MacKeyUnavailable => {
                 f.write_str("deviceMac present but no reader key to check it")
+            }
+            Self::SnapshotFromTheFuture { ahead_secs } => {
+                write!(
+                    f,
+                    "registry state is dated {ahead_secs} s after the verification time (clock wrong?)"
+                )
             }
         }
     }
@@ -270,6 +284,15 @@ pub fn verify_presentation(
     policy: &Policy,
     now: Timestamp,
 ) -> Verdict {
+    // A snapshot certified after "now" means a wrong clock (or a forged one); nothing built on
+    // it can be trusted either way.
+    if let Some(as_of) = snapshot.as_of
+        && as_of.secs_since(now) > MAX_CLOCK_SKEW_SECS
+    {
+        return Verdict::Undetermined(UndeterminedReason::SnapshotFromTheFuture {
+            ahead_secs: as_of.secs_since(now),
+        });
+    }
     let stale = match (policy.max_state_age_secs, snapshot.as_of) {
         (Some(max), Some(as_of)) if now.secs_since(as_of) > max => {
             Some(UndeterminedReason::StaleTrustState {
@@ -293,8 +316,11 @@ pub fn verify_presentation(
     let docs = match mdoc_verify::verify_bytes(p.device_response, &ctx) {
         Ok(docs) => docs,
         // An unknown issuer may have been registered after a stale snapshot was taken.
-        Err(Refusal::Reject(RejectReason::UntrustedIssuer)) if stale.is_some() => {
-            return Verdict::Undetermined(stale.unwrap_or(UndeterminedReason::MacKeyUnavailable));
+        Err(Refusal::Reject(RejectReason::UntrustedIssuer)) => {
+            return match stale {
+                Some(reason) => Verdict::Undetermined(reason),
+                None => Verdict::Reject(RejectReason::UntrustedIssuer),
+            };
         }
         Err(r) => return r.into(),
     };

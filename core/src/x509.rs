@@ -33,7 +33,7 @@ impl Cert {
             });
         }
         let cert =
-            Certificate::from_der(der).map_err(|e| Error::Certificate(format!("DER: {e}")))?;
+            Certificate::from_der(der).map_err(|e| Error::Certificate(format!("bad DER: {e}")))?;
         let spki = cert
             .tbs_certificate
             .subject_public_key_info
@@ -72,6 +72,11 @@ impl Cert {
         (Timestamp(secs(v.not_before)), Timestamp(secs(v.not_after)))
     }
 
+    /// Whether this certificate names `issuer`'s subject as its issuer.
+    pub fn names_issuer(&self, issuer: &Cert) -> bool {
+        self.cert.tbs_certificate.issuer == issuer.cert.tbs_certificate.subject
+    }
+
     /// Check that `issuer` signed this certificate, names match, and both are valid at `at`.
     pub fn verify_issued_by(&self, issuer: &Cert, at: Timestamp) -> Result<()> {
         if self.cert.tbs_certificate.issuer != issuer.cert.tbs_certificate.subject {
@@ -88,7 +93,7 @@ impl Cert {
             .cert
             .tbs_certificate
             .to_der()
-            .map_err(|e| Error::Certificate(format!("DER: {e}")))?;
+            .map_err(|e| Error::Certificate(format!("bad DER: {e}")))?;
         let sig = self
             .cert
             .signature

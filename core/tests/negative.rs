@@ -414,3 +414,74 @@ fn engine_stale_state_is_never_accept_and_never_a_false_reject() {
         Verdict::Reject(RejectReason::IssuerSignature)
     );
 }
+
+#[test]
+fn engine_refuses_a_snapshot_from_the_future() {
+    let f = fixture();
+    let snap = snapshot(&f, "2026-06-02T12:00:00Z");
+    assert!(matches!(
+        engine(&f, &snap),
+        Verdict::Undetermined(UndeterminedReason::SnapshotFromTheFuture { .. })
+    ));
+}
+
+#[test]
+fn kid_in_the_unprotected_header_is_not_trusted() {
+    // Move the kid out of the protected header (re-signing so the signature itself is good).
+    let f = fixture();
+    let mut resp = f.response.clone();
+    let doc = &mut resp.documents.as_mut().unwrap()[0];
+    let mut cose = doc.issuer_signed.issuer_auth.cose.clone();
+    cose.unprotected.key_id = cose.protected.header.key_id.clone();
+    cose.protected = coset::ProtectedHeader {
+        original_data: None,
+        header: coset::HeaderBuilder::new()
+            .algorithm(coset::iana::Algorithm::ES256)
+            .build(),
+    };
+    cose.signature = f.issuer_key.sign_es256(&cose.tbs_data(b"")).to_vec();
+    doc.issuer_signed.issuer_auth = mdoc::signed::Sign1::new(cose);
+    assert_eq!(reject(check(&f, &resp)), RejectReason::UntrustedIssuer);
+}
+
+#[test]
+fn citizen_element_of_the_wrong_type_is_refused_at_issue_and_verify() {
+    let f = fixture();
+    let resp = replace_item(&f, |i| {
+        if i.element_identifier == "family_name" {
+            i.element_value = Value::Integer(7.into());
+        }
+    });
+    // Digest fails first; the type rule is checked at issue time too.
+    assert!(matches!(
+        reject(check(&f, &resp)),
+        RejectReason::DigestMismatch { .. }
+    ));
+    let ns = vec![(
+        mdoc::citizen::NAMESPACE.to_owned(),
+        vec![("age_over_18".to_owned(), Value::Text("yes".into()))],
+    )];
+    let params = mdoc::IssueParams {
+        doc_type: mdoc::citizen::DOC_TYPE,
+        name_spaces: &ns,
+        device_key: f.device_key.public_key(),
+        validity: mdoc::ValidityInfo {
+            signed: mdoc::TDate::new(now()),
+            valid_from: mdoc::TDate::new(now()),
+            valid_until: mdoc::TDate::new(now().plus_secs(10)),
+            expected_update: None,
+        },
+        status: None,
+        key_authorizations: None,
+    };
+    let mut rng = citizen::SeededRng::new("x");
+    assert!(
+        mdoc::issue(
+            &params,
+            &f.issuer_key,
+            &mdoc::IssuerKeyId::Kid(f.issuer_kid.clone()),
+            &mut rng
+        )
+        .is_err()
+    );
+}

@@ -53,6 +53,27 @@ pub fn issue(
     key_id: &IssuerKeyId,
     rng: &mut dyn CryptoRngCore,
 ) -> Result<IssuerSigned> {
+    if params.validity.valid_until.at < params.validity.valid_from.at {
+        return Err(Error::invalid("credential", "validUntil before validFrom"));
+    }
+    if let IssuerKeyId::X5Chain(chain) = key_id
+        && chain.is_empty()
+    {
+        return Err(Error::invalid("credential", "empty x5chain"));
+    }
+    if params.doc_type == super::citizen::DOC_TYPE {
+        for (ns, elements) in params.name_spaces {
+            if ns != super::citizen::NAMESPACE {
+                return Err(Error::invalid(
+                    "credential",
+                    format!("namespace {ns} in a citizen credential"),
+                ));
+            }
+            for (id, value) in elements {
+                super::citizen::check_element(id, value)?;
+            }
+        }
+    }
     let total: usize = params.name_spaces.iter().map(|(_, e)| e.len()).sum();
     if total == 0 {
         return Err(Error::invalid("credential", "no elements"));

@@ -292,7 +292,7 @@ impl CborForm for DeviceResponse {
             )));
         }
         Ok(Self {
-            version: access::text(W, access::req(W, m, "version")?)?.to_owned(),
+            version: version.to_owned(),
             documents: access::get(W, m, "documents")?
                 .map(|d| {
                     access::array(W, d)?

@@ -81,6 +81,13 @@ pub struct VerifiedDocument {
     pub device_key: EcPublicKey,
 }
 
+fn cert_message(e: Error) -> String {
+    match e {
+        Error::Certificate(m) => m,
+        other => other.to_string(),
+    }
+}
+
 fn reject(r: RejectReason) -> Refusal {
     Refusal::Reject(r)
 }
@@ -128,10 +135,13 @@ fn issuer_key(doc: &Document, ctx: &VerifyContext<'_>) -> Result<(EcPublicKey, I
     let chain = cose::x5chain(auth).map_err(malformed)?;
     if let Some(leaf) = chain.first() {
         let leaf =
-            Cert::from_der(leaf).map_err(|e| reject(RejectReason::Certificate(e.to_string())))?;
+            Cert::from_der(leaf).map_err(|e| reject(RejectReason::Certificate(cert_message(e))))?;
         let mut last_err = None;
         for anchor in ctx.anchors {
-            if let TrustAnchor::Iaca(root) = anchor {
+            // Only a root the leaf names can fail it; a leaf naming no trusted root is untrusted.
+            if let TrustAnchor::Iaca(root) = anchor
+                && leaf.names_issuer(root)
+            {
                 match leaf.verify_issued_by(root, ctx.at) {
                     Ok(()) => {
                         return Ok((
@@ -144,7 +154,7 @@ fn issuer_key(doc: &Document, ctx: &VerifyContext<'_>) -> Result<(EcPublicKey, I
             }
         }
         if let Some(e) = last_err {
-            return Err(reject(RejectReason::Certificate(e.to_string())));
+            return Err(reject(RejectReason::Certificate(cert_message(e))));
         }
     }
     Err(reject(RejectReason::UntrustedIssuer))
@@ -156,6 +166,9 @@ fn verify_document(doc: &Document, ctx: &VerifyContext<'_>) -> Result<VerifiedDo
         Error::Unsupported(m) => reject(RejectReason::UnsupportedAlgorithm(m)),
         other => malformed(other),
     })?;
+    if auth.payload.is_none() {
+        return Err(malformed(Error::malformed("issuerAuth", "no MSO payload")));
+    }
     let (issuer_key, issuer) = issuer_key(doc, ctx)?;
     cose::verify_sign1(auth, &issuer_key, Domain::IsoIssuerAuth, None)
         .map_err(|_| reject(RejectReason::IssuerSignature))?;
@@ -230,6 +243,9 @@ fn verify_document(doc: &Document, ctx: &VerifyContext<'_>) -> Result<VerifiedDo
                     namespace: ns.clone(),
                     element: element.clone(),
                 }));
+            }
+            if mso.doc_type == super::citizen::DOC_TYPE && ns == super::citizen::NAMESPACE {
+                super::citizen::check_element(element, &inner.element_value).map_err(malformed)?;
             }
             values.push((element.clone(), inner.element_value.clone()));
         }

@@ -1,0 +1,43 @@
+//! Command-line definitions and dispatch.
+
+mod demo;
+mod input;
+mod mdoc;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for usage errors (bad flags, unreadable files), as in sysexits.h.
+pub const EXIT_USAGE: i32 = 64;
+
+/// Civis: open citizen identity.
+#[derive(Debug, Parser)]
+#[command(name = "civis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// ISO 18013-5 mdoc tools.
+    #[command(subcommand)]
+    Mdoc(mdoc::MdocCommand),
+    /// Walk through issuing, presenting and verifying a citizen credential, in-process.
+    Demo(demo::DemoArgs),
+}
+
+/// Parse the command line and run; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Command::Mdoc(cmd) => mdoc::run(cmd),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
