@@ -3,7 +3,13 @@
 //!
 //! `cargo bench -p civis-core --bench mdoc_verify` — prints criterion's figures, then an
 //! interleaved measurement of both and their ratio (target ≤ 1.3).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs,
+    dead_code
+)]
 
 #[path = "../tests/common/citizen.rs"]
 mod citizen;

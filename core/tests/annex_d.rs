@@ -152,7 +152,7 @@ fn device_authentication_bytes_and_mac() {
 
     let reader = SoftwareKey::from_scalar(&annex_d_key("ephemeral_reader_key.d")).unwrap();
     let iaca = Cert::from_der(&v("iaca_certificate.der.hex")).unwrap();
-    let anchors = [mdoc::TrustAnchor::Iaca(iaca)];
+    let anchors = [mdoc::TrustAnchor::Iaca(Box::new(iaca))];
     let ctx = mdoc::VerifyContext {
         transcript: &st,
         anchors: &anchors,

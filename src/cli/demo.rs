@@ -236,8 +236,12 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
 
     step(6, "Someone edits a disclosed value in transit");
     let mut tampered = response.clone();
-    if let Some(pos) = tampered.windows(7).position(|w| w == b"Harbour") {
-        tampered[pos] = b'h';
+    if let Some(b) = tampered
+        .windows(7)
+        .position(|w| w == b"Harbour")
+        .and_then(|pos| tampered.get_mut(pos))
+    {
+        *b = b'h';
     }
     println!("    {}", show(&check(&tampered, &snapshot)));
 

@@ -138,8 +138,11 @@ fn anchor(raw: &[u8]) -> std::result::Result<TrustAnchor, String> {
         });
     }
     Cert::from_der(&maybe_hex(raw.to_vec()))
-        .map(TrustAnchor::Iaca)
-        .map_err(|e| format!("trust certificate: {e}"))
+        .map(|c| TrustAnchor::Iaca(Box::new(c)))
+        .map_err(|e| match e {
+            civis_core::Error::Certificate(m) => format!("trust certificate: {m}"),
+            other => format!("trust certificate: {other}"),
+        })
 }
 
 fn malformed(m: impl Into<String>) -> Verdict {

@@ -74,6 +74,31 @@ pub fn issue(
             }
         }
     }
+    for (i, (ns, elements)) in params.name_spaces.iter().enumerate() {
+        if params
+            .name_spaces
+            .iter()
+            .skip(i.saturating_add(1))
+            .any(|(other, _)| other == ns)
+        {
+            return Err(Error::invalid(
+                "credential",
+                format!("namespace {ns} given twice"),
+            ));
+        }
+        for (j, (id, _)) in elements.iter().enumerate() {
+            if elements
+                .iter()
+                .skip(j.saturating_add(1))
+                .any(|(other, _)| other == id)
+            {
+                return Err(Error::invalid(
+                    "credential",
+                    format!("element {ns}/{id} given twice"),
+                ));
+            }
+        }
+    }
     let total: usize = params.name_spaces.iter().map(|(_, e)| e.len()).sum();
     if total == 0 {
         return Err(Error::invalid("credential", "no elements"));

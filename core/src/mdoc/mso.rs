@@ -127,6 +127,9 @@ impl StatusRef {
     }
 }
 
+/// Digests by namespace: `[(namespace, [(digestID, digest)])]`.
+pub type ValueDigests = Vec<(String, Vec<(u64, Vec<u8>)>)>;
+
 /// `MobileSecurityObject`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MobileSecurityObject {
@@ -135,7 +138,7 @@ pub struct MobileSecurityObject {
     /// Digest algorithm of `value_digests`.
     pub digest_algorithm: DigestAlgorithm,
     /// namespace → [(digestID, digest)].
-    pub value_digests: Vec<(String, Vec<(u64, Vec<u8>)>)>,
+    pub value_digests: ValueDigests,
     /// The device key as a COSE_Key value (kept as encoded).
     pub device_key: Value,
     /// `keyAuthorizations`, if any.

@@ -26,7 +26,7 @@ use crate::x509::Cert;
 #[derive(Debug, Clone)]
 pub enum TrustAnchor {
     /// An IACA root: issuerAuth must carry an `x5chain` whose leaf it signed.
-    Iaca(Cert),
+    Iaca(Box<Cert>),
     /// A `did:civis` issuer key, matched by `kid` (the DID URL) in issuerAuth.
     DidKey {
         /// The DID URL, e.g. `did:civis:…#key-1`.

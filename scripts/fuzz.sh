@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Fuzz every target for SECONDS (default 300) each, seeded from the conformance vectors.
+# Not part of CI. Uses cargo-fuzz (installed on first use) on the stable toolchain via
+# RUSTC_BOOTSTRAP, since libFuzzer's sanitizer flags are nightly-only.
+#   ./scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+secs="${1:-300}"; shift || true
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu)
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+unset CARGO_TARGET_DIR   # cargo-fuzz keeps its own target dir under fuzz/
+
+seed() { # seed TARGET FILE...: hex files are decoded, others copied
+  local dir="fuzz/corpus/$1"; shift; mkdir -p "$dir"
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    if [[ "$f" == *.hex || "$f" == *.md ]]; then
+      tr -cd '0-9a-fA-F' < "$f" | xxd -r -p > "$dir/$(basename "$f").bin" 2>/dev/null || true
+    else
+      cp "$f" "$dir/"
+    fi
+  done
+}
+v="$CIVIS_SHARED_VECTORS"
+seed device_response "$v"/iso18013-5/D.4.1.2_device_response.hex specs/vectors/citizen/device_response.cbor
+seed cose_sign1 "$v"/iso18013-5/D.5.2_issuer_auth.hex "$v"/iso18013-5/D.5.4_reader_auth.hex "$v"/token-status-list/status_list_cwt.md
+for f in "$v"/cose/*.json; do
+  mkdir -p fuzz/corpus/cose_sign1
+  python3 -c 'import json,sys; sys.stdout.buffer.write(bytes.fromhex(json.load(open(sys.argv[1]))["output"]["cbor"]))' "$f" \
+    > "fuzz/corpus/cose_sign1/$(basename "$f" .json).bin"
+done
+for f in "$v"/token-status-list/status_list_encoding*_cbor.md; do
+  mkdir -p fuzz/corpus/status_list
+  sed -n '/encoded:/,$p' "$f" | tr -cd '0-9a-fA-F' | xxd -r -p > "fuzz/corpus/status_list/$(basename "$f" .md).bin"
+  [ -s "fuzz/corpus/status_list/$(basename "$f" .md).bin" ] || tr -cd '0-9a-fA-F' < "$f" | xxd -r -p > "fuzz/corpus/status_list/$(basename "$f" .md).bin"
+done
+seed status_list specs/vectors/citizen/status_list.cbor
+mkdir -p fuzz/corpus/apdu
+printf '\x00\xa4\x04\x00\x07\xd2\x76\x00\x00\x85\x01\x01\x00' > fuzz/corpus/apdu/select_ndef
+printf '\x00\xb0\x00\x02\x00\x00\xce' > fuzz/corpus/apdu/read_binary_ext
+printf '\x10\xc3\x00\x00\x05\x53\x03\x01\x02\x03' > fuzz/corpus/apdu/envelope_chained
+
+for t in "${targets[@]}"; do
+  echo "== fuzz $t for ${secs}s"
+  (cd fuzz && cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 \
+    | tee "corpus/$t.log" | grep -E "^#[0-9]+.*(DONE|pulse)|ERROR|panicked|SUMMARY" | tail -5)
+done

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: format and lint gates, then every test of the workspace (unit,
+# conformance vectors, golden vectors, adversarial inputs, the CLI through its binary).
+# Installs what it needs; `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+need_rust
+need_packages gcc pkg-config
+
+if [ ! -d "$CIVIS_SHARED_VECTORS" ]; then
+  echo "missing public vectors at $CIVIS_SHARED_VECTORS (../shared beside the clone)" >&2
+  exit 1
+fi
+
+start=$(date +%s)
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test (workspace)"
+cargo test --workspace --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
+# A single closing line for CI: totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "civis: %d passed, %d failed, %d skipped\n", p, f, s }' \
+  "${CARGO_TARGET_DIR}/test-output.txt" | sed 's/civis: //' | sed 's/^/tests: /'
+echo "test suite finished in $(( $(date +%s) - start )) s"
