@@ -232,6 +232,36 @@ fn reader_auth_verifies_against_reader_root() {
         Some(&ra_bytes),
     )
     .unwrap();
+    // The same through the library function, which also refuses other roots and times.
+    let checked = mdoc::reader_auth::verify(
+        doc_req,
+        &st,
+        std::slice::from_ref(&root),
+        at("2021-01-01T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(checked.public_key(), leaf.public_key());
+    let iaca = Cert::from_der(&v("iaca_certificate.der.hex")).unwrap();
+    assert!(mdoc::reader_auth::verify(doc_req, &st, &[iaca], at("2021-01-01T00:00:00Z")).is_err());
+    assert!(
+        mdoc::reader_auth::verify(
+            doc_req,
+            &st,
+            std::slice::from_ref(&root),
+            at("2035-01-01T00:00:00Z")
+        )
+        .is_err()
+    );
+    let other_st = SessionTranscript::new(None, None, ciborium::Value::Null);
+    assert!(
+        mdoc::reader_auth::verify(
+            doc_req,
+            &other_st,
+            std::slice::from_ref(&root),
+            at("2021-01-01T00:00:00Z")
+        )
+        .is_err()
+    );
     // Bound to the transcript: another transcript's bytes do not verify.
     let other = SessionTranscript::new(None, None, ciborium::Value::Null);
     let wrong = other.reader_authentication_bytes(&doc_req.items_request);

@@ -9,6 +9,7 @@ pub mod issue;
 pub mod item;
 pub mod json;
 pub mod mso;
+pub mod reader_auth;
 pub mod request;
 pub mod response;
 pub mod signed;
