@@ -13,6 +13,7 @@
 
 pub mod apdu;
 pub mod cbor;
+pub mod chain;
 pub mod cose;
 pub mod crypto;
 pub mod did;

@@ -1,0 +1,6 @@
+//! Registry chain types that kiosks and validators share (issue #3, in progress).
+//!
+//! - [`cert`]: the finality certificate (commonware simplex, secp256r1 scheme), checked from a
+//!   pinned validator set alone, without commonware's consensus, runtime or p2p crates.
+
+pub mod cert;
