@@ -2,5 +2,8 @@
 //!
 //! - [`cert`]: the finality certificate (commonware simplex, secp256r1 scheme), checked from a
 //!   pinned validator set alone, without commonware's consensus, runtime or p2p crates.
+//! - [`smt`]: the authenticated map (compacted sparse Merkle tree) with inclusion and
+//!   non-inclusion proofs.
 
 pub mod cert;
+pub mod smt;
