@@ -43,6 +43,8 @@ pub enum Domain {
     RegistryTransaction,
     /// Civis: a governance-root rotation statement.
     GovernanceRotation,
+    /// Civis: a governance member's approval of another member's registry operation.
+    GovernanceApproval,
 }
 
 impl Domain {
@@ -56,6 +58,7 @@ impl Domain {
             Self::KioskAccreditation => b"civis/kiosk-accreditation/v1",
             Self::RegistryTransaction => b"civis/registry-transaction/v1",
             Self::GovernanceRotation => b"civis/governance-rotation/v1",
+            Self::GovernanceApproval => b"civis/governance-approval/v1",
         }
     }
 }

@@ -7,3 +7,5 @@
 
 pub mod cert;
 pub mod smt;
+pub mod state;
+pub mod tx;

@@ -1,0 +1,816 @@
+//! Registry state and the authorization rules of every operation (`specs/chain-transactions.md`).
+//!
+//! Pure and deterministic: `apply` takes the state, a signed transaction and the block time, and
+//! either changes the state or refuses with a [`Refused`] reason, changing nothing. Two
+//! authenticated trees hold the state ([`super::smt`]): the **kiosk tree** (DID keys,
+//! accreditations, kiosk grants, status lists, elections, governance, validators) that kiosks keep
+//! whole, and the **public tree** (DID records with their sequence numbers).
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::smt::{self, Hash, SparseMerkleTree};
+use super::tx::{self, ElementGrants, Op, SignedTx};
+use crate::cbor::{self, access, text, text_map};
+use crate::cose::{self, Domain};
+use crate::crypto::EcPublicKey;
+use crate::did::{Did, DidUrl, KeyCommitment};
+use crate::status::{Bits, Status, StatusList};
+
+/// Bytes of list data per status-list chunk leaf.
+pub const STATUS_CHUNK: usize = 1024;
+/// Largest status list a transaction may create (entries).
+pub const MAX_STATUS_ENTRIES: u64 = 16 * 1024 * 1024;
+
+/// Table tags: the first component of every key path.
+pub mod tag {
+    /// Public tree: DID records.
+    pub const DID: &[u8] = b"did";
+    /// Kiosk tree: every key a DID has had, by DID URL.
+    pub const KEY: &[u8] = b"key";
+    /// Kiosk tree: issuer accreditations.
+    pub const ISSUER: &[u8] = b"issuer";
+    /// Kiosk tree: kiosk accreditations.
+    pub const KIOSK: &[u8] = b"kiosk";
+    /// Kiosk tree: status-list metadata.
+    pub const STATUS_META: &[u8] = b"status-meta";
+    /// Kiosk tree: status-list chunks.
+    pub const STATUS_CHUNK: &[u8] = b"status-chunk";
+    /// Kiosk tree: elections.
+    pub const ELECTION: &[u8] = b"election";
+    /// Kiosk tree: governance and validators.
+    pub const CHAIN: &[u8] = b"chain";
+}
+
+/// Why a transaction was refused. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refused {
+    /// The transaction names another chain.
+    #[error("transaction is for chain {0:?}")]
+    WrongChain(String),
+    /// The signer DID does not exist.
+    #[error("unknown signer {0}")]
+    UnknownSigner(String),
+    /// The signer DID is deactivated.
+    #[error("signer {0} is deactivated")]
+    Deactivated(String),
+    /// The signer key is not the DID's current key.
+    #[error("{0} is not the DID's current key")]
+    StaleKey(String),
+    /// Signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The sequence number is not the next one (replay or gap).
+    #[error("sequence number {got}, expected {expected}")]
+    BadSequence {
+        /// Given.
+        got: u64,
+        /// Expected.
+        expected: u64,
+    },
+    /// The signer may not perform this operation.
+    #[error("{signer} is not authorized to {op}")]
+    Unauthorized {
+        /// Who.
+        signer: String,
+        /// What.
+        op: &'static str,
+    },
+    /// The operation's content breaks a rule.
+    #[error("invalid {op}: {detail}")]
+    Invalid {
+        /// Which operation.
+        op: &'static str,
+        /// What rule.
+        detail: String,
+    },
+}
+
+fn invalid(op: &'static str, detail: impl Into<String>) -> Refused {
+    Refused::Invalid {
+        op,
+        detail: detail.into(),
+    }
+}
+
+/// One authenticated table set: the tree, and the values behind its leaves.
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    smt: SparseMerkleTree,
+    values: BTreeMap<Hash, (Vec<u8>, Vec<u8>, Vec<u8>)>,
+}
+
+impl Tree {
+    /// The root.
+    pub fn root(&self) -> Hash {
+        self.smt.root()
+    }
+
+    /// The value under `(tag, key)`.
+    pub fn get(&self, tag: &[u8], key: &[u8]) -> Option<&[u8]> {
+        self.values
+            .get(&smt::key_path(tag, key))
+            .map(|(_, _, v)| v.as_slice())
+    }
+
+    fn put(&mut self, tag: &[u8], key: &[u8], value: Vec<u8>) {
+        let path = smt::key_path(tag, key);
+        self.smt.insert(path, smt::value_hash(&value));
+        self.values
+            .insert(path, (tag.to_vec(), key.to_vec(), value));
+    }
+
+    /// Every entry as `(tag, key, value)`, ordered by key path (what a cold kiosk sync carries).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+        self.values
+            .values()
+            .map(|(t, k, v)| (t.as_slice(), k.as_slice(), v.as_slice()))
+    }
+
+    /// A proof for `(tag, key)`.
+    pub fn prove(&self, tag: &[u8], key: &[u8]) -> smt::Proof {
+        self.smt.prove(&smt::key_path(tag, key))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The chain's starting point (`genesis.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Genesis {
+    /// Chain id, also the consensus namespace.
+    pub chain_id: String,
+    /// Genesis time (Unix seconds).
+    pub time: i64,
+    /// Validators of epoch 0.
+    pub validators: Vec<EcPublicKey>,
+    /// Governance members: inception key and next-key commitment of each governance DID.
+    pub governance: Vec<(EcPublicKey, KeyCommitment)>,
+    /// Members needed for quorum operations (validator-set changes).
+    pub governance_threshold: usize,
+}
+
+/// A DID's record in the public tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DidRecord {
+    /// Current key.
+    pub key: EcPublicKey,
+    /// Its number (`#key-N`).
+    pub key_index: u32,
+    /// Commitment to the next key (absent once deactivated).
+    pub next: Option<KeyCommitment>,
+    /// The next sequence number expected from this DID.
+    pub seq: u64,
+    /// Deactivated for good.
+    pub deactivated: bool,
+}
+
+impl DidRecord {
+    fn encode(&self) -> Vec<u8> {
+        cbor::encode(&text_map(vec![
+            ("key", Value::Bytes(self.key.compressed())),
+            ("key_index", Value::Integer(self.key_index.into())),
+            (
+                "next",
+                self.next
+                    .map_or(Value::Null, |c| Value::Bytes(c.0.to_vec())),
+            ),
+            ("seq", Value::Integer(self.seq.into())),
+            ("deactivated", Value::Bool(self.deactivated)),
+        ]))
+    }
+
+    /// Decode a stored record.
+    pub fn decode(bytes: &[u8]) -> crate::Result<Self> {
+        const W: &str = "DID record";
+        let v = cbor::decode(W, bytes, cbor::Limits::new(1024))?;
+        let m = access::map(W, &v)?;
+        Ok(Self {
+            key: EcPublicKey::from_sec1(access::bytes(W, access::req(W, m, "key")?)?)?,
+            key_index: u32::try_from(access::uint(W, access::req(W, m, "key_index")?)?)
+                .map_err(|_| crate::Error::malformed(W, "key_index"))?,
+            next: match access::req(W, m, "next")? {
+                Value::Null => None,
+                b => Some(KeyCommitment(
+                    access::bytes(W, b)?
+                        .try_into()
+                        .map_err(|_| crate::Error::malformed(W, "next"))?,
+                )),
+            },
+            seq: access::uint(W, access::req(W, m, "seq")?)?,
+            deactivated: access::req(W, m, "deactivated")?.as_bool().unwrap_or(true),
+        })
+    }
+
+    fn key_url(&self, did: &Did) -> DidUrl {
+        did.key_url(self.key_index)
+    }
+}
+
+/// Metadata of a status list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListMeta {
+    issuer: Did,
+    bits: Bits,
+    size: u64,
+}
+
+/// The registry state.
+#[derive(Debug, Clone)]
+pub struct State {
+    chain_id: String,
+    governance: Vec<Did>,
+    threshold: usize,
+    kiosk: Tree,
+    public: Tree,
+    lists: BTreeMap<String, (ListMeta, StatusList)>,
+}
+
+/// The state root that consensus orders: H("civis/state/v1" || kiosk root || public root).
+pub fn state_root(kiosk_root: &Hash, public_root: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update(b"civis/state/v1");
+    h.update(kiosk_root);
+    h.update(public_root);
+    h.finalize().into()
+}
+
+/// A status list's URI: `<issuer DID>/status/<list>`.
+pub fn status_uri(issuer: &Did, list: &str) -> String {
+    format!("{issuer}/status/{list}")
+}
+
+impl State {
+    /// The state at genesis: governance DIDs created, validators recorded.
+    pub fn genesis(g: &Genesis) -> Result<Self, Refused> {
+        if g.validators.is_empty() || g.governance.is_empty() {
+            return Err(invalid("genesis", "needs validators and governance"));
+        }
+        if g.governance_threshold == 0 || g.governance_threshold > g.governance.len() {
+            return Err(invalid(
+                "genesis",
+                "governance threshold outside 1..=members",
+            ));
+        }
+        let mut s = Self {
+            chain_id: g.chain_id.clone(),
+            governance: Vec::new(),
+            threshold: g.governance_threshold,
+            kiosk: Tree::default(),
+            public: Tree::default(),
+            lists: BTreeMap::new(),
+        };
+        for (key, next) in &g.governance {
+            let did = Did::from_inception(key, next);
+            if s.governance.contains(&did) {
+                return Err(invalid("genesis", "a governance member appears twice"));
+            }
+            s.create_did(&did, key, *next);
+            s.governance.push(did);
+        }
+        s.write_chain_record(&g.validators, 0);
+        Ok(s)
+    }
+
+    /// Chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Root of the kiosk tree.
+    pub fn kiosk_root(&self) -> Hash {
+        self.kiosk.root()
+    }
+
+    /// Root of the public tree.
+    pub fn public_root(&self) -> Hash {
+        self.public.root()
+    }
+
+    /// The combined state root.
+    pub fn root(&self) -> Hash {
+        state_root(&self.kiosk_root(), &self.public_root())
+    }
+
+    /// The kiosk tree.
+    pub fn kiosk_tree(&self) -> &Tree {
+        &self.kiosk
+    }
+
+    /// The public tree.
+    pub fn public_tree(&self) -> &Tree {
+        &self.public
+    }
+
+    /// A DID's record.
+    pub fn did(&self, did: &Did) -> Option<DidRecord> {
+        self.public
+            .get(tag::DID, did.as_str().as_bytes())
+            .and_then(|b| DidRecord::decode(b).ok())
+    }
+
+    /// The status list at `uri`.
+    pub fn status_list(&self, uri: &str) -> Option<&StatusList> {
+        self.lists.get(uri).map(|(_, l)| l)
+    }
+
+    /// The governance members.
+    pub fn governance(&self) -> &[Did] {
+        &self.governance
+    }
+
+    fn create_did(&mut self, did: &Did, key: &EcPublicKey, next: KeyCommitment) {
+        let rec = DidRecord {
+            key: key.clone(),
+            key_index: 1,
+            next: Some(next),
+            seq: 0,
+            deactivated: false,
+        };
+        self.public
+            .put(tag::DID, did.as_str().as_bytes(), rec.encode());
+        self.kiosk.put(
+            tag::KEY,
+            did.key_url(1).to_string().as_bytes(),
+            key.compressed(),
+        );
+    }
+
+    fn write_chain_record(&mut self, validators: &[EcPublicKey], epoch: u64) {
+        let value = cbor::encode(&text_map(vec![
+            ("epoch", Value::Integer(epoch.into())),
+            (
+                "validators",
+                Value::Array(
+                    validators
+                        .iter()
+                        .map(|k| Value::Bytes(k.compressed()))
+                        .collect(),
+                ),
+            ),
+            (
+                "governance",
+                Value::Array(self.governance.iter().map(|d| text(d.as_str())).collect()),
+            ),
+            ("threshold", Value::Integer((self.threshold as u64).into())),
+        ]));
+        self.kiosk.put(tag::CHAIN, b"validators", value);
+    }
+
+    /// Check the signer of `tx`: returns its DID and record. For create-did the "record" is the
+    /// one the operation would create.
+    fn authenticate(&self, tx: &SignedTx) -> Result<(Did, DidRecord), Refused> {
+        if tx.tx.chain != self.chain_id {
+            return Err(Refused::WrongChain(tx.tx.chain.clone()));
+        }
+        let did = tx.signer.did.clone();
+        if let Op::CreateDid { key, next } = &tx.tx.op {
+            if !did.is_inception_of(key, next) || tx.signer.fragment != "key-1" {
+                return Err(invalid(
+                    "create-did",
+                    "signer is not the DID this key and commitment incept",
+                ));
+            }
+            if self.did(&did).is_some() {
+                return Err(invalid("create-did", "the DID exists"));
+            }
+            if tx.tx.seq != 0 {
+                return Err(Refused::BadSequence {
+                    got: tx.tx.seq,
+                    expected: 0,
+                });
+            }
+            tx.verify(key).map_err(|_| Refused::BadSignature)?;
+            let rec = DidRecord {
+                key: key.clone(),
+                key_index: 1,
+                next: Some(*next),
+                seq: 0,
+                deactivated: false,
+            };
+            return Ok((did, rec));
+        }
+        let rec = self
+            .did(&did)
+            .ok_or_else(|| Refused::UnknownSigner(did.to_string()))?;
+        if rec.deactivated {
+            return Err(Refused::Deactivated(did.to_string()));
+        }
+        if tx.signer != rec.key_url(&did) {
+            return Err(Refused::StaleKey(tx.signer.to_string()));
+        }
+        tx.verify(&rec.key).map_err(|_| Refused::BadSignature)?;
+        if tx.tx.seq != rec.seq {
+            return Err(Refused::BadSequence {
+                got: tx.tx.seq,
+                expected: rec.seq,
+            });
+        }
+        Ok((did, rec))
+    }
+
+    fn require_governance(&self, did: &Did, op: &'static str) -> Result<(), Refused> {
+        if self.governance.contains(did) {
+            Ok(())
+        } else {
+            Err(Refused::Unauthorized {
+                signer: did.to_string(),
+                op,
+            })
+        }
+    }
+
+    fn issuer_accreditation(&self, issuer: &Did) -> Option<(Vec<String>, i64)> {
+        let bytes = self.kiosk.get(tag::ISSUER, issuer.as_str().as_bytes())?;
+        let v = cbor::decode("accreditation", bytes, cbor::Limits::new(64 * 1024)).ok()?;
+        let m = access::map("accreditation", &v).ok()?;
+        let doc_types = access::array(
+            "accreditation",
+            access::req("accreditation", m, "doc_types").ok()?,
+        )
+        .ok()?
+        .iter()
+        .filter_map(|t| t.as_text().map(str::to_owned))
+        .collect();
+        let until = access::req("accreditation", m, "until")
+            .ok()?
+            .as_integer()
+            .and_then(|i| i64::try_from(i).ok())?;
+        Some((doc_types, until))
+    }
+
+    /// Validate `tx` at block time `now` and apply it; on refusal nothing changes.
+    pub fn apply(&mut self, tx: &SignedTx, now: i64) -> Result<(), Refused> {
+        let (did, mut rec) = self.authenticate(tx)?;
+        let name = tx.tx.op.name();
+        match &tx.tx.op {
+            Op::CreateDid { key, next } => {
+                self.create_did(&did, key, *next);
+                return Ok(());
+            }
+            Op::RotateKey { key, next } => {
+                let committed = rec
+                    .next
+                    .ok_or_else(|| invalid(name, "no next-key commitment"))?;
+                if !committed.matches(key) {
+                    return Err(invalid(
+                        name,
+                        "the key does not match the pre-rotation commitment",
+                    ));
+                }
+                if next.matches(key) {
+                    return Err(invalid(name, "the next commitment names the same key"));
+                }
+                rec.key = key.clone();
+                rec.key_index = rec
+                    .key_index
+                    .checked_add(1)
+                    .ok_or_else(|| invalid(name, "too many rotations"))?;
+                rec.next = Some(*next);
+                self.kiosk.put(
+                    tag::KEY,
+                    rec.key_url(&did).to_string().as_bytes(),
+                    key.compressed(),
+                );
+            }
+            Op::Deactivate => {
+                if self.governance.contains(&did) {
+                    return Err(invalid(
+                        name,
+                        "a governance member cannot deactivate itself",
+                    ));
+                }
+                rec.deactivated = true;
+                rec.next = None;
+                // A deactivated issuer issues nothing more.
+                if self
+                    .kiosk
+                    .get(tag::ISSUER, did.as_str().as_bytes())
+                    .is_some()
+                {
+                    self.kiosk.put(
+                        tag::ISSUER,
+                        did.as_str().as_bytes(),
+                        accreditation_value(&[], i64::MIN),
+                    );
+                }
+            }
+            Op::AccreditIssuer {
+                issuer,
+                doc_types,
+                until,
+            } => {
+                self.require_governance(&did, name)?;
+                let target = self
+                    .did(issuer)
+                    .ok_or_else(|| invalid(name, "the issuer DID does not exist"))?;
+                if target.deactivated {
+                    return Err(invalid(name, "the issuer DID is deactivated"));
+                }
+                if doc_types.is_empty() || doc_types.iter().any(|d| d.is_empty() || d.len() > 128) {
+                    return Err(invalid(
+                        name,
+                        "docTypes must be 1..128 characters, at least one",
+                    ));
+                }
+                if *until <= now {
+                    return Err(invalid(name, "accreditation would already have ended"));
+                }
+                self.kiosk.put(
+                    tag::ISSUER,
+                    issuer.as_str().as_bytes(),
+                    accreditation_value(doc_types, *until),
+                );
+            }
+            Op::RevokeIssuer { issuer } => {
+                self.require_governance(&did, name)?;
+                if self
+                    .kiosk
+                    .get(tag::ISSUER, issuer.as_str().as_bytes())
+                    .is_none()
+                {
+                    return Err(invalid(name, "the issuer is not accredited"));
+                }
+                self.kiosk.put(
+                    tag::ISSUER,
+                    issuer.as_str().as_bytes(),
+                    accreditation_value(&[], i64::MIN),
+                );
+            }
+            Op::AccreditKiosk {
+                kiosk,
+                grants,
+                purpose,
+                not_before,
+                not_after,
+            } => {
+                self.require_governance(&did, name)?;
+                let target = self
+                    .did(kiosk)
+                    .ok_or_else(|| invalid(name, "the kiosk DID does not exist"))?;
+                if target.deactivated {
+                    return Err(invalid(name, "the kiosk DID is deactivated"));
+                }
+                if grants.is_empty()
+                    || purpose.is_empty()
+                    || not_after <= not_before
+                    || *not_after <= now
+                {
+                    return Err(invalid(
+                        name,
+                        "needs grants, a purpose and a window that has not ended",
+                    ));
+                }
+                self.kiosk.put(
+                    tag::KIOSK,
+                    kiosk.as_str().as_bytes(),
+                    kiosk_value(&target.key, grants, purpose, *not_before, *not_after),
+                );
+            }
+            Op::CreateStatusList { list, bits, size } => {
+                let (_, until) =
+                    self.issuer_accreditation(&did)
+                        .ok_or_else(|| Refused::Unauthorized {
+                            signer: did.to_string(),
+                            op: name,
+                        })?;
+                if until < now {
+                    return Err(Refused::Unauthorized {
+                        signer: did.to_string(),
+                        op: name,
+                    });
+                }
+                if list.is_empty()
+                    || list.len() > 64
+                    || !list
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(invalid(name, "list name must be 1..64 of [A-Za-z0-9_-]"));
+                }
+                let bits = Bits::new(u64::from(*bits)).map_err(|e| invalid(name, e.to_string()))?;
+                if *size == 0 || *size > MAX_STATUS_ENTRIES {
+                    return Err(invalid(name, "size must be 1..=16777216 entries"));
+                }
+                let uri = status_uri(&did, list);
+                if self.lists.contains_key(&uri) {
+                    return Err(invalid(name, "the list exists"));
+                }
+                let l = StatusList::new(bits, *size).map_err(|e| invalid(name, e.to_string()))?;
+                let meta = ListMeta {
+                    issuer: did.clone(),
+                    bits,
+                    size: *size,
+                };
+                self.kiosk
+                    .put(tag::STATUS_META, uri.as_bytes(), list_meta_value(&meta));
+                for (i, chunk) in l.as_bytes().chunks(STATUS_CHUNK).enumerate() {
+                    self.kiosk
+                        .put(tag::STATUS_CHUNK, &chunk_key(&uri, i), chunk.to_vec());
+                }
+                self.lists.insert(uri, (meta, l));
+            }
+            Op::UpdateStatus { list, delta } => {
+                let uri = status_uri(&did, list);
+                let (meta, current) = self
+                    .lists
+                    .get(&uri)
+                    .ok_or_else(|| invalid(name, "no such list for this issuer"))?;
+                if delta.changes().is_empty() {
+                    return Err(invalid(name, "empty delta"));
+                }
+                for (idx, value) in delta.changes() {
+                    if *idx >= meta.size {
+                        return Err(invalid(name, format!("index {idx} outside the list")));
+                    }
+                    if Status::from_value(*value).is_none() && meta.bits.get() <= 2 {
+                        return Err(invalid(name, format!("status value {value} undefined")));
+                    }
+                    // Revocation is final.
+                    if current.get(*idx) == Some(Status::Invalid.value())
+                        && *value != Status::Invalid.value()
+                    {
+                        return Err(invalid(name, format!("entry {idx} is revoked for good")));
+                    }
+                }
+                let mut updated = current.clone();
+                updated
+                    .apply(delta)
+                    .map_err(|e| invalid(name, e.to_string()))?;
+                let mut chunks: Vec<usize> = delta
+                    .changes()
+                    .iter()
+                    .filter_map(|(i, _)| {
+                        usize::try_from(*i / (8 / u64::from(meta.bits.get()))).ok()
+                    })
+                    .map(|byte| byte / STATUS_CHUNK)
+                    .collect();
+                chunks.dedup();
+                for c in chunks {
+                    let start = c.saturating_mul(STATUS_CHUNK);
+                    let end = start
+                        .saturating_add(STATUS_CHUNK)
+                        .min(updated.as_bytes().len());
+                    let bytes = updated
+                        .as_bytes()
+                        .get(start..end)
+                        .unwrap_or_default()
+                        .to_vec();
+                    self.kiosk
+                        .put(tag::STATUS_CHUNK, &chunk_key(&uri, c), bytes);
+                }
+                let meta = meta.clone();
+                self.lists.insert(uri, (meta, updated));
+            }
+            Op::SetValidators {
+                validators,
+                approvals,
+            } => {
+                self.require_governance(&did, name)?;
+                if validators.is_empty() {
+                    return Err(invalid(name, "no validators"));
+                }
+                let mut sorted: Vec<_> = validators.iter().map(EcPublicKey::compressed).collect();
+                sorted.sort();
+                if sorted.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
+                    return Err(invalid(name, "a validator appears twice"));
+                }
+                let mut approvers = vec![did.clone()];
+                let payload = tx.tx.op.approval_payload(&self.chain_id);
+                for a in approvals {
+                    let (member, sign1) =
+                        tx::decode_approval(a).map_err(|e| invalid(name, e.to_string()))?;
+                    self.require_governance(&member.did, name)?;
+                    let mrec = self
+                        .did(&member.did)
+                        .ok_or_else(|| Refused::UnknownSigner(member.did.to_string()))?;
+                    if member != mrec.key_url(&member.did) {
+                        return Err(Refused::StaleKey(member.to_string()));
+                    }
+                    if sign1.payload.as_deref() != Some(payload.as_slice()) {
+                        return Err(invalid(name, "an approval is for another operation"));
+                    }
+                    cose::verify_sign1(&sign1, &mrec.key, Domain::GovernanceApproval, None)
+                        .map_err(|_| Refused::BadSignature)?;
+                    if approvers.contains(&member.did) {
+                        return Err(invalid(name, "a member approved twice"));
+                    }
+                    approvers.push(member.did);
+                }
+                if approvers.len() < self.threshold {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "{} of {} governance members, {} needed",
+                            approvers.len(),
+                            self.governance.len(),
+                            self.threshold
+                        ),
+                    ));
+                }
+                let epoch = self.epoch().saturating_add(1);
+                self.write_chain_record(validators, epoch);
+            }
+            Op::RegisterElection {
+                id,
+                eligibility,
+                opens,
+                closes,
+            } => {
+                self.require_governance(&did, name)?;
+                if id.is_empty() || id.len() > 64 || closes <= opens || *closes <= now {
+                    return Err(invalid(name, "needs an id and a window that has not ended"));
+                }
+                if self.kiosk.get(tag::ELECTION, id.as_bytes()).is_some() {
+                    return Err(invalid(name, "the election exists"));
+                }
+                let value = cbor::encode(&text_map(vec![
+                    (
+                        "eligibility",
+                        Value::Map(
+                            eligibility
+                                .iter()
+                                .map(|(e, v)| (text(e), v.clone()))
+                                .collect(),
+                        ),
+                    ),
+                    ("opens", Value::Integer((*opens).into())),
+                    ("closes", Value::Integer((*closes).into())),
+                ]));
+                self.kiosk.put(tag::ELECTION, id.as_bytes(), value);
+            }
+        }
+        rec.seq = rec.seq.saturating_add(1);
+        self.public
+            .put(tag::DID, did.as_str().as_bytes(), rec.encode());
+        Ok(())
+    }
+
+    /// The current validator-set epoch.
+    pub fn epoch(&self) -> u64 {
+        self.kiosk
+            .get(tag::CHAIN, b"validators")
+            .and_then(|b| cbor::decode("chain record", b, cbor::Limits::new(1 << 20)).ok())
+            .and_then(|v| {
+                v.as_map().and_then(|m| {
+                    m.iter()
+                        .find(|(k, _)| k.as_text() == Some("epoch"))
+                        .map(|(_, e)| e.clone())
+                })
+            })
+            .and_then(|e| e.as_integer().and_then(|i| u64::try_from(i).ok()))
+            .unwrap_or(0)
+    }
+}
+
+fn accreditation_value(doc_types: &[String], until: i64) -> Vec<u8> {
+    cbor::encode(&text_map(vec![
+        (
+            "doc_types",
+            Value::Array(doc_types.iter().map(|d| text(d)).collect()),
+        ),
+        ("until", Value::Integer(until.into())),
+    ]))
+}
+
+fn kiosk_value(
+    key: &EcPublicKey,
+    grants: &ElementGrants,
+    purpose: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Vec<u8> {
+    cbor::encode(&text_map(vec![
+        ("key", Value::Bytes(key.compressed())),
+        ("grants", tx::grants_value(grants)),
+        ("purpose", text(purpose)),
+        ("not_before", Value::Integer(not_before.into())),
+        ("not_after", Value::Integer(not_after.into())),
+    ]))
+}
+
+fn list_meta_value(m: &ListMeta) -> Vec<u8> {
+    cbor::encode(&text_map(vec![
+        ("issuer", text(m.issuer.as_str())),
+        ("bits", Value::Integer(m.bits.get().into())),
+        ("size", Value::Integer(m.size.into())),
+    ]))
+}
+
+fn chunk_key(uri: &str, chunk: usize) -> Vec<u8> {
+    let mut k = uri.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&(chunk as u64).to_be_bytes());
+    k
+}

@@ -1,0 +1,518 @@
+//! Registry transactions: a CBOR operation signed as a COSE_Sign1 by a `did:civis` key.
+//!
+//! `SignedTx = COSE_Sign1(protected {alg: ES256, kid: DID URL}, payload = Tx)` with the external
+//! AAD of [`Domain::RegistryTransaction`]. `Tx = {"chain": tstr, "seq": uint, "op": Op}`: the chain
+//! id stops cross-chain replay, the per-DID sequence number stops replay within the chain. The
+//! operations and who may perform them are in `specs/chain-transactions.md`; the rules themselves
+//! are in [`super::state`].
+
+use ciborium::Value;
+use coset::{CoseSign1, HeaderBuilder};
+
+use crate::cbor::{self, CborForm, Limits, access, text, text_map};
+use crate::cose::{self, Domain, Signer};
+use crate::crypto::EcPublicKey;
+use crate::did::{Did, DidUrl, KeyCommitment};
+use crate::error::{Error, Result};
+use crate::status::StatusDelta;
+
+/// Largest signed transaction accepted (a status delta of ~100k changes fits).
+pub const MAX_TX_LEN: usize = 512 * 1024;
+
+/// What an accredited kiosk may read: docType → namespace → elements.
+pub type ElementGrants = Vec<(String, Vec<(String, Vec<String>)>)>;
+
+/// A registry operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Create a DID from its inception key and the commitment to its next key.
+    CreateDid {
+        /// Inception key.
+        key: EcPublicKey,
+        /// Commitment to the next key.
+        next: KeyCommitment,
+    },
+    /// Replace the DID's key with the committed one, committing to another.
+    RotateKey {
+        /// The new key; must match the current commitment.
+        key: EcPublicKey,
+        /// Commitment to the key after it.
+        next: KeyCommitment,
+    },
+    /// Deactivate the signer's DID for good.
+    Deactivate,
+    /// Governance: accredit an issuer for docTypes until a time.
+    AccreditIssuer {
+        /// The issuer.
+        issuer: Did,
+        /// docTypes it may issue.
+        doc_types: Vec<String>,
+        /// End of the accreditation (Unix seconds).
+        until: i64,
+    },
+    /// Governance: withdraw an issuer's accreditation.
+    RevokeIssuer {
+        /// The issuer.
+        issuer: Did,
+    },
+    /// Governance: accredit a kiosk to read elements for a purpose.
+    AccreditKiosk {
+        /// The kiosk's DID.
+        kiosk: Did,
+        /// Elements it may read.
+        grants: ElementGrants,
+        /// Why it reads them.
+        purpose: String,
+        /// Start (Unix seconds).
+        not_before: i64,
+        /// End (Unix seconds).
+        not_after: i64,
+    },
+    /// An accredited issuer creates a status list of `size` entries.
+    CreateStatusList {
+        /// Issuer-local list name; the list's URI is `<issuer DID>/status/<list>`.
+        list: String,
+        /// Bits per entry.
+        bits: u8,
+        /// Number of entries.
+        size: u64,
+    },
+    /// The list's issuer changes entries.
+    UpdateStatus {
+        /// Issuer-local list name.
+        list: String,
+        /// The changes.
+        delta: StatusDelta,
+    },
+    /// Governance quorum: replace the validator set from the next epoch.
+    SetValidators {
+        /// The new validators' keys.
+        validators: Vec<EcPublicKey>,
+        /// Approvals by other governance members (COSE_Sign1 over this op, encoded).
+        approvals: Vec<Vec<u8>>,
+    },
+    /// Governance: register an election.
+    RegisterElection {
+        /// Election id.
+        id: String,
+        /// Elements a voter must prove, with the required value (e.g. `age_over_18` = true).
+        eligibility: Vec<(String, Value)>,
+        /// Opening time (Unix seconds).
+        opens: i64,
+        /// Closing time (Unix seconds).
+        closes: i64,
+    },
+}
+
+fn key_value(k: &EcPublicKey) -> Value {
+    Value::Bytes(k.compressed())
+}
+
+fn key_of(what: &'static str, v: &Value) -> Result<EcPublicKey> {
+    let b = access::bytes(what, v)?;
+    if b.len() != 33 {
+        return Err(Error::malformed(
+            what,
+            "key must be 33-byte compressed SEC1",
+        ));
+    }
+    EcPublicKey::from_sec1(b)
+}
+
+fn commitment_of(what: &'static str, v: &Value) -> Result<KeyCommitment> {
+    let b: [u8; 32] = access::bytes(what, v)?
+        .try_into()
+        .map_err(|_| Error::malformed(what, "commitment must be 32 bytes"))?;
+    Ok(KeyCommitment(b))
+}
+
+fn int_of(what: &'static str, v: &Value) -> Result<i64> {
+    v.as_integer()
+        .and_then(|i| i64::try_from(i).ok())
+        .ok_or_else(|| Error::malformed(what, "expected an integer"))
+}
+
+fn did_of(what: &'static str, v: &Value) -> Result<Did> {
+    Did::parse(access::text(what, v)?)
+}
+
+fn texts(what: &'static str, v: &Value) -> Result<Vec<String>> {
+    access::array(what, v)?
+        .iter()
+        .map(|t| access::text(what, t).map(str::to_owned))
+        .collect()
+}
+
+impl Op {
+    /// The operation's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CreateDid { .. } => "create-did",
+            Self::RotateKey { .. } => "rotate-key",
+            Self::Deactivate => "deactivate",
+            Self::AccreditIssuer { .. } => "accredit-issuer",
+            Self::RevokeIssuer { .. } => "revoke-issuer",
+            Self::AccreditKiosk { .. } => "accredit-kiosk",
+            Self::CreateStatusList { .. } => "create-status-list",
+            Self::UpdateStatus { .. } => "update-status",
+            Self::SetValidators { .. } => "set-validators",
+            Self::RegisterElection { .. } => "register-election",
+        }
+    }
+
+    /// The CBOR value `{name: arguments}`.
+    pub fn to_value(&self) -> Value {
+        let args = match self {
+            Self::CreateDid { key, next } | Self::RotateKey { key, next } => text_map(vec![
+                ("key", key_value(key)),
+                ("next", Value::Bytes(next.0.to_vec())),
+            ]),
+            Self::Deactivate => Value::Map(vec![]),
+            Self::AccreditIssuer {
+                issuer,
+                doc_types,
+                until,
+            } => text_map(vec![
+                ("issuer", text(issuer.as_str())),
+                (
+                    "doc_types",
+                    Value::Array(doc_types.iter().map(|d| text(d)).collect()),
+                ),
+                ("until", Value::Integer((*until).into())),
+            ]),
+            Self::RevokeIssuer { issuer } => text_map(vec![("issuer", text(issuer.as_str()))]),
+            Self::AccreditKiosk {
+                kiosk,
+                grants,
+                purpose,
+                not_before,
+                not_after,
+            } => text_map(vec![
+                ("kiosk", text(kiosk.as_str())),
+                ("grants", grants_value(grants)),
+                ("purpose", text(purpose)),
+                ("not_before", Value::Integer((*not_before).into())),
+                ("not_after", Value::Integer((*not_after).into())),
+            ]),
+            Self::CreateStatusList { list, bits, size } => text_map(vec![
+                ("list", text(list)),
+                ("bits", Value::Integer((*bits).into())),
+                ("size", Value::Integer((*size).into())),
+            ]),
+            Self::UpdateStatus { list, delta } => {
+                text_map(vec![("list", text(list)), ("delta", delta.to_value())])
+            }
+            Self::SetValidators {
+                validators,
+                approvals,
+            } => text_map(vec![
+                (
+                    "validators",
+                    Value::Array(validators.iter().map(key_value).collect()),
+                ),
+                (
+                    "approvals",
+                    Value::Array(approvals.iter().cloned().map(Value::Bytes).collect()),
+                ),
+            ]),
+            Self::RegisterElection {
+                id,
+                eligibility,
+                opens,
+                closes,
+            } => text_map(vec![
+                ("id", text(id)),
+                (
+                    "eligibility",
+                    Value::Map(
+                        eligibility
+                            .iter()
+                            .map(|(e, v)| (text(e), v.clone()))
+                            .collect(),
+                    ),
+                ),
+                ("opens", Value::Integer((*opens).into())),
+                ("closes", Value::Integer((*closes).into())),
+            ]),
+        };
+        text_map(vec![(self.name(), args)])
+    }
+
+    /// Decode `{name: arguments}`.
+    pub fn from_value(v: &Value) -> Result<Self> {
+        const W: &str = "registry operation";
+        let m = access::map(W, v)?;
+        let [(name, args)] = m else {
+            return Err(Error::malformed(W, "exactly one operation"));
+        };
+        let name = access::text(W, name)?;
+        let a = access::map(W, args)?;
+        let op = match name {
+            "create-did" | "rotate-key" => {
+                access::only_keys(W, a, &["key", "next"])?;
+                let key = key_of(W, access::req(W, a, "key")?)?;
+                let next = commitment_of(W, access::req(W, a, "next")?)?;
+                if name == "create-did" {
+                    Self::CreateDid { key, next }
+                } else {
+                    Self::RotateKey { key, next }
+                }
+            }
+            "deactivate" => {
+                access::only_keys(W, a, &[])?;
+                Self::Deactivate
+            }
+            "accredit-issuer" => {
+                access::only_keys(W, a, &["issuer", "doc_types", "until"])?;
+                Self::AccreditIssuer {
+                    issuer: did_of(W, access::req(W, a, "issuer")?)?,
+                    doc_types: texts(W, access::req(W, a, "doc_types")?)?,
+                    until: int_of(W, access::req(W, a, "until")?)?,
+                }
+            }
+            "revoke-issuer" => {
+                access::only_keys(W, a, &["issuer"])?;
+                Self::RevokeIssuer {
+                    issuer: did_of(W, access::req(W, a, "issuer")?)?,
+                }
+            }
+            "accredit-kiosk" => {
+                access::only_keys(
+                    W,
+                    a,
+                    &["kiosk", "grants", "purpose", "not_before", "not_after"],
+                )?;
+                Self::AccreditKiosk {
+                    kiosk: did_of(W, access::req(W, a, "kiosk")?)?,
+                    grants: grants_from_value(access::req(W, a, "grants")?)?,
+                    purpose: access::text(W, access::req(W, a, "purpose")?)?.to_owned(),
+                    not_before: int_of(W, access::req(W, a, "not_before")?)?,
+                    not_after: int_of(W, access::req(W, a, "not_after")?)?,
+                }
+            }
+            "create-status-list" => {
+                access::only_keys(W, a, &["list", "bits", "size"])?;
+                Self::CreateStatusList {
+                    list: access::text(W, access::req(W, a, "list")?)?.to_owned(),
+                    bits: u8::try_from(access::uint(W, access::req(W, a, "bits")?)?)
+                        .map_err(|_| Error::malformed(W, "bits"))?,
+                    size: access::uint(W, access::req(W, a, "size")?)?,
+                }
+            }
+            "update-status" => {
+                access::only_keys(W, a, &["list", "delta"])?;
+                Self::UpdateStatus {
+                    list: access::text(W, access::req(W, a, "list")?)?.to_owned(),
+                    delta: StatusDelta::from_value(access::req(W, a, "delta")?)?,
+                }
+            }
+            "set-validators" => {
+                access::only_keys(W, a, &["validators", "approvals"])?;
+                Self::SetValidators {
+                    validators: access::array(W, access::req(W, a, "validators")?)?
+                        .iter()
+                        .map(|k| key_of(W, k))
+                        .collect::<Result<_>>()?,
+                    approvals: access::array(W, access::req(W, a, "approvals")?)?
+                        .iter()
+                        .map(|b| access::bytes(W, b).map(<[u8]>::to_vec))
+                        .collect::<Result<_>>()?,
+                }
+            }
+            "register-election" => {
+                access::only_keys(W, a, &["id", "eligibility", "opens", "closes"])?;
+                Self::RegisterElection {
+                    id: access::text(W, access::req(W, a, "id")?)?.to_owned(),
+                    eligibility: access::map(W, access::req(W, a, "eligibility")?)?
+                        .iter()
+                        .map(|(k, v)| Ok((access::text(W, k)?.to_owned(), v.clone())))
+                        .collect::<Result<_>>()?,
+                    opens: int_of(W, access::req(W, a, "opens")?)?,
+                    closes: int_of(W, access::req(W, a, "closes")?)?,
+                }
+            }
+            other => return Err(Error::Unsupported(format!("registry operation {other:?}"))),
+        };
+        Ok(op)
+    }
+
+    /// The bytes governance approvals sign: the operation without its approvals.
+    pub fn approval_payload(&self, chain: &str) -> Vec<u8> {
+        let bare = match self {
+            Self::SetValidators { validators, .. } => Self::SetValidators {
+                validators: validators.clone(),
+                approvals: Vec::new(),
+            },
+            other => other.clone(),
+        };
+        cbor::encode(&text_map(vec![
+            ("chain", text(chain)),
+            ("op", bare.to_value()),
+        ]))
+    }
+}
+
+/// The CBOR form of kiosk grants: `{docType: {namespace: [element]}}`.
+pub fn grants_value(g: &ElementGrants) -> Value {
+    Value::Map(
+        g.iter()
+            .map(|(dt, nss)| {
+                (
+                    text(dt),
+                    Value::Map(
+                        nss.iter()
+                            .map(|(ns, els)| {
+                                (
+                                    text(ns),
+                                    Value::Array(els.iter().map(|e| text(e)).collect()),
+                                )
+                            })
+                            .collect(),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn grants_from_value(v: &Value) -> Result<ElementGrants> {
+    const W: &str = "kiosk grants";
+    access::map(W, v)?
+        .iter()
+        .map(|(dt, nss)| {
+            let nss = access::map(W, nss)?
+                .iter()
+                .map(|(ns, els)| Ok((access::text(W, ns)?.to_owned(), texts(W, els)?)))
+                .collect::<Result<_>>()?;
+            Ok((access::text(W, dt)?.to_owned(), nss))
+        })
+        .collect()
+}
+
+/// The signed content of a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tx {
+    /// Chain id (from genesis).
+    pub chain: String,
+    /// The signer DID's sequence number (0 for create-did).
+    pub seq: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+impl CborForm for Tx {
+    const WHAT: &'static str = "transaction";
+    const MAX_LEN: usize = MAX_TX_LEN;
+
+    fn from_value(v: &Value) -> Result<Self> {
+        const W: &str = "transaction";
+        let m = access::map(W, v)?;
+        access::only_keys(W, m, &["chain", "seq", "op"])?;
+        Ok(Self {
+            chain: access::text(W, access::req(W, m, "chain")?)?.to_owned(),
+            seq: access::uint(W, access::req(W, m, "seq")?)?,
+            op: Op::from_value(access::req(W, m, "op")?)?,
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        text_map(vec![
+            ("chain", text(&self.chain)),
+            ("seq", Value::Integer(self.seq.into())),
+            ("op", self.op.to_value()),
+        ])
+    }
+}
+
+/// A transaction with its signature, as submitted and as stored in blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedTx {
+    /// The signer's key id (DID URL).
+    pub signer: DidUrl,
+    /// The decoded content.
+    pub tx: Tx,
+    sign1: CoseSign1,
+    bytes: Vec<u8>,
+}
+
+impl SignedTx {
+    /// Sign `tx` as `signer` (kid) with `key`.
+    pub fn sign(tx: Tx, signer: DidUrl, key: &dyn Signer) -> Result<Self> {
+        let payload = tx.to_vec();
+        let sign1 = cose::sign1(
+            key,
+            Domain::RegistryTransaction,
+            HeaderBuilder::new().key_id(signer.to_string().into_bytes()),
+            coset::Header::default(),
+            Some(payload),
+            None,
+        )?;
+        let bytes = cose::encode_sign1(&sign1);
+        Ok(Self {
+            signer,
+            tx,
+            sign1,
+            bytes,
+        })
+    }
+
+    /// Decode (the signature is checked by [`SignedTx::verify`] against the signer's key on chain).
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let sign1 = cose::decode_sign1_within(bytes, MAX_TX_LEN)?;
+        cose::check_alg(&sign1)?;
+        let kid =
+            cose::kid(&sign1).ok_or_else(|| Error::malformed("transaction", "no protected kid"))?;
+        let signer = DidUrl::parse(
+            std::str::from_utf8(kid)
+                .map_err(|_| Error::malformed("transaction", "kid is not UTF-8"))?,
+        )?;
+        let payload = sign1
+            .payload
+            .as_deref()
+            .ok_or_else(|| Error::malformed("transaction", "no payload"))?;
+        let tx = Tx::from_value(&cbor::decode(
+            "transaction",
+            payload,
+            Limits::new(MAX_TX_LEN),
+        )?)?;
+        Ok(Self {
+            signer,
+            tx,
+            bytes: cose::encode_sign1(&sign1),
+            sign1,
+        })
+    }
+
+    /// The encoded COSE_Sign1.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Check the signature under `key`.
+    pub fn verify(&self, key: &EcPublicKey) -> Result<()> {
+        cose::verify_sign1(&self.sign1, key, Domain::RegistryTransaction, None)
+    }
+}
+
+/// A governance member's approval of an operation (for quorum operations).
+pub fn approve(op: &Op, chain: &str, member: DidUrl, key: &dyn Signer) -> Result<Vec<u8>> {
+    let sign1 = cose::sign1(
+        key,
+        Domain::GovernanceApproval,
+        HeaderBuilder::new().key_id(member.to_string().into_bytes()),
+        coset::Header::default(),
+        Some(op.approval_payload(chain)),
+        None,
+    )?;
+    Ok(cose::encode_sign1(&sign1))
+}
+
+/// Decode an approval: who signed, and the COSE_Sign1 to verify.
+pub fn decode_approval(bytes: &[u8]) -> Result<(DidUrl, CoseSign1)> {
+    let sign1 = cose::decode_sign1_within(bytes, 4096)?;
+    let kid = cose::kid(&sign1).ok_or_else(|| Error::malformed("approval", "no protected kid"))?;
+    let member = DidUrl::parse(
+        std::str::from_utf8(kid).map_err(|_| Error::malformed("approval", "kid is not UTF-8"))?,
+    )?;
+    Ok((member, sign1))
+}

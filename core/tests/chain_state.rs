@@ -1,0 +1,505 @@
+//! Registry transactions against the state rules: the happy paths, and every refusal leaving the
+//! state root unchanged.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use civis_core::cbor::CborForm;
+use civis_core::chain::state::{Genesis, Refused, State, status_uri};
+use civis_core::chain::tx::{self, Op, SignedTx, Tx};
+use civis_core::crypto::SoftwareKey;
+use civis_core::did::{Did, DidUrl, KeyCommitment};
+use civis_core::status::StatusDelta;
+
+const CHAIN: &str = "civis-test";
+const NOW: i64 = 1_780_000_000;
+
+/// A DID holder: current key, the committed next key, and its sequence number.
+struct Holder {
+    did: Did,
+    keys: Vec<SoftwareKey>,
+    index: usize,
+    seq: u64,
+}
+
+fn key(label: &str, n: usize) -> SoftwareKey {
+    use sha2::Digest;
+    SoftwareKey::from_scalar(&sha2::Sha256::digest(format!("{label}/{n}").as_bytes())).unwrap()
+}
+
+impl Holder {
+    fn new(label: &str) -> Self {
+        let keys: Vec<_> = (0..4).map(|n| key(label, n)).collect();
+        let did = Did::from_inception(
+            keys[0].public_key(),
+            &KeyCommitment::to(keys[1].public_key()),
+        );
+        Self {
+            did,
+            keys,
+            index: 0,
+            seq: 0,
+        }
+    }
+    fn url(&self) -> DidUrl {
+        self.did.key_url(self.index as u32 + 1)
+    }
+    fn next_commitment(&self) -> KeyCommitment {
+        KeyCommitment::to(self.keys[self.index + 1].public_key())
+    }
+    fn sign(&self, op: Op) -> SignedTx {
+        SignedTx::sign(
+            Tx {
+                chain: CHAIN.into(),
+                seq: self.seq,
+                op,
+            },
+            self.url(),
+            &self.keys[self.index],
+        )
+        .unwrap()
+    }
+    fn create(&self) -> SignedTx {
+        self.sign(Op::CreateDid {
+            key: self.keys[0].public_key().clone(),
+            next: self.next_commitment(),
+        })
+    }
+}
+
+struct World {
+    state: State,
+    gov: Vec<Holder>,
+}
+
+fn world() -> World {
+    let gov: Vec<Holder> = (0..3).map(|i| Holder::new(&format!("gov{i}"))).collect();
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        time: NOW - 1000,
+        validators: (0..4)
+            .map(|i| key("validator", i).public_key().clone())
+            .collect(),
+        governance: gov
+            .iter()
+            .map(|g| (g.keys[0].public_key().clone(), g.next_commitment()))
+            .collect(),
+        governance_threshold: 2,
+    };
+    World {
+        state: State::genesis(&genesis).unwrap(),
+        gov,
+    }
+}
+
+impl World {
+    fn ok(&mut self, who: &mut Holder, op: Op) {
+        let tx = who.sign(op);
+        self.state
+            .apply(&tx, NOW)
+            .unwrap_or_else(|e| panic!("{}: {e}", tx.tx.op.name()));
+        who.seq += 1;
+    }
+    fn refused(&mut self, tx: &SignedTx) -> Refused {
+        let before = self.state.root();
+        let err = self.state.apply(tx, NOW).unwrap_err();
+        assert_eq!(
+            self.state.root(),
+            before,
+            "a refused {} changed the state",
+            tx.tx.op.name()
+        );
+        err
+    }
+    fn create(&mut self, h: &Holder) {
+        self.state.apply(&h.create(), NOW).unwrap();
+    }
+    fn gov_op(&mut self, op: Op) {
+        let mut g = std::mem::replace(&mut self.gov[0], Holder::new("placeholder"));
+        self.ok(&mut g, op);
+        self.gov[0] = g;
+    }
+}
+
+fn accredit(w: &mut World, issuer: &Holder) {
+    w.gov_op(Op::AccreditIssuer {
+        issuer: issuer.did.clone(),
+        doc_types: vec!["org.civis.citizen.1".into()],
+        until: NOW + 86_400,
+    });
+}
+
+#[test]
+fn did_lifecycle_and_replay() {
+    let mut w = world();
+    let mut alice = Holder::new("alice");
+    let create = alice.create();
+    w.state.apply(&create, NOW).unwrap();
+    // Replaying creation, or creating it again.
+    assert!(matches!(w.refused(&create), Refused::Invalid { .. }));
+    // Rotation to the committed key.
+    let rotate = alice.sign(Op::RotateKey {
+        key: alice.keys[1].public_key().clone(),
+        next: KeyCommitment::to(alice.keys[2].public_key()),
+    });
+    w.state.apply(&rotate, NOW).unwrap();
+    // The same rotation again is a replay.
+    assert!(matches!(
+        w.refused(&rotate),
+        Refused::StaleKey(_) | Refused::BadSequence { .. }
+    ));
+    alice.index = 1;
+    alice.seq = 1;
+    assert_eq!(w.state.did(&alice.did).unwrap().key_index, 2);
+    // The old key can no longer sign.
+    let mut stale = Holder::new("alice");
+    stale.seq = 1;
+    assert!(matches!(
+        w.refused(&stale.sign(Op::Deactivate)),
+        Refused::StaleKey(_)
+    ));
+    // A rotation to a key that was never committed.
+    let rogue = key("rogue", 0);
+    let bad = alice.sign(Op::RotateKey {
+        key: rogue.public_key().clone(),
+        next: KeyCommitment::to(rogue.public_key()),
+    });
+    assert!(matches!(w.refused(&bad), Refused::Invalid { .. }));
+    // A sequence gap.
+    alice.seq = 5;
+    assert_eq!(
+        w.refused(&alice.sign(Op::Deactivate)),
+        Refused::BadSequence {
+            got: 5,
+            expected: 1
+        }
+    );
+    alice.seq = 1;
+    w.ok(&mut alice, Op::Deactivate);
+    assert!(w.state.did(&alice.did).unwrap().deactivated);
+    assert!(matches!(
+        w.refused(&alice.sign(Op::Deactivate)),
+        Refused::Deactivated(_)
+    ));
+}
+
+#[test]
+fn creation_refusals() {
+    let mut w = world();
+    let bob = Holder::new("bob");
+    // Signed by a key other than the inception key.
+    let mut forged = bob.create();
+    let other = Holder::new("mallory");
+    forged = SignedTx::sign(forged.tx.clone(), bob.url(), &other.keys[0]).unwrap();
+    assert_eq!(w.refused(&forged), Refused::BadSignature);
+    // Claiming a DID the key does not incept.
+    let claim = SignedTx::sign(bob.create().tx, other.url(), &bob.keys[0]).unwrap();
+    assert!(matches!(w.refused(&claim), Refused::Invalid { .. }));
+    // Another chain.
+    let foreign = SignedTx::sign(
+        Tx {
+            chain: "other".into(),
+            ..bob.create().tx
+        },
+        bob.url(),
+        &bob.keys[0],
+    )
+    .unwrap();
+    assert_eq!(w.refused(&foreign), Refused::WrongChain("other".into()));
+    // Nonzero sequence on creation.
+    let seq = SignedTx::sign(
+        Tx {
+            seq: 1,
+            ..bob.create().tx
+        },
+        bob.url(),
+        &bob.keys[0],
+    )
+    .unwrap();
+    assert!(matches!(w.refused(&seq), Refused::BadSequence { .. }));
+    // An unknown signer for anything else.
+    assert!(matches!(
+        w.refused(&bob.sign(Op::Deactivate)),
+        Refused::UnknownSigner(_)
+    ));
+}
+
+#[test]
+fn accreditation_needs_governance() {
+    let mut w = world();
+    let mut issuer = Holder::new("registry-office");
+    let mut kiosk = Holder::new("kiosk-7");
+    w.create(&issuer);
+    w.create(&kiosk);
+    let op = Op::AccreditIssuer {
+        issuer: issuer.did.clone(),
+        doc_types: vec!["org.civis.citizen.1".into()],
+        until: NOW + 10,
+    };
+    assert!(matches!(
+        w.refused(&issuer.sign(op.clone())),
+        Refused::Unauthorized { .. }
+    ));
+    let unknown = Op::AccreditIssuer {
+        issuer: Holder::new("ghost").did,
+        doc_types: vec!["x".into()],
+        until: NOW + 10,
+    };
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(unknown)),
+        Refused::Invalid { .. }
+    ));
+    let past = Op::AccreditIssuer {
+        issuer: issuer.did.clone(),
+        doc_types: vec!["x".into()],
+        until: NOW - 1,
+    };
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(past)),
+        Refused::Invalid { .. }
+    ));
+    let kiosk_root = w.state.kiosk_root();
+    w.gov_op(op);
+    assert_ne!(
+        w.state.kiosk_root(),
+        kiosk_root,
+        "accreditations live in the kiosk tree"
+    );
+    let grants = vec![(
+        "org.civis.citizen.1".to_owned(),
+        vec![(
+            "org.civis.citizen.1".to_owned(),
+            vec!["age_over_18".to_owned()],
+        )],
+    )];
+    let kop = Op::AccreditKiosk {
+        kiosk: kiosk.did.clone(),
+        grants,
+        purpose: "age check".into(),
+        not_before: NOW,
+        not_after: NOW + 100,
+    };
+    assert!(matches!(
+        w.refused(&kiosk.sign(kop.clone())),
+        Refused::Unauthorized { .. }
+    ));
+    w.gov_op(kop);
+    w.gov_op(Op::RevokeIssuer {
+        issuer: issuer.did.clone(),
+    });
+    // A revoked issuer cannot create lists.
+    let list = Op::CreateStatusList {
+        list: "batch-1".into(),
+        bits: 2,
+        size: 1000,
+    };
+    assert!(matches!(
+        w.refused(&issuer.sign(list)),
+        Refused::Unauthorized { .. }
+    ));
+    let _ = (&mut issuer, &mut kiosk);
+}
+
+#[test]
+fn status_lists_only_by_their_issuer_and_revocation_is_final() {
+    let mut w = world();
+    let mut issuer = Holder::new("registry-office");
+    let mut other = Holder::new("other-office");
+    w.create(&issuer);
+    w.create(&other);
+    accredit(&mut w, &issuer);
+    accredit(&mut w, &other);
+    for (bits, size, name) in [(3u8, 10u64, "a"), (2, 0, "b"), (2, 20_000_000, "c")] {
+        let op = Op::CreateStatusList {
+            list: name.into(),
+            bits,
+            size,
+        };
+        assert!(
+            matches!(w.refused(&issuer.sign(op)), Refused::Invalid { .. }),
+            "{bits}/{size}"
+        );
+    }
+    assert!(matches!(
+        w.refused(&issuer.sign(Op::CreateStatusList {
+            list: "a/b".into(),
+            bits: 2,
+            size: 10
+        })),
+        Refused::Invalid { .. }
+    ));
+    w.ok(
+        &mut issuer,
+        Op::CreateStatusList {
+            list: "batch-1".into(),
+            bits: 2,
+            size: 100_000,
+        },
+    );
+    assert!(matches!(
+        w.refused(&issuer.sign(Op::CreateStatusList {
+            list: "batch-1".into(),
+            bits: 2,
+            size: 10
+        })),
+        Refused::Invalid { .. }
+    ));
+    let uri = status_uri(&issuer.did, "batch-1");
+    let root = w.state.kiosk_root();
+    w.ok(
+        &mut issuer,
+        Op::UpdateStatus {
+            list: "batch-1".into(),
+            delta: StatusDelta::from_changes(vec![(7, 1), (90_000, 2)]),
+        },
+    );
+    assert_ne!(w.state.kiosk_root(), root);
+    assert_eq!(w.state.status_list(&uri).unwrap().get(7), Some(1));
+    assert_eq!(w.state.status_list(&uri).unwrap().get(90_000), Some(2));
+    // Another issuer cannot touch this list: the list name resolves under its own DID.
+    let foreign = Op::UpdateStatus {
+        list: "batch-1".into(),
+        delta: StatusDelta::from_changes(vec![(7, 0)]),
+    };
+    assert!(matches!(
+        w.refused(&other.sign(foreign)),
+        Refused::Invalid { .. }
+    ));
+    // Un-revoking, out of range, undefined values, empty deltas.
+    for changes in [vec![(7u64, 0u8)], vec![(100_000, 1)], vec![(8, 3)], vec![]] {
+        let op = Op::UpdateStatus {
+            list: "batch-1".into(),
+            delta: StatusDelta::from_changes(changes.clone()),
+        };
+        assert!(
+            matches!(w.refused(&issuer.sign(op)), Refused::Invalid { .. }),
+            "{changes:?}"
+        );
+    }
+    // Suspension can be lifted.
+    w.ok(
+        &mut issuer,
+        Op::UpdateStatus {
+            list: "batch-1".into(),
+            delta: StatusDelta::from_changes(vec![(90_000, 0)]),
+        },
+    );
+    assert_eq!(w.state.status_list(&uri).unwrap().get(90_000), Some(0));
+    let _ = &mut other;
+}
+
+#[test]
+fn validator_change_needs_a_governance_quorum() {
+    let mut w = world();
+    let new_set: Vec<_> = (10..14)
+        .map(|i| key("validator", i).public_key().clone())
+        .collect();
+    let bare = Op::SetValidators {
+        validators: new_set.clone(),
+        approvals: vec![],
+    };
+    // One member of three, threshold two.
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(bare.clone())),
+        Refused::Invalid { .. }
+    ));
+    // Approved by an outsider.
+    let outsider = Holder::new("outsider");
+    w.create(&outsider);
+    let by_outsider = tx::approve(&bare, CHAIN, outsider.url(), &outsider.keys[0]).unwrap();
+    let op = Op::SetValidators {
+        validators: new_set.clone(),
+        approvals: vec![by_outsider],
+    };
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(op)),
+        Refused::Unauthorized { .. }
+    ));
+    // The signer approving itself again.
+    let self_approval = tx::approve(&bare, CHAIN, w.gov[0].url(), &w.gov[0].keys[0]).unwrap();
+    let op = Op::SetValidators {
+        validators: new_set.clone(),
+        approvals: vec![self_approval],
+    };
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(op)),
+        Refused::Invalid { .. }
+    ));
+    // An approval of a different validator set.
+    let other = Op::SetValidators {
+        validators: new_set[..3].to_vec(),
+        approvals: vec![],
+    };
+    let wrong = tx::approve(&other, CHAIN, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
+    let op = Op::SetValidators {
+        validators: new_set.clone(),
+        approvals: vec![wrong],
+    };
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(op)),
+        Refused::Invalid { .. }
+    ));
+    // A proper second approval.
+    assert_eq!(w.state.epoch(), 0);
+    let good = tx::approve(&bare, CHAIN, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
+    w.gov_op(Op::SetValidators {
+        validators: new_set,
+        approvals: vec![good],
+    });
+    assert_eq!(w.state.epoch(), 1);
+}
+
+#[test]
+fn elections_and_governance_limits() {
+    let mut w = world();
+    let mut citizen = Holder::new("someone");
+    w.create(&citizen);
+    let op = Op::RegisterElection {
+        id: "council-2027".into(),
+        eligibility: vec![("age_over_18".into(), ciborium::Value::Bool(true))],
+        opens: NOW,
+        closes: NOW + 3600,
+    };
+    assert!(matches!(
+        w.refused(&citizen.sign(op.clone())),
+        Refused::Unauthorized { .. }
+    ));
+    w.gov_op(op.clone());
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(op)),
+        Refused::Invalid { .. }
+    ));
+    assert!(matches!(
+        w.refused(&w.gov[1].sign(Op::Deactivate)),
+        Refused::Invalid { .. }
+    ));
+    let _ = &mut citizen;
+}
+
+#[test]
+fn wire_form_round_trips_and_hostile_bytes_are_refused() {
+    let w = world();
+    let tx = w.gov[0].sign(Op::RegisterElection {
+        id: "e".into(),
+        eligibility: vec![],
+        opens: 1,
+        closes: 2,
+    });
+    let back = SignedTx::decode(tx.bytes()).unwrap();
+    assert_eq!(back.tx, tx.tx);
+    assert_eq!(back.signer, tx.signer);
+    assert_eq!(Tx::from_slice(&tx.tx.to_vec()).unwrap(), tx.tx);
+    for cut in [0, 1, 10, tx.bytes().len() - 1] {
+        assert!(SignedTx::decode(&tx.bytes()[..cut]).is_err());
+    }
+    assert!(SignedTx::decode(&vec![0x40; tx::MAX_TX_LEN + 1]).is_err());
+    // Unknown operation and unknown keys.
+    let mut v = tx.tx.to_value();
+    if let ciborium::Value::Map(m) = &mut v {
+        m.push((ciborium::Value::Text("extra".into()), ciborium::Value::Null));
+    }
+    assert!(Tx::from_value(&v).is_err());
+}
