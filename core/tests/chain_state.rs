@@ -503,3 +503,103 @@ fn wire_form_round_trips_and_hostile_bytes_are_refused() {
     }
     assert!(Tx::from_value(&v).is_err());
 }
+
+mod blocks {
+    use super::*;
+    use civis_core::chain::block::{self, Block, BlockError, Header};
+
+    #[test]
+    fn build_then_execute_on_another_replica_agrees() {
+        let w = world();
+        let genesis = Header::genesis(&w.state, NOW - 1000);
+        let mut issuer = Holder::new("registry-office");
+        let mut pending = vec![issuer.create()];
+        issuer.seq = 0;
+        // A refused one in the middle: an unknown signer.
+        pending.push(Holder::new("ghost").sign(Op::Deactivate));
+        pending.push(w.gov[0].sign(Op::AccreditIssuer {
+            issuer: issuer.did.clone(),
+            doc_types: vec!["org.civis.citizen.1".into()],
+            until: NOW + 9999,
+        }));
+        let (state, blk, refused) = block::build(&w.state, &genesis, pending, NOW);
+        assert_eq!(blk.txs.len(), 2);
+        assert_eq!(refused.len(), 1);
+        // A second replica from the same genesis re-executes to the same state.
+        let replica = world();
+        let executed = block::execute(&replica.state, &genesis, &blk).unwrap();
+        assert_eq!(executed.root(), state.root());
+        assert_eq!(blk.header.state_root(), state.root());
+        // Wire round trip.
+        let back = Block::decode(&blk.encode()).unwrap();
+        assert_eq!(back.header, blk.header);
+        assert_eq!(back.txs.len(), 2);
+        assert_eq!(
+            block::execute(&replica.state, &genesis, &back)
+                .unwrap()
+                .root(),
+            state.root()
+        );
+        // The same transactions again in the next block are replays.
+        let (_, next, refused) = block::build(&state, &blk.header, blk.txs.clone(), NOW + 1);
+        assert!(next.txs.is_empty());
+        assert_eq!(refused.len(), 2);
+        let _ = &mut issuer;
+    }
+
+    #[test]
+    fn tampered_blocks_are_invalid() {
+        let w = world();
+        let genesis = Header::genesis(&w.state, NOW - 1000);
+        let alice = Holder::new("alice");
+        let (_, blk, _) = block::build(&w.state, &genesis, vec![alice.create()], NOW);
+        let mut bad = blk.clone();
+        bad.header.kiosk_root[0] ^= 1;
+        assert_eq!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Mismatch("kiosk_root")
+        );
+        let mut bad = blk.clone();
+        bad.header.public_root[0] ^= 1;
+        assert_eq!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Mismatch("public_root")
+        );
+        let mut bad = blk.clone();
+        bad.header.parent[0] ^= 1;
+        assert!(matches!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Lineage(_)
+        ));
+        let mut bad = blk.clone();
+        bad.header.height = 5;
+        assert!(matches!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Lineage(_)
+        ));
+        let mut bad = blk.clone();
+        bad.header.time = genesis.time - 1;
+        assert!(matches!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Lineage(_)
+        ));
+        // A transaction swapped for another: tx_root no longer matches.
+        let mut bad = blk.clone();
+        bad.txs = vec![Holder::new("bob").create()];
+        assert_eq!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Mismatch("tx_root")
+        );
+        // A proposer that includes a refused transaction (with a consistent tx_root).
+        let mut bad = blk.clone();
+        bad.txs.push(alice.create());
+        bad.header.tx_root = block::tx_root(&bad.txs);
+        assert!(matches!(
+            block::execute(&w.state, &genesis, &bad).unwrap_err(),
+            BlockError::Transaction { index: 1, .. }
+        ));
+        // Truncated encodings.
+        let bytes = blk.encode();
+        assert!(Block::decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+}

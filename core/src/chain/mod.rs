@@ -5,6 +5,7 @@
 //! - [`smt`]: the authenticated map (compacted sparse Merkle tree) with inclusion and
 //!   non-inclusion proofs.
 
+pub mod block;
 pub mod cert;
 pub mod smt;
 pub mod state;

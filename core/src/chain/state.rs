@@ -96,11 +96,22 @@ fn invalid(op: &'static str, detail: impl Into<String>) -> Refused {
     }
 }
 
+/// One stored entry: table tag, key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Table tag.
+    pub tag: Vec<u8>,
+    /// Key within the table.
+    pub key: Vec<u8>,
+    /// Encoded value.
+    pub value: Vec<u8>,
+}
+
 /// One authenticated table set: the tree, and the values behind its leaves.
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     smt: SparseMerkleTree,
-    values: BTreeMap<Hash, (Vec<u8>, Vec<u8>, Vec<u8>)>,
+    values: BTreeMap<Hash, Entry>,
 }
 
 impl Tree {
@@ -113,21 +124,23 @@ impl Tree {
     pub fn get(&self, tag: &[u8], key: &[u8]) -> Option<&[u8]> {
         self.values
             .get(&smt::key_path(tag, key))
-            .map(|(_, _, v)| v.as_slice())
+            .map(|e| e.value.as_slice())
     }
 
     fn put(&mut self, tag: &[u8], key: &[u8], value: Vec<u8>) {
         let path = smt::key_path(tag, key);
         self.smt.insert(path, smt::value_hash(&value));
-        self.values
-            .insert(path, (tag.to_vec(), key.to_vec(), value));
+        let entry = Entry {
+            tag: tag.to_vec(),
+            key: key.to_vec(),
+            value,
+        };
+        self.values.insert(path, entry);
     }
 
-    /// Every entry as `(tag, key, value)`, ordered by key path (what a cold kiosk sync carries).
-    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
-        self.values
-            .values()
-            .map(|(t, k, v)| (t.as_slice(), k.as_slice(), v.as_slice()))
+    /// Every entry, ordered by key path (what a cold kiosk sync carries).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.values.values()
     }
 
     /// A proof for `(tag, key)`.
