@@ -227,8 +227,8 @@ impl From<Refusal> for Verdict {
 /// An issuer's accreditation as the registry records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accreditation {
-    /// The issuer's DID URL (key id).
-    pub issuer_kid: String,
+    /// The issuer's DID (every key the DID has had is covered).
+    pub issuer: String,
     /// docTypes the issuer may issue.
     pub doc_types: Vec<String>,
     /// End of the accreditation.
@@ -342,8 +342,9 @@ fn check_registry(
     stale: bool,
 ) -> Result<(), Refusal> {
     if let (Some(accs), IssuerId::Did(kid)) = (&snapshot.accreditations, &doc.issuer) {
+        let did = kid.split_once('#').map_or(kid.as_str(), |(d, _)| d);
         let ok = accs.iter().any(|a| {
-            &a.issuer_kid == kid && a.doc_types.contains(&doc.doc_type) && now <= a.valid_until
+            a.issuer == did && a.doc_types.contains(&doc.doc_type) && now <= a.valid_until
         });
         if !ok && !stale {
             return Err(Refusal::Reject(RejectReason::IssuerNotAccredited(

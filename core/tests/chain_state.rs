@@ -370,6 +370,7 @@ fn status_lists_only_by_their_issuer_and_revocation_is_final() {
     ));
     // Un-revoking, out of range, undefined values, empty deltas.
     for changes in [vec![(7u64, 0u8)], vec![(100_000, 1)], vec![(8, 3)], vec![]] {
+        // (8, 3): 3 is not a status Civis defines, at any width.
         let op = Op::UpdateStatus {
             list: "batch-1".into(),
             delta: StatusDelta::from_changes(changes.clone()),
@@ -409,7 +410,7 @@ fn validator_change_needs_a_governance_quorum() {
     // Approved by an outsider.
     let outsider = Holder::new("outsider");
     w.create(&outsider);
-    let by_outsider = tx::approve(&bare, CHAIN, outsider.url(), &outsider.keys[0]).unwrap();
+    let by_outsider = tx::approve(&bare, CHAIN, 0, outsider.url(), &outsider.keys[0]).unwrap();
     let op = Op::SetValidators {
         validators: new_set.clone(),
         approvals: vec![by_outsider],
@@ -419,7 +420,7 @@ fn validator_change_needs_a_governance_quorum() {
         Refused::Unauthorized { .. }
     ));
     // The signer approving itself again.
-    let self_approval = tx::approve(&bare, CHAIN, w.gov[0].url(), &w.gov[0].keys[0]).unwrap();
+    let self_approval = tx::approve(&bare, CHAIN, 0, w.gov[0].url(), &w.gov[0].keys[0]).unwrap();
     let op = Op::SetValidators {
         validators: new_set.clone(),
         approvals: vec![self_approval],
@@ -433,7 +434,7 @@ fn validator_change_needs_a_governance_quorum() {
         validators: new_set[..3].to_vec(),
         approvals: vec![],
     };
-    let wrong = tx::approve(&other, CHAIN, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
+    let wrong = tx::approve(&other, CHAIN, 0, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
     let op = Op::SetValidators {
         validators: new_set.clone(),
         approvals: vec![wrong],
@@ -444,7 +445,7 @@ fn validator_change_needs_a_governance_quorum() {
     ));
     // A proper second approval.
     assert_eq!(w.state.epoch(), 0);
-    let good = tx::approve(&bare, CHAIN, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
+    let good = tx::approve(&bare, CHAIN, 0, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
     w.gov_op(Op::SetValidators {
         validators: new_set,
         approvals: vec![good],

@@ -201,7 +201,7 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
             key: issuer_key.public_key().clone(),
         }],
         accreditations: Some(vec![Accreditation {
-            issuer_kid: kid.clone(),
+            issuer: doc.id.to_string(),
             doc_types: vec![citizen::DOC_TYPE.into()],
             valid_until: Timestamp::parse_rfc3339("2030-01-01T00:00:00Z")?,
         }]),

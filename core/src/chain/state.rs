@@ -127,7 +127,7 @@ impl Tree {
             .map(|e| e.value.as_slice())
     }
 
-    fn put(&mut self, tag: &[u8], key: &[u8], value: Vec<u8>) {
+    pub(crate) fn put(&mut self, tag: &[u8], key: &[u8], value: Vec<u8>) {
         let path = smt::key_path(tag, key);
         self.smt.insert(path, smt::value_hash(&value));
         let entry = Entry {
@@ -141,6 +141,16 @@ impl Tree {
     /// Every entry, ordered by key path (what a cold kiosk sync carries).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.values.values()
+    }
+
+    /// Entries of `self` that are new or changed compared with `older` (entries are never
+    /// removed from the registry trees; withdrawals overwrite).
+    pub fn changed_since(&self, older: &Tree) -> Vec<Entry> {
+        self.values
+            .iter()
+            .filter(|(path, e)| older.values.get(*path).is_none_or(|o| o.value != e.value))
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// A proof for `(tag, key)`.
@@ -267,8 +277,22 @@ pub fn status_uri(issuer: &Did, list: &str) -> String {
 impl State {
     /// The state at genesis: governance DIDs created, validators recorded.
     pub fn genesis(g: &Genesis) -> Result<Self, Refused> {
-        if g.validators.is_empty() || g.governance.is_empty() {
-            return Err(invalid("genesis", "needs validators and governance"));
+        if g.validators.is_empty()
+            || g.validators.len() > super::cert::MAX_VALIDATORS
+            || g.governance.is_empty()
+        {
+            return Err(invalid(
+                "genesis",
+                "needs 1..=1024 validators and governance",
+            ));
+        }
+        let mut keys: Vec<_> = g.validators.iter().map(EcPublicKey::compressed).collect();
+        keys.sort();
+        if keys.windows(2).any(|w| matches!(w, [a, b] if a == b)) || g.chain_id.is_empty() {
+            return Err(invalid(
+                "genesis",
+                "a validator appears twice, or no chain id",
+            ));
         }
         if g.governance_threshold == 0 || g.governance_threshold > g.governance.len() {
             return Err(invalid(
@@ -598,7 +622,7 @@ impl State {
                             signer: did.to_string(),
                             op: name,
                         })?;
-                if until < now {
+                if until <= now {
                     return Err(Refused::Unauthorized {
                         signer: did.to_string(),
                         op: name,
@@ -647,7 +671,7 @@ impl State {
                     if *idx >= meta.size {
                         return Err(invalid(name, format!("index {idx} outside the list")));
                     }
-                    if Status::from_value(*value).is_none() && meta.bits.get() <= 2 {
+                    if Status::from_value(*value).is_none() {
                         return Err(invalid(name, format!("status value {value} undefined")));
                     }
                     // Revocation is final.
@@ -691,8 +715,8 @@ impl State {
                 approvals,
             } => {
                 self.require_governance(&did, name)?;
-                if validators.is_empty() {
-                    return Err(invalid(name, "no validators"));
+                if validators.is_empty() || validators.len() > super::cert::MAX_VALIDATORS {
+                    return Err(invalid(name, "needs 1..=1024 validators"));
                 }
                 let mut sorted: Vec<_> = validators.iter().map(EcPublicKey::compressed).collect();
                 sorted.sort();
@@ -700,7 +724,7 @@ impl State {
                     return Err(invalid(name, "a validator appears twice"));
                 }
                 let mut approvers = vec![did.clone()];
-                let payload = tx.tx.op.approval_payload(&self.chain_id);
+                let payload = tx.tx.op.approval_payload(&self.chain_id, self.epoch());
                 for a in approvals {
                     let (member, sign1) =
                         tx::decode_approval(a).map_err(|e| invalid(name, e.to_string()))?;

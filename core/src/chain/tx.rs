@@ -336,8 +336,9 @@ impl Op {
         Ok(op)
     }
 
-    /// The bytes governance approvals sign: the operation without its approvals.
-    pub fn approval_payload(&self, chain: &str) -> Vec<u8> {
+    /// The bytes governance approvals sign: chain, the epoch the approval is for, and the
+    /// operation without its approvals (so an old approval cannot be replayed in a later epoch).
+    pub fn approval_payload(&self, chain: &str, epoch: u64) -> Vec<u8> {
         let bare = match self {
             Self::SetValidators { validators, .. } => Self::SetValidators {
                 validators: validators.clone(),
@@ -347,6 +348,7 @@ impl Op {
         };
         cbor::encode(&text_map(vec![
             ("chain", text(chain)),
+            ("epoch", Value::Integer(epoch.into())),
             ("op", bare.to_value()),
         ]))
     }
@@ -494,14 +496,20 @@ impl SignedTx {
     }
 }
 
-/// A governance member's approval of an operation (for quorum operations).
-pub fn approve(op: &Op, chain: &str, member: DidUrl, key: &dyn Signer) -> Result<Vec<u8>> {
+/// A governance member's approval of an operation in `epoch` (for quorum operations).
+pub fn approve(
+    op: &Op,
+    chain: &str,
+    epoch: u64,
+    member: DidUrl,
+    key: &dyn Signer,
+) -> Result<Vec<u8>> {
     let sign1 = cose::sign1(
         key,
         Domain::GovernanceApproval,
         HeaderBuilder::new().key_id(member.to_string().into_bytes()),
         coset::Header::default(),
-        Some(op.approval_payload(chain)),
+        Some(op.approval_payload(chain, epoch)),
         None,
     )?;
     Ok(cose::encode_sign1(&sign1))
@@ -509,7 +517,7 @@ pub fn approve(op: &Op, chain: &str, member: DidUrl, key: &dyn Signer) -> Result
 
 /// Decode an approval: who signed, and the COSE_Sign1 to verify.
 pub fn decode_approval(bytes: &[u8]) -> Result<(DidUrl, CoseSign1)> {
-    let sign1 = cose::decode_sign1_within(bytes, 4096)?;
+    let sign1 = cose::decode_sign1_within(bytes, 64 * 1024)?;
     let kid = cose::kid(&sign1).ok_or_else(|| Error::malformed("approval", "no protected kid"))?;
     let member = DidUrl::parse(
         std::str::from_utf8(kid).map_err(|_| Error::malformed("approval", "kid is not UTF-8"))?,
