@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod cert;
+pub mod light;
 pub mod smt;
 pub mod state;
 pub mod tx;

@@ -1,0 +1,516 @@
+//! The kiosk's light client: a pinned genesis, a certified header, and the kiosk subtree it
+//! commits — advanced by sync bundles, turned into the verification engine's trust snapshot.
+//!
+//! A bundle is a checkpoint, not a replay: the latest directly finalized header and its
+//! certificate, the certified validator-set changes since the kiosk's epoch, and the kiosk-tree
+//! entries that changed since the kiosk's height (all of them on a first sync). The kiosk applies
+//! the entries to a copy of its tree and adopts it only if the recomputed root equals the
+//! certified header's kiosk sub-root. Its size and cost grow with the changes, not with the number
+//! of blocks in between.
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+use thiserror::Error;
+
+use super::block::Header;
+use super::cert::{Finalization, ValidatorSet};
+use super::smt::{self, Hash};
+use super::state::{Entry, Genesis, State, Tree, tag};
+use crate::cbor::{self, CborForm, Limits, access, text_map};
+use crate::crypto::EcPublicKey;
+use crate::mdoc::TrustAnchor;
+use crate::status::{Bits, StatusList};
+use crate::timestamp::Timestamp;
+use crate::verify::{Accreditation, TrustSnapshot};
+
+/// Largest bundle accepted.
+pub const MAX_BUNDLE_LEN: usize = 64 * 1024 * 1024;
+
+/// Why a bundle was refused. The kiosk keeps its previous state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SyncError {
+    /// Bytes that are not a bundle.
+    #[error("malformed bundle: {0}")]
+    Malformed(String),
+    /// A bundle of another chain.
+    #[error("bundle is for chain {0:?}")]
+    ForeignChain(String),
+    /// A certificate that does not verify against the kiosk's validator set.
+    #[error("certificate refused: {0}")]
+    Certificate(String),
+    /// The certificate is not for this header.
+    #[error("certificate is for another block")]
+    CertificateMismatch,
+    /// A header older than the kiosk's.
+    #[error("rollback from height {have} to {got}")]
+    Rollback {
+        /// The kiosk's height.
+        have: u64,
+        /// The bundle's.
+        got: u64,
+    },
+    /// Two certified headers at one height: both kept as evidence.
+    #[error("two certified blocks at height {0}")]
+    Equivocation(u64),
+    /// A delta relative to another height than the kiosk's.
+    #[error("delta is relative to height {got}, the kiosk is at {have}")]
+    WrongBase {
+        /// The kiosk's height.
+        have: u64,
+        /// The delta's base.
+        got: u64,
+    },
+    /// The entries do not reproduce the certified kiosk sub-root.
+    #[error("kiosk sub-root does not match the certified header")]
+    SubRootMismatch,
+    /// A validator-set change that does not follow the kiosk's epoch or proof.
+    #[error("validator-set change refused: {0}")]
+    EpochChange(String),
+}
+
+fn malformed(e: impl std::fmt::Display) -> SyncError {
+    SyncError::Malformed(e.to_string())
+}
+
+/// A certified move to the next validator set: the boundary header (certified by the old set)
+/// and the chain record its kiosk tree holds, with the proof.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochChange {
+    /// The header whose state starts the new epoch.
+    pub header: Header,
+    /// Its finalization by the old set.
+    pub finalization: Vec<u8>,
+    /// The chain record (`chain`/`validators` entry) in that header's kiosk tree.
+    pub record: Vec<u8>,
+    /// Its inclusion proof against `header.kiosk_root`.
+    pub proof: smt::Proof,
+}
+
+/// A sync bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncBundle {
+    /// The latest directly finalized header.
+    pub header: Header,
+    /// Its finalization certificate.
+    pub finalization: Vec<u8>,
+    /// Validator-set changes since the kiosk's epoch, oldest first.
+    pub epochs: Vec<EpochChange>,
+    /// Height the entries are relative to; `None` for the whole subtree.
+    pub since: Option<u64>,
+    /// Kiosk-tree entries: all of them, or those changed since `since`.
+    pub entries: Vec<Entry>,
+}
+
+fn proof_value(p: &smt::Proof) -> Value {
+    text_map(vec![
+        (
+            "siblings",
+            Value::Array(
+                p.siblings
+                    .iter()
+                    .map(|s| Value::Bytes(s.to_vec()))
+                    .collect(),
+            ),
+        ),
+        (
+            "leaf",
+            p.leaf.map_or(Value::Null, |(k, v)| {
+                Value::Array(vec![Value::Bytes(k.to_vec()), Value::Bytes(v.to_vec())])
+            }),
+        ),
+    ])
+}
+
+fn hash32(what: &'static str, v: &Value) -> crate::Result<Hash> {
+    access::bytes(what, v)?
+        .try_into()
+        .map_err(|_| crate::Error::malformed(what, "expected 32 bytes"))
+}
+
+fn proof_from(v: &Value) -> crate::Result<smt::Proof> {
+    const W: &str = "proof";
+    let m = access::map(W, v)?;
+    let siblings = access::array(W, access::req(W, m, "siblings")?)?;
+    if siblings.len() > smt::MAX_PROOF_DEPTH {
+        return Err(crate::Error::malformed(W, "too deep"));
+    }
+    Ok(smt::Proof {
+        siblings: siblings
+            .iter()
+            .map(|s| hash32(W, s))
+            .collect::<crate::Result<_>>()?,
+        leaf: match access::req(W, m, "leaf")? {
+            Value::Null => None,
+            l => match access::array(W, l)? {
+                [k, v] => Some((hash32(W, k)?, hash32(W, v)?)),
+                _ => return Err(crate::Error::malformed(W, "leaf")),
+            },
+        },
+    })
+}
+
+fn entry_value(e: &Entry) -> Value {
+    Value::Array(vec![
+        Value::Bytes(e.tag.clone()),
+        Value::Bytes(e.key.clone()),
+        Value::Bytes(e.value.clone()),
+    ])
+}
+
+impl SyncBundle {
+    /// CBOR encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&text_map(vec![
+            ("header", self.header.to_value()),
+            ("finalization", Value::Bytes(self.finalization.clone())),
+            (
+                "epochs",
+                Value::Array(
+                    self.epochs
+                        .iter()
+                        .map(|e| {
+                            text_map(vec![
+                                ("header", e.header.to_value()),
+                                ("finalization", Value::Bytes(e.finalization.clone())),
+                                ("record", Value::Bytes(e.record.clone())),
+                                ("proof", proof_value(&e.proof)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "since",
+                self.since.map_or(Value::Null, |h| Value::Integer(h.into())),
+            ),
+            (
+                "entries",
+                Value::Array(self.entries.iter().map(entry_value).collect()),
+            ),
+        ]))
+    }
+
+    /// Decode within [`MAX_BUNDLE_LEN`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, SyncError> {
+        Self::decode_inner(bytes).map_err(malformed)
+    }
+
+    fn decode_inner(bytes: &[u8]) -> crate::Result<Self> {
+        const W: &str = "sync bundle";
+        let v = cbor::decode(W, bytes, Limits::new(MAX_BUNDLE_LEN))?;
+        let m = access::map(W, &v)?;
+        access::only_keys(
+            W,
+            m,
+            &["header", "finalization", "epochs", "since", "entries"],
+        )?;
+        let epochs = access::array(W, access::req(W, m, "epochs")?)?
+            .iter()
+            .map(|e| {
+                let em = access::map(W, e)?;
+                Ok(EpochChange {
+                    header: Header::from_value(access::req(W, em, "header")?)?,
+                    finalization: access::bytes(W, access::req(W, em, "finalization")?)?.to_vec(),
+                    record: access::bytes(W, access::req(W, em, "record")?)?.to_vec(),
+                    proof: proof_from(access::req(W, em, "proof")?)?,
+                })
+            })
+            .collect::<crate::Result<_>>()?;
+        let entries = access::array(W, access::req(W, m, "entries")?)?
+            .iter()
+            .map(|e| match access::array(W, e)? {
+                [t, k, v] => Ok(Entry {
+                    tag: access::bytes(W, t)?.to_vec(),
+                    key: access::bytes(W, k)?.to_vec(),
+                    value: access::bytes(W, v)?.to_vec(),
+                }),
+                _ => Err(crate::Error::malformed(
+                    W,
+                    "entry must be [tag, key, value]",
+                )),
+            })
+            .collect::<crate::Result<_>>()?;
+        Ok(Self {
+            header: Header::from_value(access::req(W, m, "header")?)?,
+            finalization: access::bytes(W, access::req(W, m, "finalization")?)?.to_vec(),
+            epochs,
+            since: match access::req(W, m, "since")? {
+                Value::Null => None,
+                h => Some(access::uint(W, h)?),
+            },
+            entries,
+        })
+    }
+}
+
+/// What a kiosk holds: the pinned genesis, its current certified header, validator set, and the
+/// kiosk subtree.
+#[derive(Debug, Clone)]
+pub struct KioskSnapshot {
+    chain_id: String,
+    genesis_digest: Hash,
+    epoch: u64,
+    validators: ValidatorSet,
+    header: Header,
+    tree: Tree,
+    evidence: Vec<(Header, Header)>,
+}
+
+fn decode_chain_record(bytes: &[u8]) -> crate::Result<(u64, Vec<EcPublicKey>)> {
+    const W: &str = "chain record";
+    let v = cbor::decode(W, bytes, Limits::new(1 << 20))?;
+    let m = access::map(W, &v)?;
+    let epoch = access::uint(W, access::req(W, m, "epoch")?)?;
+    let validators = access::array(W, access::req(W, m, "validators")?)?
+        .iter()
+        .map(|k| EcPublicKey::from_sec1(access::bytes(W, k)?))
+        .collect::<crate::Result<_>>()?;
+    Ok((epoch, validators))
+}
+
+impl KioskSnapshot {
+    /// Start from `genesis.json`'s content: the kiosk recomputes the genesis state itself.
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self, SyncError> {
+        let state = State::genesis(genesis).map_err(|e| malformed(e.to_string()))?;
+        let header = Header::genesis(&state, genesis.time);
+        let validators = ValidatorSet::new(genesis.chain_id.as_bytes(), genesis.validators.clone())
+            .map_err(|e| SyncError::Certificate(e.to_string()))?;
+        Ok(Self {
+            chain_id: genesis.chain_id.clone(),
+            genesis_digest: header.digest(),
+            epoch: 0,
+            validators,
+            header,
+            tree: state.kiosk_tree().clone(),
+            evidence: Vec::new(),
+        })
+    }
+
+    /// The certified header the kiosk's state is at.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The digest of the pinned genesis header.
+    pub fn genesis_digest(&self) -> Hash {
+        self.genesis_digest
+    }
+
+    /// Current validator-set epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Conflicting certified headers seen (kept as evidence of equivocation).
+    pub fn evidence(&self) -> &[(Header, Header)] {
+        &self.evidence
+    }
+
+    /// The kiosk subtree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    fn check_certificate(
+        &self,
+        set: &ValidatorSet,
+        epoch: u64,
+        header: &Header,
+        cert: &[u8],
+    ) -> Result<(), SyncError> {
+        let fin = Finalization::decode(cert).map_err(|e| SyncError::Certificate(e.to_string()))?;
+        if fin.proposal.payload != header.digest() {
+            return Err(SyncError::CertificateMismatch);
+        }
+        if fin.proposal.epoch != epoch {
+            return Err(SyncError::Certificate(format!(
+                "signed in epoch {}, the kiosk follows epoch {epoch}",
+                fin.proposal.epoch
+            )));
+        }
+        fin.verify(set)
+            .map_err(|e| SyncError::Certificate(e.to_string()))
+    }
+
+    /// Verify and apply a bundle; on any failure the snapshot is unchanged.
+    pub fn apply(&mut self, bundle: &SyncBundle) -> Result<(), SyncError> {
+        if bundle.header.chain != self.chain_id {
+            return Err(SyncError::ForeignChain(bundle.header.chain.clone()));
+        }
+        // Follow certified validator-set changes first.
+        let mut epoch = self.epoch;
+        let mut set = self.validators.clone();
+        for change in &bundle.epochs {
+            if change.header.chain != self.chain_id {
+                return Err(SyncError::ForeignChain(change.header.chain.clone()));
+            }
+            self.check_certificate(&set, epoch, &change.header, &change.finalization)?;
+            let path = smt::key_path(tag::CHAIN, b"validators");
+            smt::verify(
+                &change.header.kiosk_root,
+                &path,
+                Some(&smt::value_hash(&change.record)),
+                &change.proof,
+            )
+            .map_err(|e| SyncError::EpochChange(e.to_string()))?;
+            let (next_epoch, keys) = decode_chain_record(&change.record)
+                .map_err(|e| SyncError::EpochChange(e.to_string()))?;
+            if next_epoch != epoch.saturating_add(1) || change.header.epoch != next_epoch {
+                return Err(SyncError::EpochChange(format!(
+                    "epoch {next_epoch} does not follow {epoch}"
+                )));
+            }
+            set = ValidatorSet::new(self.chain_id.as_bytes(), keys)
+                .map_err(|e| SyncError::EpochChange(e.to_string()))?;
+            epoch = next_epoch;
+        }
+        let header = &bundle.header;
+        self.check_certificate(&set, epoch, header, &bundle.finalization)?;
+        if header.height < self.header.height {
+            return Err(SyncError::Rollback {
+                have: self.header.height,
+                got: header.height,
+            });
+        }
+        if header.height == self.header.height && header.digest() != self.header.digest() {
+            // Both are certified: a safety failure of the validators. Keep the proof, trust neither.
+            self.evidence.push((self.header.clone(), header.clone()));
+            return Err(SyncError::Equivocation(header.height));
+        }
+        let mut tree = match bundle.since {
+            None => Tree::default(),
+            Some(base) if base == self.header.height => self.tree.clone(),
+            Some(base) => {
+                return Err(SyncError::WrongBase {
+                    have: self.header.height,
+                    got: base,
+                });
+            }
+        };
+        for e in &bundle.entries {
+            tree.put(&e.tag, &e.key, e.value.clone());
+        }
+        if tree.root() != header.kiosk_root {
+            return Err(SyncError::SubRootMismatch);
+        }
+        self.tree = tree;
+        self.header = header.clone();
+        self.validators = set;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// The trust snapshot the verification engine uses: every DID key as a trust anchor, the
+    /// issuer accreditations, the status lists, and the certified header time.
+    pub fn trust_snapshot(&self) -> TrustSnapshot {
+        let mut anchors = Vec::new();
+        let mut accreditations = Vec::new();
+        let mut metas: BTreeMap<String, (Bits, u64)> = BTreeMap::new();
+        let mut chunks: BTreeMap<String, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+        for e in self.tree.entries() {
+            match e.tag.as_slice() {
+                tag::KEY => {
+                    if let (Ok(kid), Ok(key)) = (
+                        String::from_utf8(e.key.clone()),
+                        EcPublicKey::from_sec1(&e.value),
+                    ) {
+                        anchors.push(TrustAnchor::DidKey { kid, key });
+                    }
+                }
+                tag::ISSUER => {
+                    if let (Ok(issuer), Some((doc_types, until))) = (
+                        String::from_utf8(e.key.clone()),
+                        decode_accreditation(&e.value),
+                    ) {
+                        accreditations.push(Accreditation {
+                            issuer,
+                            doc_types,
+                            valid_until: Timestamp(until),
+                        });
+                    }
+                }
+                tag::STATUS_META => {
+                    if let (Ok(uri), Some(meta)) =
+                        (String::from_utf8(e.key.clone()), decode_meta(&e.value))
+                    {
+                        metas.insert(uri, meta);
+                    }
+                }
+                tag::STATUS_CHUNK => {
+                    if let Some((uri, n)) = split_chunk_key(&e.key) {
+                        chunks.entry(uri).or_default().insert(n, e.value.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut status_lists = BTreeMap::new();
+        for (uri, (bits, _size)) in metas {
+            let bytes: Vec<u8> = chunks
+                .remove(&uri)
+                .unwrap_or_default()
+                .into_values()
+                .flatten()
+                .collect();
+            status_lists.insert(uri, StatusList::from_bytes(bits, bytes));
+        }
+        TrustSnapshot {
+            anchors,
+            accreditations: Some(accreditations),
+            status_lists,
+            as_of: Some(Timestamp(self.header.time)),
+        }
+    }
+}
+
+fn decode_accreditation(bytes: &[u8]) -> Option<(Vec<String>, i64)> {
+    let v = cbor::decode("accreditation", bytes, Limits::new(64 * 1024)).ok()?;
+    let m = v.as_map()?;
+    let get = |k: &str| {
+        m.iter()
+            .find(|(key, _)| key.as_text() == Some(k))
+            .map(|(_, v)| v)
+    };
+    let doc_types = get("doc_types")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.as_text().map(str::to_owned))
+        .collect();
+    let until = get("until")?
+        .as_integer()
+        .and_then(|i| i64::try_from(i).ok())?;
+    Some((doc_types, until))
+}
+
+fn decode_meta(bytes: &[u8]) -> Option<(Bits, u64)> {
+    let v = cbor::decode("status meta", bytes, Limits::new(4096)).ok()?;
+    let m = v.as_map()?;
+    let get = |k: &str| {
+        m.iter()
+            .find(|(key, _)| key.as_text() == Some(k))
+            .map(|(_, v)| v)
+    };
+    let bits = Bits::new(
+        get("bits")?
+            .as_integer()
+            .and_then(|i| u64::try_from(i).ok())?,
+    )
+    .ok()?;
+    let size = get("size")?
+        .as_integer()
+        .and_then(|i| u64::try_from(i).ok())?;
+    Some((bits, size))
+}
+
+fn split_chunk_key(key: &[u8]) -> Option<(String, u64)> {
+    let (uri, n) = key.split_at_checked(key.len().checked_sub(9)?)?;
+    let (zero, n) = n.split_first()?;
+    if *zero != 0 {
+        return None;
+    }
+    Some((
+        String::from_utf8(uri.to_vec()).ok()?,
+        u64::from_be_bytes(n.try_into().ok()?),
+    ))
+}
