@@ -178,26 +178,26 @@ impl Chain {
     }
 
     fn full_bundle(&self) -> SyncBundle {
-        SyncBundle {
-            header: self.head.clone(),
-            finalization: self.cert(&self.head),
-            epochs: vec![],
-            since: None,
-            entries: self.state.kiosk_tree().entries().cloned().collect(),
-        }
+        let genesis = State::genesis(&self.genesis).unwrap();
+        SyncBundle::build(
+            self.head.clone(),
+            self.cert(&self.head),
+            vec![],
+            None,
+            genesis.kiosk_tree(),
+            self.state.kiosk_tree(),
+        )
     }
 
     fn delta_bundle(&self, since: &Header, since_state: &State) -> SyncBundle {
-        SyncBundle {
-            header: self.head.clone(),
-            finalization: self.cert(&self.head),
-            epochs: vec![],
-            since: Some(since.height),
-            entries: self
-                .state
-                .kiosk_tree()
-                .changed_since(since_state.kiosk_tree()),
-        }
+        SyncBundle::build(
+            self.head.clone(),
+            self.cert(&self.head),
+            vec![],
+            Some(since.height),
+            since_state.kiosk_tree(),
+            self.state.kiosk_tree(),
+        )
     }
 }
 
@@ -337,7 +337,9 @@ fn cold_sync_then_delta_drive_the_verdicts() {
         s.chain.block(vec![]);
     }
     let delta = s.chain.delta_bundle(&base_header, &base_state);
-    assert_eq!(delta.entries.len(), 1, "one changed status chunk");
+    assert!(delta.entries.is_empty(), "no entry but the status change");
+    assert_eq!(delta.status.len(), 1);
+    assert_eq!(delta.status[0].1.changes(), &[(42, 1)]);
     let wire = SyncBundle::decode(&delta.encode()).unwrap();
     kiosk.apply(&wire).unwrap();
     assert_eq!(verdict(&s, &kiosk), Verdict::Reject(RejectReason::Revoked));
@@ -357,7 +359,7 @@ fn delta_size_is_constant_across_10000_empty_blocks() {
         s.chain.block(vec![]);
     }
     let many = s.chain.delta_bundle(&base_header, &base_state);
-    assert!(many.entries.is_empty());
+    assert!(many.entries.is_empty() && many.status.is_empty());
     let many = many.encode().len();
     // Only the height and view varints grow (a few bytes), never with the number of blocks.
     assert!(
@@ -413,15 +415,25 @@ fn certificate_refusals_leave_the_kiosk_unchanged() {
         &[0, 1, 2],
     );
     assert_eq!(check(&other), SyncError::CertificateMismatch);
-    // Sub-root mismatch: one entry altered.
+    // Sub-root mismatch: one entry altered, or a status change slipped in.
     let mut tampered = good.clone();
     let e = tampered
         .entries
         .iter_mut()
-        .find(|e| e.tag == tag::STATUS_CHUNK)
+        .find(|e| e.tag == tag::ISSUER)
         .unwrap();
-    e.value[0] = 0x55;
+    let last = e.value.len() - 1;
+    e.value[last] ^= 1;
     assert_eq!(check(&tampered), SyncError::SubRootMismatch);
+    let mut revoked = good.clone();
+    revoked.status = vec![(0, StatusDelta::from_changes(vec![(42, 1)]))];
+    assert_eq!(check(&revoked), SyncError::SubRootMismatch);
+    let mut unknown = good.clone();
+    unknown.status = vec![(77, StatusDelta::from_changes(vec![(1, 1)]))];
+    assert!(matches!(check(&unknown), SyncError::Malformed(_)));
+    let mut outside = good.clone();
+    outside.status = vec![(0, StatusDelta::from_changes(vec![(10_000, 1)]))];
+    assert!(matches!(check(&outside), SyncError::Malformed(_)));
     // A missing entry.
     let mut short = good.clone();
     short.entries.pop();

@@ -2,11 +2,13 @@
 //! commits — advanced by sync bundles, turned into the verification engine's trust snapshot.
 //!
 //! A bundle is a checkpoint, not a replay: the latest directly finalized header and its
-//! certificate, the certified validator-set changes since the kiosk's epoch, and the kiosk-tree
-//! entries that changed since the kiosk's height (all of them on a first sync). The kiosk applies
-//! the entries to a copy of its tree and adopts it only if the recomputed root equals the
-//! certified header's kiosk sub-root. Its size and cost grow with the changes, not with the number
-//! of blocks in between.
+//! certificate, the certified validator-set changes since the kiosk's epoch, and what changed in
+//! the kiosk tree since the kiosk's height — or since genesis on a first sync, since every kiosk
+//! recomputes the genesis state itself. Changed entries travel whole, except status-list chunks:
+//! those travel as status changes `(list id, gap-encoded index/value pairs)`, a few bytes each,
+//! which the kiosk applies to its own chunks (synthesizing the zero chunks of new lists). The
+//! kiosk adopts the result only if the recomputed root equals the certified header's kiosk
+//! sub-root. Size and cost grow with the changes, never with the number of blocks in between.
 
 use std::collections::BTreeMap;
 
@@ -16,11 +18,11 @@ use thiserror::Error;
 use super::block::Header;
 use super::cert::{Finalization, ValidatorSet};
 use super::smt::{self, Hash};
-use super::state::{Entry, Genesis, State, Tree, tag};
+use super::state::{Entry, Genesis, STATUS_CHUNK, State, Tree, chunk_key, tag};
 use crate::cbor::{self, CborForm, Limits, access, text_map};
 use crate::crypto::EcPublicKey;
 use crate::mdoc::TrustAnchor;
-use crate::status::{Bits, StatusList};
+use crate::status::{Bits, StatusDelta, StatusList};
 use crate::timestamp::Timestamp;
 use crate::verify::{Accreditation, TrustSnapshot};
 
@@ -96,10 +98,12 @@ pub struct SyncBundle {
     pub finalization: Vec<u8>,
     /// Validator-set changes since the kiosk's epoch, oldest first.
     pub epochs: Vec<EpochChange>,
-    /// Height the entries are relative to; `None` for the whole subtree.
+    /// Height the changes are relative to; `None` for genesis (a first sync).
     pub since: Option<u64>,
-    /// Kiosk-tree entries: all of them, or those changed since `since`.
+    /// Changed kiosk-tree entries other than status-list chunks.
     pub entries: Vec<Entry>,
+    /// Status changes by list id.
+    pub status: Vec<(u64, StatusDelta)>,
 }
 
 fn proof_value(p: &smt::Proof) -> Value {
@@ -188,6 +192,17 @@ impl SyncBundle {
                 "entries",
                 Value::Array(self.entries.iter().map(entry_value).collect()),
             ),
+            (
+                "status",
+                Value::Array(
+                    self.status
+                        .iter()
+                        .map(|(id, d)| {
+                            Value::Array(vec![Value::Integer((*id).into()), d.to_value()])
+                        })
+                        .collect(),
+                ),
+            ),
         ]))
     }
 
@@ -203,7 +218,14 @@ impl SyncBundle {
         access::only_keys(
             W,
             m,
-            &["header", "finalization", "epochs", "since", "entries"],
+            &[
+                "header",
+                "finalization",
+                "epochs",
+                "since",
+                "entries",
+                "status",
+            ],
         )?;
         let epochs = access::array(W, access::req(W, m, "epochs")?)?
             .iter()
@@ -240,7 +262,80 @@ impl SyncBundle {
                 h => Some(access::uint(W, h)?),
             },
             entries,
+            status: access::array(W, access::req(W, m, "status")?)?
+                .iter()
+                .map(|s| match access::array(W, s)? {
+                    [id, d] => Ok((access::uint(W, id)?, StatusDelta::from_value(d)?)),
+                    _ => Err(crate::Error::malformed(
+                        W,
+                        "status must be [list id, delta]",
+                    )),
+                })
+                .collect::<crate::Result<_>>()?,
         })
+    }
+
+    /// Server side: the bundle taking a kiosk from `base` (its tree at height `since`, or the
+    /// genesis tree) to `current`, certified by `finalization` over `header`.
+    pub fn build(
+        header: Header,
+        finalization: Vec<u8>,
+        epochs: Vec<EpochChange>,
+        since: Option<u64>,
+        base: &Tree,
+        current: &Tree,
+    ) -> Self {
+        let mut entries = Vec::new();
+        let mut chunks: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+        for e in current.changed_since(base) {
+            match (e.tag.as_slice(), split_chunk_key(&e.key)) {
+                (tag::STATUS_CHUNK, Some((uri, n))) => {
+                    chunks.entry(uri).or_default().push((n, e.value))
+                }
+                _ => entries.push(e),
+            }
+        }
+        let mut status = Vec::new();
+        for (uri, changed) in chunks {
+            let Some(meta) = current
+                .get(tag::STATUS_META, uri.as_bytes())
+                .and_then(decode_meta)
+            else {
+                continue;
+            };
+            let per_byte = u64::from(8 / meta.bits.get());
+            let mut changes = Vec::new();
+            for (n, new) in changed {
+                let old = base
+                    .get(
+                        tag::STATUS_CHUNK,
+                        &chunk_key(&uri, usize::try_from(n).unwrap_or(usize::MAX)),
+                    )
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_else(|| vec![0; new.len()]);
+                let (old, new) = (
+                    StatusList::from_bytes(meta.bits, old),
+                    StatusList::from_bytes(meta.bits, new),
+                );
+                let first = n
+                    .saturating_mul(STATUS_CHUNK as u64)
+                    .saturating_mul(per_byte);
+                for local in 0..new.len() {
+                    if new.get(local) != old.get(local) {
+                        changes.push((first.saturating_add(local), new.get(local).unwrap_or(0)));
+                    }
+                }
+            }
+            status.push((meta.id, StatusDelta::from_changes(changes)));
+        }
+        Self {
+            header,
+            finalization,
+            epochs,
+            since,
+            entries,
+            status,
+        }
     }
 }
 
@@ -254,6 +349,7 @@ pub struct KioskSnapshot {
     validators: ValidatorSet,
     header: Header,
     tree: Tree,
+    genesis_tree: Tree,
     evidence: Vec<(Header, Header)>,
 }
 
@@ -283,6 +379,7 @@ impl KioskSnapshot {
             validators,
             header,
             tree: state.kiosk_tree().clone(),
+            genesis_tree: state.kiosk_tree().clone(),
             evidence: Vec::new(),
         })
     }
@@ -379,7 +476,7 @@ impl KioskSnapshot {
             return Err(SyncError::Equivocation(header.height));
         }
         let mut tree = match bundle.since {
-            None => Tree::default(),
+            None => self.genesis_tree.clone(),
             Some(base) if base == self.header.height => self.tree.clone(),
             Some(base) => {
                 return Err(SyncError::WrongBase {
@@ -390,6 +487,19 @@ impl KioskSnapshot {
         };
         for e in &bundle.entries {
             tree.put(&e.tag, &e.key, e.value.clone());
+            // A new list starts as zero chunks; its non-zero entries come as status changes.
+            if e.tag == tag::STATUS_META
+                && let (Ok(uri), Some(meta)) = (std::str::from_utf8(&e.key), decode_meta(&e.value))
+                && tree.get(tag::STATUS_CHUNK, &chunk_key(uri, 0)).is_none()
+            {
+                let zero = StatusList::new(meta.bits, meta.size).map_err(malformed)?;
+                for (i, chunk) in zero.as_bytes().chunks(STATUS_CHUNK).enumerate() {
+                    tree.put(tag::STATUS_CHUNK, &chunk_key(uri, i), chunk.to_vec());
+                }
+            }
+        }
+        if !bundle.status.is_empty() {
+            apply_status(&mut tree, &bundle.status)?;
         }
         if tree.root() != header.kiosk_root {
             return Err(SyncError::SubRootMismatch);
@@ -434,7 +544,7 @@ impl KioskSnapshot {
                     if let (Ok(uri), Some(meta)) =
                         (String::from_utf8(e.key.clone()), decode_meta(&e.value))
                     {
-                        metas.insert(uri, meta);
+                        metas.insert(uri, (meta.bits, meta.size));
                     }
                 }
                 tag::STATUS_CHUNK => {
@@ -483,7 +593,15 @@ fn decode_accreditation(bytes: &[u8]) -> Option<(Vec<String>, i64)> {
     Some((doc_types, until))
 }
 
-fn decode_meta(bytes: &[u8]) -> Option<(Bits, u64)> {
+/// Status-list metadata as stored in the kiosk tree.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    id: u64,
+    bits: Bits,
+    size: u64,
+}
+
+fn decode_meta(bytes: &[u8]) -> Option<Meta> {
     let v = cbor::decode("status meta", bytes, Limits::new(4096)).ok()?;
     let m = v.as_map()?;
     let get = |k: &str| {
@@ -491,16 +609,55 @@ fn decode_meta(bytes: &[u8]) -> Option<(Bits, u64)> {
             .find(|(key, _)| key.as_text() == Some(k))
             .map(|(_, v)| v)
     };
-    let bits = Bits::new(
-        get("bits")?
-            .as_integer()
-            .and_then(|i| u64::try_from(i).ok())?,
-    )
-    .ok()?;
-    let size = get("size")?
-        .as_integer()
-        .and_then(|i| u64::try_from(i).ok())?;
-    Some((bits, size))
+    let uint = |k: &str| get(k)?.as_integer().and_then(|i| u64::try_from(i).ok());
+    Some(Meta {
+        id: uint("id")?,
+        bits: Bits::new(uint("bits")?).ok()?,
+        size: uint("size")?,
+    })
+}
+
+/// Apply status changes to the list chunks in `tree`.
+fn apply_status(tree: &mut Tree, status: &[(u64, StatusDelta)]) -> Result<(), SyncError> {
+    let mut lists: BTreeMap<u64, (String, Meta)> = BTreeMap::new();
+    for e in tree.entries() {
+        if e.tag == tag::STATUS_META
+            && let (Ok(uri), Some(meta)) = (String::from_utf8(e.key.clone()), decode_meta(&e.value))
+        {
+            lists.insert(meta.id, (uri, meta));
+        }
+    }
+    for (id, delta) in status {
+        let (uri, meta) = lists
+            .get(id)
+            .ok_or_else(|| SyncError::Malformed(format!("status changes for unknown list {id}")))?;
+        let per_chunk = (STATUS_CHUNK as u64).saturating_mul(u64::from(8 / meta.bits.get()));
+        let mut by_chunk: BTreeMap<u64, Vec<(u64, u8)>> = BTreeMap::new();
+        for (idx, value) in delta.changes() {
+            if *idx >= meta.size {
+                return Err(SyncError::Malformed(format!(
+                    "status index {idx} outside list {id}"
+                )));
+            }
+            by_chunk
+                .entry(idx / per_chunk)
+                .or_default()
+                .push((idx % per_chunk, *value));
+        }
+        for (n, changes) in by_chunk {
+            let key = chunk_key(uri, usize::try_from(n).unwrap_or(usize::MAX));
+            let bytes = tree
+                .get(tag::STATUS_CHUNK, &key)
+                .ok_or_else(|| SyncError::Malformed(format!("list {id} has no chunk {n}")))?
+                .to_vec();
+            let mut chunk = StatusList::from_bytes(meta.bits, bytes);
+            for (local, value) in changes {
+                chunk.set(local, value).map_err(malformed)?;
+            }
+            tree.put(tag::STATUS_CHUNK, &key, chunk.as_bytes().to_vec());
+        }
+    }
+    Ok(())
 }
 
 fn split_chunk_key(key: &[u8]) -> Option<(String, u64)> {

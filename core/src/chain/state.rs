@@ -244,6 +244,7 @@ impl DidRecord {
 /// Metadata of a status list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ListMeta {
+    id: u64,
     issuer: Did,
     bits: Bits,
     size: u64,
@@ -646,6 +647,8 @@ impl State {
                 }
                 let l = StatusList::new(bits, *size).map_err(|e| invalid(name, e.to_string()))?;
                 let meta = ListMeta {
+                    // Numbered in creation order: sync deltas name lists by this short id.
+                    id: self.lists.len() as u64,
                     issuer: did.clone(),
                     bits,
                     size: *size,
@@ -839,13 +842,15 @@ fn kiosk_value(
 
 fn list_meta_value(m: &ListMeta) -> Vec<u8> {
     cbor::encode(&text_map(vec![
+        ("id", Value::Integer(m.id.into())),
         ("issuer", text(m.issuer.as_str())),
         ("bits", Value::Integer(m.bits.get().into())),
         ("size", Value::Integer(m.size.into())),
     ]))
 }
 
-fn chunk_key(uri: &str, chunk: usize) -> Vec<u8> {
+/// The key of chunk `chunk` of the list at `uri`: URI || 0x00 || chunk number (u64 BE).
+pub fn chunk_key(uri: &str, chunk: usize) -> Vec<u8> {
     let mut k = uri.as_bytes().to_vec();
     k.push(0);
     k.extend_from_slice(&(chunk as u64).to_be_bytes());
