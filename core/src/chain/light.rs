@@ -154,17 +154,25 @@ fn proof_from(v: &Value) -> crate::Result<smt::Proof> {
     })
 }
 
-fn entry_value(e: &Entry) -> Value {
-    Value::Array(vec![
-        Value::Bytes(e.tag.clone()),
-        Value::Bytes(e.key.clone()),
-        Value::Bytes(e.value.clone()),
-    ])
-}
-
 impl SyncBundle {
-    /// CBOR encoding.
+    /// CBOR encoding. Entries are grouped by table (`[[tag, [[key, value]...]]...]`) and the
+    /// status changes are one byte string of LEB128 varints: per list `id gap, count`, then per
+    /// change `index gap, value` — about four bytes a change.
     pub fn encode(&self) -> Vec<u8> {
+        let mut groups: BTreeMap<&[u8], Vec<Value>> = BTreeMap::new();
+        for e in &self.entries {
+            groups
+                .entry(e.tag.as_slice())
+                .or_default()
+                .push(Value::Array(vec![
+                    Value::Bytes(e.key.clone()),
+                    Value::Bytes(e.value.clone()),
+                ]));
+        }
+        let entries = groups
+            .into_iter()
+            .map(|(t, kv)| Value::Array(vec![Value::Bytes(t.to_vec()), Value::Array(kv)]))
+            .collect();
         cbor::encode(&text_map(vec![
             ("header", self.header.to_value()),
             ("finalization", Value::Bytes(self.finalization.clone())),
@@ -188,21 +196,8 @@ impl SyncBundle {
                 "since",
                 self.since.map_or(Value::Null, |h| Value::Integer(h.into())),
             ),
-            (
-                "entries",
-                Value::Array(self.entries.iter().map(entry_value).collect()),
-            ),
-            (
-                "status",
-                Value::Array(
-                    self.status
-                        .iter()
-                        .map(|(id, d)| {
-                            Value::Array(vec![Value::Integer((*id).into()), d.to_value()])
-                        })
-                        .collect(),
-                ),
-            ),
+            ("entries", Value::Array(entries)),
+            ("status", Value::Bytes(encode_status(&self.status))),
         ]))
     }
 
@@ -239,20 +234,26 @@ impl SyncBundle {
                 })
             })
             .collect::<crate::Result<_>>()?;
-        let entries = access::array(W, access::req(W, m, "entries")?)?
-            .iter()
-            .map(|e| match access::array(W, e)? {
-                [t, k, v] => Ok(Entry {
-                    tag: access::bytes(W, t)?.to_vec(),
+        let mut entries = Vec::new();
+        for group in access::array(W, access::req(W, m, "entries")?)? {
+            let [t, kvs] = access::array(W, group)? else {
+                return Err(crate::Error::malformed(
+                    W,
+                    "entry group must be [tag, entries]",
+                ));
+            };
+            let t = access::bytes(W, t)?;
+            for kv in access::array(W, kvs)? {
+                let [k, v] = access::array(W, kv)? else {
+                    return Err(crate::Error::malformed(W, "entry must be [key, value]"));
+                };
+                entries.push(Entry {
+                    tag: t.to_vec(),
                     key: access::bytes(W, k)?.to_vec(),
                     value: access::bytes(W, v)?.to_vec(),
-                }),
-                _ => Err(crate::Error::malformed(
-                    W,
-                    "entry must be [tag, key, value]",
-                )),
-            })
-            .collect::<crate::Result<_>>()?;
+                });
+            }
+        }
         Ok(Self {
             header: Header::from_value(access::req(W, m, "header")?)?,
             finalization: access::bytes(W, access::req(W, m, "finalization")?)?.to_vec(),
@@ -262,16 +263,7 @@ impl SyncBundle {
                 h => Some(access::uint(W, h)?),
             },
             entries,
-            status: access::array(W, access::req(W, m, "status")?)?
-                .iter()
-                .map(|s| match access::array(W, s)? {
-                    [id, d] => Ok((access::uint(W, id)?, StatusDelta::from_value(d)?)),
-                    _ => Err(crate::Error::malformed(
-                        W,
-                        "status must be [list id, delta]",
-                    )),
-                })
-                .collect::<crate::Result<_>>()?,
+            status: decode_status(access::bytes(W, access::req(W, m, "status")?)?)?,
         })
     }
 
@@ -350,6 +342,7 @@ pub struct KioskSnapshot {
     header: Header,
     tree: Tree,
     genesis_tree: Tree,
+    lists: BTreeMap<u64, (String, Meta)>,
     evidence: Vec<(Header, Header)>,
 }
 
@@ -380,6 +373,7 @@ impl KioskSnapshot {
             header,
             tree: state.kiosk_tree().clone(),
             genesis_tree: state.kiosk_tree().clone(),
+            lists: BTreeMap::new(),
             evidence: Vec::new(),
         })
     }
@@ -475,9 +469,9 @@ impl KioskSnapshot {
             self.evidence.push((self.header.clone(), header.clone()));
             return Err(SyncError::Equivocation(header.height));
         }
-        let mut tree = match bundle.since {
-            None => self.genesis_tree.clone(),
-            Some(base) if base == self.header.height => self.tree.clone(),
+        let cold = match bundle.since {
+            None => true,
+            Some(base) if base == self.header.height => false,
             Some(base) => {
                 return Err(SyncError::WrongBase {
                     have: self.header.height,
@@ -485,26 +479,41 @@ impl KioskSnapshot {
                 });
             }
         };
-        for e in &bundle.entries {
-            tree.put(&e.tag, &e.key, e.value.clone());
-            // A new list starts as zero chunks; its non-zero entries come as status changes.
-            if e.tag == tag::STATUS_META
-                && let (Ok(uri), Some(meta)) = (std::str::from_utf8(&e.key), decode_meta(&e.value))
-                && tree.get(tag::STATUS_CHUNK, &chunk_key(uri, 0)).is_none()
-            {
-                let zero = StatusList::new(meta.bits, meta.size).map_err(malformed)?;
-                for (i, chunk) in zero.as_bytes().chunks(STATUS_CHUNK).enumerate() {
-                    tree.put(tag::STATUS_CHUNK, &chunk_key(uri, i), chunk.to_vec());
+        let (base, known) = if cold {
+            (&self.genesis_tree, &BTreeMap::new())
+        } else {
+            (&self.tree, &self.lists)
+        };
+        let (staged, new_lists) = stage(base, known, bundle)?;
+        if cold {
+            // A first sync rebuilds the subtree in one pass over sorted leaves.
+            let mut all = self.genesis_tree.by_path().clone();
+            all.extend(staged);
+            let tree = Tree::from_entries(all);
+            if tree.root() != header.kiosk_root {
+                return Err(SyncError::SubRootMismatch);
+            }
+            self.tree = tree;
+            self.lists = BTreeMap::new();
+        } else {
+            // A delta updates the paths it touches in place, and is undone if the root differs.
+            let mut undo = Vec::with_capacity(staged.len());
+            for (path, entry) in staged {
+                undo.push((path, self.tree.put_at(path, entry)));
+            }
+            if self.tree.root() != header.kiosk_root {
+                for (path, old) in undo.into_iter().rev() {
+                    match old {
+                        Some(entry) => {
+                            self.tree.put_at(path, entry);
+                        }
+                        None => self.tree.remove_at(&path),
+                    }
                 }
+                return Err(SyncError::SubRootMismatch);
             }
         }
-        if !bundle.status.is_empty() {
-            apply_status(&mut tree, &bundle.status)?;
-        }
-        if tree.root() != header.kiosk_root {
-            return Err(SyncError::SubRootMismatch);
-        }
-        self.tree = tree;
+        self.lists.extend(new_lists);
         self.header = header.clone();
         self.validators = set;
         self.epoch = epoch;
@@ -574,62 +583,50 @@ impl KioskSnapshot {
     }
 }
 
-fn decode_accreditation(bytes: &[u8]) -> Option<(Vec<String>, i64)> {
-    let v = cbor::decode("accreditation", bytes, Limits::new(64 * 1024)).ok()?;
-    let m = v.as_map()?;
-    let get = |k: &str| {
-        m.iter()
-            .find(|(key, _)| key.as_text() == Some(k))
-            .map(|(_, v)| v)
-    };
-    let doc_types = get("doc_types")?
-        .as_array()?
-        .iter()
-        .filter_map(|t| t.as_text().map(str::to_owned))
-        .collect();
-    let until = get("until")?
-        .as_integer()
-        .and_then(|i| i64::try_from(i).ok())?;
-    Some((doc_types, until))
-}
-
-/// Status-list metadata as stored in the kiosk tree.
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    id: u64,
-    bits: Bits,
-    size: u64,
-}
+use super::state::{ListInfo as Meta, decode_accreditation};
 
 fn decode_meta(bytes: &[u8]) -> Option<Meta> {
-    let v = cbor::decode("status meta", bytes, Limits::new(4096)).ok()?;
-    let m = v.as_map()?;
-    let get = |k: &str| {
-        m.iter()
-            .find(|(key, _)| key.as_text() == Some(k))
-            .map(|(_, v)| v)
-    };
-    let uint = |k: &str| get(k)?.as_integer().and_then(|i| u64::try_from(i).ok());
-    Some(Meta {
-        id: uint("id")?,
-        bits: Bits::new(uint("bits")?).ok()?,
-        size: uint("size")?,
-    })
+    Meta::decode(bytes)
 }
 
-/// Apply status changes to the list chunks in `tree`.
-fn apply_status(tree: &mut Tree, status: &[(u64, StatusDelta)]) -> Result<(), SyncError> {
-    let mut lists: BTreeMap<u64, (String, Meta)> = BTreeMap::new();
-    for e in tree.entries() {
-        if e.tag == tag::STATUS_META
-            && let (Ok(uri), Some(meta)) = (String::from_utf8(e.key.clone()), decode_meta(&e.value))
-        {
-            lists.insert(meta.id, (uri, meta));
+/// Every change a bundle makes, keyed by path, before anything is hashed: entries as sent, zero
+/// chunks for new lists, and chunks rewritten by status changes. Also returns the new lists.
+type Staged = (BTreeMap<Hash, Entry>, Vec<(u64, (String, Meta))>);
+
+fn stage(
+    base: &Tree,
+    known: &BTreeMap<u64, (String, Meta)>,
+    bundle: &SyncBundle,
+) -> Result<Staged, SyncError> {
+    let mut staged: BTreeMap<Hash, Entry> = BTreeMap::new();
+    let mut new_lists: BTreeMap<u64, (String, Meta)> = BTreeMap::new();
+    for e in &bundle.entries {
+        staged.insert(smt::key_path(&e.tag, &e.key), e.clone());
+        if e.tag != tag::STATUS_META {
+            continue;
         }
+        let (Ok(uri), Some(meta)) = (std::str::from_utf8(&e.key), decode_meta(&e.value)) else {
+            continue;
+        };
+        // A new list starts as zero chunks; its non-zero entries come as status changes.
+        if base.get(tag::STATUS_CHUNK, &chunk_key(uri, 0)).is_none() {
+            let zero = StatusList::new(meta.bits, meta.size).map_err(malformed)?;
+            for (i, chunk) in zero.as_bytes().chunks(STATUS_CHUNK).enumerate() {
+                let key = chunk_key(uri, i);
+                let entry = Entry {
+                    tag: tag::STATUS_CHUNK.to_vec(),
+                    key: key.clone(),
+                    value: chunk.to_vec(),
+                };
+                staged.insert(smt::key_path(tag::STATUS_CHUNK, &key), entry);
+            }
+        }
+        new_lists.insert(meta.id, (uri.to_owned(), meta));
     }
-    for (id, delta) in status {
-        let (uri, meta) = lists
+    for (id, delta) in &bundle.status {
+        let (uri, meta) = new_lists
             .get(id)
+            .or_else(|| known.get(id))
             .ok_or_else(|| SyncError::Malformed(format!("status changes for unknown list {id}")))?;
         let per_chunk = (STATUS_CHUNK as u64).saturating_mul(u64::from(8 / meta.bits.get()));
         let mut by_chunk: BTreeMap<u64, Vec<(u64, u8)>> = BTreeMap::new();
@@ -646,18 +643,25 @@ fn apply_status(tree: &mut Tree, status: &[(u64, StatusDelta)]) -> Result<(), Sy
         }
         for (n, changes) in by_chunk {
             let key = chunk_key(uri, usize::try_from(n).unwrap_or(usize::MAX));
-            let bytes = tree
-                .get(tag::STATUS_CHUNK, &key)
-                .ok_or_else(|| SyncError::Malformed(format!("list {id} has no chunk {n}")))?
-                .to_vec();
+            let path = smt::key_path(tag::STATUS_CHUNK, &key);
+            let bytes = staged
+                .get(&path)
+                .or_else(|| base.get_at(&path))
+                .map(|e| e.value.clone())
+                .ok_or_else(|| SyncError::Malformed(format!("list {id} has no chunk {n}")))?;
             let mut chunk = StatusList::from_bytes(meta.bits, bytes);
             for (local, value) in changes {
                 chunk.set(local, value).map_err(malformed)?;
             }
-            tree.put(tag::STATUS_CHUNK, &key, chunk.as_bytes().to_vec());
+            let entry = Entry {
+                tag: tag::STATUS_CHUNK.to_vec(),
+                key,
+                value: chunk.as_bytes().to_vec(),
+            };
+            staged.insert(path, entry);
         }
     }
-    Ok(())
+    Ok((staged, new_lists.into_iter().collect()))
 }
 
 fn split_chunk_key(key: &[u8]) -> Option<(String, u64)> {
@@ -670,4 +674,74 @@ fn split_chunk_key(key: &[u8]) -> Option<(String, u64)> {
         String::from_utf8(uri.to_vec()).ok()?,
         u64::from_be_bytes(n.try_into().ok()?),
     ))
+}
+
+fn encode_status(status: &[(u64, StatusDelta)]) -> Vec<u8> {
+    use super::cert::write_varint;
+    let mut sorted: Vec<&(u64, StatusDelta)> = status.iter().collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    let mut out = Vec::new();
+    let mut prev_id: Option<u64> = None;
+    for (id, delta) in sorted {
+        write_varint(&mut out, prev_id.map_or(*id, |p| id.saturating_sub(p)));
+        prev_id = Some(*id);
+        write_varint(&mut out, delta.changes().len() as u64);
+        let mut prev: Option<u64> = None;
+        for (idx, value) in delta.changes() {
+            write_varint(&mut out, prev.map_or(*idx, |p| idx.saturating_sub(p)));
+            prev = Some(*idx);
+            out.push(*value);
+        }
+    }
+    out
+}
+
+fn decode_status(mut input: &[u8]) -> crate::Result<Vec<(u64, StatusDelta)>> {
+    use super::cert::read_varint;
+    const W: &str = "status changes";
+    let mut out = Vec::new();
+    let mut prev_id: Option<u64> = None;
+    while !input.is_empty() {
+        let gap = read_varint(&mut input)?;
+        let id = match prev_id {
+            None => gap,
+            Some(_) if gap == 0 => {
+                return Err(crate::Error::malformed(W, "list ids must increase"));
+            }
+            Some(p) => p
+                .checked_add(gap)
+                .ok_or_else(|| crate::Error::malformed(W, "list id overflows"))?,
+        };
+        prev_id = Some(id);
+        let n = read_varint(&mut input)?;
+        // Each change takes at least two bytes: refuse counts the input cannot hold.
+        if n == 0 || n > (input.len() / 2) as u64 {
+            return Err(crate::Error::malformed(
+                W,
+                "change count does not fit the input",
+            ));
+        }
+        let mut changes = Vec::new();
+        let mut prev: Option<u64> = None;
+        for _ in 0..n {
+            let gap = read_varint(&mut input)?;
+            let idx = match prev {
+                None => gap,
+                Some(_) if gap == 0 => {
+                    return Err(crate::Error::malformed(W, "indexes must increase"));
+                }
+                Some(p) => p
+                    .checked_add(gap)
+                    .ok_or_else(|| crate::Error::malformed(W, "index overflows"))?,
+            };
+            prev = Some(idx);
+            let (&value, rest) = input
+                .split_first()
+                .ok_or_else(|| crate::Error::malformed(W, "truncated"))?;
+            input = rest;
+            changes.push((idx, value));
+        }
+        out.push((id, StatusDelta::from_changes(changes)));
+    }
+    Ok(out)
 }

@@ -127,15 +127,51 @@ impl Tree {
             .map(|e| e.value.as_slice())
     }
 
-    pub(crate) fn put(&mut self, tag: &[u8], key: &[u8], value: Vec<u8>) {
+    /// Set `(tag, key)`; returns the entry it replaced.
+    pub(crate) fn put(&mut self, tag: &[u8], key: &[u8], value: Vec<u8>) -> Option<Entry> {
         let path = smt::key_path(tag, key);
-        self.smt.insert(path, smt::value_hash(&value));
-        let entry = Entry {
-            tag: tag.to_vec(),
-            key: key.to_vec(),
-            value,
-        };
-        self.values.insert(path, entry);
+        self.put_at(
+            path,
+            Entry {
+                tag: tag.to_vec(),
+                key: key.to_vec(),
+                value,
+            },
+        )
+    }
+
+    /// Set the entry at a precomputed path; returns the entry it replaced.
+    pub(crate) fn put_at(&mut self, path: Hash, entry: Entry) -> Option<Entry> {
+        self.smt.insert(path, smt::value_hash(&entry.value));
+        self.values.insert(path, entry)
+    }
+
+    /// Remove the entry at `path` (to undo an insertion).
+    pub(crate) fn remove_at(&mut self, path: &Hash) {
+        self.smt.remove(path);
+        self.values.remove(path);
+    }
+
+    /// The entry at a path.
+    pub(crate) fn get_at(&self, path: &Hash) -> Option<&Entry> {
+        self.values.get(path)
+    }
+
+    /// Build a tree from entries keyed by path, hashing each node once.
+    pub(crate) fn from_entries(values: BTreeMap<Hash, Entry>) -> Self {
+        let leaves: Vec<(Hash, Hash)> = values
+            .iter()
+            .map(|(p, e)| (*p, smt::value_hash(&e.value)))
+            .collect();
+        Self {
+            smt: SparseMerkleTree::from_sorted_leaves(&leaves),
+            values,
+        }
+    }
+
+    /// All entries keyed by path.
+    pub(crate) fn by_path(&self) -> &BTreeMap<Hash, Entry> {
+        &self.values
     }
 
     /// Every entry, ordered by key path (what a cold kiosk sync carries).
@@ -470,22 +506,7 @@ impl State {
     }
 
     fn issuer_accreditation(&self, issuer: &Did) -> Option<(Vec<String>, i64)> {
-        let bytes = self.kiosk.get(tag::ISSUER, issuer.as_str().as_bytes())?;
-        let v = cbor::decode("accreditation", bytes, cbor::Limits::new(64 * 1024)).ok()?;
-        let m = access::map("accreditation", &v).ok()?;
-        let doc_types = access::array(
-            "accreditation",
-            access::req("accreditation", m, "doc_types").ok()?,
-        )
-        .ok()?
-        .iter()
-        .filter_map(|t| t.as_text().map(str::to_owned))
-        .collect();
-        let until = access::req("accreditation", m, "until")
-            .ok()?
-            .as_integer()
-            .and_then(|i| i64::try_from(i).ok())?;
-        Some((doc_types, until))
+        decode_accreditation(self.kiosk.get(tag::ISSUER, issuer.as_str().as_bytes())?)
     }
 
     /// Validate `tx` at block time `now` and apply it; on refusal nothing changes.
@@ -815,13 +836,63 @@ impl State {
 }
 
 fn accreditation_value(doc_types: &[String], until: i64) -> Vec<u8> {
-    cbor::encode(&text_map(vec![
-        (
-            "doc_types",
-            Value::Array(doc_types.iter().map(|d| text(d)).collect()),
-        ),
-        ("until", Value::Integer(until.into())),
+    // Positional, to keep kiosk bundles small: [until, [docType...]].
+    cbor::encode(&Value::Array(vec![
+        Value::Integer(until.into()),
+        Value::Array(doc_types.iter().map(|d| text(d)).collect()),
     ]))
+}
+
+/// Decode an issuer accreditation record: `(docTypes, until)`.
+pub fn decode_accreditation(bytes: &[u8]) -> Option<(Vec<String>, i64)> {
+    let v = cbor::decode("accreditation", bytes, cbor::Limits::new(64 * 1024)).ok()?;
+    match v.as_array()?.as_slice() {
+        [until, types] => Some((
+            types
+                .as_array()?
+                .iter()
+                .filter_map(|t| t.as_text().map(str::to_owned))
+                .collect(),
+            until.as_integer().and_then(|i| i64::try_from(i).ok())?,
+        )),
+        _ => None,
+    }
+}
+
+/// A status list's metadata record: `[id, bits, size]` (the issuer is in the list's URI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListInfo {
+    /// Chain-assigned number, in creation order; sync bundles name lists by it.
+    pub id: u64,
+    /// Bits per entry.
+    pub bits: Bits,
+    /// Entries.
+    pub size: u64,
+}
+
+impl ListInfo {
+    /// Encode.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Value::Array(vec![
+            Value::Integer(self.id.into()),
+            Value::Integer(self.bits.get().into()),
+            Value::Integer(self.size.into()),
+        ]))
+    }
+
+    /// Decode.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let v = cbor::decode("status meta", bytes, cbor::Limits::new(256)).ok()?;
+        let uint = |v: &Value| v.as_integer().and_then(|i| u64::try_from(i).ok());
+        match v.as_array()?.as_slice() {
+            [id, bits, size] => Some(Self {
+                id: uint(id)?,
+                bits: Bits::new(uint(bits)?).ok()?,
+                size: uint(size)?,
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn kiosk_value(
@@ -841,12 +912,12 @@ fn kiosk_value(
 }
 
 fn list_meta_value(m: &ListMeta) -> Vec<u8> {
-    cbor::encode(&text_map(vec![
-        ("id", Value::Integer(m.id.into())),
-        ("issuer", text(m.issuer.as_str())),
-        ("bits", Value::Integer(m.bits.get().into())),
-        ("size", Value::Integer(m.size.into())),
-    ]))
+    ListInfo {
+        id: m.id,
+        bits: m.bits,
+        size: m.size,
+    }
+    .encode()
 }
 
 /// The key of chunk `chunk` of the list at `uri`: URI || 0x00 || chunk number (u64 BE).
