@@ -110,10 +110,11 @@ fn main() {
     };
     let genesis_state = State::genesis(&genesis).unwrap();
     let mut state = genesis_state.clone();
-    let mut gov_seq = 0u64;
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut issuers = Vec::with_capacity(ISSUERS);
     for i in 0..ISSUERS {
+        // Governance signs one accreditation per issuer, so its sequence number is the index.
+        let gov_seq = i as u64;
         let k0 = key(&format!("issuer/{i}/0"));
         let k1 = key(&format!("issuer/{i}/1"));
         let did = Did::from_inception(k0.public_key(), &KeyCommitment::to(k1.public_key()));
@@ -162,7 +163,6 @@ fn main() {
                 T0,
             )
             .unwrap();
-        gov_seq += 1;
         state
             .apply(
                 &sign(
