@@ -149,38 +149,28 @@ impl Reader<'_> {
             .ok_or_else(|| Error::malformed(WHAT, "truncated"))
     }
 
-    /// Reads the argument of a header; `None` means indefinite length.
+    /// Reads the argument of a major type 0–6 header, which must be in its shortest form.
+    /// `None` means indefinite length.
     fn argument(&mut self, info: u8) -> Result<Option<u64>> {
-        let n = match info {
-            0..=23 => return Ok(Some(u64::from(info))),
-            24 => 1,
-            25 => 2,
-            26 => 4,
-            27 => 8,
-            31 => return Ok(None),
-            _ => return Err(Error::malformed(WHAT, "reserved additional information")),
-        };
-        let raw = self.take(n)?;
-        let v = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let v = self.argument_raw(info)?;
         // Preferred serialization: the shortest form. With it (and definite lengths) every
         // decoded value re-encodes to exactly its input, so digests and signatures computed over
         // re-encoded wrappers always cover the bytes that were sent.
-        let shortest = match info {
-            24 => v >= 24,
-            25 => v > 0xff,
-            26 => v > 0xffff,
-            _ => v > 0xffff_ffff,
+        let shortest = match (info, v) {
+            (24, Some(v)) => v >= 24,
+            (25, Some(v)) => v > 0xff,
+            (26, Some(v)) => v > 0xffff,
+            (27, Some(v)) => v > 0xffff_ffff,
+            _ => true,
         };
         if !shortest {
-            return Err(Error::malformed(
-                WHAT,
-                "integer or length not in its shortest form",
-            ));
+            return Err(Error::malformed(WHAT, "integer or length not in its shortest form"));
         }
-        Ok(Some(v))
+        Ok(v)
     }
 
-    /// Argument of a float or simple value (major 7), where the width is the type, not a length.
+    /// Reads the raw argument of a header (for major type 7 the width is the float type, not a
+    /// length, so no shortest-form rule applies here).
     fn argument_raw(&mut self, info: u8) -> Result<Option<u64>> {
         let n = match info {
             0..=23 => return Ok(Some(u64::from(info))),
@@ -192,9 +182,7 @@ impl Reader<'_> {
             _ => return Err(Error::malformed(WHAT, "reserved additional information")),
         };
         let raw = self.take(n)?;
-        Ok(Some(
-            raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
-        ))
+        Ok(Some(raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))))
     }
 
     fn count(&self, declared: u64, per_entry: u64) -> Result<usize> {
