@@ -164,7 +164,10 @@ impl Reader<'_> {
             _ => true,
         };
         if !shortest {
-            return Err(Error::malformed(WHAT, "integer or length not in its shortest form"));
+            return Err(Error::malformed(
+                WHAT,
+                "integer or length not in its shortest form",
+            ));
         }
         Ok(v)
     }
@@ -182,7 +185,9 @@ impl Reader<'_> {
             _ => return Err(Error::malformed(WHAT, "reserved additional information")),
         };
         let raw = self.take(n)?;
-        Ok(Some(raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))))
+        Ok(Some(
+            raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+        ))
     }
 
     fn count(&self, declared: u64, per_entry: u64) -> Result<usize> {

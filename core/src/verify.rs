@@ -240,7 +240,8 @@ pub struct Accreditation {
 pub struct TrustSnapshot {
     /// Trusted issuer keys and IACA roots.
     pub anchors: Vec<TrustAnchor>,
-    /// Accreditations by issuer key id; `None` means no accreditation registry (standalone use).
+    /// Issuer accreditations (matched by issuer DID); `None` means no accreditation registry
+    /// (standalone use).
     pub accreditations: Option<Vec<Accreditation>>,
     /// Status lists by URI.
     pub status_lists: BTreeMap<String, StatusList>,

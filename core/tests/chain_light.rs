@@ -434,6 +434,19 @@ fn certificate_refusals_leave_the_kiosk_unchanged() {
     let mut outside = good.clone();
     outside.status = vec![(0, StatusDelta::from_changes(vec![(10_000, 1)]))];
     assert!(matches!(check(&outside), SyncError::Malformed(_)));
+    // Forged list metadata asking the kiosk to synthesize a huge list before the root check.
+    let mut huge = good.clone();
+    let info = civis_core::chain::state::ListInfo {
+        id: 9_999,
+        bits: civis_core::status::Bits::new(8).unwrap(),
+        size: civis_core::chain::state::MAX_STATUS_ENTRIES + 1,
+    };
+    huge.entries.push(civis_core::chain::state::Entry {
+        tag: tag::STATUS_META.to_vec(),
+        key: b"forged".to_vec(),
+        value: info.encode(),
+    });
+    assert!(matches!(check(&huge), SyncError::Malformed(_)));
     // A missing entry.
     let mut short = good.clone();
     short.entries.pop();

@@ -28,6 +28,10 @@ use crate::verify::{Accreditation, TrustSnapshot};
 
 /// Largest bundle accepted.
 pub const MAX_BUNDLE_LEN: usize = 64 * 1024 * 1024;
+/// Most list bytes a bundle may make a kiosk synthesize for new lists. Zero chunks are built
+/// before the sub-root check, so this bounds what a replayed header with forged list entries
+/// can make a kiosk allocate.
+pub const MAX_SYNTHESIZED_BYTES: usize = 256 * 1024 * 1024;
 
 /// Why a bundle was refused. The kiosk keeps its previous state.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -466,7 +470,10 @@ impl KioskSnapshot {
         }
         if header.height == self.header.height && header.digest() != self.header.digest() {
             // Both are certified: a safety failure of the validators. Keep the proof, trust neither.
-            self.evidence.push((self.header.clone(), header.clone()));
+            let pair = (self.header.clone(), header.clone());
+            if !self.evidence.contains(&pair) {
+                self.evidence.push(pair);
+            }
             return Err(SyncError::Equivocation(header.height));
         }
         let cold = match bundle.since {
@@ -600,6 +607,7 @@ fn stage(
 ) -> Result<Staged, SyncError> {
     let mut staged: BTreeMap<Hash, Entry> = BTreeMap::new();
     let mut new_lists: BTreeMap<u64, (String, Meta)> = BTreeMap::new();
+    let mut synthesized = 0usize;
     for e in &bundle.entries {
         staged.insert(smt::key_path(&e.tag, &e.key), e.clone());
         if e.tag != tag::STATUS_META {
@@ -610,7 +618,19 @@ fn stage(
         };
         // A new list starts as zero chunks; its non-zero entries come as status changes.
         if base.get(tag::STATUS_CHUNK, &chunk_key(uri, 0)).is_none() {
+            if meta.size > super::state::MAX_STATUS_ENTRIES {
+                return Err(SyncError::Malformed(format!(
+                    "list {} larger than the chain allows",
+                    meta.id
+                )));
+            }
             let zero = StatusList::new(meta.bits, meta.size).map_err(malformed)?;
+            synthesized = synthesized.saturating_add(zero.as_bytes().len());
+            if synthesized > MAX_SYNTHESIZED_BYTES {
+                return Err(SyncError::Malformed(
+                    "new lists exceed the synthesis budget".into(),
+                ));
+            }
             for (i, chunk) in zero.as_bytes().chunks(STATUS_CHUNK).enumerate() {
                 let key = chunk_key(uri, i);
                 let entry = Entry {
@@ -683,6 +703,10 @@ fn encode_status(status: &[(u64, StatusDelta)]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut prev_id: Option<u64> = None;
     for (id, delta) in sorted {
+        // An empty or repeated list would not decode; `build` never makes one.
+        if delta.changes().is_empty() || prev_id == Some(*id) {
+            continue;
+        }
         write_varint(&mut out, prev_id.map_or(*id, |p| id.saturating_sub(p)));
         prev_id = Some(*id);
         write_varint(&mut out, delta.changes().len() as u64);

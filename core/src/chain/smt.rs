@@ -277,8 +277,8 @@ impl SparseMerkleTree {
 }
 
 impl SparseMerkleTree {
-    /// Build a tree from leaves sorted by key, without duplicates, in one pass (n leaf and n - 1
-    /// internal hashes instead of n incremental path updates): what a cold sync uses.
+    /// Build a tree from leaves sorted by key, without duplicates, in one pass (one hash per node,
+    /// about 1.5 n for random keys, instead of a full path update per leaf): what a cold sync uses.
     pub fn from_sorted_leaves(leaves: &[(Hash, Hash)]) -> Self {
         fn go(leaves: &[(Hash, Hash)], depth: usize) -> Node {
             match leaves {

@@ -297,7 +297,8 @@ pub struct State {
     lists: BTreeMap<String, (ListMeta, StatusList)>,
 }
 
-/// The state root that consensus orders: H("civis/state/v1" || kiosk root || public root).
+/// The combined state root: H("civis/state/v1" || kiosk root || public root). Consensus orders
+/// the header digest, which commits both sub-roots.
 pub fn state_root(kiosk_root: &Hash, public_root: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update(b"civis/state/v1");
