@@ -22,3 +22,22 @@ need_packages() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# Start PostgreSQL (Debian's cluster tools) and export CIVIS_TEST_POSTGRES_URL for the storage
+# tests: role `civis` (may create databases), database `civis`, on 127.0.0.1.
+start_postgres() {
+  need_packages postgresql
+  local ver
+  ver=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  pg_lsclusters -h 2>/dev/null | grep -q "^$ver main" || pg_createcluster "$ver" main >/dev/null
+  pg_ctlcluster "$ver" main status >/dev/null 2>&1 || pg_ctlcluster "$ver" main start
+  local port
+  port=$(pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "main" { print $3 }')
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 1; done
+  local psql=(su postgres -c)
+  "${psql[@]}" "psql -p $port -tAc \"SELECT 1 FROM pg_roles WHERE rolname='civis'\"" | grep -q 1 \
+    || "${psql[@]}" "psql -p $port -qc \"CREATE ROLE civis LOGIN CREATEDB PASSWORD 'civis'\""
+  "${psql[@]}" "psql -p $port -tAc \"SELECT 1 FROM pg_database WHERE datname='civis'\"" | grep -q 1 \
+    || "${psql[@]}" "createdb -p $port -O civis civis"
+  export CIVIS_TEST_POSTGRES_URL="postgres://civis:civis@127.0.0.1:$port/civis"
+}

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 secs="${1:-300}"; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR   # cargo-fuzz keeps its own target dir under fuzz/
@@ -37,6 +37,11 @@ for f in "$v"/token-status-list/status_list_encoding*_cbor.md; do
   [ -s "fuzz/corpus/status_list/$(basename "$f" .md).bin" ] || tr -cd '0-9a-fA-F' < "$f" | xxd -r -p > "fuzz/corpus/status_list/$(basename "$f" .md).bin"
 done
 seed status_list specs/vectors/citizen/status_list.cbor
+# Chain seeds come from the chain tests' wire forms (written by `cargo test -p civis-core --test
+# chain_light` when CIVIS_FUZZ_SEEDS names a folder), else the fuzzer starts from scratch.
+if [ -n "${CIVIS_FUZZ_SEEDS:-}" ] && [ -d "$CIVIS_FUZZ_SEEDS" ]; then
+  for t in registry_tx sync_bundle; do mkdir -p "fuzz/corpus/$t"; cp "$CIVIS_FUZZ_SEEDS/$t".* "fuzz/corpus/$t/" 2>/dev/null || true; done
+fi
 mkdir -p fuzz/corpus/apdu
 printf '\x00\xa4\x04\x00\x07\xd2\x76\x00\x00\x85\x01\x01\x00' > fuzz/corpus/apdu/select_ndef
 printf '\x00\xb0\x00\x02\x00\x00\xce' > fuzz/corpus/apdu/read_binary_ext

@@ -13,6 +13,10 @@ if [ ! -d "$CIVIS_SHARED_VECTORS" ]; then
   exit 1
 fi
 
+echo "== PostgreSQL"
+start_postgres
+echo "   $CIVIS_TEST_POSTGRES_URL"
+
 start=$(date +%s)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

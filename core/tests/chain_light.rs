@@ -341,6 +341,18 @@ fn cold_sync_then_delta_drive_the_verdicts() {
     assert_eq!(delta.status.len(), 1);
     assert_eq!(delta.status[0].1.changes(), &[(42, 1)]);
     let wire = SyncBundle::decode(&delta.encode()).unwrap();
+    // Seeds for the fuzzers (scripts/fuzz.sh), only when asked for.
+    if let Some(dir) = std::env::var_os("CIVIS_FUZZ_SEEDS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sync_bundle.delta"), delta.encode()).unwrap();
+        std::fs::write(dir.join("sync_bundle.full"), s.chain.full_bundle().encode()).unwrap();
+        std::fs::write(
+            dir.join("registry_tx.revoke"),
+            s.issuer.tx(Op::Deactivate).bytes(),
+        )
+        .unwrap();
+    }
     kiosk.apply(&wire).unwrap();
     assert_eq!(verdict(&s, &kiosk), Verdict::Reject(RejectReason::Revoked));
 }

@@ -75,6 +75,22 @@ struct World {
     gov: Vec<Holder>,
 }
 
+fn replica_genesis() -> Genesis {
+    let gov: Vec<Holder> = (0..3).map(|i| Holder::new(&format!("gov{i}"))).collect();
+    Genesis {
+        chain_id: CHAIN.into(),
+        time: NOW - 1000,
+        validators: (0..4)
+            .map(|i| key("validator", i).public_key().clone())
+            .collect(),
+        governance: gov
+            .iter()
+            .map(|g| (g.keys[0].public_key().clone(), g.next_commitment()))
+            .collect(),
+        governance_threshold: 2,
+    }
+}
+
 fn world() -> World {
     let gov: Vec<Holder> = (0..3).map(|i| Holder::new(&format!("gov{i}"))).collect();
     let genesis = Genesis {
@@ -530,6 +546,15 @@ mod blocks {
         let replica = world();
         let executed = block::execute(&replica.state, &genesis, &blk).unwrap();
         assert_eq!(executed.root(), state.root());
+        // A restart rebuilds the same state from its persisted entries.
+        let kiosk = state.kiosk_tree().entries().cloned().collect();
+        let public = state.public_tree().entries().cloned().collect();
+        let g = civis_core::chain::state::Genesis {
+            ..replica_genesis()
+        };
+        let restored = State::restore(&g, kiosk, public).unwrap();
+        assert_eq!(restored.root(), state.root());
+        assert_eq!(restored.epoch(), state.epoch());
         assert_eq!(blk.header.state_root(), state.root());
         // Wire round trip.
         let back = Block::decode(&blk.encode()).unwrap();

@@ -1,10 +1,12 @@
 //! The Civis registry chain node.
 //!
-//! What will live here (issue #3): commonware `simplex` + `marshal` consensus behind a narrow trait,
-//! deterministic `execute(state, block) -> state root` over an authenticated map, persistence of
-//! finalized blocks, certificates and read models through sqlx (SQLite default, PostgreSQL in
-//! production), and the HTTP API (submit, resolve, sync bundle). Transaction and header formats live
-//! in `civis-core`.
+//! Today: [`store`] — persistence of finalized blocks and of the state they produce, through sqlx
+//! (SQLite by default, PostgreSQL in production) with an in-memory twin for the deterministic
+//! simulation, one database transaction per block, idempotent on height, recovered after a crash.
+//! Still to come (issue #3): commonware `simplex` + `marshal` consensus behind a narrow trait, the
+//! HTTP API and the `civis registry` commands. Formats live in `civis-core`.
 #![forbid(unsafe_code)]
+
+pub mod store;
 
 pub use civis_core as core;

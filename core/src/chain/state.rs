@@ -358,6 +358,74 @@ impl State {
         Ok(s)
     }
 
+    /// Rebuild the state from persisted tree entries (what a restarting validator does): the
+    /// trees are bulk-built, the status lists reassembled from their chunks, governance taken
+    /// from genesis. The caller compares the roots with its last committed header.
+    pub fn restore(
+        genesis: &Genesis,
+        kiosk: Vec<Entry>,
+        public: Vec<Entry>,
+    ) -> Result<Self, Refused> {
+        let mut s = Self::genesis(genesis)?;
+        let by_path = |entries: Vec<Entry>| -> BTreeMap<Hash, Entry> {
+            entries
+                .into_iter()
+                .map(|e| (smt::key_path(&e.tag, &e.key), e))
+                .collect()
+        };
+        s.kiosk = Tree::from_entries(by_path(kiosk));
+        s.public = Tree::from_entries(by_path(public));
+        let mut chunks: BTreeMap<String, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+        let mut metas = Vec::new();
+        for e in s.kiosk.entries() {
+            match e.tag.as_slice() {
+                tag::STATUS_META => {
+                    let uri = String::from_utf8(e.key.clone())
+                        .map_err(|_| invalid("restore", "list URI"))?;
+                    let info = ListInfo::decode(&e.value)
+                        .ok_or_else(|| invalid("restore", "list metadata"))?;
+                    metas.push((uri, info));
+                }
+                tag::STATUS_CHUNK => {
+                    let (uri, n) = e
+                        .key
+                        .split_at_checked(e.key.len().saturating_sub(9))
+                        .and_then(|(u, rest)| {
+                            let (_, n) = rest.split_first()?;
+                            Some((
+                                String::from_utf8(u.to_vec()).ok()?,
+                                u64::from_be_bytes(n.try_into().ok()?),
+                            ))
+                        })
+                        .ok_or_else(|| invalid("restore", "chunk key"))?;
+                    chunks.entry(uri).or_default().insert(n, e.value.clone());
+                }
+                _ => {}
+            }
+        }
+        for (uri, info) in metas {
+            let issuer = uri
+                .split_once("/status/")
+                .and_then(|(d, _)| Did::parse(d).ok())
+                .ok_or_else(|| invalid("restore", "list URI"))?;
+            let bytes: Vec<u8> = chunks
+                .remove(&uri)
+                .unwrap_or_default()
+                .into_values()
+                .flatten()
+                .collect();
+            let meta = ListMeta {
+                id: info.id,
+                issuer,
+                bits: info.bits,
+                size: info.size,
+            };
+            s.lists
+                .insert(uri, (meta, StatusList::from_bytes(info.bits, bytes)));
+        }
+        Ok(s)
+    }
+
     /// Chain id.
     pub fn chain_id(&self) -> &str {
         &self.chain_id

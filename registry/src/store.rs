@@ -1,0 +1,432 @@
+//! Storage of finalized blocks and state.
+//!
+//! A validator commits each finalized block together with the state entries it changed, in one
+//! database transaction: after a crash the database holds the last committed block and exactly
+//! its state, never part of a block. Committing a height again with the same block is a no-op
+//! (consensus redelivers after a restart); a different block at a stored height, or a gap, is
+//! refused. On start the state is rebuilt from the stored entries and checked against the last
+//! header's roots.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use civis_core::chain::block::{Block, Header};
+use civis_core::chain::smt::{self, Hash};
+use civis_core::chain::state::{Entry, Genesis, State};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+use thiserror::Error;
+
+/// Storage errors.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A different block is already committed at this height.
+    #[error("a different block is committed at height {0}")]
+    Conflict(u64),
+    /// The block does not follow the last committed height.
+    #[error("height {got} does not follow the committed height {have}")]
+    Gap {
+        /// Last committed height (0 = genesis).
+        have: u64,
+        /// The block's height.
+        got: u64,
+    },
+    /// Stored data that does not decode or does not reproduce its header's roots.
+    #[error("stored state is corrupt: {0}")]
+    Corrupt(String),
+    /// A fault injected by a test (`FaultPoint`).
+    #[error("injected fault at {0:?}")]
+    Injected(FaultPoint),
+    /// An unsupported database URL.
+    #[error("unsupported database URL (use sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+}
+
+/// Where a test may make a commit fail, to check that no partial block survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before the database transaction starts.
+    BeforeTransaction,
+    /// Inside it, after the block row and before the state entries.
+    AfterBlockRow,
+    /// Inside it, after the state entries and before commit.
+    BeforeCommit,
+}
+
+/// A finalized block with what it changed.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The block.
+    pub block: Block,
+    /// Its finalization certificate, when it was finalized directly.
+    pub finalization: Option<Vec<u8>>,
+    /// Kiosk-tree entries the block wrote.
+    pub kiosk: Vec<Entry>,
+    /// Public-tree entries the block wrote.
+    pub public: Vec<Entry>,
+}
+
+impl Commit {
+    /// The commit for `block`, given the state before and after it.
+    pub fn new(block: Block, finalization: Option<Vec<u8>>, before: &State, after: &State) -> Self {
+        Self {
+            kiosk: after.kiosk_tree().changed_since(before.kiosk_tree()),
+            public: after.public_tree().changed_since(before.public_tree()),
+            block,
+            finalization,
+        }
+    }
+}
+
+/// A stored block with its finalization certificate, if it was finalized directly.
+pub type StoredBlock = (Block, Option<Vec<u8>>);
+
+/// What a restarted validator resumes from.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The state after the last committed block.
+    pub state: State,
+    /// That block's header (the genesis header if none).
+    pub head: Header,
+}
+
+const KIOSK: i16 = 0;
+const PUBLIC: i16 = 1;
+
+/// Persistent storage of the chain.
+pub trait Store {
+    /// Commit a finalized block and its state changes atomically.
+    fn commit(&self, c: &Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The last committed height (0 when only genesis).
+    fn height(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The block at `height`.
+    fn block(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = Result<Option<StoredBlock>, StoreError>> + Send;
+    /// Rebuild the state from storage and check it against the last header.
+    fn resume(&self, genesis: &Genesis)
+    -> impl Future<Output = Result<Resumed, StoreError>> + Send;
+}
+
+fn check_resumed(
+    genesis: &Genesis,
+    head: Option<Header>,
+    kiosk: Vec<Entry>,
+    public: Vec<Entry>,
+) -> Result<Resumed, StoreError> {
+    let genesis_state = State::genesis(genesis).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let Some(head) = head else {
+        return Ok(Resumed {
+            head: Header::genesis(&genesis_state, genesis.time),
+            state: genesis_state,
+        });
+    };
+    // Entries are stored only when a block writes them; genesis entries fill the rest.
+    let merge = |genesis_tree: &civis_core::chain::state::Tree, stored: Vec<Entry>| {
+        let mut all: BTreeMap<Hash, Entry> = genesis_tree
+            .entries()
+            .map(|e| (smt::key_path(&e.tag, &e.key), e.clone()))
+            .collect();
+        for e in stored {
+            all.insert(smt::key_path(&e.tag, &e.key), e);
+        }
+        all.into_values().collect::<Vec<_>>()
+    };
+    let state = State::restore(
+        genesis,
+        merge(genesis_state.kiosk_tree(), kiosk),
+        merge(genesis_state.public_tree(), public),
+    )
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if state.kiosk_root() != head.kiosk_root || state.public_root() != head.public_root {
+        return Err(StoreError::Corrupt(format!(
+            "state does not match the header at height {}",
+            head.height
+        )));
+    }
+    Ok(Resumed { state, head })
+}
+
+/// The in-memory twin, for the deterministic simulation and unit tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+    fault: Mutex<Option<FaultPoint>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MemoryInner {
+    blocks: BTreeMap<u64, StoredBlock>,
+    entries: BTreeMap<(i16, Hash), Entry>,
+}
+
+impl MemoryStore {
+    /// Make the next commit fail at `point`.
+    pub fn inject(&self, point: FaultPoint) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = Some(point);
+        }
+    }
+
+    fn take_fault(&self) -> Option<FaultPoint> {
+        self.fault.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Corrupt("memory store lock poisoned".into())
+}
+
+impl Store for MemoryStore {
+    async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let fault = self.take_fault();
+        if fault == Some(FaultPoint::BeforeTransaction) {
+            return Err(StoreError::Injected(FaultPoint::BeforeTransaction));
+        }
+        let mut guard = self.inner.lock().map_err(poisoned)?;
+        // Work on a copy: the "transaction" becomes visible only on success.
+        let mut tx = guard.clone();
+        let h = c.block.header.height;
+        if let Some((existing, _)) = tx.blocks.get(&h) {
+            return if existing.header.digest() == c.block.header.digest() {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(h))
+            };
+        }
+        let have = tx.blocks.keys().next_back().copied().unwrap_or(0);
+        if h != have.saturating_add(1) {
+            return Err(StoreError::Gap { have, got: h });
+        }
+        tx.blocks
+            .insert(h, (c.block.clone(), c.finalization.clone()));
+        if fault == Some(FaultPoint::AfterBlockRow) {
+            return Err(StoreError::Injected(FaultPoint::AfterBlockRow));
+        }
+        for (tree, entries) in [(KIOSK, &c.kiosk), (PUBLIC, &c.public)] {
+            for e in entries {
+                tx.entries
+                    .insert((tree, smt::key_path(&e.tag, &e.key)), e.clone());
+            }
+        }
+        if fault == Some(FaultPoint::BeforeCommit) {
+            return Err(StoreError::Injected(FaultPoint::BeforeCommit));
+        }
+        *guard = tx;
+        Ok(())
+    }
+
+    async fn height(&self) -> Result<u64, StoreError> {
+        let g = self.inner.lock().map_err(poisoned)?;
+        Ok(g.blocks.keys().next_back().copied().unwrap_or(0))
+    }
+
+    async fn block(&self, height: u64) -> Result<Option<StoredBlock>, StoreError> {
+        let g = self.inner.lock().map_err(poisoned)?;
+        Ok(g.blocks.get(&height).cloned())
+    }
+
+    async fn resume(&self, genesis: &Genesis) -> Result<Resumed, StoreError> {
+        let (head, kiosk, public) = {
+            let g = self.inner.lock().map_err(poisoned)?;
+            let head = g.blocks.values().next_back().map(|(b, _)| b.header.clone());
+            let pick = |t: i16| {
+                g.entries
+                    .iter()
+                    .filter(|((tree, _), _)| *tree == t)
+                    .map(|(_, e)| e.clone())
+                    .collect::<Vec<_>>()
+            };
+            (head, pick(KIOSK), pick(PUBLIC))
+        };
+        check_resumed(genesis, head, kiosk, public)
+    }
+}
+
+/// SQLite or PostgreSQL through sqlx.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    fault: std::sync::Arc<Mutex<Option<FaultPoint>>>,
+}
+
+impl SqlStore {
+    /// Connect to `sqlite:PATH` (created if missing) or `postgres://…` and run the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let url = if url.starts_with("sqlite:") {
+            if url.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        } else if postgres {
+            url.to_owned()
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        // SQLite serializes writers anyway; one connection avoids busy errors.
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 8 } else { 1 })
+            .connect(&url)
+            .await?;
+        if postgres {
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        } else {
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        }
+        Ok(Self {
+            pool,
+            fault: std::sync::Arc::default(),
+        })
+    }
+
+    /// Make the next commit fail at `point`.
+    pub fn inject(&self, point: FaultPoint) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = Some(point);
+        }
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Run one administrative statement (tests create their databases with it).
+    pub async fn execute_admin(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn height_i64(h: u64) -> Result<i64, StoreError> {
+    i64::try_from(h).map_err(|_| StoreError::Corrupt("height out of range".into()))
+}
+
+impl Store for SqlStore {
+    async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let fault = self.fault.lock().ok().and_then(|mut f| f.take());
+        if fault == Some(FaultPoint::BeforeTransaction) {
+            return Err(StoreError::Injected(FaultPoint::BeforeTransaction));
+        }
+        let h = c.block.header.height;
+        let digest = c.block.header.digest().to_vec();
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT digest FROM blocks WHERE height = $1")
+            .bind(height_i64(h)?)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            let stored: Vec<u8> = row.try_get(0)?;
+            // Dropping `tx` rolls back; nothing was written.
+            return if stored == digest {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(h))
+            };
+        }
+        let have: Option<i64> = sqlx::query("SELECT MAX(height) FROM blocks")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let have = have.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        if h != have.saturating_add(1) {
+            return Err(StoreError::Gap { have, got: h });
+        }
+        sqlx::query(
+            "INSERT INTO blocks (height, digest, block, finalization) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(height_i64(h)?)
+        .bind(digest)
+        .bind(c.block.encode())
+        .bind(c.finalization.clone())
+        .execute(&mut *tx)
+        .await?;
+        if fault == Some(FaultPoint::AfterBlockRow) {
+            return Err(StoreError::Injected(FaultPoint::AfterBlockRow));
+        }
+        for (tree, entries) in [(KIOSK, &c.kiosk), (PUBLIC, &c.public)] {
+            for e in entries {
+                sqlx::query(
+                    "INSERT INTO entries (tree, path, tag, key, value, height) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tree, path) DO UPDATE SET value = excluded.value, height = excluded.height",
+                )
+                .bind(tree)
+                .bind(smt::key_path(&e.tag, &e.key).to_vec())
+                .bind(e.tag.clone())
+                .bind(e.key.clone())
+                .bind(e.value.clone())
+                .bind(height_i64(h)?)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if fault == Some(FaultPoint::BeforeCommit) {
+            return Err(StoreError::Injected(FaultPoint::BeforeCommit));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn height(&self) -> Result<u64, StoreError> {
+        let h: Option<i64> = sqlx::query("SELECT MAX(height) FROM blocks")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(h.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
+    async fn block(&self, height: u64) -> Result<Option<StoredBlock>, StoreError> {
+        let row = sqlx::query("SELECT block, finalization FROM blocks WHERE height = $1")
+            .bind(height_i64(height)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let bytes: Vec<u8> = row.try_get(0)?;
+        let fin: Option<Vec<u8>> = row.try_get(1)?;
+        let block = Block::decode(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((block, fin)))
+    }
+
+    async fn resume(&self, genesis: &Genesis) -> Result<Resumed, StoreError> {
+        let height = self.height().await?;
+        let head = if height == 0 {
+            None
+        } else {
+            Some(
+                self.block(height)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("missing head block".into()))?
+                    .0
+                    .header,
+            )
+        };
+        let rows = sqlx::query("SELECT tree, tag, key, value FROM entries")
+            .fetch_all(&self.pool)
+            .await?;
+        let (mut kiosk, mut public) = (Vec::new(), Vec::new());
+        for row in rows {
+            let tree: i16 = row.try_get(0)?;
+            let e = Entry {
+                tag: row.try_get(1)?,
+                key: row.try_get(2)?,
+                value: row.try_get(3)?,
+            };
+            if tree == KIOSK {
+                kiosk.push(e)
+            } else {
+                public.push(e)
+            }
+        }
+        check_resumed(genesis, head, kiosk, public)
+    }
+}
