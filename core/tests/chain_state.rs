@@ -93,20 +93,8 @@ fn replica_genesis() -> Genesis {
 
 fn world() -> World {
     let gov: Vec<Holder> = (0..3).map(|i| Holder::new(&format!("gov{i}"))).collect();
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        time: NOW - 1000,
-        validators: (0..4)
-            .map(|i| key("validator", i).public_key().clone())
-            .collect(),
-        governance: gov
-            .iter()
-            .map(|g| (g.keys[0].public_key().clone(), g.next_commitment()))
-            .collect(),
-        governance_threshold: 2,
-    };
     World {
-        state: State::genesis(&genesis).unwrap(),
+        state: State::genesis(&replica_genesis()).unwrap(),
         gov,
     }
 }

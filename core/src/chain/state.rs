@@ -866,15 +866,7 @@ impl State {
                     return Err(invalid(name, "the election exists"));
                 }
                 let value = cbor::encode(&text_map(vec![
-                    (
-                        "eligibility",
-                        Value::Map(
-                            eligibility
-                                .iter()
-                                .map(|(e, v)| (text(e), v.clone()))
-                                .collect(),
-                        ),
-                    ),
+                    ("eligibility", tx::eligibility_value(eligibility)),
                     ("opens", Value::Integer((*opens).into())),
                     ("closes", Value::Integer((*closes).into())),
                 ]));

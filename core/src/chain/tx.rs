@@ -222,15 +222,7 @@ impl Op {
                 closes,
             } => text_map(vec![
                 ("id", text(id)),
-                (
-                    "eligibility",
-                    Value::Map(
-                        eligibility
-                            .iter()
-                            .map(|(e, v)| (text(e), v.clone()))
-                            .collect(),
-                    ),
-                ),
+                ("eligibility", eligibility_value(eligibility)),
                 ("opens", Value::Integer((*opens).into())),
                 ("closes", Value::Integer((*closes).into())),
             ]),
@@ -352,6 +344,11 @@ impl Op {
             ("op", bare.to_value()),
         ]))
     }
+}
+
+/// The CBOR form of an election's eligibility rule: `{element: required value}`.
+pub(crate) fn eligibility_value(rule: &[(String, Value)]) -> Value {
+    Value::Map(rule.iter().map(|(e, v)| (text(e), v.clone())).collect())
 }
 
 /// The CBOR form of kiosk grants: `{docType: {namespace: [element]}}`.
