@@ -193,7 +193,7 @@ fn main() {
         issuers.push((url, k0, 2u64));
     }
     let genesis_header = Header::genesis(&genesis_state, T0);
-    let (_, cold_block, _) = block::build(&state, &genesis_header, vec![], T0 + 1);
+    let cold_block = block::build(&state, &genesis_header, vec![], T0 + 1).block;
     let head = Header {
         kiosk_root: state.kiosk_root(),
         public_root: state.public_root(),

@@ -166,7 +166,12 @@ impl Chain {
 
     fn block(&mut self, txs: Vec<SignedTx>) -> Header {
         let time = self.head.time + 1;
-        let (state, blk, refused) = block::build(&self.state, &self.head, txs, time);
+        let block::Built {
+            state,
+            block: blk,
+            refused,
+            ..
+        } = block::build(&self.state, &self.head, txs, time);
         assert!(refused.is_empty(), "{refused:?}");
         self.state = state;
         self.head = blk.header.clone();

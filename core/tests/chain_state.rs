@@ -527,7 +527,12 @@ mod blocks {
             doc_types: vec!["org.civis.citizen.1".into()],
             until: NOW + 9999,
         }));
-        let (state, blk, refused) = block::build(&w.state, &genesis, pending, NOW);
+        let block::Built {
+            state,
+            block: blk,
+            refused,
+            ..
+        } = block::build(&w.state, &genesis, pending, NOW);
         assert_eq!(blk.txs.len(), 2);
         assert_eq!(refused.len(), 1);
         // A second replica from the same genesis re-executes to the same state.
@@ -555,10 +560,28 @@ mod blocks {
             state.root()
         );
         // The same transactions again in the next block are replays.
-        let (_, next, refused) = block::build(&state, &blk.header, blk.txs.clone(), NOW + 1);
+        let block::Built {
+            block: next,
+            refused,
+            ..
+        } = block::build(&state, &blk.header, blk.txs.clone(), NOW + 1);
         assert!(next.txs.is_empty());
         assert_eq!(refused.len(), 2);
         let _ = &mut issuer;
+    }
+
+    #[test]
+    fn a_full_block_defers_the_rest() {
+        let w = world();
+        let genesis = Header::genesis(&w.state, NOW - 1000);
+        let pending: Vec<SignedTx> = (0..block::MAX_BLOCK_TXS + 5)
+            .map(|i| Holder::new(&format!("h{i}")).create())
+            .collect();
+        let built = block::build(&w.state, &genesis, pending, NOW);
+        assert_eq!(built.block.txs.len(), block::MAX_BLOCK_TXS);
+        assert_eq!(built.deferred.len(), 5, "nothing is dropped");
+        assert!(built.refused.is_empty());
+        assert!(built.block.encode().len() <= block::MAX_BLOCK_LEN);
     }
 
     #[test]
@@ -566,7 +589,7 @@ mod blocks {
         let w = world();
         let genesis = Header::genesis(&w.state, NOW - 1000);
         let alice = Holder::new("alice");
-        let (_, blk, _) = block::build(&w.state, &genesis, vec![alice.create()], NOW);
+        let blk = block::build(&w.state, &genesis, vec![alice.create()], NOW).block;
         let mut bad = blk.clone();
         bad.header.kiosk_root[0] ^= 1;
         assert_eq!(

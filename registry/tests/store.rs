@@ -116,7 +116,12 @@ fn chain() -> Vec<(Commit, State)> {
     let mut head = Header::genesis(&state, T0);
     let mut out = Vec::new();
     for (i, txs) in blocks.into_iter().enumerate() {
-        let (next, blk, refused) = block::build(&state, &head, txs, T0 + 1 + i as i64);
+        let block::Built {
+            state: next,
+            block: blk,
+            refused,
+            ..
+        } = block::build(&state, &head, txs, T0 + 1 + i as i64);
         assert!(refused.is_empty(), "{refused:?}");
         let commit = Commit::new(blk.clone(), Some(vec![i as u8; 8]), &state, &next);
         head = blk.header;

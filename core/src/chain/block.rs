@@ -205,21 +205,42 @@ pub enum BlockError {
     TooManyTransactions,
 }
 
-/// Proposer side: apply the pending transactions that the state accepts, in order, and build
-/// the block; refused ones are returned with their reasons, never included.
-pub fn build(
-    parent_state: &State,
-    parent: &Header,
-    pending: Vec<SignedTx>,
-    time: i64,
-) -> (State, Block, Vec<(SignedTx, Refused)>) {
+/// What the proposer built.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The state after the block.
+    pub state: State,
+    /// The block.
+    pub block: Block,
+    /// Pending transactions the state refused, with the reasons (never included).
+    pub refused: Vec<(SignedTx, Refused)>,
+    /// Pending transactions left for a later block because this one is full.
+    pub deferred: Vec<SignedTx>,
+}
+
+/// Proposer side: apply the pending transactions that the state accepts, in order, until the
+/// block holds [`MAX_BLOCK_TXS`] transactions or its encoding would pass [`MAX_BLOCK_LEN`].
+pub fn build(parent_state: &State, parent: &Header, pending: Vec<SignedTx>, time: i64) -> Built {
+    // Room for the header and CBOR framing.
+    const BUDGET: usize = MAX_BLOCK_LEN - 64 * 1024;
     let mut state = parent_state.clone();
     let time = time.max(parent.time);
     let mut txs = Vec::new();
     let mut refused = Vec::new();
-    for tx in pending.into_iter().take(MAX_BLOCK_TXS) {
+    let mut deferred = Vec::new();
+    let mut size = 0usize;
+    for tx in pending {
+        let full = txs.len() >= MAX_BLOCK_TXS
+            || size.saturating_add(tx.bytes().len()).saturating_add(8) > BUDGET;
+        if full {
+            deferred.push(tx);
+            continue;
+        }
         match state.apply(&tx, time) {
-            Ok(()) => txs.push(tx),
+            Ok(()) => {
+                size = size.saturating_add(tx.bytes().len()).saturating_add(8);
+                txs.push(tx);
+            }
             Err(r) => refused.push((tx, r)),
         }
     }
@@ -233,7 +254,12 @@ pub fn build(
         kiosk_root: state.kiosk_root(),
         public_root: state.public_root(),
     };
-    (state, Block { header, txs }, refused)
+    Built {
+        state,
+        block: Block { header, txs },
+        refused,
+        deferred,
+    }
 }
 
 /// Validator side: re-execute `block` on the parent's state; the block is valid only if it
