@@ -17,16 +17,13 @@ mod citizen;
 use std::time::Instant;
 
 use civis_core::cbor::CborForm;
-use civis_core::mdoc::{self, TrustAnchor, VerifyContext};
+use civis_core::mdoc::{self, VerifyContext};
 use criterion::{Criterion, black_box};
 
 fn main() {
     let f = citizen::fixture();
     let bytes = f.response.to_vec();
-    let anchors = [TrustAnchor::DidKey {
-        kid: f.issuer_kid.clone(),
-        key: f.issuer_key.public_key().clone(),
-    }];
+    let anchors = f.anchors();
     let ctx = VerifyContext {
         transcript: &f.transcript,
         anchors: &anchors,

@@ -27,10 +27,7 @@ use civis_core::verify::{
 };
 
 fn anchors(f: &Fixture) -> Vec<TrustAnchor> {
-    vec![TrustAnchor::DidKey {
-        kid: f.issuer_kid.clone(),
-        key: f.issuer_key.public_key().clone(),
-    }]
+    f.anchors()
 }
 
 fn check(f: &Fixture, resp: &DeviceResponse) -> Result<Vec<mdoc::VerifiedDocument>, Refusal> {

@@ -22,7 +22,10 @@ fn ctx() -> &'static Ctx {
         let issuer = SoftwareKey::from_scalar(&[7; 32]).expect("key");
         Ctx {
             transcript: SessionTranscript::new(None, None, ciborium::Value::Null),
-            anchors: vec![TrustAnchor::DidKey { kid: "did:civis:x#key-1".into(), key: issuer.public_key().clone() }],
+            anchors: vec![TrustAnchor::DidKey {
+                kid: "did:civis:x#key-1".into(),
+                key: issuer.public_key().clone(),
+            }],
             reader: SoftwareKey::from_scalar(&[9; 32]).expect("key"),
         }
     })
@@ -32,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
     let c = ctx();
     if let Ok(resp) = DeviceResponse::from_slice(data) {
         // Keys may come in any order, so compare structures, not bytes.
-        let again = DeviceResponse::from_slice(&resp.to_vec()).expect("a re-encoded response decodes");
+        let again =
+            DeviceResponse::from_slice(&resp.to_vec()).expect("a re-encoded response decodes");
         assert_eq!(again.to_vec(), resp.to_vec(), "re-encoding is stable");
     }
     let vc = VerifyContext {

@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(delta) = StatusDelta::from_cbor(data) {
-        assert_eq!(StatusDelta::from_cbor(&delta.to_cbor()).expect("round trip"), delta);
+        assert_eq!(
+            StatusDelta::from_cbor(&delta.to_cbor()).expect("round trip"),
+            delta
+        );
     }
 });

@@ -18,11 +18,14 @@ use thiserror::Error;
 use super::block::Header;
 use super::cert::{Finalization, ValidatorSet};
 use super::smt::{self, Hash};
-use super::state::{Entry, Genesis, STATUS_CHUNK, State, Tree, chunk_key, tag};
+use super::state::{
+    ChainRecord, Entry, Genesis, ListInfo, STATUS_CHUNK, State, Tree, chunk_key,
+    decode_accreditation, split_chunk_key, status_lists, tag,
+};
 use crate::cbor::{self, CborForm, Limits, access, text_map};
 use crate::crypto::EcPublicKey;
 use crate::mdoc::TrustAnchor;
-use crate::status::{Bits, StatusDelta, StatusList};
+use crate::status::{StatusDelta, StatusList};
 use crate::timestamp::Timestamp;
 use crate::verify::{Accreditation, TrustSnapshot};
 
@@ -295,7 +298,7 @@ impl SyncBundle {
         for (uri, changed) in chunks {
             let Some(meta) = current
                 .get(tag::STATUS_META, uri.as_bytes())
-                .and_then(decode_meta)
+                .and_then(ListInfo::decode)
             else {
                 continue;
             };
@@ -346,20 +349,8 @@ pub struct KioskSnapshot {
     header: Header,
     tree: Tree,
     genesis_tree: Tree,
-    lists: BTreeMap<u64, (String, Meta)>,
+    lists: BTreeMap<u64, (String, ListInfo)>,
     evidence: Vec<(Header, Header)>,
-}
-
-fn decode_chain_record(bytes: &[u8]) -> crate::Result<(u64, Vec<EcPublicKey>)> {
-    const W: &str = "chain record";
-    let v = cbor::decode(W, bytes, Limits::new(1 << 20))?;
-    let m = access::map(W, &v)?;
-    let epoch = access::uint(W, access::req(W, m, "epoch")?)?;
-    let validators = access::array(W, access::req(W, m, "validators")?)?
-        .iter()
-        .map(|k| EcPublicKey::from_sec1(access::bytes(W, k)?))
-        .collect::<crate::Result<_>>()?;
-    Ok((epoch, validators))
 }
 
 impl KioskSnapshot {
@@ -449,7 +440,10 @@ impl KioskSnapshot {
                 &change.proof,
             )
             .map_err(|e| SyncError::EpochChange(e.to_string()))?;
-            let (next_epoch, keys) = decode_chain_record(&change.record)
+            let ChainRecord {
+                epoch: next_epoch,
+                validators: keys,
+            } = ChainRecord::decode(&change.record)
                 .map_err(|e| SyncError::EpochChange(e.to_string()))?;
             if next_epoch != epoch.saturating_add(1) || change.header.epoch != next_epoch {
                 return Err(SyncError::EpochChange(format!(
@@ -532,8 +526,6 @@ impl KioskSnapshot {
     pub fn trust_snapshot(&self) -> TrustSnapshot {
         let mut anchors = Vec::new();
         let mut accreditations = Vec::new();
-        let mut metas: BTreeMap<String, (Bits, u64)> = BTreeMap::new();
-        let mut chunks: BTreeMap<String, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
         for e in self.tree.entries() {
             match e.tag.as_slice() {
                 tag::KEY => {
@@ -556,31 +548,15 @@ impl KioskSnapshot {
                         });
                     }
                 }
-                tag::STATUS_META => {
-                    if let (Ok(uri), Some(meta)) =
-                        (String::from_utf8(e.key.clone()), decode_meta(&e.value))
-                    {
-                        metas.insert(uri, (meta.bits, meta.size));
-                    }
-                }
-                tag::STATUS_CHUNK => {
-                    if let Some((uri, n)) = split_chunk_key(&e.key) {
-                        chunks.entry(uri).or_default().insert(n, e.value.clone());
-                    }
-                }
                 _ => {}
             }
         }
-        let mut status_lists = BTreeMap::new();
-        for (uri, (bits, _size)) in metas {
-            let bytes: Vec<u8> = chunks
-                .remove(&uri)
-                .unwrap_or_default()
-                .into_values()
-                .flatten()
-                .collect();
-            status_lists.insert(uri, StatusList::from_bytes(bits, bytes));
-        }
+        // The tree reproduced a certified root, so its list entries are the chain's own.
+        let status_lists = status_lists(&self.tree)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(uri, (_, list))| (uri, list))
+            .collect();
         TrustSnapshot {
             anchors,
             accreditations: Some(accreditations),
@@ -590,30 +566,25 @@ impl KioskSnapshot {
     }
 }
 
-use super::state::{ListInfo as Meta, decode_accreditation};
-
-fn decode_meta(bytes: &[u8]) -> Option<Meta> {
-    Meta::decode(bytes)
-}
-
 /// Every change a bundle makes, keyed by path, before anything is hashed: entries as sent, zero
 /// chunks for new lists, and chunks rewritten by status changes. Also returns the new lists.
-type Staged = (BTreeMap<Hash, Entry>, Vec<(u64, (String, Meta))>);
+type Staged = (BTreeMap<Hash, Entry>, Vec<(u64, (String, ListInfo))>);
 
 fn stage(
     base: &Tree,
-    known: &BTreeMap<u64, (String, Meta)>,
+    known: &BTreeMap<u64, (String, ListInfo)>,
     bundle: &SyncBundle,
 ) -> Result<Staged, SyncError> {
     let mut staged: BTreeMap<Hash, Entry> = BTreeMap::new();
-    let mut new_lists: BTreeMap<u64, (String, Meta)> = BTreeMap::new();
+    let mut new_lists: BTreeMap<u64, (String, ListInfo)> = BTreeMap::new();
     let mut synthesized = 0usize;
     for e in &bundle.entries {
         staged.insert(smt::key_path(&e.tag, &e.key), e.clone());
         if e.tag != tag::STATUS_META {
             continue;
         }
-        let (Ok(uri), Some(meta)) = (std::str::from_utf8(&e.key), decode_meta(&e.value)) else {
+        let (Ok(uri), Some(meta)) = (std::str::from_utf8(&e.key), ListInfo::decode(&e.value))
+        else {
             continue;
         };
         // A new list starts as zero chunks; its non-zero entries come as status changes.
@@ -682,18 +653,6 @@ fn stage(
         }
     }
     Ok((staged, new_lists.into_iter().collect()))
-}
-
-fn split_chunk_key(key: &[u8]) -> Option<(String, u64)> {
-    let (uri, n) = key.split_at_checked(key.len().checked_sub(9)?)?;
-    let (zero, n) = n.split_first()?;
-    if *zero != 0 {
-        return None;
-    }
-    Some((
-        String::from_utf8(uri.to_vec()).ok()?,
-        u64::from_be_bytes(n.try_into().ok()?),
-    ))
 }
 
 fn encode_status(status: &[(u64, StatusDelta)]) -> Vec<u8> {

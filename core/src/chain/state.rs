@@ -220,6 +220,31 @@ pub struct Genesis {
     pub governance_threshold: usize,
 }
 
+/// The chain record (`chain`/`validators` in the kiosk tree): the epoch and its validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRecord {
+    /// Validator-set epoch.
+    pub epoch: u64,
+    /// Its validators.
+    pub validators: Vec<EcPublicKey>,
+}
+
+impl ChainRecord {
+    /// Decode the stored record.
+    pub fn decode(bytes: &[u8]) -> crate::Result<Self> {
+        const W: &str = "chain record";
+        let v = cbor::decode(W, bytes, cbor::Limits::new(1 << 20))?;
+        let m = access::map(W, &v)?;
+        Ok(Self {
+            epoch: access::uint(W, access::req(W, m, "epoch")?)?,
+            validators: access::array(W, access::req(W, m, "validators")?)?
+                .iter()
+                .map(|k| EcPublicKey::from_sec1(access::bytes(W, k)?))
+                .collect::<crate::Result<_>>()?,
+        })
+    }
+}
+
 /// A DID's record in the public tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DidRecord {
@@ -277,15 +302,6 @@ impl DidRecord {
     }
 }
 
-/// Metadata of a status list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ListMeta {
-    id: u64,
-    issuer: Did,
-    bits: Bits,
-    size: u64,
-}
-
 /// The registry state.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -294,7 +310,7 @@ pub struct State {
     threshold: usize,
     kiosk: Tree,
     public: Tree,
-    lists: BTreeMap<String, (ListMeta, StatusList)>,
+    lists: BTreeMap<String, (ListInfo, StatusList)>,
 }
 
 /// The combined state root: H("civis/state/v1" || kiosk root || public root). Consensus orders
@@ -375,54 +391,7 @@ impl State {
         };
         s.kiosk = Tree::from_entries(by_path(kiosk));
         s.public = Tree::from_entries(by_path(public));
-        let mut chunks: BTreeMap<String, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
-        let mut metas = Vec::new();
-        for e in s.kiosk.entries() {
-            match e.tag.as_slice() {
-                tag::STATUS_META => {
-                    let uri = String::from_utf8(e.key.clone())
-                        .map_err(|_| invalid("restore", "list URI"))?;
-                    let info = ListInfo::decode(&e.value)
-                        .ok_or_else(|| invalid("restore", "list metadata"))?;
-                    metas.push((uri, info));
-                }
-                tag::STATUS_CHUNK => {
-                    let (uri, n) = e
-                        .key
-                        .split_at_checked(e.key.len().saturating_sub(9))
-                        .and_then(|(u, rest)| {
-                            let (_, n) = rest.split_first()?;
-                            Some((
-                                String::from_utf8(u.to_vec()).ok()?,
-                                u64::from_be_bytes(n.try_into().ok()?),
-                            ))
-                        })
-                        .ok_or_else(|| invalid("restore", "chunk key"))?;
-                    chunks.entry(uri).or_default().insert(n, e.value.clone());
-                }
-                _ => {}
-            }
-        }
-        for (uri, info) in metas {
-            let issuer = uri
-                .split_once("/status/")
-                .and_then(|(d, _)| Did::parse(d).ok())
-                .ok_or_else(|| invalid("restore", "list URI"))?;
-            let bytes: Vec<u8> = chunks
-                .remove(&uri)
-                .unwrap_or_default()
-                .into_values()
-                .flatten()
-                .collect();
-            let meta = ListMeta {
-                id: info.id,
-                issuer,
-                bits: info.bits,
-                size: info.size,
-            };
-            s.lists
-                .insert(uri, (meta, StatusList::from_bytes(info.bits, bytes)));
-        }
+        s.lists = status_lists(&s.kiosk).map_err(|what| invalid("restore", what))?;
         Ok(s)
     }
 
@@ -736,15 +705,14 @@ impl State {
                     return Err(invalid(name, "the list exists"));
                 }
                 let l = StatusList::new(bits, *size).map_err(|e| invalid(name, e.to_string()))?;
-                let meta = ListMeta {
+                let meta = ListInfo {
                     // Numbered in creation order: sync deltas name lists by this short id.
                     id: self.lists.len() as u64,
-                    issuer: did.clone(),
                     bits,
                     size: *size,
                 };
                 self.kiosk
-                    .put(tag::STATUS_META, uri.as_bytes(), list_meta_value(&meta));
+                    .put(tag::STATUS_META, uri.as_bytes(), meta.encode());
                 for (i, chunk) in l.as_bytes().chunks(STATUS_CHUNK).enumerate() {
                     self.kiosk
                         .put(tag::STATUS_CHUNK, &chunk_key(&uri, i), chunk.to_vec());
@@ -800,7 +768,7 @@ impl State {
                     self.kiosk
                         .put(tag::STATUS_CHUNK, &chunk_key(&uri, c), bytes);
                 }
-                let meta = meta.clone();
+                let meta = *meta;
                 self.lists.insert(uri, (meta, updated));
             }
             Op::SetValidators {
@@ -883,16 +851,8 @@ impl State {
     pub fn epoch(&self) -> u64 {
         self.kiosk
             .get(tag::CHAIN, b"validators")
-            .and_then(|b| cbor::decode("chain record", b, cbor::Limits::new(1 << 20)).ok())
-            .and_then(|v| {
-                v.as_map().and_then(|m| {
-                    m.iter()
-                        .find(|(k, _)| k.as_text() == Some("epoch"))
-                        .map(|(_, e)| e.clone())
-                })
-            })
-            .and_then(|e| e.as_integer().and_then(|i| u64::try_from(i).ok()))
-            .unwrap_or(0)
+            .and_then(|b| ChainRecord::decode(b).ok())
+            .map_or(0, |r| r.epoch)
     }
 }
 
@@ -972,13 +932,48 @@ fn kiosk_value(
     ]))
 }
 
-fn list_meta_value(m: &ListMeta) -> Vec<u8> {
-    ListInfo {
-        id: m.id,
-        bits: m.bits,
-        size: m.size,
+/// The inverse of [`chunk_key`]: the list URI and chunk number.
+pub fn split_chunk_key(key: &[u8]) -> Option<(String, u64)> {
+    let (uri, n) = key.split_at_checked(key.len().checked_sub(9)?)?;
+    let (zero, n) = n.split_first()?;
+    if *zero != 0 {
+        return None;
     }
-    .encode()
+    Some((
+        String::from_utf8(uri.to_vec()).ok()?,
+        u64::from_be_bytes(n.try_into().ok()?),
+    ))
+}
+
+/// Reassemble every status list of a kiosk tree from its metadata and chunks, by URI.
+pub fn status_lists(tree: &Tree) -> Result<BTreeMap<String, (ListInfo, StatusList)>, &'static str> {
+    let mut chunks: BTreeMap<String, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+    let mut metas = Vec::new();
+    for e in tree.entries() {
+        match e.tag.as_slice() {
+            tag::STATUS_META => {
+                let uri = String::from_utf8(e.key.clone()).map_err(|_| "list URI")?;
+                metas.push((uri, ListInfo::decode(&e.value).ok_or("list metadata")?));
+            }
+            tag::STATUS_CHUNK => {
+                let (uri, n) = split_chunk_key(&e.key).ok_or("chunk key")?;
+                chunks.entry(uri).or_default().insert(n, e.value.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(metas
+        .into_iter()
+        .map(|(uri, info)| {
+            let bytes: Vec<u8> = chunks
+                .remove(&uri)
+                .unwrap_or_default()
+                .into_values()
+                .flatten()
+                .collect();
+            (uri, (info, StatusList::from_bytes(info.bits, bytes)))
+        })
+        .collect())
 }
 
 /// The key of chunk `chunk` of the list at `uri`: URI || 0x00 || chunk number (u64 BE).

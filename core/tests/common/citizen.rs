@@ -84,6 +84,16 @@ pub struct Fixture {
     pub status_uri: String,
 }
 
+impl Fixture {
+    /// Trust in the fixture's issuer key, named by its DID URL.
+    pub fn anchors(&self) -> Vec<mdoc::TrustAnchor> {
+        vec![mdoc::TrustAnchor::DidKey {
+            kid: self.issuer_kid.clone(),
+            key: self.issuer_key.public_key().clone(),
+        }]
+    }
+}
+
 pub const DISCLOSED: &[&str] = &[
     "family_name",
     "given_name",
