@@ -286,20 +286,36 @@ pub struct DidDocument {
 impl DidDocument {
     /// The document of a freshly incepted DID: key-1 for assertion and authentication.
     pub fn inception(key: &EcPublicKey, next: &KeyCommitment) -> Self {
-        let id = Did::from_inception(key, next);
-        let vm = VerificationMethod::new(id.key_url(1), id.clone(), key);
+        Self::current(&Did::from_inception(key, next), 1, key, Some(next), false)
+    }
+
+    /// The document of `did` whose current key is `#key-{index}` (the registry's view): the
+    /// key asserts and authenticates unless the DID is deactivated.
+    pub fn current(
+        did: &Did,
+        index: u32,
+        key: &EcPublicKey,
+        next: Option<&KeyCommitment>,
+        deactivated: bool,
+    ) -> Self {
+        let vm = VerificationMethod::new(did.key_url(index), did.clone(), key);
+        let usable = if deactivated {
+            Vec::new()
+        } else {
+            vec![vm.id.clone()]
+        };
         Self {
             context: vec![
                 "https://www.w3.org/ns/did/v1".into(),
                 "https://w3id.org/security/multikey/v1".into(),
             ],
-            controller: vec![id.clone()],
-            assertion_method: vec![vm.id.clone()],
-            authentication: vec![vm.id.clone()],
+            controller: vec![did.clone()],
+            assertion_method: usable.clone(),
+            authentication: usable,
             verification_method: vec![vm],
-            next_key_commitment: Some(next.to_multibase()),
-            deactivated: false,
-            id,
+            next_key_commitment: next.map(KeyCommitment::to_multibase),
+            deactivated,
+            id: did.clone(),
         }
     }
 

@@ -162,15 +162,19 @@ impl StatusList {
         Ok(())
     }
 
-    /// The CBOR value `{"bits": n, "lst": zlib(bytes)}`.
-    pub fn to_value(&self) -> Value {
+    /// The zlib-compressed bytes (the `lst` member of both the CBOR and the JSON form).
+    pub fn compressed(&self) -> Vec<u8> {
         let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing to a Vec cannot fail.
         let _ = enc.write_all(&self.lst);
-        let compressed = enc.finish().unwrap_or_default();
+        enc.finish().unwrap_or_default()
+    }
+
+    /// The CBOR value `{"bits": n, "lst": zlib(bytes)}`.
+    pub fn to_value(&self) -> Value {
         text_map(vec![
             ("bits", Value::Integer(self.bits.0.into())),
-            ("lst", Value::Bytes(compressed)),
+            ("lst", Value::Bytes(self.compressed())),
         ])
     }
 

@@ -1,12 +1,28 @@
 //! The Civis registry chain node.
 //!
-//! Today: [`store`] — persistence of finalized blocks and of the state they produce, through sqlx
-//! (SQLite by default, PostgreSQL in production) with an in-memory twin for the deterministic
-//! simulation, one database transaction per block, idempotent on height, recovered after a crash.
-//! Still to come (issue #3): commonware `simplex` + `marshal` consensus behind a narrow trait, the
-//! HTTP API and the `civis registry` commands. Formats live in `civis-core`.
+//! - [`ledger`]: the application consensus orders — execution, finalized head, mempool — behind
+//!   the narrow [`ledger::Application`] trait.
+//! - [`consensus`]: commonware `simplex` + `marshal` (2026.10.0) driving that trait.
+//! - [`store`]: finalized blocks and state through sqlx (SQLite, PostgreSQL) or in memory, one
+//!   database transaction per block.
+//! - [`mempool`]: bounded pending transactions.
+//! - [`api`]: the HTTP API (axum).
+//! - [`client`]: a client of that API and the kiosk snapshot sync.
+//! - [`files`]: the registry directory (`genesis.json`, keys, `network.json`).
+//! - [`node`]: a validator process on tokio with authenticated p2p.
+//!
+//! Formats live in `civis-core`; the specs are in `specs/`.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod client;
+pub mod consensus;
+pub mod error;
+pub mod files;
+pub mod ledger;
+pub mod mempool;
+pub mod node;
 pub mod store;
 
 pub use civis_core as core;
+pub use error::Error;

@@ -68,6 +68,9 @@ pub struct Commit {
     pub finalization: Option<Vec<u8>>,
     /// Kiosk-tree entries the block wrote.
     pub kiosk: Vec<Entry>,
+    /// The value each of `kiosk` replaced (`None`: the entry is new), kept so that a node can
+    /// rebuild the kiosk tree of an older height for a delta sync bundle.
+    pub kiosk_before: Vec<Option<Vec<u8>>>,
     /// Public-tree entries the block wrote.
     pub public: Vec<Entry>,
 }
@@ -75,14 +78,23 @@ pub struct Commit {
 impl Commit {
     /// The commit for `block`, given the state before and after it.
     pub fn new(block: Block, finalization: Option<Vec<u8>>, before: &State, after: &State) -> Self {
+        let kiosk = after.kiosk_tree().changed_since(before.kiosk_tree());
+        let kiosk_before = kiosk
+            .iter()
+            .map(|e| before.kiosk_tree().get(&e.tag, &e.key).map(<[u8]>::to_vec))
+            .collect();
         Self {
-            kiosk: after.kiosk_tree().changed_since(before.kiosk_tree()),
+            kiosk,
+            kiosk_before,
             public: after.public_tree().changed_since(before.public_tree()),
             block,
             finalization,
         }
     }
 }
+
+/// One kiosk-tree write to undo: `(tag, key, value before the write)`.
+pub type Undo = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
 /// A stored block with its finalization certificate, if it was finalized directly.
 pub type StoredBlock = (Block, Option<Vec<u8>>);
@@ -110,9 +122,52 @@ pub trait Store {
         &self,
         height: u64,
     ) -> impl Future<Output = Result<Option<StoredBlock>, StoreError>> + Send;
+    /// The highest block that has its own finalization certificate.
+    fn latest_certified(
+        &self,
+    ) -> impl Future<Output = Result<Option<(Block, Vec<u8>)>, StoreError>> + Send;
+    /// The kiosk-tree writes of blocks above `height`, newest block first: `(height, entry
+    /// replaced with its old value or None)`. Undoing them yields the kiosk tree at `height`.
+    fn kiosk_undo(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = Result<Vec<(u64, Undo)>, StoreError>> + Send;
     /// Rebuild the state from storage and check it against the last header.
     fn resume(&self, genesis: &Genesis)
     -> impl Future<Output = Result<Resumed, StoreError>> + Send;
+}
+
+/// A shared store is a store (the simulation keeps a validator's store across its restarts).
+impl<T: Store + Send + Sync> Store for std::sync::Arc<T> {
+    fn commit(&self, c: &Commit) -> impl Future<Output = Result<(), StoreError>> + Send {
+        T::commit(self, c)
+    }
+    fn height(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        T::height(self)
+    }
+    fn block(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = Result<Option<StoredBlock>, StoreError>> + Send {
+        T::block(self, height)
+    }
+    fn latest_certified(
+        &self,
+    ) -> impl Future<Output = Result<Option<(Block, Vec<u8>)>, StoreError>> + Send {
+        T::latest_certified(self)
+    }
+    fn kiosk_undo(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = Result<Vec<(u64, Undo)>, StoreError>> + Send {
+        T::kiosk_undo(self, height)
+    }
+    fn resume(
+        &self,
+        genesis: &Genesis,
+    ) -> impl Future<Output = Result<Resumed, StoreError>> + Send {
+        T::resume(self, genesis)
+    }
 }
 
 fn check_resumed(
@@ -165,6 +220,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     blocks: BTreeMap<u64, StoredBlock>,
     entries: BTreeMap<(i16, Hash), Entry>,
+    kiosk_history: BTreeMap<u64, Vec<Undo>>,
 }
 
 impl MemoryStore {
@@ -216,6 +272,14 @@ impl Store for MemoryStore {
                     .insert((tree, smt::key_path(&e.tag, &e.key)), e.clone());
             }
         }
+        tx.kiosk_history.insert(
+            h,
+            c.kiosk
+                .iter()
+                .zip(&c.kiosk_before)
+                .map(|(e, old)| (e.tag.clone(), e.key.clone(), old.clone()))
+                .collect(),
+        );
         if fault == Some(FaultPoint::BeforeCommit) {
             return Err(StoreError::Injected(FaultPoint::BeforeCommit));
         }
@@ -231,6 +295,23 @@ impl Store for MemoryStore {
     async fn block(&self, height: u64) -> Result<Option<StoredBlock>, StoreError> {
         let g = self.inner.lock().map_err(poisoned)?;
         Ok(g.blocks.get(&height).cloned())
+    }
+
+    async fn latest_certified(&self) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
+        let g = self.inner.lock().map_err(poisoned)?;
+        Ok(g.blocks
+            .values()
+            .rev()
+            .find_map(|(b, f)| f.as_ref().map(|f| (b.clone(), f.clone()))))
+    }
+
+    async fn kiosk_undo(&self, height: u64) -> Result<Vec<(u64, Undo)>, StoreError> {
+        let g = self.inner.lock().map_err(poisoned)?;
+        Ok(g.kiosk_history
+            .range(height.saturating_add(1)..)
+            .rev()
+            .flat_map(|(h, undos)| undos.iter().map(|u| (*h, u.clone())))
+            .collect())
     }
 
     async fn resume(&self, genesis: &Genesis) -> Result<Resumed, StoreError> {
@@ -370,6 +451,17 @@ impl Store for SqlStore {
                 .await?;
             }
         }
+        for (e, old) in c.kiosk.iter().zip(&c.kiosk_before) {
+            sqlx::query(
+                "INSERT INTO kiosk_history (height, tag, key, old_value) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(height_i64(h)?)
+            .bind(e.tag.clone())
+            .bind(e.key.clone())
+            .bind(old.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
         if fault == Some(FaultPoint::BeforeCommit) {
             return Err(StoreError::Injected(FaultPoint::BeforeCommit));
         }
@@ -395,6 +487,39 @@ impl Store for SqlStore {
         let fin: Option<Vec<u8>> = row.try_get(1)?;
         let block = Block::decode(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some((block, fin)))
+    }
+
+    async fn latest_certified(&self) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT block, finalization FROM blocks WHERE finalization IS NOT NULL \
+             ORDER BY height DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let bytes: Vec<u8> = row.try_get(0)?;
+        let fin: Vec<u8> = row.try_get(1)?;
+        let block = Block::decode(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((block, fin)))
+    }
+
+    async fn kiosk_undo(&self, height: u64) -> Result<Vec<(u64, Undo)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT height, tag, key, old_value FROM kiosk_history WHERE height > $1 \
+             ORDER BY height DESC",
+        )
+        .bind(height_i64(height)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let h: i64 = row.try_get(0)?;
+                Ok((
+                    u64::try_from(h).unwrap_or(0),
+                    (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
+                ))
+            })
+            .collect()
     }
 
     async fn resume(&self, genesis: &Genesis) -> Result<Resumed, StoreError> {

@@ -3,6 +3,7 @@
 mod demo;
 mod input;
 mod mdoc;
+mod registry;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,9 @@ enum Command {
     /// ISO 18013-5 mdoc tools.
     #[command(subcommand)]
     Mdoc(mdoc::MdocCommand),
+    /// The registry chain: run validators, submit transactions, resolve, sync kiosks.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Walk through issuing, presenting and verifying a citizen credential, in-process.
     Demo(demo::DemoArgs),
 }
@@ -39,5 +43,6 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Mdoc(cmd) => mdoc::run(cmd),
         Command::Demo(args) => demo::run(&args),
+        Command::Registry(cmd) => registry::run(cmd),
     }
 }

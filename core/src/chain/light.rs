@@ -133,6 +133,50 @@ fn proof_value(p: &smt::Proof) -> Value {
     ])
 }
 
+/// Entries grouped by table: `[[tag, [[key, value]...]]...]`.
+fn entries_value<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Value {
+    let mut groups: BTreeMap<&[u8], Vec<Value>> = BTreeMap::new();
+    for e in entries {
+        groups
+            .entry(e.tag.as_slice())
+            .or_default()
+            .push(Value::Array(vec![
+                Value::Bytes(e.key.clone()),
+                Value::Bytes(e.value.clone()),
+            ]));
+    }
+    Value::Array(
+        groups
+            .into_iter()
+            .map(|(t, kv)| Value::Array(vec![Value::Bytes(t.to_vec()), Value::Array(kv)]))
+            .collect(),
+    )
+}
+
+fn entries_from(what: &'static str, v: &Value) -> crate::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for group in access::array(what, v)? {
+        let [t, kvs] = access::array(what, group)? else {
+            return Err(crate::Error::malformed(
+                what,
+                "entry group must be [tag, entries]",
+            ));
+        };
+        let t = access::bytes(what, t)?;
+        for kv in access::array(what, kvs)? {
+            let [k, v] = access::array(what, kv)? else {
+                return Err(crate::Error::malformed(what, "entry must be [key, value]"));
+            };
+            entries.push(Entry {
+                tag: t.to_vec(),
+                key: access::bytes(what, k)?.to_vec(),
+                value: access::bytes(what, v)?.to_vec(),
+            });
+        }
+    }
+    Ok(entries)
+}
+
 fn hash32(what: &'static str, v: &Value) -> crate::Result<Hash> {
     access::bytes(what, v)?
         .try_into()
@@ -166,20 +210,6 @@ impl SyncBundle {
     /// status changes are one byte string of LEB128 varints: per list `id gap, count`, then per
     /// change `index gap, value` — about four bytes a change.
     pub fn encode(&self) -> Vec<u8> {
-        let mut groups: BTreeMap<&[u8], Vec<Value>> = BTreeMap::new();
-        for e in &self.entries {
-            groups
-                .entry(e.tag.as_slice())
-                .or_default()
-                .push(Value::Array(vec![
-                    Value::Bytes(e.key.clone()),
-                    Value::Bytes(e.value.clone()),
-                ]));
-        }
-        let entries = groups
-            .into_iter()
-            .map(|(t, kv)| Value::Array(vec![Value::Bytes(t.to_vec()), Value::Array(kv)]))
-            .collect();
         cbor::encode(&text_map(vec![
             ("header", self.header.to_value()),
             ("finalization", Value::Bytes(self.finalization.clone())),
@@ -203,7 +233,7 @@ impl SyncBundle {
                 "since",
                 self.since.map_or(Value::Null, |h| Value::Integer(h.into())),
             ),
-            ("entries", Value::Array(entries)),
+            ("entries", entries_value(&self.entries)),
             ("status", Value::Bytes(encode_status(&self.status))),
         ]))
     }
@@ -233,6 +263,7 @@ impl SyncBundle {
             .iter()
             .map(|e| {
                 let em = access::map(W, e)?;
+                access::only_keys(W, em, &["header", "finalization", "record", "proof"])?;
                 Ok(EpochChange {
                     header: Header::from_value(access::req(W, em, "header")?)?,
                     finalization: access::bytes(W, access::req(W, em, "finalization")?)?.to_vec(),
@@ -241,26 +272,7 @@ impl SyncBundle {
                 })
             })
             .collect::<crate::Result<_>>()?;
-        let mut entries = Vec::new();
-        for group in access::array(W, access::req(W, m, "entries")?)? {
-            let [t, kvs] = access::array(W, group)? else {
-                return Err(crate::Error::malformed(
-                    W,
-                    "entry group must be [tag, entries]",
-                ));
-            };
-            let t = access::bytes(W, t)?;
-            for kv in access::array(W, kvs)? {
-                let [k, v] = access::array(W, kv)? else {
-                    return Err(crate::Error::malformed(W, "entry must be [key, value]"));
-                };
-                entries.push(Entry {
-                    tag: t.to_vec(),
-                    key: access::bytes(W, k)?.to_vec(),
-                    value: access::bytes(W, v)?.to_vec(),
-                });
-            }
-        }
+        let entries = entries_from(W, access::req(W, m, "entries")?)?;
         Ok(Self {
             header: Header::from_value(access::req(W, m, "header")?)?,
             finalization: access::bytes(W, access::req(W, m, "finalization")?)?.to_vec(),
@@ -569,6 +581,150 @@ impl KioskSnapshot {
 /// Every change a bundle makes, keyed by path, before anything is hashed: entries as sent, zero
 /// chunks for new lists, and chunks rewritten by status changes. Also returns the new lists.
 type Staged = (BTreeMap<Hash, Entry>, Vec<(u64, (String, ListInfo))>);
+
+/// Largest snapshot file accepted.
+pub const MAX_SNAPSHOT_LEN: usize = 512 * 1024 * 1024;
+
+impl KioskSnapshot {
+    /// The kiosk's stored form: the genesis digest it is pinned to, the certified header, the
+    /// epoch and validator set, the kiosk subtree and any equivocation evidence. Lists and the
+    /// genesis tree are derived again on load.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&text_map(vec![
+            ("v", Value::Integer(1.into())),
+            ("genesis", Value::Bytes(self.genesis_digest.to_vec())),
+            ("epoch", Value::Integer(self.epoch.into())),
+            (
+                "validators",
+                Value::Array(
+                    self.validators
+                        .keys()
+                        .iter()
+                        .map(|k| Value::Bytes(k.compressed()))
+                        .collect(),
+                ),
+            ),
+            ("header", self.header.to_value()),
+            ("entries", entries_value(self.tree.entries())),
+            (
+                "evidence",
+                Value::Array(
+                    self.evidence
+                        .iter()
+                        .map(|(a, b)| Value::Array(vec![a.to_value(), b.to_value()]))
+                        .collect(),
+                ),
+            ),
+        ]))
+    }
+
+    /// Load a stored snapshot for the pinned `genesis`. Refuses a snapshot of another genesis, a
+    /// subtree that does not reproduce the header's kiosk sub-root, and a validator set that is
+    /// not the one the subtree's chain record names.
+    pub fn decode(genesis: &Genesis, bytes: &[u8]) -> Result<Self, SyncError> {
+        let mut snap = Self::from_genesis(genesis)?;
+        let (digest, epoch, keys, header, entries, evidence) =
+            Self::decode_parts(bytes).map_err(malformed)?;
+        if digest != snap.genesis_digest {
+            return Err(SyncError::ForeignChain(
+                "snapshot was made for another genesis".into(),
+            ));
+        }
+        if header.chain != snap.chain_id {
+            return Err(SyncError::ForeignChain(header.chain));
+        }
+        let mut all = BTreeMap::new();
+        for e in entries {
+            all.insert(smt::key_path(&e.tag, &e.key), e);
+        }
+        let tree = Tree::from_entries(all);
+        if tree.root() != header.kiosk_root {
+            return Err(SyncError::SubRootMismatch);
+        }
+        let record = tree
+            .get(tag::CHAIN, b"validators")
+            .ok_or_else(|| malformed("snapshot has no chain record"))
+            .and_then(|r| ChainRecord::decode(r).map_err(malformed))?;
+        let validators = ValidatorSet::new(snap.chain_id.as_bytes(), keys)
+            .map_err(|e| SyncError::Certificate(e.to_string()))?;
+        let recorded = ValidatorSet::new(snap.chain_id.as_bytes(), record.validators)
+            .map_err(|e| SyncError::Certificate(e.to_string()))?;
+        if record.epoch != epoch || recorded.keys() != validators.keys() {
+            return Err(SyncError::EpochChange(
+                "snapshot validator set differs from its chain record".into(),
+            ));
+        }
+        let mut lists = BTreeMap::new();
+        for e in tree.entries() {
+            if e.tag.as_slice() == tag::STATUS_META {
+                if let (Ok(uri), Some(info)) =
+                    (String::from_utf8(e.key.clone()), ListInfo::decode(&e.value))
+                {
+                    lists.insert(info.id, (uri, info));
+                }
+            }
+        }
+        snap.epoch = epoch;
+        snap.validators = validators;
+        snap.header = header;
+        snap.tree = tree;
+        snap.lists = lists;
+        snap.evidence = evidence;
+        Ok(snap)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn decode_parts(
+        bytes: &[u8],
+    ) -> crate::Result<(
+        Hash,
+        u64,
+        Vec<EcPublicKey>,
+        Header,
+        Vec<Entry>,
+        Vec<(Header, Header)>,
+    )> {
+        const W: &str = "kiosk snapshot";
+        let v = cbor::decode(W, bytes, Limits::new(MAX_SNAPSHOT_LEN))?;
+        let m = access::map(W, &v)?;
+        access::only_keys(
+            W,
+            m,
+            &[
+                "v",
+                "genesis",
+                "epoch",
+                "validators",
+                "header",
+                "entries",
+                "evidence",
+            ],
+        )?;
+        if access::uint(W, access::req(W, m, "v")?)? != 1 {
+            return Err(crate::Error::malformed(W, "unknown snapshot version"));
+        }
+        let keys = access::array(W, access::req(W, m, "validators")?)?
+            .iter()
+            .map(|k| EcPublicKey::from_sec1(access::bytes(W, k)?))
+            .collect::<crate::Result<_>>()?;
+        let entries = entries_from(W, access::req(W, m, "entries")?)?;
+        let evidence = access::array(W, access::req(W, m, "evidence")?)?
+            .iter()
+            .map(|p| match access::array(W, p)? {
+                [a, b] => Ok((Header::from_value(a)?, Header::from_value(b)?)),
+                _ => Err(crate::Error::malformed(W, "evidence must be a header pair")),
+            })
+            .collect::<crate::Result<_>>()?;
+        Ok((
+            hash32(W, access::req(W, m, "genesis")?)?,
+            access::uint(W, access::req(W, m, "epoch")?)?,
+            keys,
+            Header::from_value(access::req(W, m, "header")?)?,
+            entries,
+            evidence,
+        ))
+    }
+}
 
 fn stage(
     base: &Tree,

@@ -7,10 +7,12 @@
 //! - [`tx`]: signed registry transactions.
 //! - [`state`]: the registry state and the authorization rules of every operation.
 //! - [`block`]: headers, blocks, proposer build and validator re-execution.
+//! - [`genesis`]: the `genesis.json` text form.
 //! - [`light`]: the kiosk light client and sync bundles.
 
 pub mod block;
 pub mod cert;
+pub mod genesis;
 pub mod light;
 pub mod smt;
 pub mod state;

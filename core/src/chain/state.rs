@@ -146,6 +146,17 @@ impl Tree {
         self.values.insert(path, entry)
     }
 
+    /// Set `(tag, key)` to `value`, or remove it for `None`: a node rebuilds the tree of an
+    /// older height by undoing later writes.
+    pub fn restore_entry(&mut self, tag: &[u8], key: &[u8], value: Option<Vec<u8>>) {
+        match value {
+            Some(v) => {
+                self.put(tag, key, v);
+            }
+            None => self.remove_at(&smt::key_path(tag, key)),
+        }
+    }
+
     /// Remove the entry at `path` (to undo an insertion).
     pub(crate) fn remove_at(&mut self, path: &Hash) {
         self.smt.remove(path);
@@ -261,6 +272,17 @@ pub struct DidRecord {
 }
 
 impl DidRecord {
+    /// The DID document this record describes.
+    pub fn document(&self, did: &Did) -> crate::did::DidDocument {
+        crate::did::DidDocument::current(
+            did,
+            self.key_index,
+            &self.key,
+            self.next.as_ref(),
+            self.deactivated,
+        )
+    }
+
     fn encode(&self) -> Vec<u8> {
         cbor::encode(&text_map(vec![
             ("key", Value::Bytes(self.key.compressed())),
@@ -437,6 +459,11 @@ impl State {
         self.lists.get(uri).map(|(_, l)| l)
     }
 
+    /// Every status list: URI, metadata and content, by URI.
+    pub fn status_lists(&self) -> impl Iterator<Item = (&str, &ListInfo, &StatusList)> {
+        self.lists.iter().map(|(u, (i, l))| (u.as_str(), i, l))
+    }
+
     /// The governance members.
     pub fn governance(&self) -> &[Did] {
         &self.governance
@@ -494,16 +521,14 @@ impl State {
                     "signer is not the DID this key and commitment incept",
                 ));
             }
+            // Signature first: no refusal reason may be reachable with forged bytes.
+            tx.verify(key).map_err(|_| Refused::BadSignature)?;
             if self.did(&did).is_some() {
                 return Err(invalid("create-did", "the DID exists"));
             }
             if tx.tx.seq != 0 {
-                return Err(Refused::BadSequence {
-                    got: tx.tx.seq,
-                    expected: 0,
-                });
+                return Err(invalid("create-did", "sequence number must be 0"));
             }
-            tx.verify(key).map_err(|_| Refused::BadSignature)?;
             let rec = DidRecord {
                 key: key.clone(),
                 key_index: 1,
@@ -545,6 +570,17 @@ impl State {
 
     fn issuer_accreditation(&self, issuer: &Did) -> Option<(Vec<String>, i64)> {
         decode_accreditation(self.kiosk.get(tag::ISSUER, issuer.as_str().as_bytes())?)
+    }
+
+    /// Mempool admission: would `tx` be authentic now or after the signer's earlier pending
+    /// transactions? Checks the chain, the signer's current key, the signature and that the
+    /// sequence number is not already used (a replay). The operation's own rules are checked when
+    /// a block applies it.
+    pub fn admit(&self, tx: &SignedTx) -> Result<(), Refused> {
+        match self.authenticate(tx) {
+            Err(Refused::BadSequence { got, expected }) if got > expected => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Validate `tx` at block time `now` and apply it; on refusal nothing changes.

@@ -1,0 +1,297 @@
+//! The node's HTTP API (axum). Formats are in `specs/registry-api.md` and `openapi.json`.
+//!
+//! Errors are JSON `{"error": kind, "message": text}` with a status that says whose fault it is:
+//! 400 malformed, 404 unknown, 409 conflicting pending transaction, 413 too large, 422 refused by
+//! the registry rules, 503 busy (mempool full; retry), 500 the node's own failure.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use civis_core::chain::smt::Proof;
+use civis_core::chain::tx::MAX_TX_LEN;
+use civis_core::did::Did;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::ledger::Ledger;
+use crate::mempool::{Outcome, TxId};
+use crate::store::Store;
+
+/// The OpenAPI document served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Extra metrics text (the consensus engine's), appended to `/metrics`.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the handlers share.
+pub struct Api<S> {
+    /// The ledger.
+    pub ledger: Ledger<S>,
+    /// This node's validator index, if it is one.
+    pub validator: Option<usize>,
+    /// Consensus metrics.
+    pub metrics: Option<MetricsSource>,
+    /// Unix seconds now (a parameter so tests can fix it).
+    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            Error::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+            Error::Refused(_) | Error::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Store(_) | Error::Consensus(_) | Error::Config(_) | Error::Io(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        (
+            status,
+            Json(json!({"error": kind, "message": self.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+/// The router.
+pub fn router<S: Store + Send + Sync + 'static>(api: Arc<Api<S>>) -> Router {
+    Router::new()
+        .route(
+            "/v1/transactions",
+            post(submit::<S>).layer(DefaultBodyLimit::max(MAX_TX_LEN)),
+        )
+        .route("/v1/transactions/{id}", get(transaction::<S>))
+        .route("/v1/dids/{did}", get(did::<S>))
+        .route("/v1/status-lists/{id}", get(status_list::<S>))
+        .route("/v1/sync", get(sync::<S>))
+        .route("/v1/health", get(health::<S>))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::<S>))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(api)
+}
+
+fn hex32(h: &[u8; 32]) -> String {
+    hex::encode(h)
+}
+
+fn proof_json(p: &Proof) -> Value {
+    json!({
+        "siblings": p.siblings.iter().map(hex32).collect::<Vec<_>>(),
+        "leaf": p.leaf.map(|(k, v)| json!({"path": hex32(&k), "valueHash": hex32(&v)})),
+    })
+}
+
+async fn submit<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Ok((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({
+                    "error": "too_large",
+                    "message": format!("a transaction is at most {MAX_TX_LEN} bytes"),
+                })),
+            )
+                .into_response());
+        }
+        Err(e) => return Err(Error::Malformed(e.body_text())),
+    };
+    if body.is_empty() {
+        return Err(Error::Malformed(
+            "empty body: send the transaction's COSE_Sign1 bytes".into(),
+        ));
+    }
+    let id = api.ledger.submit(&body)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id.to_string(), "status": "pending"})),
+    )
+        .into_response())
+}
+
+async fn transaction<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let raw: [u8; 32] = hex::decode(&id)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| Error::Malformed("a transaction id is 64 hex digits".into()))?;
+    let out = api
+        .ledger
+        .outcome(&TxId(raw))
+        .ok_or_else(|| Error::NotFound(format!("transaction {id} is not known to this node")))?;
+    Ok(Json(match out {
+        Outcome::Pending => json!({"id": id, "status": "pending"}),
+        Outcome::Included(h) => json!({"id": id, "status": "included", "height": h}),
+        Outcome::Refused(why) => json!({"id": id, "status": "refused", "reason": why}),
+    }))
+}
+
+async fn did<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+    Path(did): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let did = Did::parse(&did)?;
+    let view = api
+        .ledger
+        .did(&did)
+        .ok_or_else(|| Error::NotFound(format!("{did} is not registered")))?;
+    let document = serde_json::to_value(view.record.document(&did))
+        .map_err(|e| Error::Malformed(e.to_string()))?;
+    Ok(Json(json!({
+        "did": did.to_string(),
+        "document": document,
+        "seq": view.record.seq,
+        "nextSeq": view.next_seq,
+        "height": view.header.height,
+        "header": hex::encode(civis_core::cbor::CborForm::to_vec(&view.header)),
+        "stateRoot": hex32(&view.header.state_root()),
+        "proof": {
+            "tree": "public",
+            "record": hex::encode(&view.value),
+            "merkle": proof_json(&view.proof),
+        },
+    })))
+}
+
+async fn status_list<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let (head, state) = api.ledger.head();
+    let wanted: Option<u64> = id.parse().ok();
+    let (uri, info, list) = state
+        .status_lists()
+        .find(|(uri, info, _)| wanted.map_or(*uri == id, |n| info.id == n))
+        .ok_or_else(|| Error::NotFound(format!("no status list {id}")))?;
+    Ok(Json(json!({
+        "id": info.id,
+        "uri": uri,
+        "size": list.len(),
+        "height": head.height,
+        "status_list": {
+            "bits": list.bits().get(),
+            "lst": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed()),
+        },
+    })))
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    since: Option<u64>,
+}
+
+async fn sync<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+    Query(q): Query<SyncQuery>,
+) -> Result<Response, Error> {
+    let bundle = api.ledger.sync_bundle(q.since).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/cbor")],
+        bundle.encode(),
+    )
+        .into_response())
+}
+
+async fn health<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+) -> Json<Value> {
+    let (head, _) = api.ledger.head();
+    let (txs, bytes) = api.ledger.mempool_size();
+    Json(json!({
+        "status": "ok",
+        "chainId": head.chain,
+        "height": head.height,
+        "epoch": head.epoch,
+        "stateRoot": hex32(&head.state_root()),
+        "blockTime": head.time,
+        "ageSecs": (api.clock)().saturating_sub(head.time).max(0),
+        "validator": api.validator,
+        "mempool": {"transactions": txs, "bytes": bytes},
+    }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+) -> Response {
+    let c = api.ledger.counters();
+    let (head, _) = api.ledger.head();
+    let (txs, bytes) = api.ledger.mempool_size();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "civis_height",
+        "gauge",
+        "Height of the last committed block.",
+        head.height,
+    );
+    metric(
+        "civis_mempool_transactions",
+        "gauge",
+        "Pending transactions.",
+        txs as u64,
+    );
+    metric(
+        "civis_mempool_bytes",
+        "gauge",
+        "Pending transaction bytes.",
+        bytes as u64,
+    );
+    for (name, help, v) in [
+        (
+            "civis_transactions_submitted_total",
+            "Transactions admitted to the mempool.",
+            &c.submitted,
+        ),
+        (
+            "civis_transactions_rejected_total",
+            "Transactions refused at admission.",
+            &c.rejected,
+        ),
+        (
+            "civis_transactions_finalized_total",
+            "Transactions in finalized blocks.",
+            &c.finalized_txs,
+        ),
+        (
+            "civis_blocks_proposed_total",
+            "Blocks proposed by this node.",
+            &c.proposed,
+        ),
+        (
+            "civis_blocks_invalid_total",
+            "Blocks this node refused to vote for.",
+            &c.invalid_blocks,
+        ),
+    ] {
+        metric(name, "counter", help, v.load(Ordering::Relaxed));
+    }
+    if let Some(extra) = &api.metrics {
+        out.push_str(&extra());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,206 @@
+//! A registry directory as `civis registry init` writes it:
+//!
+//! ```text
+//! DIR/genesis.json              the chain's genesis (what kiosks pin)
+//! DIR/network.json              validator p2p and HTTP addresses
+//! DIR/governance.jwk            governance DID key (private JWK, kid = DID URL)
+//! DIR/governance.next.jwk       its pre-rotation next key
+//! DIR/validator-I.jwk           validator I's signing key (private JWK)
+//! DIR/validator-I/              validator I's data: consensus journals, registry.db
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use civis_core::chain::state::Genesis;
+use civis_core::crypto::SoftwareKey;
+use civis_core::did::{Did, KeyCommitment};
+use civis_core::jwk::Jwk;
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// First p2p port `init` assigns (validator I gets `P2P_BASE + I`).
+pub const P2P_BASE: u16 = 7100;
+/// First HTTP port `init` assigns.
+pub const HTTP_BASE: u16 = 7200;
+
+/// Where each validator listens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// One entry per validator, in genesis order.
+    pub validators: Vec<Endpoint>,
+}
+
+/// A validator's addresses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Consensus p2p address.
+    pub p2p: SocketAddr,
+    /// HTTP API address.
+    pub http: SocketAddr,
+}
+
+/// A key file: private JWK, `kid` naming the key (a DID URL for DID keys).
+pub fn write_key(path: &Path, key: &SoftwareKey, kid: Option<String>) -> Result<(), Error> {
+    write_new(path, &Jwk::from_private(key, kid).to_json())
+}
+
+/// Read a private key file; returns the key and its `kid`.
+pub fn read_key(path: &Path) -> Result<(SoftwareKey, Option<String>), Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let jwk =
+        Jwk::from_json(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let key = jwk
+        .private_key()
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+        .ok_or_else(|| Error::Config(format!("{}: not a private key", path.display())))?;
+    Ok((key, jwk.kid))
+}
+
+/// Write `text` to `path` atomically (temporary file, then rename), refusing to overwrite.
+fn write_new(path: &Path, text: &str) -> Result<(), Error> {
+    if path.exists() {
+        return Err(Error::Config(format!(
+            "{} exists; refusing to overwrite",
+            path.display()
+        )));
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, so a crash leaves either the
+/// old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// A registry directory.
+#[derive(Debug, Clone)]
+pub struct RegistryDir {
+    root: PathBuf,
+}
+
+impl RegistryDir {
+    /// The directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `genesis.json`.
+    pub fn genesis_path(&self) -> PathBuf {
+        self.root.join("genesis.json")
+    }
+
+    /// `network.json`.
+    pub fn network_path(&self) -> PathBuf {
+        self.root.join("network.json")
+    }
+
+    /// The governance key file.
+    pub fn governance_key(&self) -> PathBuf {
+        self.root.join("governance.jwk")
+    }
+
+    /// Validator `i`'s key file.
+    pub fn validator_key(&self, i: usize) -> PathBuf {
+        self.root.join(format!("validator-{i}.jwk"))
+    }
+
+    /// Validator `i`'s data directory.
+    pub fn validator_data(&self, i: usize) -> PathBuf {
+        self.root.join(format!("validator-{i}"))
+    }
+
+    /// Read `genesis.json`.
+    pub fn genesis(&self) -> Result<Genesis, Error> {
+        let p = self.genesis_path();
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
+        Genesis::from_json(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
+    }
+
+    /// Read `network.json`.
+    pub fn network(&self) -> Result<Network, Error> {
+        let p = self.network_path();
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
+    }
+
+    /// Create a new registry: `validators` validator keys on loopback ports, one governance
+    /// member (threshold 1), genesis at `time`. Refuses to touch an existing `genesis.json`.
+    pub fn init(
+        &self,
+        chain_id: &str,
+        validators: usize,
+        time: i64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Genesis, Error> {
+        if validators == 0 || validators > 64 {
+            return Err(Error::Config("--validators must be 1..=64".into()));
+        }
+        if self.genesis_path().exists() {
+            return Err(Error::Config(format!(
+                "{} exists; refusing to overwrite",
+                self.genesis_path().display()
+            )));
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let gov = SoftwareKey::generate(rng);
+        let gov_next = SoftwareKey::generate(rng);
+        let commitment = KeyCommitment::to(gov_next.public_key());
+        let gov_did = Did::from_inception(gov.public_key(), &commitment);
+        let mut keys = Vec::new();
+        let mut endpoints = Vec::new();
+        for i in 0..validators {
+            let k = SoftwareKey::generate(rng);
+            keys.push(k.public_key().clone());
+            write_key(&self.validator_key(i), &k, Some(format!("validator-{i}")))?;
+            let port = |base: u16| base.saturating_add(u16::try_from(i).unwrap_or(0));
+            endpoints.push(Endpoint {
+                p2p: SocketAddr::from(([127, 0, 0, 1], port(P2P_BASE))),
+                http: SocketAddr::from(([127, 0, 0, 1], port(HTTP_BASE))),
+            });
+        }
+        write_key(
+            &self.governance_key(),
+            &gov,
+            Some(gov_did.key_url(1).to_string()),
+        )?;
+        write_key(
+            &self.root.join("governance.next.jwk"),
+            &gov_next,
+            Some(gov_did.key_url(2).to_string()),
+        )?;
+        let network = Network {
+            validators: endpoints,
+        };
+        write_new(
+            &self.network_path(),
+            &serde_json::to_string_pretty(&network).map_err(|e| Error::Config(e.to_string()))?,
+        )?;
+        let genesis = Genesis {
+            chain_id: chain_id.to_owned(),
+            time,
+            validators: keys,
+            governance: vec![(gov.public_key().clone(), commitment)],
+            governance_threshold: 1,
+        };
+        // Check the rules before writing the file everything else pins.
+        civis_core::chain::state::State::genesis(&genesis)
+            .map_err(|e| Error::Config(format!("genesis: {e}")))?;
+        write_new(&self.genesis_path(), &genesis.to_json())?;
+        Ok(genesis)
+    }
+}

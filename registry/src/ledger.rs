@@ -1,0 +1,453 @@
+//! The registry's application: what consensus orders, executed by Civis's own rules.
+//!
+//! The ledger holds the finalized head and its state, the states of blocks executed but not yet
+//! final (keyed by header digest), and the mempool. Consensus drives it only through the
+//! [`Application`] trait, so the commonware engine, the deterministic simulation and unit tests all
+//! run the same execution code. Finalized blocks are committed to the [`Store`] in one database
+//! transaction each before the head moves, so a crash never leaves a partial block.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use civis_core::chain::block::{self, Block, Header, MAX_BLOCK_TXS};
+use civis_core::chain::light::SyncBundle;
+use civis_core::chain::smt::Hash;
+use civis_core::chain::state::{Genesis, State, Tree, tag};
+use civis_core::chain::tx::SignedTx;
+use civis_core::did::Did;
+
+use crate::error::Error;
+use crate::mempool::{Limits, Mempool, Outcome, TxId};
+use crate::store::{Commit, Store};
+
+/// A transaction behind a sequence gap is dropped after this many later arrivals.
+pub const STUCK_AFTER_ARRIVALS: u64 = 100_000;
+
+/// How far ahead of the local clock a proposed block's time may be.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 30;
+
+/// What the consensus engine asks of the application. Blocks are identified by their header
+/// digest. `ancestry` is the chain from the newest block whose state the application knows
+/// ([`Application::knows`]) up to the parent, oldest first and possibly empty.
+pub trait Application: Clone + Send + Sync + 'static {
+    /// The genesis block (height 0, no transactions).
+    fn genesis(&self) -> Block;
+    /// Whether the state after block `digest` is known (finalized head or executed).
+    fn knows(&self, digest: &Hash) -> bool;
+    /// Build a block on `parent` at `now` (Unix seconds), or decline.
+    fn propose(&self, parent: &Hash, ancestry: &[Block], now: i64) -> Option<Block>;
+    /// Whether `block` is a valid child of `parent` (re-executes it).
+    fn verify(&self, parent: &Hash, ancestry: &[Block], block: &Block, now: i64) -> bool;
+    /// A block is final (delivered in height order, possibly again after a restart), with its
+    /// finalization certificate when it was finalized directly.
+    fn finalized(
+        &self,
+        block: Block,
+        finalization: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Height of the last committed block.
+    fn committed_height(&self) -> u64;
+    /// Whether transactions are waiting.
+    fn has_pending(&self) -> bool;
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Transactions admitted to the mempool.
+    pub submitted: AtomicU64,
+    /// Transactions refused at admission.
+    pub rejected: AtomicU64,
+    /// Transactions in finalized blocks.
+    pub finalized_txs: AtomicU64,
+    /// Blocks proposed by this node.
+    pub proposed: AtomicU64,
+    /// Blocks this node refused to vote for.
+    pub invalid_blocks: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Executed {
+    header: Header,
+    state: Arc<State>,
+    txs: HashSet<TxId>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    head: Header,
+    state: Arc<State>,
+    executed: HashMap<Hash, Executed>,
+    mempool: Mempool,
+}
+
+struct Inner<S> {
+    genesis: Genesis,
+    genesis_block: Block,
+    store: S,
+    shared: Mutex<Shared>,
+    counters: Counters,
+}
+
+/// The ledger; cheap to clone (shared).
+pub struct Ledger<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Ledger<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// The online view of one DID.
+#[derive(Debug, Clone)]
+pub struct DidView {
+    /// Its record.
+    pub record: civis_core::chain::state::DidRecord,
+    /// The next free sequence number, counting pending transactions.
+    pub next_seq: u64,
+    /// The encoded record (the proven value).
+    pub value: Vec<u8>,
+    /// Inclusion proof in the public tree of `header`.
+    pub proof: civis_core::chain::smt::Proof,
+    /// The finalized header the proof is against.
+    pub header: Header,
+}
+
+impl<S: Store + Send + Sync + 'static> Ledger<S> {
+    /// Resume from `store` (genesis when empty).
+    pub async fn open(genesis: Genesis, store: S, limits: Limits) -> Result<Self, Error> {
+        let genesis_state =
+            State::genesis(&genesis).map_err(|e| Error::Config(format!("genesis: {e}")))?;
+        let genesis_block = Block {
+            header: Header::genesis(&genesis_state, genesis.time),
+            txs: Vec::new(),
+        };
+        let resumed = store.resume(&genesis).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                genesis,
+                genesis_block,
+                store,
+                shared: Mutex::new(Shared {
+                    head: resumed.head,
+                    state: Arc::new(resumed.state),
+                    executed: HashMap::new(),
+                    mempool: Mempool::new(limits),
+                }),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock is a bug; the data is still consistent (every update
+        // is a single assignment), so keep serving.
+        self.inner
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pinned genesis.
+    pub fn genesis_config(&self) -> &Genesis {
+        &self.inner.genesis
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The finalized head and its state.
+    pub fn head(&self) -> (Header, Arc<State>) {
+        let s = self.lock();
+        (s.head.clone(), Arc::clone(&s.state))
+    }
+
+    /// Pending transactions and bytes.
+    pub fn mempool_size(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.mempool.len(), s.mempool.bytes())
+    }
+
+    /// Admit a transaction (the bytes of its COSE_Sign1).
+    pub fn submit(&self, bytes: &[u8]) -> Result<TxId, Error> {
+        let result = SignedTx::decode(bytes).map_err(Error::from).and_then(|tx| {
+            let mut s = self.lock();
+            let state = Arc::clone(&s.state);
+            s.mempool.insert(tx, &state)
+        });
+        let counter = match result {
+            Ok(_) => &self.inner.counters.submitted,
+            Err(_) => &self.inner.counters.rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// What happened to a transaction.
+    pub fn outcome(&self, id: &TxId) -> Option<Outcome> {
+        self.lock().mempool.outcome(id).cloned()
+    }
+
+    /// A DID with its proof against the finalized head.
+    pub fn did(&self, did: &Did) -> Option<DidView> {
+        let s = self.lock();
+        let tree = s.state.public_tree();
+        let value = tree.get(tag::DID, did.as_str().as_bytes())?.to_vec();
+        let record = s.state.did(did)?;
+        Some(DidView {
+            next_seq: s.mempool.next_seq(did, record.seq),
+            proof: tree.prove(tag::DID, did.as_str().as_bytes()),
+            record,
+            value,
+            header: s.head.clone(),
+        })
+    }
+
+    /// The kiosk tree at `height` (≤ head), rebuilt by undoing later writes.
+    async fn kiosk_tree_at(&self, current: &Tree, height: u64) -> Result<Tree, Error> {
+        let mut tree = current.clone();
+        for (_, (t, k, old)) in self.inner.store.kiosk_undo(height).await? {
+            tree.restore_entry(&t, &k, old);
+        }
+        Ok(tree)
+    }
+
+    /// The sync bundle for a kiosk at `since` (`None`: a first sync): the latest directly
+    /// finalized header with its certificate and the kiosk-tree changes up to it.
+    pub async fn sync_bundle(&self, since: Option<u64>) -> Result<SyncBundle, Error> {
+        let (head, state) = self.head();
+        let Some((block, fin)) = self.inner.store.latest_certified().await? else {
+            return Err(Error::NotFound(
+                "no certified block yet; retry once the chain has finalized one".into(),
+            ));
+        };
+        let at = block.header.height;
+        if since.is_some_and(|h| h > at) {
+            return Err(Error::NotFound(format!(
+                "height {} is above the latest certified height {at}",
+                since.unwrap_or_default()
+            )));
+        }
+        // Both trees come from one undo list read once: writes above `at`, then above `since`.
+        let undo = self
+            .inner
+            .store
+            .kiosk_undo(since.unwrap_or(0).min(at))
+            .await?;
+        let mut current = state.kiosk_tree().clone();
+        let mut i = 0;
+        while let Some((h, (t, k, old))) = undo.get(i) {
+            if *h <= at {
+                break;
+            }
+            current.restore_entry(t, k, old.clone());
+            i += 1;
+        }
+        debug_assert!(head.height >= at);
+        if current.root() != block.header.kiosk_root {
+            return Err(Error::Store(crate::store::StoreError::Corrupt(format!(
+                "kiosk tree at height {at} does not match its header"
+            ))));
+        }
+        let base = match since {
+            None => State::genesis(&self.inner.genesis)
+                .map_err(|e| Error::Config(e.to_string()))?
+                .kiosk_tree()
+                .clone(),
+            Some(_) => {
+                let mut base = current.clone();
+                for (_, (t, k, old)) in undo.iter().skip(i) {
+                    base.restore_entry(t, k, old.clone());
+                }
+                base
+            }
+        };
+        Ok(SyncBundle::build(
+            block.header,
+            fin,
+            Vec::new(),
+            since,
+            &base,
+            &current,
+        ))
+    }
+
+    /// The kiosk tree at a committed height (for tests and tools).
+    pub async fn kiosk_tree(&self, height: u64) -> Result<Tree, Error> {
+        let (_, state) = self.head();
+        self.kiosk_tree_at(state.kiosk_tree(), height).await
+    }
+
+    /// The state after `parent`, executing `ancestry` (oldest first) from the newest known
+    /// block when needed.
+    fn state_after(&self, parent: &Hash, ancestry: &[Block]) -> Option<(Header, Arc<State>)> {
+        let known = |s: &Shared, d: &Hash| {
+            if *d == s.head.digest() {
+                Some((s.head.clone(), Arc::clone(&s.state)))
+            } else {
+                s.executed
+                    .get(d)
+                    .map(|e| (e.header.clone(), Arc::clone(&e.state)))
+            }
+        };
+        if let Some(found) = known(&self.lock(), parent) {
+            return Some(found);
+        }
+        let first = ancestry.first()?;
+        let (mut header, mut state) = known(&self.lock(), &first.header.parent)?;
+        for b in ancestry {
+            let next = block::execute(&state, &header, b).ok()?;
+            header = b.header.clone();
+            state = Arc::new(next);
+            self.remember(b, Arc::clone(&state));
+        }
+        (header.digest() == *parent).then_some((header, state))
+    }
+
+    fn remember(&self, b: &Block, state: Arc<State>) {
+        let mut s = self.lock();
+        if b.header.height > s.head.height {
+            s.executed.insert(
+                b.header.digest(),
+                Executed {
+                    header: b.header.clone(),
+                    state,
+                    txs: b.txs.iter().map(TxId::of).collect(),
+                },
+            );
+        }
+    }
+
+    /// Transactions already in unfinalized blocks on the branch ending at `parent`.
+    fn in_flight(&self, parent: &Hash) -> HashSet<TxId> {
+        let s = self.lock();
+        let mut out = HashSet::new();
+        let mut at = *parent;
+        while let Some(e) = s.executed.get(&at) {
+            out.extend(e.txs.iter().copied());
+            at = e.header.parent;
+        }
+        out
+    }
+}
+
+impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
+    fn genesis(&self) -> Block {
+        self.inner.genesis_block.clone()
+    }
+
+    fn knows(&self, digest: &Hash) -> bool {
+        let s = self.lock();
+        *digest == s.head.digest() || s.executed.contains_key(digest)
+    }
+
+    fn propose(&self, parent: &Hash, ancestry: &[Block], now: i64) -> Option<Block> {
+        let (parent_header, state) = self.state_after(parent, ancestry)?;
+        let skip = self.in_flight(parent);
+        let pending: Vec<SignedTx> = {
+            let s = self.lock();
+            let finalized = Arc::clone(&s.state);
+            s.mempool
+                .pending(MAX_BLOCK_TXS.saturating_add(skip.len()), |d| {
+                    finalized.did(d).map_or(0, |r| r.seq)
+                })
+                .into_iter()
+                .filter(|t| !skip.contains(&TxId::of(t)))
+                .collect()
+        };
+        let built = block::build(&state, &parent_header, pending, now);
+        {
+            let mut s = self.lock();
+            for (tx, why) in &built.refused {
+                s.mempool.refused(tx, why);
+            }
+        }
+        self.remember(&built.block, Arc::new(built.state));
+        self.inner.counters.proposed.fetch_add(1, Ordering::Relaxed);
+        Some(built.block)
+    }
+
+    fn verify(&self, parent: &Hash, ancestry: &[Block], b: &Block, now: i64) -> bool {
+        let ok = (|| {
+            if b.header.time > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+                return false;
+            }
+            let Some((parent_header, state)) = self.state_after(parent, ancestry) else {
+                return false;
+            };
+            match block::execute(&state, &parent_header, b) {
+                Ok(next) => {
+                    self.remember(b, Arc::new(next));
+                    true
+                }
+                Err(_) => false,
+            }
+        })();
+        if !ok {
+            self.inner
+                .counters
+                .invalid_blocks
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    async fn finalized(&self, b: Block, finalization: Option<Vec<u8>>) -> Result<(), Error> {
+        let digest = b.header.digest();
+        let (head, before, cached) = {
+            let s = self.lock();
+            if b.header.height <= s.head.height {
+                // Redelivered after a restart: already committed.
+                return Ok(());
+            }
+            (
+                s.head.clone(),
+                Arc::clone(&s.state),
+                s.executed.get(&digest).map(|e| Arc::clone(&e.state)),
+            )
+        };
+        let after = match cached {
+            Some(state) => state,
+            None => Arc::new(block::execute(&before, &head, &b).map_err(|e| {
+                Error::Consensus(format!(
+                    "finalized block {} does not execute: {e}",
+                    b.header.height
+                ))
+            })?),
+        };
+        let commit = Commit::new(b.clone(), finalization, &before, &after);
+        self.inner.store.commit(&commit).await?;
+        let mut s = self.lock();
+        let height = b.header.height;
+        s.mempool.finalized(height, &b.txs, &after);
+        s.mempool.evict_stuck(STUCK_AFTER_ARRIVALS, &after);
+        s.head = b.header;
+        s.state = after;
+        s.executed.retain(|_, e| e.header.height > height);
+        self.inner
+            .counters
+            .finalized_txs
+            .fetch_add(b.txs.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn committed_height(&self) -> u64 {
+        self.lock().head.height
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.lock().mempool.is_empty()
+    }
+}

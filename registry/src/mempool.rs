@@ -1,0 +1,281 @@
+//! Pending transactions: bounded, deduplicated, in arrival order per signer's sequence.
+//!
+//! Admission checks what can be checked against the finalized state without executing: the
+//! chain, the signer's current key, the signature and that the sequence number is not spent
+//! (a replay). Each `(signer DID, sequence number)` pair can hold one transaction, because only
+//! one can ever be applied. The operation's own rules run when a block applies it; a refused
+//! transaction leaves the pool with its reason kept for `GET /v1/transactions/{id}`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use civis_core::chain::state::{Refused, State};
+use civis_core::chain::tx::SignedTx;
+use civis_core::did::Did;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// A transaction id: SHA-256 of its COSE_Sign1 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(pub [u8; 32]);
+
+impl TxId {
+    /// The id of `tx`.
+    pub fn of(tx: &SignedTx) -> Self {
+        Self(Sha256::digest(tx.bytes()).into())
+    }
+}
+
+impl std::fmt::Display for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Pool limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most pending transactions.
+    pub max_txs: usize,
+    /// Most pending bytes.
+    pub max_bytes: usize,
+    /// Most pending transactions of one signer.
+    pub max_per_signer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_txs: 50_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_per_signer: 1_000,
+        }
+    }
+}
+
+/// What happened to a transaction the node saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Waiting for a block.
+    Pending,
+    /// In the finalized block at this height.
+    Included(u64),
+    /// Dropped by a proposer for this reason.
+    Refused(String),
+}
+
+/// How many outcomes are remembered.
+const OUTCOMES: usize = 100_000;
+
+/// The pool.
+#[derive(Debug, Default)]
+pub struct Mempool {
+    limits: Limits,
+    /// Arrival order.
+    order: BTreeMap<u64, (Did, u64)>,
+    by_signer: HashMap<Did, BTreeMap<u64, (u64, TxId, SignedTx)>>,
+    next_arrival: u64,
+    bytes: usize,
+    outcomes: HashMap<TxId, Outcome>,
+    outcome_order: VecDeque<TxId>,
+}
+
+impl Mempool {
+    /// An empty pool with `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Number of pending transactions.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Pending bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The next free sequence number of `did` counting pending transactions, given the
+    /// finalized one.
+    pub fn next_seq(&self, did: &Did, finalized: u64) -> u64 {
+        self.by_signer
+            .get(did)
+            .and_then(|m| m.last_key_value())
+            .map_or(finalized, |(seq, _)| (seq + 1).max(finalized))
+    }
+
+    /// Admit `tx` against the finalized `state`.
+    pub fn insert(&mut self, tx: SignedTx, state: &State) -> Result<TxId, Error> {
+        let id = TxId::of(&tx);
+        let did = tx.signer.did.clone();
+        let seq = tx.tx.seq;
+        if let Some(existing) = self.by_signer.get(&did).and_then(|m| m.get(&seq)) {
+            return if existing.1 == id {
+                Ok(id)
+            } else {
+                Err(Error::Conflict(format!(
+                    "{did} already has a pending transaction with sequence number {seq}"
+                )))
+            };
+        }
+        state.admit(&tx).map_err(Error::Refused)?;
+        let expected = state.did(&did).map_or(0, |r| r.seq);
+        if seq >= expected.saturating_add(self.limits.max_per_signer as u64) {
+            return Err(Error::Refused(Refused::BadSequence { got: seq, expected }));
+        }
+        let size = tx.bytes().len();
+        if self.order.len() >= self.limits.max_txs
+            || self.bytes.saturating_add(size) > self.limits.max_bytes
+        {
+            return Err(Error::Busy(
+                "the transaction pool is full; retry later".into(),
+            ));
+        }
+        let mine = self.by_signer.entry(did.clone()).or_default();
+        if mine.len() >= self.limits.max_per_signer {
+            return Err(Error::Busy(format!(
+                "{did} has {} pending transactions; wait for some to finalize",
+                mine.len()
+            )));
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        mine.insert(seq, (arrival, id, tx));
+        self.order.insert(arrival, (did, seq));
+        self.bytes += size;
+        self.record(id, Outcome::Pending);
+        Ok(id)
+    }
+
+    /// Up to `max` pending transactions that can apply in order: oldest first, and of each signer
+    /// only the run of consecutive sequence numbers starting at `next_seq(signer)` (a signer
+    /// takes the arrival slots of its transactions in sequence order). Transactions behind a gap
+    /// wait and cannot crowd out others.
+    pub fn pending(&self, max: usize, next_seq: impl Fn(&Did) -> u64) -> Vec<SignedTx> {
+        let mut runs: HashMap<&Did, std::vec::IntoIter<&SignedTx>> = HashMap::new();
+        let mut out = Vec::new();
+        for (did, _) in self.order.values() {
+            if out.len() >= max {
+                break;
+            }
+            let Some(txs) = self.by_signer.get(did) else {
+                continue;
+            };
+            let run = runs.entry(did).or_insert_with(|| {
+                let mut expected = next_seq(did);
+                let mut run = Vec::new();
+                for (seq, (_, _, tx)) in txs.range(expected..) {
+                    if *seq != expected {
+                        break;
+                    }
+                    run.push(tx);
+                    expected += 1;
+                }
+                run.into_iter()
+            });
+            if let Some(tx) = run.next() {
+                out.push(tx.clone());
+            }
+        }
+        out
+    }
+
+    fn remove(&mut self, did: &Did, seq: u64) -> Option<TxId> {
+        let mine = self.by_signer.get_mut(did)?;
+        let (arrival, id, tx) = mine.remove(&seq)?;
+        if mine.is_empty() {
+            self.by_signer.remove(did);
+        }
+        self.order.remove(&arrival);
+        self.bytes = self.bytes.saturating_sub(tx.bytes().len());
+        Some(id)
+    }
+
+    /// Drop a transaction a proposer refused, unless it may still apply later (its sequence
+    /// number is ahead of the signer's).
+    pub fn refused(&mut self, tx: &SignedTx, why: &Refused) {
+        if matches!(why, Refused::BadSequence { got, expected } if got > expected) {
+            return;
+        }
+        if let Some(id) = self.remove(&tx.signer.did, tx.tx.seq) {
+            self.record(id, Outcome::Refused(why.to_string()));
+        }
+    }
+
+    /// A block finalized at `height` with `txs`; `state` is the state after it. Removes what it
+    /// included and what it made stale.
+    pub fn finalized(&mut self, height: u64, txs: &[SignedTx], state: &State) {
+        for tx in txs {
+            self.remove(&tx.signer.did, tx.tx.seq);
+            self.record(TxId::of(tx), Outcome::Included(height));
+        }
+        let signers: Vec<Did> = txs.iter().map(|t| t.signer.did.clone()).collect();
+        for did in signers {
+            let next = state.did(&did).map_or(0, |r| r.seq);
+            let stale: Vec<u64> = self
+                .by_signer
+                .get(&did)
+                .map(|m| m.range(..next).map(|(s, _)| *s).collect())
+                .unwrap_or_default();
+            for seq in stale {
+                if let Some(id) = self.remove(&did, seq) {
+                    self.record(
+                        id,
+                        Outcome::Refused(format!(
+                            "sequence number {seq} was used by another transaction"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Drop transactions that waited more than `max_age` arrivals behind a sequence gap (their
+    /// predecessor never came), so a signer cannot park transactions forever.
+    pub fn evict_stuck(&mut self, max_age: u64, state: &State) {
+        let horizon = self.next_arrival.saturating_sub(max_age);
+        let old: Vec<(Did, u64)> = self
+            .order
+            .range(..horizon)
+            .map(|(_, k)| k.clone())
+            .collect();
+        for (did, seq) in old {
+            let expected = state.did(&did).map_or(0, |r| r.seq);
+            if seq > expected {
+                if let Some(id) = self.remove(&did, seq) {
+                    self.record(
+                        id,
+                        Outcome::Refused(format!(
+                            "sequence number {seq} waited too long for {expected}"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// What happened to `id`, if the node remembers it.
+    pub fn outcome(&self, id: &TxId) -> Option<&Outcome> {
+        self.outcomes.get(id)
+    }
+
+    fn record(&mut self, id: TxId, outcome: Outcome) {
+        if self.outcomes.insert(id, outcome).is_none() {
+            self.outcome_order.push_back(id);
+            while self.outcome_order.len() > OUTCOMES {
+                if let Some(old) = self.outcome_order.pop_front() {
+                    self.outcomes.remove(&old);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! A validator process: commonware's tokio runtime, authenticated p2p on the ports of
+//! `network.json`, the consensus engine, the SQL store and the HTTP API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use commonware_cryptography::ChaCha20Poly1305;
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address, AddressableManager as _};
+use commonware_runtime::{Metrics as _, Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
+use commonware_stream::cups::{self, Cups};
+use commonware_stream::sake::{self, Sake};
+use commonware_utils::ordered::Map;
+use commonware_utils::{NZU32, NZUsize, TryCollect as _};
+
+use crate::api::{self, Api};
+use crate::consensus::engine::{Channels, Timing, ValidatorConfig, channel, start_validator};
+use crate::consensus::keys;
+use crate::error::Error;
+use crate::files::{RegistryDir, read_key};
+use crate::ledger::Ledger;
+use crate::mempool::Limits;
+use crate::store::SqlStore;
+
+/// Largest p2p message: a full block plus framing.
+const MAX_MESSAGE: u32 = 20 * 1024 * 1024;
+
+/// How to run one validator.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The registry directory.
+    pub dir: RegistryDir,
+    /// Which validator this is.
+    pub index: usize,
+    /// Database URL (default: SQLite in the validator's data directory).
+    pub db: Option<String>,
+    /// HTTP listen address (default: from `network.json`).
+    pub listen: Option<SocketAddr>,
+    /// Consensus timing.
+    pub timing: Timing,
+}
+
+/// Run until SIGINT/SIGTERM. Blocks the calling thread (commonware owns the runtime).
+pub fn run(opts: NodeOptions) -> Result<(), Error> {
+    let genesis = opts.dir.genesis()?;
+    let network = opts.dir.network()?;
+    let endpoint = network
+        .validators
+        .get(opts.index)
+        .cloned()
+        .ok_or_else(|| Error::Config(format!("no validator {} in network.json", opts.index)))?;
+    if network.validators.len() != genesis.validators.len() {
+        return Err(Error::Config(
+            "network.json and genesis.json list different numbers of validators".into(),
+        ));
+    }
+    let (key, _) = read_key(&opts.dir.validator_key(opts.index))?;
+    let (me, scheme) = keys::signer(genesis.chain_id.as_bytes(), &genesis.validators, &key)?;
+    let sk = keys::private_key(&key)?;
+    let data: PathBuf = opts.dir.validator_data(opts.index);
+    std::fs::create_dir_all(&data)?;
+    let db = opts
+        .db
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", data.join("registry.db").display()));
+    let peers: Vec<(
+        commonware_cryptography::secp256r1::standard::PublicKey,
+        Address,
+    )> = genesis
+        .validators
+        .iter()
+        .zip(&network.validators)
+        .map(|(k, e)| keys::public_key(k).map(|p| (p, Address::from(e.p2p))))
+        .collect::<Result<_, _>>()?;
+    let n = peers.len();
+    let listen = opts.listen.unwrap_or(endpoint.http);
+    let index = opts.index;
+    let timing = opts.timing;
+    let chain_id = genesis.chain_id.clone();
+
+    let cfg = cw_tokio::Config::new()
+        .with_storage_directory(data.join("consensus"))
+        .with_worker_threads(2);
+    let outcome: Arc<Mutex<Result<(), Error>>> = Arc::new(Mutex::new(Ok(())));
+    let result = Arc::clone(&outcome);
+    cw_tokio::Runner::new(cfg).start(|context| async move {
+        let fail = |e: Error| {
+            if let Ok(mut r) = result.lock() {
+                *r = Err(e);
+            }
+        };
+        let store = match SqlStore::connect(&db).await {
+            Ok(s) => s,
+            Err(e) => return fail(e.into()),
+        };
+        let ledger = match Ledger::open(genesis, store, Limits::default()).await {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        let p2p = lookup::Config::local(
+            Cups::<_, ChaCha20Poly1305>::new(
+                Sake {
+                    signer: sk,
+                    synchrony_bound: Duration::from_secs(5),
+                    max_handshake_age: Duration::from_secs(10),
+                    version: sake::Version::V1,
+                },
+                cups::Version::V1,
+            ),
+            format!("{chain_id}/p2p").as_bytes(),
+            endpoint.p2p,
+            NZUsize!(n.max(1)),
+            MAX_MESSAGE,
+            NZUsize!(1_000),
+        );
+        let (mut net, mut oracle) = lookup::Network::new(context.child("network"), p2p);
+        let peer_map: Map<_, _> = match peers.into_iter().try_collect() {
+            Ok(m) => m,
+            Err(_) => return fail(Error::Config("duplicate validator keys".into())),
+        };
+        let _ = oracle.track(0, peer_map);
+        let quota = Quota::per_second(NZU32!(10_000));
+        let backfill = net.register(channel::BACKFILL, quota);
+        let blocks = net.register(channel::BLOCKS, quota);
+        let votes = net.register(channel::VOTES, quota);
+        let certificates = net.register(channel::CERTIFICATES, quota);
+        let simplex_resolver = net.register(channel::SIMPLEX_RESOLVER, quota);
+        let _net = net.start();
+        let _running = start_validator(
+            context.child("validator"),
+            ValidatorConfig {
+                me,
+                scheme,
+                app: ledger.clone(),
+                prefix: format!("validator-{index}"),
+                timing,
+            },
+            Channels {
+                votes,
+                certificates,
+                simplex_resolver,
+                backfill,
+                blocks,
+            },
+            oracle.clone(),
+            oracle,
+        )
+        .await;
+        let metrics_ctx = Mutex::new(context.child("metrics"));
+        let api = Arc::new(Api {
+            ledger,
+            validator: Some(index),
+            metrics: Some(Arc::new(move || {
+                metrics_ctx.lock().map(|c| c.encode()).unwrap_or_default()
+            })),
+            clock: Arc::new(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+            }),
+        });
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(Error::Config(format!("HTTP listen on {listen}: {e}"))),
+        };
+        eprintln!(
+            "validator {index}: HTTP on http://{listen}, p2p on {}",
+            endpoint.p2p
+        );
+        let server = axum::serve(listener, api::router(api)).with_graceful_shutdown(shutdown());
+        if let Err(e) = server.await {
+            fail(Error::Io(e));
+        }
+        eprintln!("validator {index}: stopping");
+    });
+    let r = std::mem::replace(
+        &mut *outcome.lock().map_err(|_| Error::Config("lock".into()))?,
+        Ok(()),
+    );
+    r
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,475 @@
+//! `civis registry …`: run the registry chain and talk to it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use civis_core::chain::tx::{ElementGrants, Op, SignedTx, Tx};
+use civis_core::crypto::SoftwareKey;
+use civis_core::did::{Did, DidUrl, KeyCommitment};
+use civis_core::status::StatusDelta;
+use civis_registry::client::{Client, sync_snapshot, verify_did_answer};
+use civis_registry::consensus::engine::Timing;
+use civis_registry::files::{RegistryDir, read_key, write_atomic, write_key};
+use civis_registry::node::{self, NodeOptions};
+use clap::{Args, Subcommand};
+
+/// Registry commands.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Create a registry: genesis, validator keys, a governance key, network.json.
+    Init {
+        /// Directory to create.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Number of validators.
+        #[arg(long, default_value_t = 1)]
+        validators: usize,
+        /// Chain id (also the consensus namespace).
+        #[arg(long, default_value = "civis-local")]
+        chain_id: String,
+    },
+    /// Run a validator until SIGINT/SIGTERM.
+    Run {
+        /// Registry directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Which validator.
+        #[arg(long, default_value_t = 0)]
+        validator: usize,
+        /// Database: sqlite:PATH or postgres://… (default: SQLite in DIR/validator-I/).
+        #[arg(long)]
+        db: Option<String>,
+        /// HTTP listen address (default: from network.json).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Generate a DID key pair: FILE (key-1) and FILE's `.next.jwk` (the pre-rotation key).
+    Keygen {
+        /// Key file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign and submit a transaction, then wait for it.
+    Tx(TxArgs),
+    /// Resolve a DID online and check its proof.
+    Resolve {
+        /// Node URL.
+        #[arg(long)]
+        node: String,
+        /// The DID.
+        did: String,
+    },
+    /// Create or advance a kiosk snapshot from a node's sync bundle.
+    Sync {
+        /// Node URL.
+        #[arg(long)]
+        node: String,
+        /// The pinned genesis.json.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Snapshot file (created if absent).
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
+}
+
+/// `civis registry tx`.
+#[derive(Debug, Args)]
+pub struct TxArgs {
+    /// Node URL.
+    #[arg(long)]
+    node: String,
+    /// Signer key file (private JWK; kid = DID URL).
+    #[arg(long)]
+    key: PathBuf,
+    /// Sequence number (default: the node's next free one).
+    #[arg(long)]
+    seq: Option<u64>,
+    /// Return once submitted instead of waiting for inclusion.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(subcommand)]
+    op: TxOp,
+}
+
+/// Operations.
+#[derive(Debug, Subcommand)]
+pub enum TxOp {
+    /// Register the key file's DID (key-1, committing to the `.next.jwk` key).
+    CreateDid,
+    /// Rotate to the committed `.next.jwk` key, committing to a fresh one.
+    Rotate,
+    /// Deactivate the DID for good.
+    Deactivate,
+    /// Governance: accredit an issuer.
+    AccreditIssuer {
+        /// Issuer DID.
+        #[arg(long)]
+        issuer: String,
+        /// docType it may issue (repeat).
+        #[arg(long = "doc-type", required = true)]
+        doc_types: Vec<String>,
+        /// Until (Unix seconds).
+        #[arg(long)]
+        until: i64,
+    },
+    /// Governance: withdraw an issuer's accreditation.
+    RevokeIssuer {
+        /// Issuer DID.
+        #[arg(long)]
+        issuer: String,
+    },
+    /// Governance: accredit a kiosk.
+    AccreditKiosk {
+        /// Kiosk DID.
+        #[arg(long)]
+        kiosk: String,
+        /// `docType/namespace/element` it may read (repeat).
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// Why it reads them.
+        #[arg(long)]
+        purpose: String,
+        /// Start (Unix seconds).
+        #[arg(long)]
+        not_before: i64,
+        /// End (Unix seconds).
+        #[arg(long)]
+        not_after: i64,
+    },
+    /// An accredited issuer creates a status list.
+    CreateStatusList {
+        /// List name.
+        #[arg(long)]
+        list: String,
+        /// Bits per entry (1, 2, 4, 8).
+        #[arg(long, default_value_t = 1)]
+        bits: u8,
+        /// Entries.
+        #[arg(long)]
+        size: u64,
+    },
+    /// The list's issuer sets entries: `--set INDEX=VALUE` (repeat).
+    StatusUpdate {
+        /// List name.
+        #[arg(long)]
+        list: String,
+        /// `INDEX=VALUE`.
+        #[arg(long = "set", required = true)]
+        set: Vec<String>,
+    },
+    /// Governance: register an election.
+    RegisterElection {
+        /// Election id.
+        #[arg(long)]
+        id: String,
+        /// `element=JSON value` a voter must prove (repeat), e.g. `age_over_18=true`.
+        #[arg(long = "require")]
+        require: Vec<String>,
+        /// Opening time (Unix seconds).
+        #[arg(long)]
+        opens: i64,
+        /// Closing time (Unix seconds).
+        #[arg(long)]
+        closes: i64,
+    },
+}
+
+/// Run a registry command; returns the exit code.
+pub fn run(cmd: RegistryCommand) -> i32 {
+    match execute(cmd) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// `alice.jwk` → `alice.next.jwk`.
+pub fn next_key_path(key: &Path) -> PathBuf {
+    let stem = key
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    key.with_file_name(format!("{stem}.next.jwk"))
+}
+
+fn execute(cmd: RegistryCommand) -> Result<()> {
+    match cmd {
+        RegistryCommand::Init {
+            dir,
+            validators,
+            chain_id,
+        } => {
+            let reg = RegistryDir::new(&dir);
+            let g = reg.init(&chain_id, validators, now(), &mut rand_core::OsRng)?;
+            println!(
+                "created {}: chain {:?}, {} validator(s), governance key {}",
+                dir.display(),
+                g.chain_id,
+                g.validators.len(),
+                reg.governance_key().display()
+            );
+            Ok(())
+        }
+        RegistryCommand::Run {
+            dir,
+            validator,
+            db,
+            listen,
+        } => Ok(node::run(NodeOptions {
+            dir: RegistryDir::new(dir),
+            index: validator,
+            db,
+            listen,
+            timing: Timing::default(),
+        })?),
+        RegistryCommand::Keygen { out } => {
+            let key = SoftwareKey::generate(&mut rand_core::OsRng);
+            let next = SoftwareKey::generate(&mut rand_core::OsRng);
+            let did = Did::from_inception(key.public_key(), &KeyCommitment::to(next.public_key()));
+            write_key(&out, &key, Some(did.key_url(1).to_string()))?;
+            write_key(
+                &next_key_path(&out),
+                &next,
+                Some(did.key_url(2).to_string()),
+            )?;
+            println!("{did}");
+            Ok(())
+        }
+        RegistryCommand::Tx(args) => runtime()?.block_on(tx(args)),
+        RegistryCommand::Resolve { node, did } => runtime()?.block_on(async move {
+            let did = Did::parse(&did)?;
+            let client = Client::new(&node)?;
+            let answer = client.did(did.as_str()).await?;
+            let header = verify_did_answer(&did, &answer)?;
+            println!("{}", serde_json::to_string_pretty(&answer["document"])?);
+            eprintln!(
+                "proof verified against public root {} of height {}",
+                hex::encode(header.public_root),
+                header.height
+            );
+            Ok(())
+        }),
+        RegistryCommand::Sync {
+            node,
+            genesis,
+            snapshot,
+        } => runtime()?.block_on(async move {
+            let text = std::fs::read_to_string(&genesis)
+                .with_context(|| format!("cannot read {}", genesis.display()))?;
+            let genesis = civis_core::chain::state::Genesis::from_json(&text)?;
+            let client = Client::new(&node)?;
+            let r = sync_snapshot(&client, &genesis, &snapshot).await?;
+            let age = now().saturating_sub(r.time).max(0);
+            println!(
+                "{} {}: height {}, state root {}, age {age} s, bundle {} bytes",
+                if r.from.is_some() {
+                    "updated"
+                } else {
+                    "created"
+                },
+                snapshot.display(),
+                r.height,
+                hex::encode(r.state_root),
+                r.bundle_bytes
+            );
+            Ok(())
+        }),
+    }
+}
+
+fn parse_grants(grants: &[String]) -> Result<ElementGrants> {
+    let mut out: ElementGrants = Vec::new();
+    for g in grants {
+        let [doc_type, ns, element] = g.splitn(3, '/').collect::<Vec<_>>()[..] else {
+            bail!("grant {g:?} is not docType/namespace/element");
+        };
+        let (doc_type, ns, element) = (doc_type.to_owned(), ns.to_owned(), element.to_owned());
+        let pos = match out.iter().position(|(d, _)| *d == doc_type) {
+            Some(p) => p,
+            None => {
+                out.push((doc_type, Vec::new()));
+                out.len() - 1
+            }
+        };
+        let Some((_, namespaces)) = out.get_mut(pos) else {
+            bail!("grant bookkeeping");
+        };
+        match namespaces.iter_mut().find(|(n, _)| *n == ns) {
+            Some((_, elements)) => elements.push(element),
+            None => namespaces.push((ns, vec![element])),
+        }
+    }
+    Ok(out)
+}
+
+fn json_to_cbor(v: &serde_json::Value) -> Result<ciborium::Value> {
+    Ok(match v {
+        serde_json::Value::Bool(b) => ciborium::Value::Bool(*b),
+        serde_json::Value::Number(n) => ciborium::Value::Integer(
+            n.as_i64()
+                .ok_or_else(|| anyhow!("only integers are supported, not {n}"))?
+                .into(),
+        ),
+        serde_json::Value::String(s) => ciborium::Value::Text(s.clone()),
+        other => bail!("unsupported requirement value {other}"),
+    })
+}
+
+async fn tx(args: TxArgs) -> Result<()> {
+    let (key, kid) = read_key(&args.key)?;
+    let client = Client::new(&args.node)?;
+    let health = client.health().await?;
+    let chain = health["chainId"]
+        .as_str()
+        .ok_or_else(|| anyhow!("node did not say its chain id"))?
+        .to_owned();
+    let next_path = next_key_path(&args.key);
+    let mut rotated: Option<(SoftwareKey, SoftwareKey)> = None;
+    let (signer, op) = match args.op {
+        TxOp::CreateDid => {
+            let (next, _) = read_key(&next_path)
+                .with_context(|| format!("create-did needs {}", next_path.display()))?;
+            let commitment = KeyCommitment::to(next.public_key());
+            let did = Did::from_inception(key.public_key(), &commitment);
+            (
+                did.key_url(1),
+                Op::CreateDid {
+                    key: key.public_key().clone(),
+                    next: commitment,
+                },
+            )
+        }
+        other => {
+            let kid = kid.ok_or_else(|| anyhow!("{} has no kid (DID URL)", args.key.display()))?;
+            let signer = DidUrl::parse(&kid)?;
+            let op = match other {
+                TxOp::CreateDid => unreachable!("handled above"),
+                TxOp::Rotate => {
+                    let (next, _) = read_key(&next_path)?;
+                    let after = SoftwareKey::generate(&mut rand_core::OsRng);
+                    let op = Op::RotateKey {
+                        key: next.public_key().clone(),
+                        next: KeyCommitment::to(after.public_key()),
+                    };
+                    rotated = Some((next, after));
+                    op
+                }
+                TxOp::Deactivate => Op::Deactivate,
+                TxOp::AccreditIssuer {
+                    issuer,
+                    doc_types,
+                    until,
+                } => Op::AccreditIssuer {
+                    issuer: Did::parse(&issuer)?,
+                    doc_types,
+                    until,
+                },
+                TxOp::RevokeIssuer { issuer } => Op::RevokeIssuer {
+                    issuer: Did::parse(&issuer)?,
+                },
+                TxOp::AccreditKiosk {
+                    kiosk,
+                    grants,
+                    purpose,
+                    not_before,
+                    not_after,
+                } => Op::AccreditKiosk {
+                    kiosk: Did::parse(&kiosk)?,
+                    grants: parse_grants(&grants)?,
+                    purpose,
+                    not_before,
+                    not_after,
+                },
+                TxOp::CreateStatusList { list, bits, size } => {
+                    Op::CreateStatusList { list, bits, size }
+                }
+                TxOp::StatusUpdate { list, set } => {
+                    let mut changes = Vec::new();
+                    for s in &set {
+                        let (i, v) = s
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("--set {s:?} is not INDEX=VALUE"))?;
+                        changes.push((i.parse()?, v.parse()?));
+                    }
+                    Op::UpdateStatus {
+                        list,
+                        delta: StatusDelta::from_changes(changes),
+                    }
+                }
+                TxOp::RegisterElection {
+                    id,
+                    require,
+                    opens,
+                    closes,
+                } => {
+                    let mut eligibility = Vec::new();
+                    for r in &require {
+                        let (k, v) = r
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("--require {r:?} is not element=value"))?;
+                        eligibility.push((k.to_owned(), json_to_cbor(&serde_json::from_str(v)?)?));
+                    }
+                    Op::RegisterElection {
+                        id,
+                        eligibility,
+                        opens,
+                        closes,
+                    }
+                }
+            };
+            (signer, op)
+        }
+    };
+    let seq = match (args.seq, &op) {
+        (Some(s), _) => s,
+        (None, Op::CreateDid { .. }) => 0,
+        (None, _) => client.did(signer.did.as_str()).await?["nextSeq"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("node did not say the next sequence number"))?,
+    };
+    let name = op.name();
+    let signed = SignedTx::sign(Tx { chain, seq, op }, signer.clone(), &key)?;
+    let id = client.submit(signed.bytes().to_vec()).await?;
+    if args.no_wait {
+        println!("{}", serde_json::json!({"id": id, "status": "pending"}));
+        return Ok(());
+    }
+    let outcome = client.wait(&id, Duration::from_secs(60)).await?;
+    println!("{outcome}");
+    if outcome["status"] != "included" {
+        bail!("{name} was not included");
+    }
+    if let Some((next, after)) = rotated {
+        // The chain moved to the committed key: the key files follow.
+        let index = signer
+            .fragment
+            .trim_start_matches("key-")
+            .parse::<u32>()
+            .unwrap_or(1);
+        let jwk = |k: &SoftwareKey, n: u32| {
+            civis_core::jwk::Jwk::from_private(k, Some(signer.did.key_url(n).to_string())).to_json()
+        };
+        write_atomic(&args.key, jwk(&next, index + 1).as_bytes())?;
+        write_atomic(&next_path, jwk(&after, index + 2).as_bytes())?;
+    }
+    if name == "create-did" {
+        eprintln!("{}", signer.did);
+    }
+    Ok(())
+}
