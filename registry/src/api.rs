@@ -72,6 +72,7 @@ pub fn router<S: Store + Send + Sync + 'static>(api: Arc<Api<S>>) -> Router {
             post(submit::<S>).layer(DefaultBodyLimit::max(MAX_TX_LEN)),
         )
         .route("/v1/transactions/{id}", get(transaction::<S>))
+        .route("/v1/blocks/{height}", get(block::<S>))
         .route("/v1/dids/{did}", get(did::<S>))
         .route("/v1/status-lists/{id}", get(status_list::<S>))
         .route("/v1/sync", get(sync::<S>))
@@ -141,6 +142,36 @@ async fn transaction<S: Store + Send + Sync + 'static>(
         Outcome::Included(h) => json!({"id": id, "status": "included", "height": h}),
         Outcome::Refused(why) => json!({"id": id, "status": "refused", "reason": why}),
     }))
+}
+
+async fn block<S: Store + Send + Sync + 'static>(
+    AxumState(api): AxumState<Arc<Api<S>>>,
+    Path(height): Path<u64>,
+) -> Result<Json<Value>, Error> {
+    let (block, finalization) = api
+        .ledger
+        .store()
+        .block(height)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no committed block at height {height}")))?;
+    let h = &block.header;
+    Ok(Json(json!({
+        "height": h.height,
+        "digest": hex32(&h.digest()),
+        "parent": hex32(&h.parent),
+        "time": h.time,
+        "epoch": h.epoch,
+        "stateRoot": hex32(&h.state_root()),
+        "kioskRoot": hex32(&h.kiosk_root),
+        "publicRoot": hex32(&h.public_root),
+        "transactions": block
+            .txs
+            .iter()
+            .map(|t| json!({"id": crate::mempool::TxId::of(t).to_string(), "cose": hex::encode(t.bytes())}))
+            .collect::<Vec<_>>(),
+        "header": hex::encode(civis_core::cbor::CborForm::to_vec(h)),
+        "finalization": finalization.map(hex::encode),
+    })))
 }
 
 async fn did<S: Store + Send + Sync + 'static>(

@@ -106,6 +106,11 @@ impl Client {
         json_or_error(self.get(&format!("/v1/dids/{did}")).await?).await
     }
 
+    /// `GET /v1/blocks/{height}`.
+    pub async fn block(&self, height: u64) -> Result<Value, Error> {
+        json_or_error(self.get(&format!("/v1/blocks/{height}")).await?).await
+    }
+
     /// `GET /v1/health`.
     pub async fn health(&self) -> Result<Value, Error> {
         json_or_error(self.get("/v1/health").await?).await

@@ -21,10 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// First p2p port `init` assigns (validator I gets `P2P_BASE + I`).
-pub const P2P_BASE: u16 = 7100;
-/// First HTTP port `init` assigns.
-pub const HTTP_BASE: u16 = 7200;
+/// Default first port `init` assigns: validator I gets p2p port `base + I` and HTTP port
+/// `base + 100 + I`.
+pub const PORT_BASE: u16 = 7100;
 
 /// Where each validator listens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,12 +137,13 @@ impl RegistryDir {
         serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
     }
 
-    /// Create a new registry: `validators` validator keys on loopback ports, one governance
+    /// Create a new registry: `validators` validator keys on loopback ports from `port_base`, one governance
     /// member (threshold 1), genesis at `time`. Refuses to touch an existing `genesis.json`.
     pub fn init(
         &self,
         chain_id: &str,
         validators: usize,
+        port_base: u16,
         time: i64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Genesis, Error> {
@@ -167,10 +167,14 @@ impl RegistryDir {
             let k = SoftwareKey::generate(rng);
             keys.push(k.public_key().clone());
             write_key(&self.validator_key(i), &k, Some(format!("validator-{i}")))?;
-            let port = |base: u16| base.saturating_add(u16::try_from(i).unwrap_or(0));
+            let port = |offset: u16| {
+                port_base
+                    .saturating_add(offset)
+                    .saturating_add(u16::try_from(i).unwrap_or(0))
+            };
             endpoints.push(Endpoint {
-                p2p: SocketAddr::from(([127, 0, 0, 1], port(P2P_BASE))),
-                http: SocketAddr::from(([127, 0, 0, 1], port(HTTP_BASE))),
+                p2p: SocketAddr::from(([127, 0, 0, 1], port(0))),
+                http: SocketAddr::from(([127, 0, 0, 1], port(100))),
             });
         }
         write_key(

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::files::{RegistryDir, read_key};
 use crate::ledger::Ledger;
 use crate::mempool::Limits;
-use crate::store::SqlStore;
+use crate::store::{FaultPoint, SqlStore};
 
 /// Largest p2p message: a full block plus framing.
 const MAX_MESSAGE: u32 = 20 * 1024 * 1024;
@@ -79,6 +79,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
     let index = opts.index;
     let timing = opts.timing;
     let chain_id = genesis.chain_id.clone();
+    let crash_at = crash_point()?;
 
     let cfg = cw_tokio::Config::new()
         .with_storage_directory(data.join("consensus"))
@@ -91,10 +92,13 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                 *r = Err(e);
             }
         };
-        let store = match SqlStore::connect(&db).await {
+        let mut store = match SqlStore::connect(&db).await {
             Ok(s) => s,
             Err(e) => return fail(e.into()),
         };
+        if let Some((point, height)) = crash_at {
+            store.crash_at(point, height);
+        }
         let ledger = match Ledger::open(genesis, store, Limits::default()).await {
             Ok(l) => l,
             Err(e) => return fail(e),
@@ -180,6 +184,21 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         Ok(()),
     );
     r
+}
+
+/// `CIVIS_CRASH_AT=POINT@HEIGHT` (crash tests only): abort the process at that point of that
+/// block's commit.
+fn crash_point() -> Result<Option<(FaultPoint, u64)>, Error> {
+    let Ok(spec) = std::env::var("CIVIS_CRASH_AT") else {
+        return Ok(None);
+    };
+    let (point, height) = spec
+        .split_once('@')
+        .ok_or_else(|| Error::Config("CIVIS_CRASH_AT is POINT@HEIGHT".into()))?;
+    let height = height
+        .parse()
+        .map_err(|_| Error::Config("CIVIS_CRASH_AT height is not a number".into()))?;
+    Ok(Some((point.parse()?, height)))
 }
 
 async fn shutdown() {

@@ -57,6 +57,27 @@ pub enum FaultPoint {
     AfterBlockRow,
     /// Inside it, after the state entries and before commit.
     BeforeCommit,
+    /// After the commit (the block is durable; the process has not yet moved on).
+    AfterCommit,
+}
+
+impl std::str::FromStr for FaultPoint {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "before-transaction" => Self::BeforeTransaction,
+            "after-block-row" => Self::AfterBlockRow,
+            "before-commit" => Self::BeforeCommit,
+            "after-commit" => Self::AfterCommit,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown fault point {other:?} (before-transaction, after-block-row, \
+                     before-commit, after-commit)"
+                )));
+            }
+        })
+    }
 }
 
 /// A finalized block with what it changed.
@@ -336,6 +357,7 @@ impl Store for MemoryStore {
 pub struct SqlStore {
     pool: AnyPool,
     fault: std::sync::Arc<Mutex<Option<FaultPoint>>>,
+    crash: Option<(FaultPoint, u64)>,
 }
 
 impl SqlStore {
@@ -367,6 +389,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             fault: std::sync::Arc::default(),
+            crash: None,
         })
     }
 
@@ -375,6 +398,28 @@ impl SqlStore {
         if let Ok(mut f) = self.fault.lock() {
             *f = Some(point);
         }
+    }
+
+    /// Crash-test hook: abort the whole process at `point` while committing `height`, as a power
+    /// cut would (used by the crash tests through `CIVIS_CRASH_AT`).
+    pub fn crash_at(&mut self, point: FaultPoint, height: u64) {
+        self.crash = Some((point, height));
+    }
+
+    fn reached(
+        &self,
+        fault: Option<FaultPoint>,
+        point: FaultPoint,
+        h: u64,
+    ) -> Result<(), StoreError> {
+        if self.crash == Some((point, h)) {
+            eprintln!("crash test: aborting at {point:?} of height {h}");
+            std::process::abort();
+        }
+        if fault == Some(point) {
+            return Err(StoreError::Injected(point));
+        }
+        Ok(())
     }
 
     /// Close the pool.
@@ -396,10 +441,8 @@ fn height_i64(h: u64) -> Result<i64, StoreError> {
 impl Store for SqlStore {
     async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let fault = self.fault.lock().ok().and_then(|mut f| f.take());
-        if fault == Some(FaultPoint::BeforeTransaction) {
-            return Err(StoreError::Injected(FaultPoint::BeforeTransaction));
-        }
         let h = c.block.header.height;
+        self.reached(fault, FaultPoint::BeforeTransaction, h)?;
         let digest = c.block.header.digest().to_vec();
         let mut tx = self.pool.begin().await?;
         let existing = sqlx::query("SELECT digest FROM blocks WHERE height = $1")
@@ -432,9 +475,7 @@ impl Store for SqlStore {
         .bind(c.finalization.clone())
         .execute(&mut *tx)
         .await?;
-        if fault == Some(FaultPoint::AfterBlockRow) {
-            return Err(StoreError::Injected(FaultPoint::AfterBlockRow));
-        }
+        self.reached(fault, FaultPoint::AfterBlockRow, h)?;
         for (tree, entries) in [(KIOSK, &c.kiosk), (PUBLIC, &c.public)] {
             for e in entries {
                 sqlx::query(
@@ -462,10 +503,9 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        if fault == Some(FaultPoint::BeforeCommit) {
-            return Err(StoreError::Injected(FaultPoint::BeforeCommit));
-        }
+        self.reached(fault, FaultPoint::BeforeCommit, h)?;
         tx.commit().await?;
+        self.reached(fault, FaultPoint::AfterCommit, h)?;
         Ok(())
     }
 

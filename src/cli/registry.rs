@@ -29,6 +29,9 @@ pub enum RegistryCommand {
         /// Chain id (also the consensus namespace).
         #[arg(long, default_value = "civis-local")]
         chain_id: String,
+        /// First port: validator I listens for p2p on BASE+I and HTTP on BASE+100+I.
+        #[arg(long, default_value_t = civis_registry::files::PORT_BASE)]
+        port_base: u16,
     },
     /// Run a validator until SIGINT/SIGTERM.
     Run {
@@ -214,9 +217,16 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             dir,
             validators,
             chain_id,
+            port_base,
         } => {
             let reg = RegistryDir::new(&dir);
-            let g = reg.init(&chain_id, validators, now(), &mut rand_core::OsRng)?;
+            let g = reg.init(
+                &chain_id,
+                validators,
+                port_base,
+                now(),
+                &mut rand_core::OsRng,
+            )?;
             println!(
                 "created {}: chain {:?}, {} validator(s), governance key {}",
                 dir.display(),

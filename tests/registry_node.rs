@@ -1,0 +1,205 @@
+//! The registry through real `civis registry` processes on loopback ports: one validator on
+//! SQLite (transactions, online resolution with proof, kiosk sync, hostile input, restart), and
+//! four validators with one on PostgreSQL (one down: finality continues; two down: it stops
+//! without divergence; back up: everyone catches up with equal state roots).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod registry_util;
+
+use std::time::Duration;
+
+use registry_util::{Cluster, civis, json_of};
+use serde_json::Value;
+
+#[test]
+fn one_validator_on_sqlite() {
+    let mut c = Cluster::init("single", 1, 17100);
+    c.start(0, None);
+    let node = c.url(0);
+    let dir = c.dir.clone();
+
+    // A DID, an accredited issuer, a status list with revocations.
+    let alice = dir.join("alice.jwk");
+    let did = civis(&["registry", "keygen", "--out", alice.to_str().unwrap()]);
+    assert!(did.status.success());
+    let did = String::from_utf8(did.stdout).unwrap().trim().to_owned();
+    assert!(did.starts_with("did:civis:"));
+    c.tx(&alice, &["create-did"]).expect("create-did");
+    let gov = dir.join("governance.jwk");
+    c.tx(
+        &gov,
+        &[
+            "accredit-issuer",
+            "--issuer",
+            &did,
+            "--doc-type",
+            "org.civis.citizen.1",
+            "--until",
+            "4000000000",
+        ],
+    )
+    .expect("accredit");
+    c.tx(
+        &alice,
+        &["create-status-list", "--list", "main", "--size", "20000"],
+    )
+    .expect("list");
+    c.tx(&alice, &["status-update", "--list", "main", "--set", "7=1"])
+        .expect("revoke 7");
+
+    // Online resolution checks the proof against the header's public root.
+    let out = civis(&["registry", "resolve", "--node", &node, &did]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["id"], did.as_str());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proof verified"));
+
+    // Kiosk sync: created, then a small delta; a foreign genesis is refused and changes nothing.
+    let snap = dir.join("kiosk.snapshot");
+    let genesis = dir.join("genesis.json");
+    let first = c.sync(&genesis, &snap).expect("first sync");
+    assert!(first.contains("created"), "{first}");
+    c.tx(&alice, &["status-update", "--list", "main", "--set", "8=1"])
+        .expect("revoke 8");
+    let second = c.sync(&genesis, &snap).expect("second sync");
+    assert!(second.contains("updated"), "{second}");
+    let before = std::fs::read(&snap).unwrap();
+    let other = Cluster::init("single-other", 1, 17150);
+    let refused = c.sync(&other.dir.join("genesis.json"), &snap);
+    assert!(
+        refused.is_err(),
+        "a snapshot of another genesis must be refused"
+    );
+    assert_eq!(
+        std::fs::read(&snap).unwrap(),
+        before,
+        "the old snapshot is kept"
+    );
+
+    // Hostile input: clear errors, nothing changes.
+    let block = c.block_with_transactions(0);
+    let replay = c.tx_bytes(0, &block);
+    let rt = registry_util::runtime();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |body: Vec<u8>| {
+            let http = http.clone();
+            let url = format!("{node}/v1/transactions");
+            async move {
+                let r = http.post(url).body(body).send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap())
+            }
+        };
+        let (s, v) = post(Vec::new()).await;
+        assert_eq!((s, v["error"].as_str()), (400, Some("malformed")));
+        let (s, v) = post(b"\xa1\x61".to_vec()).await;
+        assert_eq!((s, v["error"].as_str()), (400, Some("malformed")));
+        let (s, v) = post(vec![0x58; 600 * 1024]).await;
+        assert_eq!((s, v["error"].as_str()), (413, Some("too_large")));
+        // Replaying an included transaction: its sequence number is spent.
+        let (s, v) = post(replay.clone()).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("sequence number"),
+            "{v}"
+        );
+        // A forged signature.
+        let mut forged = replay;
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let (s, v) = post(forged).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(v["message"].as_str().unwrap().contains("signature"), "{v}");
+    });
+    // An unauthorized status update (bob is not the list's issuer) is dropped with its reason.
+    let bob = dir.join("bob.jwk");
+    let bob_did = civis(&["registry", "keygen", "--out", bob.to_str().unwrap()]);
+    let bob_did = String::from_utf8(bob_did.stdout).unwrap().trim().to_owned();
+    c.tx(&bob, &["create-did"]).expect("bob");
+    let err = c
+        .tx(&bob, &["status-update", "--list", "main", "--set", "9=1"])
+        .expect_err("bob may not update alice's list");
+    assert!(err.contains("refused"), "{err}");
+    let list = c.get(0, "/v1/status-lists/0");
+    let _ = bob_did;
+    assert_eq!(list["uri"], format!("{did}/status/main"));
+
+    // Restart: the validator resumes from SQLite at its last block and keeps going.
+    let height = c.health(0)["height"].as_u64().unwrap();
+    let digest = c.get(0, &format!("/v1/blocks/{height}"))["digest"].clone();
+    c.stop(0);
+    c.start(0, None);
+    let after = c.wait_height(0, height + 2);
+    assert!(after > height);
+    assert_eq!(c.get(0, &format!("/v1/blocks/{height}"))["digest"], digest);
+    let out = civis(&["registry", "resolve", "--node", &node, &did]);
+    assert!(out.status.success());
+    let third = c.sync(&genesis, &snap).expect("sync after restart");
+    assert!(third.contains("updated"), "{third}");
+}
+
+#[test]
+fn four_validators_one_on_postgres() {
+    let pg = std::env::var("CIVIS_TEST_POSTGRES_URL")
+        .expect("CIVIS_TEST_POSTGRES_URL: run ./scripts/test.sh, which starts PostgreSQL");
+    let db = registry_util::fresh_postgres(&pg, "civis_cluster");
+    let mut c = Cluster::init("cluster", 4, 17300);
+    for i in 0..3 {
+        c.start(i, None);
+    }
+    c.start(3, Some(&db));
+    c.wait_all(&[0, 1, 2, 3], 3);
+    let alice = c.dir.join("alice.jwk");
+    civis(&["registry", "keygen", "--out", alice.to_str().unwrap()]);
+    c.tx(&alice, &["create-did"]).expect("create-did");
+
+    // One down: three of four are a quorum.
+    c.kill(3);
+    let h = c.health(0)["height"].as_u64().unwrap();
+    c.wait_all(&[0, 1, 2], h + 3);
+    c.tx(
+        &alice,
+        &["create-status-list", "--list", "x", "--size", "100"],
+    )
+    .expect_err("alice is not accredited: refused, but finality works");
+
+    // Two down: no quorum, so no new blocks and no divergence.
+    c.kill(2);
+    std::thread::sleep(Duration::from_secs(3));
+    let stalled: Vec<u64> = [0, 1]
+        .iter()
+        .map(|&i| c.health(i)["height"].as_u64().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let later: Vec<u64> = [0, 1]
+        .iter()
+        .map(|&i| c.health(i)["height"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stalled, later, "two of four validators must not finalize");
+
+    // Back up: all catch up, with the same blocks everywhere.
+    c.start(2, None);
+    c.start(3, Some(&db));
+    let top = later.iter().max().copied().unwrap();
+    c.wait_all(&[0, 1, 2, 3], top + 3);
+    for height in 1..=top + 3 {
+        let digests: Vec<Value> = (0..4)
+            .map(|i| c.get(i, &format!("/v1/blocks/{height}"))["digest"].clone())
+            .collect();
+        assert!(
+            digests.iter().all(|d| *d == digests[0]),
+            "validators diverged at {height}: {digests:?}"
+        );
+    }
+    let _ = json_of;
+}
