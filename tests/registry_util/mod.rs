@@ -94,6 +94,16 @@ impl Cluster {
 
     /// Start validator `i` (SQLite unless `db`) and wait until its API answers.
     pub fn start(&mut self, i: usize, db: Option<&str>) {
+        self.spawn(i, db, None);
+        self.wait_up(i);
+    }
+
+    /// Start validator `i` with `CIVIS_CRASH_AT` set (it may die before its API answers).
+    pub fn start_crashing(&mut self, i: usize, db: Option<&str>, crash_at: &str) {
+        self.spawn(i, db, Some(crash_at));
+    }
+
+    fn spawn(&mut self, i: usize, db: Option<&str>, crash_at: Option<&str>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,7 +117,14 @@ impl Cluster {
         if let Some(db) = db {
             cmd.args(["--db", db]);
         }
+        if let Some(c) = crash_at {
+            cmd.env("CIVIS_CRASH_AT", c);
+        }
         self.procs[i] = Some(cmd.spawn().unwrap());
+    }
+
+    /// Wait until validator `i`'s API answers.
+    pub fn wait_up(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if self.try_get(i, "/v1/health").is_some() {
@@ -140,19 +157,24 @@ impl Cluster {
         }
     }
 
-    /// Whether validator `i`'s process has exited.
-    pub fn exited(&mut self, i: usize) -> bool {
-        match self.procs[i].as_mut() {
-            Some(c) => c.try_wait().unwrap().is_some(),
-            None => true,
+    /// Wait (up to `timeout`) for validator `i`'s process to exit by itself; whether it did.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.procs[i].as_mut().map(|c| c.try_wait().unwrap()) {
+                Some(Some(_)) | None => {
+                    self.procs[i] = None;
+                    return true;
+                }
+                Some(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
+        false
     }
 
-    /// Forget an exited process.
-    pub fn reap(&mut self, i: usize) {
-        if let Some(mut c) = self.procs[i].take() {
-            let _ = c.wait();
-        }
+    /// Validator `i`'s log.
+    pub fn log_of(&self, i: usize) -> String {
+        self.log(i)
     }
 
     fn try_get(&self, i: usize, path: &str) -> Option<Value> {
