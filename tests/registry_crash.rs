@@ -44,22 +44,29 @@ fn crash_cycle(name: &str, base: u16, db_for: impl Fn(&Cluster) -> String) {
     for (k, point) in POINTS.iter().enumerate() {
         let mut c = Cluster::init(&format!("{name}-{k}"), 1, base + k as u16 * 2);
         let db = db_for(&c);
-        let genesis = Genesis::from_json(
-            &std::fs::read_to_string(c.dir.join("genesis.json")).unwrap(),
-        )
-        .unwrap();
+        let genesis =
+            Genesis::from_json(&std::fs::read_to_string(c.dir.join("genesis.json")).unwrap())
+                .unwrap();
         c.start_crashing(0, Some(&db), &format!("{point}@{CRASH_HEIGHT}"));
         assert!(
             c.wait_exit(0, Duration::from_secs(60)),
             "the node did not crash at {point}"
         );
-        assert!(c.log_of(0).contains("crash test: aborting"), "{}", c.log_of(0));
+        assert!(
+            c.log_of(0).contains("crash test: aborting"),
+            "{}",
+            c.log_of(0)
+        );
         let expected = if *point == "after-commit" {
             CRASH_HEIGHT
         } else {
             CRASH_HEIGHT - 1
         };
-        assert_eq!(committed(&db, &genesis), expected, "{point}: last committed height");
+        assert_eq!(
+            committed(&db, &genesis),
+            expected,
+            "{point}: last committed height"
+        );
         c.start(0, Some(&db));
         c.wait_height(0, CRASH_HEIGHT + 3);
         c.stop(0);

@@ -361,7 +361,7 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
             let finalized = Arc::clone(&s.state);
             s.mempool
                 .pending(MAX_BLOCK_TXS.saturating_add(skip.len()), |d| {
-                    finalized.did(d).map_or(0, |r| r.seq)
+                    crate::mempool::expected_slot(&finalized, d)
                 })
                 .into_iter()
                 .filter(|t| !skip.contains(&TxId::of(t)))

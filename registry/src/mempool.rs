@@ -2,14 +2,15 @@
 //!
 //! Admission checks what can be checked against the finalized state without executing: the
 //! chain, the signer's current key, the signature and that the sequence number is not spent
-//! (a replay). Each `(signer DID, sequence number)` pair can hold one transaction, because only
+//! (a replay). Each signer has numbered slots — slot 0 for its create-did (which spends no
+//! sequence number), slot `seq + 1` for the rest — and a slot holds one transaction, because only
 //! one can ever be applied. The operation's own rules run when a block applies it; a refused
 //! transaction leaves the pool with its reason kept for `GET /v1/transactions/{id}`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use civis_core::chain::state::{Refused, State};
-use civis_core::chain::tx::SignedTx;
+use civis_core::chain::tx::{Op, SignedTx};
 use civis_core::did::Did;
 use sha2::{Digest, Sha256};
 
@@ -64,6 +65,19 @@ pub enum Outcome {
     Refused(String),
 }
 
+/// The signer's slot of `tx`.
+fn slot(tx: &SignedTx) -> u64 {
+    match tx.tx.op {
+        Op::CreateDid { .. } => 0,
+        _ => tx.tx.seq.saturating_add(1),
+    }
+}
+
+/// The next slot `state` expects from `did`.
+pub fn expected_slot(state: &State, did: &Did) -> u64 {
+    state.did(did).map_or(0, |r| r.seq.saturating_add(1))
+}
+
 /// How many outcomes are remembered.
 const OUTCOMES: usize = 100_000;
 
@@ -107,10 +121,11 @@ impl Mempool {
     /// The next free sequence number of `did` counting pending transactions, given the
     /// finalized one.
     pub fn next_seq(&self, did: &Did, finalized: u64) -> u64 {
+        // Slot s holds sequence number s - 1, so the last slot is the next free number.
         self.by_signer
             .get(did)
             .and_then(|m| m.last_key_value())
-            .map_or(finalized, |(seq, _)| (seq + 1).max(finalized))
+            .map_or(finalized, |(last, _)| (*last).max(finalized))
     }
 
     /// Admit `tx` against the finalized `state`.
@@ -118,19 +133,32 @@ impl Mempool {
         let id = TxId::of(&tx);
         let did = tx.signer.did.clone();
         let seq = tx.tx.seq;
-        if let Some(existing) = self.by_signer.get(&did).and_then(|m| m.get(&seq)) {
-            return if existing.1 == id {
-                Ok(id)
-            } else {
-                Err(Error::Conflict(format!(
-                    "{did} already has a pending transaction with sequence number {seq}"
-                )))
-            };
+        let slot = slot(&tx);
+        let existing = self
+            .by_signer
+            .get(&did)
+            .and_then(|m| m.get(&slot))
+            .map(|e| e.1);
+        if existing == Some(id) {
+            return Ok(id);
         }
-        state.admit(&tx).map_err(Error::Refused)?;
-        let expected = state.did(&did).map_or(0, |r| r.seq);
-        if seq >= expected.saturating_add(self.limits.max_per_signer as u64) {
-            return Err(Error::Refused(Refused::BadSequence { got: seq, expected }));
+        match state.admit(&tx) {
+            Ok(()) => {}
+            // The signer's create-did is pending here: check against the key it registers.
+            Err(Refused::UnknownSigner(_)) if slot > 0 => self.admit_after_pending_create(&tx)?,
+            Err(r) => return Err(Error::Refused(r)),
+        }
+        if existing.is_some() {
+            return Err(Error::Conflict(format!(
+                "{did} already has a pending transaction with sequence number {seq}"
+            )));
+        }
+        let expected = expected_slot(state, &did);
+        if slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
+            return Err(Error::Refused(Refused::BadSequence {
+                got: seq,
+                expected: expected.saturating_sub(1),
+            }));
         }
         let size = tx.bytes().len();
         if self.order.len() >= self.limits.max_txs
@@ -149,18 +177,37 @@ impl Mempool {
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        mine.insert(seq, (arrival, id, tx));
-        self.order.insert(arrival, (did, seq));
+        mine.insert(slot, (arrival, id, tx));
+        self.order.insert(arrival, (did, slot));
         self.bytes += size;
         self.record(id, Outcome::Pending);
         Ok(id)
     }
 
+    fn admit_after_pending_create(&self, tx: &SignedTx) -> Result<(), Error> {
+        let Some((_, _, create)) = self.by_signer.get(&tx.signer.did).and_then(|m| m.get(&0))
+        else {
+            return Err(Error::Refused(Refused::UnknownSigner(
+                tx.signer.did.to_string(),
+            )));
+        };
+        let Op::CreateDid { key, .. } = &create.tx.op else {
+            return Err(Error::Refused(Refused::UnknownSigner(
+                tx.signer.did.to_string(),
+            )));
+        };
+        if tx.signer != tx.signer.did.key_url(1) {
+            return Err(Error::Refused(Refused::StaleKey(tx.signer.to_string())));
+        }
+        tx.verify(key)
+            .map_err(|_| Error::Refused(Refused::BadSignature))
+    }
+
     /// Up to `max` pending transactions that can apply in order: oldest first, and of each signer
-    /// only the run of consecutive sequence numbers starting at `next_seq(signer)` (a signer
+    /// only the run of consecutive slots starting at `next_slot(signer)` (a signer
     /// takes the arrival slots of its transactions in sequence order). Transactions behind a gap
     /// wait and cannot crowd out others.
-    pub fn pending(&self, max: usize, next_seq: impl Fn(&Did) -> u64) -> Vec<SignedTx> {
+    pub fn pending(&self, max: usize, next_slot: impl Fn(&Did) -> u64) -> Vec<SignedTx> {
         let mut runs: HashMap<&Did, std::vec::IntoIter<&SignedTx>> = HashMap::new();
         let mut out = Vec::new();
         for (did, _) in self.order.values() {
@@ -171,10 +218,10 @@ impl Mempool {
                 continue;
             };
             let run = runs.entry(did).or_insert_with(|| {
-                let mut expected = next_seq(did);
+                let mut expected = next_slot(did);
                 let mut run = Vec::new();
-                for (seq, (_, _, tx)) in txs.range(expected..) {
-                    if *seq != expected {
+                for (slot, (_, _, tx)) in txs.range(expected..) {
+                    if *slot != expected {
                         break;
                     }
                     run.push(tx);
@@ -189,9 +236,9 @@ impl Mempool {
         out
     }
 
-    fn remove(&mut self, did: &Did, seq: u64) -> Option<TxId> {
+    fn remove(&mut self, did: &Did, slot: u64) -> Option<TxId> {
         let mine = self.by_signer.get_mut(did)?;
-        let (arrival, id, tx) = mine.remove(&seq)?;
+        let (arrival, id, tx) = mine.remove(&slot)?;
         if mine.is_empty() {
             self.by_signer.remove(did);
         }
@@ -206,7 +253,7 @@ impl Mempool {
         if matches!(why, Refused::BadSequence { got, expected } if got > expected) {
             return;
         }
-        if let Some(id) = self.remove(&tx.signer.did, tx.tx.seq) {
+        if let Some(id) = self.remove(&tx.signer.did, slot(tx)) {
             self.record(id, Outcome::Refused(why.to_string()));
         }
     }
@@ -215,24 +262,24 @@ impl Mempool {
     /// included and what it made stale.
     pub fn finalized(&mut self, height: u64, txs: &[SignedTx], state: &State) {
         for tx in txs {
-            self.remove(&tx.signer.did, tx.tx.seq);
+            self.remove(&tx.signer.did, slot(tx));
             self.record(TxId::of(tx), Outcome::Included(height));
         }
         let signers: Vec<Did> = txs.iter().map(|t| t.signer.did.clone()).collect();
         for did in signers {
-            let next = state.did(&did).map_or(0, |r| r.seq);
+            let next = expected_slot(state, &did);
             let stale: Vec<u64> = self
                 .by_signer
                 .get(&did)
                 .map(|m| m.range(..next).map(|(s, _)| *s).collect())
                 .unwrap_or_default();
-            for seq in stale {
-                if let Some(id) = self.remove(&did, seq) {
+            for slot in stale {
+                if let Some(id) = self.remove(&did, slot) {
                     self.record(
                         id,
-                        Outcome::Refused(format!(
-                            "sequence number {seq} was used by another transaction"
-                        )),
+                        Outcome::Refused(
+                            "its sequence number was used by another transaction".into(),
+                        ),
                     );
                 }
             }
@@ -248,15 +295,14 @@ impl Mempool {
             .range(..horizon)
             .map(|(_, k)| k.clone())
             .collect();
-        for (did, seq) in old {
-            let expected = state.did(&did).map_or(0, |r| r.seq);
-            if seq > expected {
-                if let Some(id) = self.remove(&did, seq) {
+        for (did, slot) in old {
+            if slot > expected_slot(state, &did) {
+                if let Some(id) = self.remove(&did, slot) {
                     self.record(
                         id,
-                        Outcome::Refused(format!(
-                            "sequence number {seq} waited too long for {expected}"
-                        )),
+                        Outcome::Refused(
+                            "waited too long for an earlier sequence number that never came".into(),
+                        ),
                     );
                 }
             }

@@ -237,7 +237,7 @@ pub struct MemoryStore {
     fault: Mutex<Option<FaultPoint>>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct MemoryInner {
     blocks: BTreeMap<u64, StoredBlock>,
     entries: BTreeMap<(i16, Hash), Entry>,
@@ -267,33 +267,35 @@ impl Store for MemoryStore {
         if fault == Some(FaultPoint::BeforeTransaction) {
             return Err(StoreError::Injected(FaultPoint::BeforeTransaction));
         }
-        let mut guard = self.inner.lock().map_err(poisoned)?;
-        // Work on a copy: the "transaction" becomes visible only on success.
-        let mut tx = guard.clone();
+        let mut g = self.inner.lock().map_err(poisoned)?;
         let h = c.block.header.height;
-        if let Some((existing, _)) = tx.blocks.get(&h) {
+        if let Some((existing, _)) = g.blocks.get(&h) {
             return if existing.header.digest() == c.block.header.digest() {
                 Ok(())
             } else {
                 Err(StoreError::Conflict(h))
             };
         }
-        let have = tx.blocks.keys().next_back().copied().unwrap_or(0);
+        let have = g.blocks.keys().next_back().copied().unwrap_or(0);
         if h != have.saturating_add(1) {
             return Err(StoreError::Gap { have, got: h });
         }
-        tx.blocks
-            .insert(h, (c.block.clone(), c.finalization.clone()));
-        if fault == Some(FaultPoint::AfterBlockRow) {
-            return Err(StoreError::Injected(FaultPoint::AfterBlockRow));
+        // The "transaction" is applied under the lock only after every fault point has passed,
+        // so an injected failure leaves nothing behind, as a rolled-back SQL transaction would.
+        for point in [FaultPoint::AfterBlockRow, FaultPoint::BeforeCommit] {
+            if fault == Some(point) {
+                return Err(StoreError::Injected(point));
+            }
         }
+        g.blocks
+            .insert(h, (c.block.clone(), c.finalization.clone()));
         for (tree, entries) in [(KIOSK, &c.kiosk), (PUBLIC, &c.public)] {
             for e in entries {
-                tx.entries
+                g.entries
                     .insert((tree, smt::key_path(&e.tag, &e.key)), e.clone());
             }
         }
-        tx.kiosk_history.insert(
+        g.kiosk_history.insert(
             h,
             c.kiosk
                 .iter()
@@ -301,10 +303,10 @@ impl Store for MemoryStore {
                 .map(|(e, old)| (e.tag.clone(), e.key.clone(), old.clone()))
                 .collect(),
         );
-        if fault == Some(FaultPoint::BeforeCommit) {
-            return Err(StoreError::Injected(FaultPoint::BeforeCommit));
+        drop(g);
+        if fault == Some(FaultPoint::AfterCommit) {
+            return Err(StoreError::Injected(FaultPoint::AfterCommit));
         }
-        *guard = tx;
         Ok(())
     }
 

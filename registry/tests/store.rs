@@ -198,6 +198,23 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
     let (blk, fin) = restarted.block(5).await.unwrap().unwrap();
     assert_eq!(blk.header, chain[4].0.block.header);
     assert_eq!(fin, Some(vec![4u8; 8]));
+    let (certified, fin) = restarted.latest_certified().await.unwrap().unwrap();
+    assert_eq!((certified.header.height, fin), (5, vec![4u8; 8]));
+    // Undoing the kiosk writes above a height rebuilds that height's kiosk tree exactly.
+    for base in 0..5 {
+        let mut tree = chain[4].1.kiosk_tree().clone();
+        let undo = restarted.kiosk_undo(base as u64).await.unwrap();
+        assert!(undo.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+        for (_, (t, k, old)) in undo {
+            tree.restore_entry(&t, &k, old);
+        }
+        let want = if base == 0 {
+            State::genesis(&g).unwrap().kiosk_root()
+        } else {
+            chain[base - 1].1.kiosk_root()
+        };
+        assert_eq!(tree.root(), want, "kiosk tree at height {base}");
+    }
 }
 
 #[tokio::test]
@@ -205,33 +222,7 @@ async fn memory_store_keeps_the_contract() {
     // The twin's "restart" is a new handle on the same memory: it has no process to lose.
     let store = std::sync::Arc::new(MemoryStore::default());
     let shared = store.clone();
-    contract(
-        ArcStore(store),
-        async || ArcStore(shared.clone()),
-        |s, p| s.0.inject(p),
-    )
-    .await;
-}
-
-/// `Store` for a shared memory store.
-struct ArcStore(std::sync::Arc<MemoryStore>);
-
-impl Store for ArcStore {
-    async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
-        self.0.commit(c).await
-    }
-    async fn height(&self) -> Result<u64, StoreError> {
-        self.0.height().await
-    }
-    async fn block(
-        &self,
-        h: u64,
-    ) -> Result<Option<civis_registry::store::StoredBlock>, StoreError> {
-        self.0.block(h).await
-    }
-    async fn resume(&self, g: &Genesis) -> Result<civis_registry::store::Resumed, StoreError> {
-        self.0.resume(g).await
-    }
+    contract(store, async || shared.clone(), |s, p| s.inject(p)).await;
 }
 
 #[tokio::test]

@@ -1,0 +1,199 @@
+//! The ledger without consensus: blocks proposed and finalized through the `Application` trait
+//! on the in-memory store, certificates made by the validators' keys. Sync bundles served to a
+//! kiosk stay the same size however many empty blocks pass.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::sync::Arc;
+
+use civis_core::chain::light::KioskSnapshot;
+use civis_core::chain::tx::Op;
+use civis_core::status::StatusDelta;
+use civis_registry::ledger::{Application, Ledger};
+use civis_registry::mempool::{Limits, Outcome};
+use civis_registry::store::MemoryStore;
+
+use common::{Holder, certify, genesis, governance, validator};
+
+const CHAIN: &str = "civis-ledger";
+const T0: i64 = 1_780_000_000;
+
+struct Harness {
+    ledger: Ledger<Arc<MemoryStore>>,
+    keys: Vec<civis_core::crypto::SoftwareKey>,
+    time: i64,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let ledger = Ledger::open(genesis(CHAIN, 4, T0), Arc::default(), Limits::default())
+            .await
+            .unwrap();
+        Self {
+            ledger,
+            keys: (0..4).map(validator).collect(),
+            time: T0,
+        }
+    }
+
+    /// Propose on the head and finalize; `certified` attaches a certificate by three of four.
+    async fn block(&mut self, certified: bool) -> u64 {
+        self.time += 1;
+        let (head, _) = self.ledger.head();
+        let b = self.ledger.propose(&head.digest(), &[], self.time).unwrap();
+        let fin = certified.then(|| certify(CHAIN, &self.keys, &b.header, &[0, 1, 3]));
+        let h = b.header.height;
+        self.ledger.finalized(b, fin).await.unwrap();
+        h
+    }
+
+    async fn bundle(&self, since: Option<u64>) -> Vec<u8> {
+        self.ledger.sync_bundle(since).await.unwrap().encode()
+    }
+}
+
+#[tokio::test]
+async fn delta_bundles_do_not_grow_with_empty_blocks() {
+    let mut h = Harness::new().await;
+    let mut gov = governance();
+    let mut issuer = Holder::new("issuer");
+    h.ledger.submit(issuer.create(CHAIN).bytes()).unwrap();
+    let accredit = gov.sign(
+        CHAIN,
+        Op::AccreditIssuer {
+            issuer: issuer.did.clone(),
+            doc_types: vec!["org.civis.citizen.1".into()],
+            until: T0 + 10_000_000,
+        },
+    );
+    h.ledger.submit(accredit.bytes()).unwrap();
+    let list = issuer.sign(
+        CHAIN,
+        Op::CreateStatusList {
+            list: "main".into(),
+            bits: 1,
+            size: 100_000,
+        },
+    );
+    h.ledger.submit(list.bytes()).unwrap();
+    h.block(true).await;
+    assert!(h.ledger.head().1.did(&issuer.did).is_some());
+
+    // The kiosk syncs cold, then the issuer revokes 20 entries.
+    let genesis = genesis(CHAIN, 4, T0);
+    let mut kiosk = KioskSnapshot::from_genesis(&genesis).unwrap();
+    let cold = civis_core::chain::light::SyncBundle::decode(&h.bundle(None).await).unwrap();
+    kiosk.apply(&cold).unwrap();
+    let base = kiosk.header().height;
+    let revoke = issuer.sign(
+        CHAIN,
+        Op::UpdateStatus {
+            list: "main".into(),
+            delta: StatusDelta::from_changes((0..20).map(|i| (i * 4_999, 1)).collect()),
+        },
+    );
+    let id = h.ledger.submit(revoke.bytes()).unwrap();
+    h.block(false).await;
+    assert!(matches!(h.ledger.outcome(&id), Some(Outcome::Included(_))));
+
+    // Ten empty blocks, then ten thousand: the bundle from `base` stays the same size.
+    for _ in 0..9 {
+        h.block(false).await;
+    }
+    h.block(true).await;
+    let near = h.bundle(Some(base)).await;
+    for _ in 0..9_999 {
+        h.block(false).await;
+    }
+    let last = h.block(true).await;
+    let far = h.bundle(Some(base)).await;
+    assert!(
+        far.len().abs_diff(near.len()) <= 16,
+        "delta bundle grew from {} to {} bytes over 10,000 empty blocks",
+        near.len(),
+        far.len()
+    );
+    assert!(far.len() < 1024, "20 status changes: {} bytes", far.len());
+    let bundle = civis_core::chain::light::SyncBundle::decode(&far).unwrap();
+    kiosk.apply(&bundle).unwrap();
+    assert_eq!(kiosk.header().height, last);
+    let snapshot = kiosk.trust_snapshot();
+    let uri = civis_core::chain::state::status_uri(&issuer.did, "main");
+    let list = &snapshot.status_lists[&uri];
+    assert_eq!(list.get(4_999), Some(1));
+    assert_eq!(list.get(5_000), Some(0));
+}
+
+#[tokio::test]
+async fn a_sync_needs_a_certified_block_and_refuses_heights_above_it() {
+    let mut h = Harness::new().await;
+    assert!(
+        h.ledger.sync_bundle(None).await.is_err(),
+        "nothing certified yet"
+    );
+    h.block(false).await;
+    assert!(h.ledger.sync_bundle(None).await.is_err());
+    let c = h.block(true).await;
+    h.block(false).await;
+    let b = h.ledger.sync_bundle(None).await.unwrap();
+    assert_eq!(
+        b.header.height, c,
+        "bundles carry the latest directly certified header"
+    );
+    assert!(h.ledger.sync_bundle(Some(c + 1)).await.is_err());
+}
+
+#[tokio::test]
+async fn mempool_admission_refuses_replays_forgeries_and_conflicts() {
+    let mut h = Harness::new().await;
+    let mut issuer = Holder::new("issuer");
+    let create = issuer.create(CHAIN);
+    h.ledger.submit(create.bytes()).unwrap();
+    // The same bytes again: the same id, no duplicate.
+    assert_eq!(
+        h.ledger.submit(create.bytes()).unwrap(),
+        h.ledger.submit(create.bytes()).unwrap()
+    );
+    assert_eq!(h.ledger.mempool_size().0, 1);
+    h.block(true).await;
+    let err = h.ledger.submit(create.bytes()).unwrap_err();
+    assert!(err.to_string().contains("exists"), "{err}");
+
+    let a = issuer.sign(CHAIN, Op::Deactivate);
+    issuer.seq -= 1;
+    let b = issuer.sign(
+        CHAIN,
+        Op::CreateStatusList {
+            list: "x".into(),
+            bits: 1,
+            size: 8,
+        },
+    );
+    h.ledger.submit(a.bytes()).unwrap();
+    let err = h.ledger.submit(b.bytes()).unwrap_err();
+    assert!(err.to_string().contains("already has a pending"), "{err}");
+
+    // A signature by another key under the issuer's kid.
+    let mut forged = a.bytes().to_vec();
+    let n = forged.len();
+    forged[n - 5] ^= 0x40;
+    let err = h.ledger.submit(&forged).unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+
+    // Garbage and truncations never panic and say what is wrong.
+    for cut in [0, 1, 7, a.bytes().len() / 2, a.bytes().len() - 1] {
+        let err = h.ledger.submit(&a.bytes()[..cut]).unwrap_err();
+        assert!(err.to_string().contains("malformed"), "{err}");
+    }
+    // A sequence number far ahead is refused rather than parked.
+    issuer.seq = 5_000;
+    let far = issuer.sign(CHAIN, Op::Deactivate);
+    let err = h.ledger.submit(far.bytes()).unwrap_err();
+    assert!(err.to_string().contains("sequence number"), "{err}");
+}
