@@ -149,6 +149,42 @@ async fn same_history(stores: &[Arc<MemoryStore>]) -> u64 {
     common
 }
 
+/// The engine's own finalization certificates verify with `civis_core::chain::cert` alone, from
+/// the genesis validator set. With `CIVIS_BLESS=1` the first one is written as the golden vector
+/// `specs/vectors/chain/finalization.json` that core's tests pin.
+async fn check_real_certificate(store: &MemoryStore) {
+    use civis_core::cbor::CborForm as _;
+    use civis_core::chain::cert::{Finalization, ValidatorSet};
+    let (block, fin) = store
+        .latest_certified()
+        .await
+        .unwrap()
+        .expect("a certified block");
+    let g = genesis(CHAIN, N, T0);
+    let set = ValidatorSet::new(CHAIN.as_bytes(), g.validators.clone()).unwrap();
+    let decoded = Finalization::decode(&fin).unwrap();
+    assert_eq!(decoded.proposal.payload, block.header.digest());
+    decoded.verify(&set).unwrap();
+    assert_eq!(
+        decoded.encode(),
+        fin,
+        "core re-encodes commonware's bytes exactly"
+    );
+    if std::env::var_os("CIVIS_BLESS").is_some() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../specs/vectors/chain/finalization.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let v = serde_json::json!({
+            "description": "A finalization certificate made by commonware simplex 2026.10.0 (secp256r1 scheme) in the deterministic 4-validator simulation (registry/tests/simulation.rs, seed 7), over a Civis block header.",
+            "namespace": CHAIN,
+            "validators": g.validators.iter().map(|k| hex::encode(k.compressed())).collect::<Vec<_>>(),
+            "header": hex::encode(block.header.to_vec()),
+            "finalization": hex::encode(&fin),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    }
+}
+
 #[test]
 fn four_validators_finalize_partition_heal_and_crash_recover() {
     let _ = tracing_subscriber::fmt()
@@ -219,6 +255,7 @@ fn four_validators_finalize_partition_heal_and_crash_recover() {
             assert!(state.did(&gov.did).unwrap().seq == 1);
         }
         same_history(&stores).await;
+        check_real_certificate(&stores[0]).await;
 
         // A 2/2 partition: no side has a quorum (3 of 4), so nothing finalizes.
         let (left, right) = peers.split_at(2);
