@@ -9,6 +9,8 @@
 //! - [`status`]: IETF Token Status Lists and their deltas.
 //! - [`apdu`]: ISO 7816-4 APDUs.
 //! - [`verify`]: the offline verification engine and its verdicts.
+//! - `ssi_did` (feature `ssi`): a `did:civis` resolver for the `ssi` crate, from a verified
+//!   kiosk snapshot (the one async trait impl in core; it does no I/O).
 #![forbid(unsafe_code)]
 
 pub mod apdu;
@@ -21,6 +23,8 @@ pub mod error;
 pub mod jwk;
 pub mod mdoc;
 pub mod session;
+#[cfg(feature = "ssi")]
+pub mod ssi_did;
 pub mod status;
 pub mod timestamp;
 pub mod verify;

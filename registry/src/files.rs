@@ -129,6 +129,13 @@ impl RegistryDir {
         Genesis::from_json(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
     }
 
+    /// Replace `network.json` (e.g. to move validators to other ports).
+    pub fn set_network(&self, network: &Network) -> Result<(), Error> {
+        let text =
+            serde_json::to_string_pretty(network).map_err(|e| Error::Config(e.to_string()))?;
+        write_atomic(&self.network_path(), text.as_bytes())
+    }
+
     /// Read `network.json`.
     pub fn network(&self) -> Result<Network, Error> {
         let p = self.network_path();

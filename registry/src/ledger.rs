@@ -83,6 +83,9 @@ struct Shared {
 }
 
 struct Inner<S> {
+    /// Held while a block is committed and the head moves, and while a sync bundle reads the
+    /// store and the head, so a bundle never sees a committed block the head does not yet have.
+    commit: futures::lock::Mutex<()>,
     genesis: Genesis,
     genesis_block: Block,
     store: S,
@@ -130,6 +133,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
         let resumed = store.resume(&genesis).await?;
         Ok(Self {
             inner: Arc::new(Inner {
+                commit: futures::lock::Mutex::new(()),
                 genesis,
                 genesis_block,
                 store,
@@ -227,25 +231,22 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
     /// The sync bundle for a kiosk at `since` (`None`: a first sync): the latest directly
     /// finalized header with its certificate and the kiosk-tree changes up to it.
     pub async fn sync_bundle(&self, since: Option<u64>) -> Result<SyncBundle, Error> {
-        let (head, state) = self.head();
+        let guard = self.inner.commit.lock().await;
         let Some((block, fin)) = self.inner.store.latest_certified().await? else {
             return Err(Error::NotFound(
                 "no certified block yet; retry once the chain has finalized one".into(),
             ));
         };
+        let (_, state) = self.head();
         let at = block.header.height;
-        if since.is_some_and(|h| h > at) {
+        if let Some(h) = since.filter(|h| *h > at) {
             return Err(Error::NotFound(format!(
-                "height {} is above the latest certified height {at}",
-                since.unwrap_or_default()
+                "height {h} is above the latest certified height {at}"
             )));
         }
         // Both trees come from one undo list read once: writes above `at`, then above `since`.
-        let undo = self
-            .inner
-            .store
-            .kiosk_undo(since.unwrap_or(0).min(at))
-            .await?;
+        let undo = self.inner.store.kiosk_undo(since.unwrap_or(at)).await?;
+        drop(guard);
         let mut current = state.kiosk_tree().clone();
         let mut i = 0;
         while let Some((h, (t, k, old))) = undo.get(i) {
@@ -255,7 +256,6 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
             current.restore_entry(t, k, old.clone());
             i += 1;
         }
-        debug_assert!(head.height >= at);
         if current.root() != block.header.kiosk_root {
             return Err(Error::Store(crate::store::StoreError::Corrupt(format!(
                 "kiosk tree at height {at} does not match its header"
@@ -428,6 +428,7 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
             })?),
         };
         let commit = Commit::new(b.clone(), finalization, &before, &after);
+        let _guard = self.inner.commit.lock().await;
         self.inner.store.commit(&commit).await?;
         let mut s = self.lock();
         let height = b.header.height;

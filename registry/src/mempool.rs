@@ -40,7 +40,8 @@ pub struct Limits {
     pub max_txs: usize,
     /// Most pending bytes.
     pub max_bytes: usize,
-    /// Most pending transactions of one signer.
+    /// How far past the signer's next sequence number a transaction may be; so also the most
+    /// pending transactions of one signer.
     pub max_per_signer: usize,
 }
 
@@ -169,12 +170,6 @@ impl Mempool {
             ));
         }
         let mine = self.by_signer.entry(did.clone()).or_default();
-        if mine.len() >= self.limits.max_per_signer {
-            return Err(Error::Busy(format!(
-                "{did} has {} pending transactions; wait for some to finalize",
-                mine.len()
-            )));
-        }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
         mine.insert(slot, (arrival, id, tx));

@@ -40,6 +40,10 @@ pub struct NodeOptions {
     pub listen: Option<SocketAddr>,
     /// Consensus timing.
     pub timing: Timing,
+    /// Stop when notified (besides SIGINT/SIGTERM); for embedding the node in another program.
+    pub stop: Option<Arc<tokio::sync::Notify>>,
+    /// Print nothing on start and stop.
+    pub quiet: bool,
 }
 
 /// Run until SIGINT/SIGTERM. Blocks the calling thread (commonware owns the runtime).
@@ -80,6 +84,8 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
     let timing = opts.timing;
     let chain_id = genesis.chain_id.clone();
     let crash_at = crash_point()?;
+    let stop = opts.stop.clone();
+    let quiet = opts.quiet;
 
     let cfg = cw_tokio::Config::new()
         .with_storage_directory(data.join("consensus"))
@@ -169,15 +175,27 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
             Ok(l) => l,
             Err(e) => return fail(Error::Config(format!("HTTP listen on {listen}: {e}"))),
         };
-        eprintln!(
-            "validator {index}: HTTP on http://{listen}, p2p on {}",
-            endpoint.p2p
-        );
-        let server = axum::serve(listener, api::router(api)).with_graceful_shutdown(shutdown());
+        if !quiet {
+            eprintln!(
+                "validator {index}: HTTP on http://{listen}, p2p on {}",
+                endpoint.p2p
+            );
+        }
+        let server = axum::serve(listener, api::router(api)).with_graceful_shutdown(async move {
+            match stop {
+                Some(n) => tokio::select! {
+                    _ = shutdown() => {}
+                    _ = n.notified() => {}
+                },
+                None => shutdown().await,
+            }
+        });
         if let Err(e) = server.await {
             fail(Error::Io(e));
         }
-        eprintln!("validator {index}: stopping");
+        if !quiet {
+            eprintln!("validator {index}: stopping");
+        }
     });
     let r = std::mem::replace(
         &mut *outcome.lock().map_err(|_| Error::Config("lock".into()))?,
@@ -198,7 +216,7 @@ fn crash_point() -> Result<Option<(FaultPoint, u64)>, Error> {
     let height = height
         .parse()
         .map_err(|_| Error::Config("CIVIS_CRASH_AT height is not a number".into()))?;
-    Ok(Some((point.parse()?, height)))
+    Ok(Some((point.parse().map_err(Error::Config)?, height)))
 }
 
 async fn shutdown() {

@@ -62,19 +62,19 @@ pub enum FaultPoint {
 }
 
 impl std::str::FromStr for FaultPoint {
-    type Err = StoreError;
+    type Err = String;
 
-    fn from_str(s: &str) -> Result<Self, StoreError> {
+    fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
             "before-transaction" => Self::BeforeTransaction,
             "after-block-row" => Self::AfterBlockRow,
             "before-commit" => Self::BeforeCommit,
             "after-commit" => Self::AfterCommit,
             other => {
-                return Err(StoreError::Corrupt(format!(
+                return Err(format!(
                     "unknown fault point {other:?} (before-transaction, after-block-row, \
                      before-commit, after-commit)"
-                )));
+                ));
             }
         })
     }
@@ -97,17 +97,24 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// The commit for `block`, given the state before and after it.
+    /// The commit for `block`, given the state before it and the state `block::build` or
+    /// `block::execute` produced from it (whose trees record the paths the block wrote).
     pub fn new(block: Block, finalization: Option<Vec<u8>>, before: &State, after: &State) -> Self {
-        let kiosk = after.kiosk_tree().changed_since(before.kiosk_tree());
-        let kiosk_before = kiosk
-            .iter()
-            .map(|e| before.kiosk_tree().get(&e.tag, &e.key).map(<[u8]>::to_vec))
+        let (kiosk, kiosk_before) = after
+            .kiosk_tree()
+            .touched_since(before.kiosk_tree())
+            .into_iter()
+            .unzip();
+        let public = after
+            .public_tree()
+            .touched_since(before.public_tree())
+            .into_iter()
+            .map(|(e, _)| e)
             .collect();
         Self {
             kiosk,
             kiosk_before,
-            public: after.public_tree().changed_since(before.public_tree()),
+            public,
             block,
             finalization,
         }

@@ -1,27 +1,36 @@
-//! `civis demo`: the life of a citizen credential, in-process, printed step by step.
+//! `civis demo`: the life of a citizen credential, printed step by step, on the embedded
+//! defaults: a one-validator registry chain (commonware consensus, SQLite) started in this
+//! process on free loopback ports, its HTTP API, and a kiosk that syncs the registry state and
+//! verifies offline.
 //!
-//! Today it covers what civis-core provides: a did:civis issuer, minting onto a device key,
-//! a kiosk request and session transcript, selective disclosure, offline verification against a
-//! trust snapshot, and the refusals (revoked, tampered, stale registry state, clone).
-//! The registry chain and the card over PC/SC join it as their issues land.
+//! It covers: a did:civis issuer registered and accredited on chain, a status list, minting onto
+//! a device key, a kiosk request and session transcript, selective disclosure, offline
+//! verification against the synced snapshot, revocation through the chain and a delta sync, and
+//! the refusals (revoked, tampered, clone, stale registry state). The card over PC/SC joins it
+//! with its issue.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ciborium::Value;
 use civis_core::Timestamp;
 use civis_core::cbor::{CborForm, Tagged};
+use civis_core::chain::light::KioskSnapshot;
+use civis_core::chain::state::status_uri;
+use civis_core::chain::tx::{Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
-use civis_core::did::{DidDocument, KeyCommitment};
+use civis_core::did::{DidDocument, DidUrl, KeyCommitment};
 use civis_core::mdoc::citizen::{self, CitizenRecord};
 use civis_core::mdoc::{
     self, DeviceEngagement, DeviceNameSpaces, DeviceRequest, DeviceResponse, DocRequest, Document,
     IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript, StatusRef, TDate, ValidityInfo,
 };
-use civis_core::status::{Bits, Status, StatusList};
-use civis_core::verify::{
-    Accreditation, Policy, Presentation, TrustSnapshot, Verdict, verify_presentation,
-};
+use civis_core::status::{Status, StatusDelta};
+use civis_core::verify::{Policy, Presentation, TrustSnapshot, Verdict, verify_presentation};
+use civis_registry::client::{Client, sync_snapshot, verify_did_answer};
+use civis_registry::consensus::engine::Timing;
+use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir, read_key};
+use civis_registry::node::{self, NodeOptions};
 use clap::Args;
 use rand_core::OsRng;
 
@@ -66,29 +75,222 @@ pub fn run(args: &DemoArgs) -> i32 {
     }
 }
 
-fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
+type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// A one-validator registry in a temporary directory, running on a background thread.
+struct Registry {
+    dir: std::path::PathBuf,
+    client: Client,
+    chain: String,
+    gov_key: SoftwareKey,
+    gov_kid: DidUrl,
+    gov_seq: u64,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Registry {
+    async fn start() -> DemoResult<Self> {
+        let dir = std::env::temp_dir().join(format!("civis-demo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let reg = RegistryDir::new(&dir);
+        let genesis = reg.init("civis-demo", 1, PORT_BASE, now_secs(), &mut OsRng)?;
+        // Free ports rather than the defaults, so the demo runs beside anything else.
+        let endpoint = Endpoint {
+            p2p: std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            http: std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        };
+        reg.set_network(&Network {
+            validators: vec![endpoint.clone()],
+        })?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let opts = NodeOptions {
+            dir: reg.clone(),
+            index: 0,
+            db: None,
+            listen: None,
+            timing: Timing::default(),
+            stop: Some(Arc::clone(&stop)),
+            quiet: true,
+        };
+        let thread = std::thread::spawn(move || {
+            if let Err(e) = node::run(opts) {
+                eprintln!("registry node failed: {e}");
+            }
+        });
+        let client = Client::new(&format!("http://{}", endpoint.http))?;
+        let mut up = false;
+        for _ in 0..200 {
+            if client
+                .health()
+                .await
+                .is_ok_and(|h| h["height"].as_u64() >= Some(1))
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if !up {
+            return Err("the registry node did not start".into());
+        }
+        let (gov_key, kid) = read_key(&reg.governance_key())?;
+        let gov_kid = DidUrl::parse(&kid.ok_or("governance key has no kid")?)?;
+        Ok(Self {
+            dir,
+            client,
+            chain: genesis.chain_id,
+            gov_key,
+            gov_kid,
+            gov_seq: 0,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sign, submit and wait for finality; prints the block height.
+    async fn tx(&self, signer: &DidUrl, key: &SoftwareKey, seq: u64, op: Op) -> DemoResult<()> {
+        let name = op.name();
+        let tx = SignedTx::sign(
+            Tx {
+                chain: self.chain.clone(),
+                seq,
+                op,
+            },
+            signer.clone(),
+            key,
+        )?;
+        let id = self.client.submit(tx.bytes().to_vec()).await?;
+        let out = self
+            .client
+            .wait(&id, std::time::Duration::from_secs(30))
+            .await?;
+        if out["status"] != "included" {
+            return Err(format!("{name} was not included: {out}").into());
+        }
+        println!(
+            "    {name:<18} tx {}…  final in block {}",
+            id.get(..12).unwrap_or(&id),
+            out["height"]
+        );
+        Ok(())
+    }
+
+    async fn governance(&mut self, op: Op) -> DemoResult<()> {
+        let (kid, key) = (self.gov_kid.clone(), self.gov_key.clone());
+        self.tx(&kid, &key, self.gov_seq, op).await?;
+        self.gov_seq += 1;
+        Ok(())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn demo(args: &DemoArgs) -> DemoResult<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(demo_async(args))
+}
+
+async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     let mut rng = OsRng;
-    // The demo's clock: a fixed day, so the output reads the same every run.
-    let now = Timestamp::parse_rfc3339("2026-06-01T12:00:00Z")?;
+    let now = Timestamp(now_secs());
+
+    step(
+        0,
+        "A registry chain starts: one validator (commonware simplex + marshal), SQLite, HTTP API",
+    );
+    let mut registry = Registry::start().await?;
+    let health = registry.client.health().await?;
+    println!(
+        "    chain {}   height {}   state root {}…",
+        health["chainId"],
+        health["height"],
+        health["stateRoot"]
+            .as_str()
+            .unwrap_or_default()
+            .get(..16)
+            .unwrap_or_default()
+    );
 
     step(
         1,
-        "The Civil Registry creates its issuer identity (did:civis, with a pre-rotation commitment)",
+        "The Civil Registry registers its issuer identity on chain (did:civis, pre-rotation)",
     );
     let issuer_key = SoftwareKey::generate(&mut rng);
     let next_key = SoftwareKey::generate(&mut rng);
-    let doc = DidDocument::inception(
-        issuer_key.public_key(),
-        &KeyCommitment::to(next_key.public_key()),
-    );
-    let kid = doc.id.key_url(1).to_string();
+    let commitment = KeyCommitment::to(next_key.public_key());
+    let doc = DidDocument::inception(issuer_key.public_key(), &commitment);
+    let kid = doc.id.key_url(1);
     println!("    issuer DID      {}", doc.id);
-    println!("    signing key     {kid}");
+    registry
+        .tx(
+            &kid,
+            &issuer_key,
+            0,
+            Op::CreateDid {
+                key: issuer_key.public_key().clone(),
+                next: commitment,
+            },
+        )
+        .await?;
+    let answer = registry.client.did(doc.id.as_str()).await?;
+    let header = verify_did_answer(&doc.id, &answer)?;
+    println!(
+        "    resolved online with a Merkle proof against the state of block {}",
+        header.height
+    );
 
     step(
         2,
+        "Governance accredits it for citizen credentials; it opens a revocation list",
+    );
+    registry
+        .governance(Op::AccreditIssuer {
+            issuer: doc.id.clone(),
+            doc_types: vec![citizen::DOC_TYPE.into()],
+            until: now.0 + 365 * 86_400,
+        })
+        .await?;
+    let list_name = "citizen-2026";
+    registry
+        .tx(
+            &kid,
+            &issuer_key,
+            0,
+            Op::CreateStatusList {
+                list: list_name.into(),
+                bits: 2,
+                size: 1024,
+            },
+        )
+        .await?;
+    let status_uri = status_uri(&doc.id, list_name);
+
+    step(
+        3,
         "A citizen card generates its device key; the registry mints a citizen credential onto it",
     );
+    let kid = kid.to_string();
     let card_key = SoftwareKey::generate(&mut rng);
     let record = CitizenRecord {
         family_name: "Jansen".into(),
@@ -103,15 +305,14 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
         portrait: None,
     };
     let name_spaces = record.to_name_spaces("2026-01-01")?;
-    let status_uri = format!("{}/status/1", doc.id);
     let params = IssueParams {
         doc_type: citizen::DOC_TYPE,
         name_spaces: &name_spaces,
         device_key: card_key.public_key(),
         validity: ValidityInfo {
-            signed: TDate::new(Timestamp::parse_rfc3339("2026-01-01T00:00:00Z")?),
-            valid_from: TDate::new(Timestamp::parse_rfc3339("2026-01-01T00:00:00Z")?),
-            valid_until: TDate::new(Timestamp::parse_rfc3339("2031-01-01T00:00:00Z")?),
+            signed: TDate::new(now.plus_secs(-60)),
+            valid_from: TDate::new(now.plus_secs(-60)),
+            valid_until: TDate::new(now.plus_secs(5 * 365 * 86_400)),
             expected_update: None,
         },
         status: Some(StatusRef {
@@ -134,7 +335,26 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
     );
 
     step(
-        3,
+        4,
+        "A kiosk syncs the registry state it will verify against offline (certified checkpoint)",
+    );
+    let genesis = RegistryDir::new(&registry.dir).genesis()?;
+    let snapshot_file = registry.dir.join("kiosk.snapshot");
+    let synced = sync_snapshot(&registry.client, &genesis, &snapshot_file).await?;
+    println!(
+        "    cold sync: {} bytes, certified height {}, state root {}…",
+        synced.bundle_bytes,
+        synced.height,
+        hex::encode(synced.state_root).get(..16).unwrap_or_default()
+    );
+    let kiosk_trust = |path: &std::path::Path| -> DemoResult<TrustSnapshot> {
+        let snap = KioskSnapshot::decode(&genesis, &std::fs::read(path)?)?;
+        Ok(snap.trust_snapshot())
+    };
+    let snapshot = kiosk_trust(&snapshot_file)?;
+
+    step(
+        5,
         "A kiosk asks for three elements; the card discloses only those and signs the session",
     );
     let reader_key = SoftwareKey::generate(&mut rng);
@@ -189,25 +409,9 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
     }
 
     step(
-        4,
-        "The kiosk verifies offline against the registry state it synced an hour ago",
+        6,
+        "The kiosk verifies offline against the registry state it synced",
     );
-    let mut list = StatusList::new(Bits::new(2)?, 1024)?;
-    let mut lists = BTreeMap::new();
-    lists.insert(status_uri.clone(), list.clone());
-    let snapshot = TrustSnapshot {
-        anchors: vec![mdoc::TrustAnchor::DidKey {
-            kid: kid.clone(),
-            key: issuer_key.public_key().clone(),
-        }],
-        accreditations: Some(vec![Accreditation {
-            issuer: doc.id.to_string(),
-            doc_types: vec![citizen::DOC_TYPE.into()],
-            valid_until: Timestamp::parse_rfc3339("2030-01-01T00:00:00Z")?,
-        }]),
-        status_lists: lists,
-        as_of: Some(now.plus_secs(-3600)),
-    };
     let policy = Policy::default();
     let check = |bytes: &[u8], snap: &TrustSnapshot| {
         let p = Presentation {
@@ -216,7 +420,7 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
             reader_key: None,
             request: Some(&request),
         };
-        verify_presentation(&p, snap, &policy, now)
+        verify_presentation(&p, snap, &policy, Timestamp(now_secs()))
     };
     let started = Instant::now();
     let verdict = check(&response, &snapshot);
@@ -226,15 +430,31 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
     let accepted = matches!(verdict, Verdict::Accept(_));
 
     step(
-        5,
-        "The registry revokes the credential; the kiosk's next snapshot carries the new list",
+        7,
+        "The issuer revokes the credential on chain; the kiosk's delta sync carries it",
     );
-    list.set(7, Status::Invalid.value())?;
-    let mut revoked = snapshot.clone();
-    revoked.status_lists.insert(status_uri.clone(), list);
+    registry
+        .tx(
+            &doc.id.key_url(1),
+            &issuer_key,
+            1,
+            Op::UpdateStatus {
+                list: list_name.into(),
+                delta: StatusDelta::from_changes(vec![(7, Status::Invalid.value())]),
+            },
+        )
+        .await?;
+    let delta = sync_snapshot(&registry.client, &genesis, &snapshot_file).await?;
+    println!(
+        "    delta sync: {} bytes, height {} -> {}",
+        delta.bundle_bytes,
+        delta.from.unwrap_or_default(),
+        delta.height
+    );
+    let revoked = kiosk_trust(&snapshot_file)?;
     println!("    {}", show(&check(&response, &revoked)));
 
-    step(6, "Someone edits a disclosed value in transit");
+    step(8, "Someone edits a disclosed value in transit");
     let mut tampered = response.clone();
     if let Some(b) = tampered
         .windows(7)
@@ -246,28 +466,26 @@ fn demo(args: &DemoArgs) -> Result<(), civis_core::Error> {
     println!("    {}", show(&check(&tampered, &snapshot)));
 
     step(
-        7,
+        9,
         "The credential is copied onto another card with a different key (a clone)",
     );
     let clone_key = SoftwareKey::generate(&mut rng);
     println!("    {}", show(&check(&present(&clone_key)?, &snapshot)));
 
     step(
-        8,
+        10,
         "A kiosk that has been offline for three days cannot vouch for current registry state",
     );
     let mut stale = snapshot.clone();
-    stale.as_of = Some(now.plus_secs(-3 * 24 * 3600));
+    stale.as_of = stale.as_of.map(|t| t.plus_secs(-3 * 24 * 3600));
     println!("    {}", show(&check(&response, &stale)));
 
+    drop(registry);
     println!();
     if accepted {
         println!("demo complete: one accept, and every refusal for the right reason.");
         Ok(())
     } else {
-        Err(civis_core::Error::invalid(
-            "demo",
-            "the honest presentation was not accepted",
-        ))
+        Err("the honest presentation was not accepted".into())
     }
 }

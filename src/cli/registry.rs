@@ -247,6 +247,8 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             db,
             listen,
             timing: Timing::default(),
+            stop: None,
+            quiet: false,
         })?),
         RegistryCommand::Keygen { out } => {
             let key = SoftwareKey::generate(&mut rand_core::OsRng);

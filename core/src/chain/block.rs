@@ -224,6 +224,7 @@ pub fn build(parent_state: &State, parent: &Header, pending: Vec<SignedTx>, time
     // Room for the header and CBOR framing.
     const BUDGET: usize = MAX_BLOCK_LEN - 64 * 1024;
     let mut state = parent_state.clone();
+    state.clear_touched();
     let time = time.max(parent.time);
     let mut txs = Vec::new();
     let mut refused = Vec::new();
@@ -285,6 +286,7 @@ pub fn execute(parent_state: &State, parent: &Header, block: &Block) -> Result<S
         return Err(BlockError::Mismatch("tx_root"));
     }
     let mut state = parent_state.clone();
+    state.clear_touched();
     for (index, tx) in block.txs.iter().enumerate() {
         state
             .apply(tx, h.time)

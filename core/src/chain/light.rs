@@ -527,6 +527,7 @@ impl KioskSnapshot {
             }
         }
         self.lists.extend(new_lists);
+        self.tree.clear_touched();
         self.header = header.clone();
         self.validators = set;
         self.epoch = epoch;

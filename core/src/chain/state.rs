@@ -112,6 +112,9 @@ pub struct Entry {
 pub struct Tree {
     smt: SparseMerkleTree,
     values: BTreeMap<Hash, Entry>,
+    /// Paths written since the last [`Tree::clear_touched`]: what a block changed, found without
+    /// comparing whole trees.
+    touched: std::collections::BTreeSet<Hash>,
 }
 
 impl Tree {
@@ -142,6 +145,7 @@ impl Tree {
 
     /// Set the entry at a precomputed path; returns the entry it replaced.
     pub(crate) fn put_at(&mut self, path: Hash, entry: Entry) -> Option<Entry> {
+        self.touched.insert(path);
         self.smt.insert(path, smt::value_hash(&entry.value));
         self.values.insert(path, entry)
     }
@@ -159,6 +163,7 @@ impl Tree {
 
     /// Remove the entry at `path` (to undo an insertion).
     pub(crate) fn remove_at(&mut self, path: &Hash) {
+        self.touched.insert(*path);
         self.smt.remove(path);
         self.values.remove(path);
     }
@@ -177,6 +182,7 @@ impl Tree {
         Self {
             smt: SparseMerkleTree::from_sorted_leaves(&leaves),
             values,
+            touched: std::collections::BTreeSet::new(),
         }
     }
 
@@ -197,6 +203,26 @@ impl Tree {
             .iter()
             .filter(|(path, e)| older.values.get(*path).is_none_or(|o| o.value != e.value))
             .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Forget the record of written paths (the start of a block).
+    pub fn clear_touched(&mut self) {
+        self.touched.clear();
+    }
+
+    /// Entries written since [`Tree::clear_touched`] whose value differs from `older`'s, each
+    /// with the value it replaced: the same as [`Tree::changed_since`] when `self` is `older`
+    /// plus those writes, at the cost of the writes rather than of the trees.
+    pub fn touched_since(&self, older: &Tree) -> Vec<(Entry, Option<Vec<u8>>)> {
+        self.touched
+            .iter()
+            .filter_map(|path| {
+                let e = self.values.get(path)?;
+                let old = older.values.get(path);
+                (old.is_none_or(|o| o.value != e.value))
+                    .then(|| (e.clone(), old.map(|o| o.value.clone())))
+            })
             .collect()
     }
 
@@ -457,6 +483,12 @@ impl State {
     /// The status list at `uri`.
     pub fn status_list(&self, uri: &str) -> Option<&StatusList> {
         self.lists.get(uri).map(|(_, l)| l)
+    }
+
+    /// Start recording the writes of a block (see [`Tree::touched_since`]).
+    pub fn clear_touched(&mut self) {
+        self.kiosk.clear_touched();
+        self.public.clear_touched();
     }
 
     /// Every status list: URI, metadata and content, by URI.
