@@ -138,7 +138,7 @@ fn credential(issuer: &Did) -> JsonCredential {
     .unwrap()
 }
 
-async fn sign(cred: JsonCredential, key: &SoftwareKey, kid: &str) -> ssi::claims::jws::JwsVec {
+async fn sign(cred: JsonCredential, key: &SoftwareKey, kid: &str) -> ssi::claims::jws::JwsBuf {
     JwsPayload::sign(&JoseVc(cred), &ssi_jwk(key, kid))
         .await
         .unwrap()

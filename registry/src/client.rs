@@ -17,6 +17,11 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// `v[key]`, or null.
+pub fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
 async fn json_or_error(resp: reqwest::Response) -> Result<Value, Error> {
     let status = resp.status();
     let body: Value = resp
@@ -26,8 +31,11 @@ async fn json_or_error(resp: reqwest::Response) -> Result<Value, Error> {
     if status.is_success() {
         return Ok(body);
     }
-    let message = body["message"].as_str().unwrap_or("no message").to_owned();
-    Err(match body["error"].as_str() {
+    let message = field(&body, "message")
+        .as_str()
+        .unwrap_or("no message")
+        .to_owned();
+    Err(match field(&body, "error").as_str() {
         Some("not_found") => Error::NotFound(message),
         Some("conflict") => Error::Conflict(message),
         Some("busy") => Error::Busy(message),
@@ -73,7 +81,7 @@ impl Client {
             .await
             .map_err(|e| Error::Io(std::io::Error::other(format!("{}: {e}", self.base))))?;
         let v = json_or_error(resp).await?;
-        v["id"]
+        field(&v, "id")
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| Error::Malformed("no id in the answer".into()))
@@ -89,7 +97,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let v = self.transaction(id).await?;
-            if v["status"] != "pending" {
+            if field(&v, "status") != "pending" {
                 return Ok(v);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -203,21 +211,23 @@ pub fn verify_did_answer(
             .try_into()
             .map_err(|_| Error::Malformed(format!("{what} is not 32 bytes")))
     };
-    let header =
-        civis_core::chain::block::Header::from_slice(&hex_field(&answer["header"], "header")?)?;
-    let record = hex_field(&answer["proof"]["record"], "record")?;
-    let merkle = &answer["proof"]["merkle"];
-    let siblings = merkle["siblings"]
+    let header = civis_core::chain::block::Header::from_slice(&hex_field(
+        field(answer, "header"),
+        "header",
+    )?)?;
+    let record = hex_field(field(field(answer, "proof"), "record"), "record")?;
+    let merkle = field(field(answer, "proof"), "merkle");
+    let siblings = field(merkle, "siblings")
         .as_array()
         .ok_or_else(|| Error::Malformed("no siblings".into()))?
         .iter()
         .map(|s| hash(s, "sibling"))
         .collect::<Result<Vec<_>, _>>()?;
-    let leaf = match &merkle["leaf"] {
+    let leaf = match field(merkle, "leaf") {
         Value::Null => None,
         l => Some((
-            hash(&l["path"], "leaf path")?,
-            hash(&l["valueHash"], "leaf value")?,
+            hash(field(l, "path"), "leaf path")?,
+            hash(field(l, "valueHash"), "leaf value")?,
         )),
     };
     let proof = smt::Proof { siblings, leaf };

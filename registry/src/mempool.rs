@@ -213,16 +213,13 @@ impl Mempool {
                 continue;
             };
             let run = runs.entry(did).or_insert_with(|| {
-                let mut expected = next_slot(did);
-                let mut run = Vec::new();
-                for (slot, (_, _, tx)) in txs.range(expected..) {
-                    if *slot != expected {
-                        break;
-                    }
-                    run.push(tx);
-                    expected += 1;
-                }
-                run.into_iter()
+                let first = next_slot(did);
+                txs.range(first..)
+                    .zip(first..)
+                    .take_while(|((slot, _), expected)| **slot == *expected)
+                    .map(|((_, (_, _, tx)), _)| tx)
+                    .collect::<Vec<_>>()
+                    .into_iter()
             });
             if let Some(tx) = run.next() {
                 out.push(tx.clone());

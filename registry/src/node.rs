@@ -197,11 +197,10 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
             eprintln!("validator {index}: stopping");
         }
     });
-    let r = std::mem::replace(
+    std::mem::replace(
         &mut *outcome.lock().map_err(|_| Error::Config("lock".into()))?,
         Ok(()),
-    );
-    r
+    )
 }
 
 /// `CIVIS_CRASH_AT=POINT@HEIGHT` (crash tests only): abort the process at that point of that

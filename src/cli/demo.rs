@@ -27,7 +27,7 @@ use civis_core::mdoc::{
 };
 use civis_core::status::{Status, StatusDelta};
 use civis_core::verify::{Policy, Presentation, TrustSnapshot, Verdict, verify_presentation};
-use civis_registry::client::{Client, sync_snapshot, verify_did_answer};
+use civis_registry::client::{Client, field, sync_snapshot, verify_did_answer};
 use civis_registry::consensus::engine::Timing;
 use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir, read_key};
 use civis_registry::node::{self, NodeOptions};
@@ -130,7 +130,7 @@ impl Registry {
             if client
                 .health()
                 .await
-                .is_ok_and(|h| h["height"].as_u64() >= Some(1))
+                .is_ok_and(|h| field(&h, "height").as_u64() >= Some(1))
             {
                 up = true;
                 break;
@@ -171,13 +171,13 @@ impl Registry {
             .client
             .wait(&id, std::time::Duration::from_secs(30))
             .await?;
-        if out["status"] != "included" {
+        if field(&out, "status") != "included" {
             return Err(format!("{name} was not included: {out}").into());
         }
         println!(
             "    {name:<18} tx {}…  final in block {}",
             id.get(..12).unwrap_or(&id),
-            out["height"]
+            field(&out, "height")
         );
         Ok(())
     }
@@ -223,9 +223,9 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     let health = registry.client.health().await?;
     println!(
         "    chain {}   height {}   state root {}…",
-        health["chainId"],
-        health["height"],
-        health["stateRoot"]
+        field(&health, "chainId"),
+        field(&health, "height"),
+        field(&health, "stateRoot")
             .as_str()
             .unwrap_or_default()
             .get(..16)

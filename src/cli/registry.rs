@@ -9,7 +9,7 @@ use civis_core::chain::tx::{ElementGrants, Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, DidUrl, KeyCommitment};
 use civis_core::status::StatusDelta;
-use civis_registry::client::{Client, sync_snapshot, verify_did_answer};
+use civis_registry::client::{Client, field, sync_snapshot, verify_did_answer};
 use civis_registry::consensus::engine::Timing;
 use civis_registry::files::{RegistryDir, read_key, write_atomic, write_key};
 use civis_registry::node::{self, NodeOptions};
@@ -269,7 +269,10 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             let client = Client::new(&node)?;
             let answer = client.did(did.as_str()).await?;
             let header = verify_did_answer(&did, &answer)?;
-            println!("{}", serde_json::to_string_pretty(&answer["document"])?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(field(&answer, "document"))?
+            );
             eprintln!(
                 "proof verified against public root {} of height {}",
                 hex::encode(header.public_root),
@@ -347,7 +350,7 @@ async fn tx(args: TxArgs) -> Result<()> {
     let (key, kid) = read_key(&args.key)?;
     let client = Client::new(&args.node)?;
     let health = client.health().await?;
-    let chain = health["chainId"]
+    let chain = field(&health, "chainId")
         .as_str()
         .ok_or_else(|| anyhow!("node did not say its chain id"))?
         .to_owned();
@@ -451,7 +454,7 @@ async fn tx(args: TxArgs) -> Result<()> {
     let seq = match (args.seq, &op) {
         (Some(s), _) => s,
         (None, Op::CreateDid { .. }) => 0,
-        (None, _) => client.did(signer.did.as_str()).await?["nextSeq"]
+        (None, _) => field(&client.did(signer.did.as_str()).await?, "nextSeq")
             .as_u64()
             .ok_or_else(|| anyhow!("node did not say the next sequence number"))?,
     };
@@ -464,7 +467,7 @@ async fn tx(args: TxArgs) -> Result<()> {
     }
     let outcome = client.wait(&id, Duration::from_secs(60)).await?;
     println!("{outcome}");
-    if outcome["status"] != "included" {
+    if field(&outcome, "status") != "included" {
         bail!("{name} was not included");
     }
     if let Some((next, after)) = rotated {
