@@ -223,7 +223,19 @@ fn creation_refusals() {
         &bob.keys[0],
     )
     .unwrap();
-    assert!(matches!(w.refused(&seq), Refused::BadSequence { .. }));
+    assert!(matches!(
+        w.refused(&seq),
+        Refused::Invalid {
+            op: "create-did",
+            ..
+        }
+    ));
+    // Forged bytes reach no other refusal: the signature is checked first.
+    let mut forged = seq.bytes().to_vec();
+    let n = forged.len();
+    forged[n - 3] ^= 1;
+    let forged = SignedTx::decode(&forged).unwrap();
+    assert_eq!(w.refused(&forged), Refused::BadSignature);
     // An unknown signer for anything else.
     assert!(matches!(
         w.refused(&bob.sign(Op::Deactivate)),
