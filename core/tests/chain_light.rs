@@ -23,7 +23,6 @@ use civis_core::mdoc::{
 use civis_core::status::StatusDelta;
 use civis_core::verify::{Policy, Presentation, RejectReason, Verdict, verify_presentation};
 use civis_core::{Timestamp, mdoc::citizen};
-use p256::ecdsa::Signature;
 use sha2::Digest;
 
 const CHAIN: &str = "civis-light";
@@ -92,13 +91,6 @@ struct Chain {
     gov: Vec<Actor>,
 }
 
-fn low_s(sig: [u8; 64]) -> [u8; 64] {
-    let s = Signature::from_slice(&sig).unwrap();
-    let mut out = [0u8; 64];
-    out.copy_from_slice(&s.normalize_s().unwrap_or(s).to_bytes());
-    out
-}
-
 /// A finalization of `header` signed in `epoch` by the validators at `who` (sorted-set indexes).
 fn certify(keys: &[SoftwareKey], epoch: u64, header: &Header, who: &[usize]) -> Vec<u8> {
     let set = ValidatorSet::new(
@@ -106,31 +98,21 @@ fn certify(keys: &[SoftwareKey], epoch: u64, header: &Header, who: &[usize]) -> 
         keys.iter().map(|k| k.public_key().clone()).collect(),
     )
     .unwrap();
+    let signers: Vec<&SoftwareKey> = who
+        .iter()
+        .map(|&i| {
+            keys.iter()
+                .find(|k| k.public_key() == &set.keys()[i])
+                .unwrap()
+        })
+        .collect();
     let proposal = Proposal {
         epoch,
         view: header.height + 1000,
         parent_view: header.height + 999,
         payload: header.digest(),
     };
-    let msg = set.finalize_message(&proposal);
-    let signatures = who
-        .iter()
-        .map(|&i| {
-            low_s(
-                keys.iter()
-                    .find(|k| k.public_key() == &set.keys()[i])
-                    .unwrap()
-                    .sign_es256(&msg),
-            )
-        })
-        .collect();
-    Finalization {
-        proposal,
-        signers: who.to_vec(),
-        signatures,
-        bit_len: set.len() as u64,
-    }
-    .encode()
+    set.certify(proposal, &signers).unwrap().encode()
 }
 
 impl Chain {

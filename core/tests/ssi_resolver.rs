@@ -11,7 +11,7 @@
 )]
 
 use civis_core::chain::block;
-use civis_core::chain::cert::{Finalization, Proposal, ValidatorSet};
+use civis_core::chain::cert::{Proposal, ValidatorSet};
 use civis_core::chain::light::{KioskSnapshot, SyncBundle};
 use civis_core::chain::state::{Genesis, State};
 use civis_core::chain::tx::{Op, SignedTx, Tx};
@@ -97,17 +97,7 @@ fn snapshot() -> (KioskSnapshot, Issuer, Issuer) {
         parent_view: 0,
         payload: built.block.header.digest(),
     };
-    let sig = validator.sign_es256(&set.finalize_message(&proposal));
-    let s = p256::ecdsa::Signature::from_slice(&sig).unwrap();
-    let mut low = [0u8; 64];
-    low.copy_from_slice(&s.normalize_s().unwrap_or(s).to_bytes());
-    let fin = Finalization {
-        proposal,
-        signers: vec![0],
-        signatures: vec![low],
-        bit_len: 1,
-    }
-    .encode();
+    let fin = set.certify(proposal, &[&validator]).unwrap().encode();
     let bundle = SyncBundle::build(
         built.block.header.clone(),
         fin,

@@ -11,7 +11,7 @@
 
 use p256::ecdsa::Signature;
 
-use crate::crypto::EcPublicKey;
+use crate::crypto::{EcPublicKey, SoftwareKey};
 use crate::error::{Error, Result};
 
 /// Suffix commonware appends to the chain namespace for finalize votes.
@@ -97,6 +97,39 @@ impl ValidatorSet {
     pub fn quorum(&self) -> usize {
         let n = self.keys.len();
         n.saturating_sub(n.saturating_sub(1) / 3)
+    }
+
+    /// Certify `proposal` with the validators' own software keys (test networks and tools): one
+    /// low-S signature per key, in signer-index order. Refuses a key outside the set or twice.
+    pub fn certify(&self, proposal: Proposal, keys: &[&SoftwareKey]) -> Result<Finalization> {
+        const W: &str = "certify";
+        let msg = self.finalize_message(&proposal);
+        let mut signed = keys
+            .iter()
+            .map(|k| {
+                let index = self
+                    .keys
+                    .iter()
+                    .position(|v| v == k.public_key())
+                    .ok_or_else(|| Error::invalid(W, "a key is not in the validator set"))?;
+                let raw = k.sign_es256(&msg);
+                let sig = Signature::from_slice(&raw)
+                    .map_err(|_| Error::invalid(W, "signature out of range"))?;
+                let mut low = [0u8; 64];
+                low.copy_from_slice(&sig.normalize_s().unwrap_or(sig).to_bytes());
+                Ok((index, low))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        signed.sort_by_key(|(i, _)| *i);
+        if signed.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
+            return Err(Error::invalid(W, "a validator signs twice"));
+        }
+        Ok(Finalization {
+            proposal,
+            signers: signed.iter().map(|(i, _)| *i).collect(),
+            signatures: signed.into_iter().map(|(_, s)| s).collect(),
+            bit_len: self.keys.len() as u64,
+        })
     }
 
     /// The bytes a validator signs to finalize `proposal`.

@@ -113,38 +113,25 @@ pub fn certify(
     header: &civis_core::chain::block::Header,
     who: &[usize],
 ) -> Vec<u8> {
-    use civis_core::chain::cert::{Finalization, Proposal, ValidatorSet};
+    use civis_core::chain::cert::{Proposal, ValidatorSet};
     let set = ValidatorSet::new(
         chain.as_bytes(),
         keys.iter().map(|k| k.public_key().clone()).collect(),
     )
     .unwrap();
+    let signers: Vec<&SoftwareKey> = who
+        .iter()
+        .map(|&i| {
+            keys.iter()
+                .find(|k| k.public_key() == &set.keys()[i])
+                .unwrap()
+        })
+        .collect();
     let proposal = Proposal {
         epoch: 0,
         view: header.height + 1,
         parent_view: header.height,
         payload: header.digest(),
     };
-    let msg = set.finalize_message(&proposal);
-    let signatures = who
-        .iter()
-        .map(|&i| {
-            let sig = keys
-                .iter()
-                .find(|k| k.public_key() == &set.keys()[i])
-                .unwrap()
-                .sign_es256(&msg);
-            let s = p256::ecdsa::Signature::from_slice(&sig).unwrap();
-            let mut out = [0u8; 64];
-            out.copy_from_slice(&s.normalize_s().unwrap_or(s).to_bytes());
-            out
-        })
-        .collect();
-    Finalization {
-        proposal,
-        signers: who.to_vec(),
-        signatures,
-        bit_len: set.len() as u64,
-    }
-    .encode()
+    set.certify(proposal, &signers).unwrap().encode()
 }
