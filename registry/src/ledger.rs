@@ -88,6 +88,8 @@ struct Inner<S> {
     commit: futures::lock::Mutex<()>,
     genesis: Genesis,
     genesis_block: Block,
+    /// The genesis kiosk tree: the base of every cold sync bundle.
+    genesis_kiosk: Tree,
     store: S,
     shared: Mutex<Shared>,
     counters: Counters,
@@ -136,6 +138,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
                 commit: futures::lock::Mutex::new(()),
                 genesis,
                 genesis_block,
+                genesis_kiosk: genesis_state.kiosk_tree().clone(),
                 store,
                 shared: Mutex::new(Shared {
                     head: resumed.head,
@@ -219,15 +222,6 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
         })
     }
 
-    /// The kiosk tree at `height` (≤ head), rebuilt by undoing later writes.
-    async fn kiosk_tree_at(&self, current: &Tree, height: u64) -> Result<Tree, Error> {
-        let mut tree = current.clone();
-        for (_, (t, k, old)) in self.inner.store.kiosk_undo(height).await? {
-            tree.restore_entry(&t, &k, old);
-        }
-        Ok(tree)
-    }
-
     /// The sync bundle for a kiosk at `since` (`None`: a first sync): the latest directly
     /// finalized header with its certificate and the kiosk-tree changes up to it.
     pub async fn sync_bundle(&self, since: Option<u64>) -> Result<SyncBundle, Error> {
@@ -262,10 +256,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
             ))));
         }
         let base = match since {
-            None => State::genesis(&self.inner.genesis)
-                .map_err(|e| Error::Config(e.to_string()))?
-                .kiosk_tree()
-                .clone(),
+            None => self.inner.genesis_kiosk.clone(),
             Some(_) => {
                 let mut base = current.clone();
                 for (_, (t, k, old)) in undo.iter().skip(i) {
@@ -282,12 +273,6 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
             &base,
             &current,
         ))
-    }
-
-    /// The kiosk tree at a committed height (for tests and tools).
-    pub async fn kiosk_tree(&self, height: u64) -> Result<Tree, Error> {
-        let (_, state) = self.head();
-        self.kiosk_tree_at(state.kiosk_tree(), height).await
     }
 
     /// The state after `parent`, executing `ancestry` (oldest first) from the newest known
