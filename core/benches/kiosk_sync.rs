@@ -85,6 +85,7 @@ fn main() {
             KeyCommitment::to(gov[1].public_key()),
         )],
         governance_threshold: 1,
+        epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
     };
     let genesis_state = State::genesis(&genesis).unwrap();
     let mut state = genesis_state.clone();
@@ -175,7 +176,6 @@ fn main() {
     let head = Header {
         kiosk_root: state.kiosk_root(),
         public_root: state.public_root(),
-        epoch: state.epoch(),
         ..cold_block.header
     };
     println!(

@@ -87,7 +87,6 @@ struct Chain {
     state: State,
     head: Header,
     validators: Vec<SoftwareKey>,
-    epoch: u64,
     gov: Vec<Actor>,
 }
 
@@ -116,7 +115,7 @@ fn certify(keys: &[SoftwareKey], epoch: u64, header: &Header, who: &[usize]) -> 
 }
 
 impl Chain {
-    fn new() -> Self {
+    fn new(epoch_length: u64) -> Self {
         let validators: Vec<_> = (0..4).map(|i| key(&format!("validator/{i}"))).collect();
         let gov: Vec<Actor> = (0..2).map(|i| Actor::new(&format!("gov/{i}"))).collect();
         let genesis = Genesis {
@@ -133,6 +132,7 @@ impl Chain {
                 })
                 .collect(),
             governance_threshold: 2,
+            epoch_length,
         };
         let state = State::genesis(&genesis).unwrap();
         let head = Header::genesis(&state, T0);
@@ -141,7 +141,6 @@ impl Chain {
             state,
             head,
             validators,
-            epoch: 0,
             gov,
         }
     }
@@ -161,7 +160,7 @@ impl Chain {
     }
 
     fn cert(&self, header: &Header) -> Vec<u8> {
-        certify(&self.validators, self.epoch, header, &[0, 1, 3])
+        certify(&self.validators, header.epoch, header, &[0, 1, 3])
     }
 
     fn full_bundle(&self) -> SyncBundle {
@@ -197,7 +196,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let mut chain = Chain::new();
+    setup_with(civis_core::chain::state::DEFAULT_EPOCH_LENGTH)
+}
+
+fn setup_with(epoch_length: u64) -> Setup {
+    let mut chain = Chain::new(epoch_length);
     let mut issuer = Actor::new("civil-registry");
     let accredit = Op::AccreditIssuer {
         issuer: issuer.did.clone(),
@@ -512,7 +515,8 @@ fn rollback_equivocation_base_and_foreign_genesis() {
 
 #[test]
 fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
-    let mut s = setup();
+    const LENGTH: u64 = 8;
+    let mut s = setup_with(LENGTH);
     let mut kiosk = KioskSnapshot::from_genesis(&s.chain.genesis).unwrap();
     kiosk.apply(&s.chain.full_bundle()).unwrap();
     let (base, base_state) = (s.chain.head.clone(), s.chain.state.clone());
@@ -531,11 +535,21 @@ fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
     )
     .unwrap();
     let change_tx = s.chain.gov[0].tx(Op::SetValidators {
-        validators: new_set,
+        validators: new_set.clone(),
         approvals: vec![approval],
     });
-    let boundary = s.chain.block(vec![change_tx]);
-    assert_eq!(boundary.epoch, 1);
+    // Approved mid-epoch: the set changes only at the end of the epoch.
+    let mid = s.chain.block(vec![change_tx]);
+    assert_eq!(s.chain.state.set_epoch(), 0);
+    assert_eq!(s.chain.state.pending_validators(), Some(new_set.clone()));
+    while s.chain.head.height < LENGTH - 1 {
+        s.chain.block(vec![]);
+    }
+    let boundary = s.chain.head.clone();
+    let boundary_tree = s.chain.state.kiosk_tree().clone();
+    assert_eq!(boundary.epoch, 0);
+    assert_eq!(s.chain.state.set_epoch(), 1);
+    assert_eq!(s.chain.state.pending_validators(), None);
     let change = EpochChange {
         finalization: certify(&s.chain.validators, 0, &boundary, &[0, 1, 2]),
         record: s
@@ -549,19 +563,29 @@ fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
         header: boundary.clone(),
     };
     // From now on the new set certifies.
-    s.chain.validators = new_keys;
-    s.chain.epoch = 1;
+    let old_keys = std::mem::replace(&mut s.chain.validators, new_keys.clone());
     s.chain.block(vec![]);
+    assert_eq!(s.chain.head.epoch, 1);
     let mut bundle = s.chain.delta_bundle(&base, &base_state);
-    // Without the change the kiosk cannot check the new set's certificate.
+    // Without the change the kiosk cannot check the new set's certificate, and keeps its state.
+    let mut k = kiosk.clone();
     assert!(matches!(
-        kiosk.clone().apply(&bundle).unwrap_err(),
+        k.apply(&bundle).unwrap_err(),
         SyncError::Certificate(_)
     ));
+    assert_eq!(k.header(), kiosk.header());
     bundle.epochs = vec![change.clone()];
     let mut k2 = kiosk.clone();
     k2.apply(&bundle).unwrap();
     assert_eq!(k2.epoch(), 1);
+    assert_eq!(
+        k2.validators().keys(),
+        ValidatorSet::new(CHAIN.as_bytes(), new_set.clone())
+            .unwrap()
+            .keys()
+    );
+    // The stored form round-trips the change.
+    assert_eq!(EpochChange::decode(&change.encode()).unwrap(), change);
     // A forged change (record not in the boundary header's tree) is refused.
     let mut forged = change.clone();
     let last = forged.record.len() - 1;
@@ -571,18 +595,51 @@ fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
         kiosk.clone().apply(&bundle).unwrap_err(),
         SyncError::EpochChange(_)
     ));
+    // A change certified on a block that does not end its epoch is refused.
+    let mut early = change.clone();
+    early.finalization = certify(&old_keys, 0, &mid, &[0, 1, 2]);
+    early.header = mid.clone();
+    bundle.epochs = vec![early];
+    assert!(matches!(
+        kiosk.clone().apply(&bundle).unwrap_err(),
+        SyncError::EpochChange(_)
+    ));
+    // A change signed by the new set itself (not the old) is refused.
+    let mut self_signed = change.clone();
+    self_signed.finalization = certify(&new_keys, 0, &boundary, &[0, 1, 2]);
+    bundle.epochs = vec![self_signed];
+    assert!(matches!(
+        kiosk.clone().apply(&bundle).unwrap_err(),
+        SyncError::Certificate(_)
+    ));
     // The old set can no longer certify epoch-1 headers for a kiosk that moved on.
     let mut old_signed = s.chain.full_bundle();
-    old_signed.finalization = certify(
-        &(0..4)
-            .map(|i| key(&format!("validator/{i}")))
-            .collect::<Vec<_>>(),
-        1,
-        &old_signed.header,
-        &[0, 1, 2],
-    );
+    old_signed.finalization = certify(&old_keys, 1, &old_signed.header, &[0, 1, 2]);
     assert!(matches!(
         k2.apply(&old_signed).unwrap_err(),
         SyncError::Certificate(_)
     ));
+    // The certificate's round must carry the header's epoch.
+    let mut wrong_round = s.chain.delta_bundle(&s.chain.head, &s.chain.state);
+    wrong_round.finalization = certify(&new_keys, 0, &wrong_round.header, &[0, 1, 2]);
+    assert!(matches!(
+        k2.clone().apply(&wrong_round).unwrap_err(),
+        SyncError::Certificate(_)
+    ));
+    // A bundle that leaves the change out while the old set still signs the new state is
+    // refused: the certified state names a different set.
+    let sneaky = SyncBundle::build(
+        boundary.clone(),
+        certify(&old_keys, 0, &boundary, &[0, 1, 2]),
+        vec![],
+        Some(base.height),
+        base_state.kiosk_tree(),
+        &boundary_tree,
+    );
+    let mut unchanged = kiosk.clone();
+    assert!(matches!(
+        unchanged.apply(&sneaky).unwrap_err(),
+        SyncError::EpochChange(_)
+    ));
+    assert_eq!(unchanged.header(), kiosk.header());
 }

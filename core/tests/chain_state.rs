@@ -88,6 +88,7 @@ fn replica_genesis() -> Genesis {
             .map(|g| (g.keys[0].public_key().clone(), g.next_commitment()))
             .collect(),
         governance_threshold: 2,
+        epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
     }
 }
 
@@ -459,14 +460,45 @@ fn validator_change_needs_a_governance_quorum() {
         w.refused(&w.gov[0].sign(op)),
         Refused::Invalid { .. }
     ));
-    // A proper second approval.
-    assert_eq!(w.state.epoch(), 0);
+    // A proper second approval: the set waits for the end of the epoch.
+    assert_eq!(w.state.set_epoch(), 0);
     let good = tx::approve(&bare, CHAIN, 0, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
     w.gov_op(Op::SetValidators {
-        validators: new_set,
+        validators: new_set.clone(),
         approvals: vec![good],
     });
-    assert_eq!(w.state.epoch(), 1);
+    assert_eq!(w.state.set_epoch(), 0);
+    assert_eq!(w.state.pending_validators(), Some(new_set.clone()));
+    let length = w.state.epoch_length();
+    w.state.end_block(length - 2);
+    assert_eq!(
+        w.state.set_epoch(),
+        0,
+        "only the last block of an epoch hands over"
+    );
+    w.state.end_block(length - 1);
+    let record = w.state.chain_record().unwrap();
+    assert_eq!((record.epoch, record.validators), (1, new_set));
+    assert_eq!(w.state.pending_validators(), None);
+    // Approvals name the set they were given under: one made for epoch 0's set is refused
+    // now that epoch 1's set is in force; the same approval for epoch 1 passes.
+    let next = Op::SetValidators {
+        validators: vec![key("validator", 20).public_key().clone()],
+        approvals: vec![],
+    };
+    let stale = tx::approve(&next, CHAIN, 0, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
+    assert!(matches!(
+        w.refused(&w.gov[0].sign(Op::SetValidators {
+            validators: vec![key("validator", 20).public_key().clone()],
+            approvals: vec![stale],
+        })),
+        Refused::Invalid { .. }
+    ));
+    let fresh = tx::approve(&next, CHAIN, 1, w.gov[1].url(), &w.gov[1].keys[0]).unwrap();
+    w.gov_op(Op::SetValidators {
+        validators: vec![key("validator", 20).public_key().clone()],
+        approvals: vec![fresh],
+    });
 }
 
 #[test]
@@ -559,7 +591,7 @@ mod blocks {
         };
         let restored = State::restore(&g, kiosk, public).unwrap();
         assert_eq!(restored.root(), state.root());
-        assert_eq!(restored.epoch(), state.epoch());
+        assert_eq!(restored.set_epoch(), state.set_epoch());
         assert_eq!(blk.header.state_root(), state.root());
         // Wire round trip.
         let back = Block::decode(&blk.encode()).unwrap();

@@ -55,6 +55,7 @@ fn snapshot() -> (KioskSnapshot, Issuer, Issuer) {
             KeyCommitment::to(gov.1.public_key()),
         )],
         governance_threshold: 1,
+        epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
     };
     let state = State::genesis(&genesis).unwrap();
     let head = block::Header::genesis(&state, T0);

@@ -41,6 +41,10 @@ pub struct Endpoint {
     pub p2p: SocketAddr,
     /// HTTP API address.
     pub http: SocketAddr,
+    /// The validator's public key (Multikey). Genesis validators may leave it out (entry `I`
+    /// is genesis validator `I`); a validator added later by a validator-set change needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A key file: private JWK, `kid` naming the key (a DID URL for DID keys).
@@ -182,6 +186,7 @@ impl RegistryDir {
             endpoints.push(Endpoint {
                 p2p: SocketAddr::from(([127, 0, 0, 1], port(0))),
                 http: SocketAddr::from(([127, 0, 0, 1], port(100))),
+                key: None,
             });
         }
         write_key(
@@ -207,6 +212,7 @@ impl RegistryDir {
             validators: keys,
             governance: vec![(gov.public_key().clone(), commitment)],
             governance_threshold: 1,
+            epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
         };
         // Check the rules before writing the file everything else pins.
         civis_core::chain::state::State::genesis(&genesis)

@@ -6,15 +6,16 @@
 //! run the same execution code. Finalized blocks are committed to the [`Store`] in one database
 //! transaction each before the head moves, so a crash never leaves a partial block.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use civis_core::chain::block::{self, Block, Header, MAX_BLOCK_TXS};
 use civis_core::chain::light::SyncBundle;
 use civis_core::chain::smt::Hash;
-use civis_core::chain::state::{Genesis, State, Tree, tag};
+use civis_core::chain::state::{ChainRecord, Genesis, State, Tree, epoch_of, tag};
 use civis_core::chain::tx::SignedTx;
+use civis_core::crypto::EcPublicKey;
 use civis_core::did::Did;
 
 use crate::error::Error;
@@ -50,6 +51,11 @@ pub trait Application: Clone + Send + Sync + 'static {
     fn committed_height(&self) -> u64;
     /// Whether transactions are waiting.
     fn has_pending(&self) -> bool;
+    /// Blocks per consensus epoch (from genesis).
+    fn epoch_length(&self) -> u64;
+    /// The validator set of consensus `epoch`, once the committed chain has decided it (every
+    /// epoch up to the one after the last committed block); `None` for later epochs.
+    fn validators(&self, epoch: u64) -> Option<Vec<EcPublicKey>>;
 }
 
 /// Counters for `/metrics`.
@@ -80,6 +86,8 @@ struct Shared {
     state: Arc<State>,
     executed: HashMap<Hash, Executed>,
     mempool: Mempool,
+    /// Validator sets by the first epoch each signs.
+    sets: BTreeMap<u64, Vec<EcPublicKey>>,
 }
 
 struct Inner<S> {
@@ -133,6 +141,12 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
             txs: Vec::new(),
         };
         let resumed = store.resume(&genesis).await?;
+        let mut sets = BTreeMap::from([(0, genesis.validators.clone())]);
+        for change in store.epoch_changes(0, resumed.head.height).await? {
+            let record = ChainRecord::decode(&change.record)
+                .map_err(|e| Error::Consensus(format!("stored epoch change: {e}")))?;
+            sets.insert(record.epoch, record.validators);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 commit: futures::lock::Mutex::new(()),
@@ -145,6 +159,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
                     state: Arc::new(resumed.state),
                     executed: HashMap::new(),
                     mempool: Mempool::new(limits),
+                    sets,
                 }),
                 counters: Counters::default(),
             }),
@@ -265,10 +280,15 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
                 base
             }
         };
+        let epochs = self
+            .inner
+            .store
+            .epoch_changes(since.unwrap_or(0), at)
+            .await?;
         Ok(SyncBundle::build(
             block.header,
             fin,
-            Vec::new(),
+            epochs,
             since,
             &base,
             &current,
@@ -413,9 +433,22 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
             })?),
         };
         let commit = Commit::new(b.clone(), finalization, &before, &after);
+        let new_set = after
+            .chain_record()
+            .filter(|r| before.chain_record().as_ref() != Some(r));
+        if new_set.is_some() && commit.epoch_change.is_none() {
+            // Kiosks follow the set only through the old set's certificate of this block.
+            return Err(Error::Consensus(format!(
+                "boundary block {} changes the validator set but has no finalization yet",
+                b.header.height
+            )));
+        }
         let _guard = self.inner.commit.lock().await;
         self.inner.store.commit(&commit).await?;
         let mut s = self.lock();
+        if let Some(r) = new_set {
+            s.sets.insert(r.epoch, r.validators);
+        }
         let height = b.header.height;
         s.mempool.finalized(height, &b.txs, &after);
         s.mempool.evict_stuck(STUCK_AFTER_ARRIVALS, &after);
@@ -435,5 +468,21 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
 
     fn has_pending(&self) -> bool {
         !self.lock().mempool.is_empty()
+    }
+
+    fn epoch_length(&self) -> u64 {
+        self.inner.genesis.epoch_length
+    }
+
+    fn validators(&self, epoch: u64) -> Option<Vec<EcPublicKey>> {
+        let s = self.lock();
+        let decided = epoch_of(
+            s.head.height.saturating_add(1),
+            self.inner.genesis.epoch_length,
+        );
+        if epoch > decided {
+            return None;
+        }
+        s.sets.range(..=epoch).next_back().map(|(_, v)| v.clone())
     }
 }

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use commonware_cryptography::ChaCha20Poly1305;
+use commonware_cryptography::secp256r1::standard::PublicKey;
 use commonware_p2p::authenticated::lookup;
-use commonware_p2p::{Address, AddressableManager as _};
+use commonware_p2p::{Address, AddressableManager as _, AddressableTrackedPeers};
 use commonware_runtime::{Metrics as _, Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
@@ -16,7 +17,9 @@ use commonware_utils::ordered::Map;
 use commonware_utils::{NZU32, NZUsize, TryCollect as _};
 
 use crate::api::{self, Api};
-use crate::consensus::engine::{Channels, Timing, ValidatorConfig, channel, start_validator};
+use crate::consensus::engine::{
+    Channels, PeerTracker, Timing, ValidatorConfig, channel, start_validator,
+};
 use crate::consensus::keys;
 use crate::error::Error;
 use crate::files::{RegistryDir, read_key};
@@ -55,13 +58,12 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         .get(opts.index)
         .cloned()
         .ok_or_else(|| Error::Config(format!("no validator {} in network.json", opts.index)))?;
-    if network.validators.len() != genesis.validators.len() {
+    if network.validators.len() < genesis.validators.len() {
         return Err(Error::Config(
-            "network.json and genesis.json list different numbers of validators".into(),
+            "network.json lists fewer validators than genesis.json".into(),
         ));
     }
     let (key, _) = read_key(&opts.dir.validator_key(opts.index))?;
-    let (me, scheme) = keys::signer(genesis.chain_id.as_bytes(), &genesis.validators, &key)?;
     let sk = keys::private_key(&key)?;
     let data: PathBuf = opts.dir.validator_data(opts.index);
     std::fs::create_dir_all(&data)?;
@@ -69,16 +71,28 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         .db
         .clone()
         .unwrap_or_else(|| format!("sqlite:{}", data.join("registry.db").display()));
-    let peers: Vec<(
-        commonware_cryptography::secp256r1::standard::PublicKey,
-        Address,
-    )> = genesis
+    // Every validator the node may ever need to reach: genesis validators by position, later
+    // ones by the key their entry names.
+    let peers: Vec<(PublicKey, Address)> = network
         .validators
         .iter()
-        .zip(&network.validators)
-        .map(|(k, e)| keys::public_key(k).map(|p| (p, Address::from(e.p2p))))
+        .enumerate()
+        .map(|(i, e)| {
+            let key = match (&e.key, genesis.validators.get(i)) {
+                (Some(k), _) => civis_core::did::multikey_decode(k)
+                    .map_err(|err| Error::Config(format!("network.json entry {i}: {err}")))?,
+                (None, Some(k)) => k.clone(),
+                (None, None) => {
+                    return Err(Error::Config(format!(
+                        "network.json entry {i} is not a genesis validator and names no key"
+                    )));
+                }
+            };
+            keys::public_key(&key).map(|p| (p, Address::from(e.p2p)))
+        })
         .collect::<Result<_, _>>()?;
     let n = peers.len();
+    let sk_consensus = sk.clone();
     let listen = opts.listen.unwrap_or(endpoint.http);
     let index = opts.index;
     let timing = opts.timing;
@@ -112,7 +126,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         let p2p = lookup::Config::local(
             Cups::<_, ChaCha20Poly1305>::new(
                 Sake {
-                    signer: sk,
+                    signer: sk.clone(),
                     synchrony_bound: Duration::from_secs(5),
                     max_handshake_age: Duration::from_secs(10),
                     version: sake::Version::V1,
@@ -125,12 +139,11 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
             MAX_MESSAGE,
             NZUsize!(1_000),
         );
-        let (mut net, mut oracle) = lookup::Network::new(context.child("network"), p2p);
-        let peer_map: Map<_, _> = match peers.into_iter().try_collect() {
+        let (mut net, oracle) = lookup::Network::new(context.child("network"), p2p);
+        let known: Map<_, _> = match peers.into_iter().try_collect() {
             Ok(m) => m,
             Err(_) => return fail(Error::Config("duplicate validator keys".into())),
         };
-        let _ = oracle.track(0, peer_map);
         let quota = Quota::per_second(NZU32!(10_000));
         let backfill = net.register(channel::BACKFILL, quota);
         let blocks = net.register(channel::BLOCKS, quota);
@@ -138,14 +151,18 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         let certificates = net.register(channel::CERTIFICATES, quota);
         let simplex_resolver = net.register(channel::SIMPLEX_RESOLVER, quota);
         let _net = net.start();
-        let _running = start_validator(
+        let running = start_validator(
             context.child("validator"),
             ValidatorConfig {
-                me,
-                scheme,
+                key: sk_consensus,
+                namespace: chain_id.as_bytes().to_vec(),
                 app: ledger.clone(),
                 prefix: format!("validator-{index}"),
                 timing,
+                tracker: Tracker {
+                    oracle: oracle.clone(),
+                    known,
+                },
             },
             Channels {
                 votes,
@@ -158,6 +175,10 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
             oracle,
         )
         .await;
+        let _running = match running {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
         let metrics_ctx = Mutex::new(context.child("metrics"));
         let api = Arc::new(Api {
             ledger,
@@ -201,6 +222,34 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         &mut *outcome.lock().map_err(|_| Error::Config("lock".into()))?,
         Ok(()),
     )
+}
+
+/// Tracks each epoch's validators as primary peers and every other validator of
+/// `network.json` as secondary, so observers and validators about to join keep receiving blocks.
+struct Tracker {
+    oracle: lookup::Oracle<PublicKey>,
+    known: Map<PublicKey, Address>,
+}
+
+impl PeerTracker for Tracker {
+    fn track(&mut self, epoch: u64, validators: &[PublicKey]) {
+        let (primary, secondary): (Vec<_>, Vec<_>) = self
+            .known
+            .iter_pairs()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .partition(|(k, _)| validators.contains(k));
+        if primary.len() < validators.len() {
+            tracing::warn!(
+                epoch,
+                "network.json lacks addresses for some validators of the epoch"
+            );
+        }
+        let primary = Map::from_iter_dedup(primary);
+        let secondary = Map::from_iter_dedup(secondary);
+        let _ = self
+            .oracle
+            .track(epoch, AddressableTrackedPeers::new(primary, secondary));
+    }
 }
 
 /// `CIVIS_CRASH_AT=POINT@HEIGHT` (crash tests only): abort the process at that point of that

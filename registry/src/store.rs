@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use civis_core::chain::block::{Block, Header};
+use civis_core::chain::light::EpochChange;
 use civis_core::chain::smt::{self, Hash};
 use civis_core::chain::state::{Entry, Genesis, State};
 use sqlx::any::AnyPoolOptions;
@@ -94,6 +95,9 @@ pub struct Commit {
     pub kiosk_before: Vec<Option<Vec<u8>>>,
     /// Public-tree entries the block wrote.
     pub public: Vec<Entry>,
+    /// The validator-set change this boundary block certifies (an encoded
+    /// [`EpochChange`]), kept so that sync bundles can carry it.
+    pub epoch_change: Option<Vec<u8>>,
 }
 
 impl Commit {
@@ -111,12 +115,17 @@ impl Commit {
             .into_iter()
             .map(|(e, _)| e)
             .collect();
+        let epoch_change = finalization
+            .as_deref()
+            .and_then(|f| EpochChange::of_block(&block.header, f, before, after))
+            .map(|c| c.encode());
         Self {
             kiosk,
             kiosk_before,
             public,
             block,
             finalization,
+            epoch_change,
         }
     }
 }
@@ -160,6 +169,12 @@ pub trait Store {
         &self,
         height: u64,
     ) -> impl Future<Output = Result<Vec<(u64, Undo)>, StoreError>> + Send;
+    /// The validator-set changes certified at heights in `(after, upto]`, oldest first.
+    fn epoch_changes(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> impl Future<Output = Result<Vec<EpochChange>, StoreError>> + Send;
     /// Rebuild the state from storage and check it against the last header.
     fn resume(&self, genesis: &Genesis)
     -> impl Future<Output = Result<Resumed, StoreError>> + Send;
@@ -189,6 +204,13 @@ impl<T: Store + Send + Sync> Store for std::sync::Arc<T> {
         height: u64,
     ) -> impl Future<Output = Result<Vec<(u64, Undo)>, StoreError>> + Send {
         T::kiosk_undo(self, height)
+    }
+    fn epoch_changes(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> impl Future<Output = Result<Vec<EpochChange>, StoreError>> + Send {
+        T::epoch_changes(self, after, upto)
     }
     fn resume(
         &self,
@@ -249,6 +271,7 @@ struct MemoryInner {
     blocks: BTreeMap<u64, StoredBlock>,
     entries: BTreeMap<(i16, Hash), Entry>,
     kiosk_history: BTreeMap<u64, Vec<Undo>>,
+    epoch_changes: BTreeMap<u64, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -310,6 +333,9 @@ impl Store for MemoryStore {
                 .map(|(e, old)| (e.tag.clone(), e.key.clone(), old.clone()))
                 .collect(),
         );
+        if let Some(change) = &c.epoch_change {
+            g.epoch_changes.insert(h, change.clone());
+        }
         drop(g);
         if fault == Some(FaultPoint::AfterCommit) {
             return Err(StoreError::Injected(FaultPoint::AfterCommit));
@@ -342,6 +368,14 @@ impl Store for MemoryStore {
             .rev()
             .flat_map(|(h, undos)| undos.iter().map(|u| (*h, u.clone())))
             .collect())
+    }
+
+    async fn epoch_changes(&self, after: u64, upto: u64) -> Result<Vec<EpochChange>, StoreError> {
+        let g = self.inner.lock().map_err(poisoned)?;
+        g.epoch_changes
+            .range(after.saturating_add(1)..=upto)
+            .map(|(_, c)| decode_change(c))
+            .collect()
     }
 
     async fn resume(&self, genesis: &Genesis) -> Result<Resumed, StoreError> {
@@ -443,6 +477,10 @@ impl SqlStore {
     }
 }
 
+fn decode_change(bytes: &[u8]) -> Result<EpochChange, StoreError> {
+    EpochChange::decode(bytes).map_err(|e| StoreError::Corrupt(format!("epoch change: {e}")))
+}
+
 fn height_i64(h: u64) -> Result<i64, StoreError> {
     i64::try_from(h).map_err(|_| StoreError::Corrupt("height out of range".into()))
 }
@@ -512,6 +550,13 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(change) = &c.epoch_change {
+            sqlx::query("INSERT INTO epoch_changes (height, change) VALUES ($1, $2)")
+                .bind(height_i64(h)?)
+                .bind(change.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
         self.reached(fault, FaultPoint::BeforeCommit, h)?;
         tx.commit().await?;
         self.reached(fault, FaultPoint::AfterCommit, h)?;
@@ -568,6 +613,19 @@ impl Store for SqlStore {
                     (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
                 ))
             })
+            .collect()
+    }
+
+    async fn epoch_changes(&self, after: u64, upto: u64) -> Result<Vec<EpochChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT change FROM epoch_changes WHERE height > $1 AND height <= $2 ORDER BY height",
+        )
+        .bind(height_i64(after)?)
+        .bind(height_i64(upto)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| decode_change(&row.try_get::<Vec<u8>, _>(0)?))
             .collect()
     }
 

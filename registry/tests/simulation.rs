@@ -14,17 +14,20 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use civis_core::chain::state::Genesis;
 use civis_core::chain::tx::Op;
 use civis_registry::consensus::engine::{
-    Channels, Timing, ValidatorConfig, channel, start_validator,
+    Channels, PeerTracker, Timing, ValidatorConfig, channel, start_validator,
 };
 use civis_registry::consensus::keys;
 use civis_registry::ledger::{Application, Ledger};
 use civis_registry::mempool::Limits;
 use civis_registry::store::{MemoryStore, Store};
 use commonware_cryptography::secp256r1::standard::PublicKey;
+use commonware_p2p::TrackedPeers;
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::{Clock, Handle, Quota, Runner, Spawner, Supervisor as _, deterministic};
+use commonware_utils::ordered::Set;
 use commonware_utils::{NZU32, NZUsize};
 
 use common::{Holder, genesis, governance, validator};
@@ -43,22 +46,44 @@ fn link() -> Link {
     }
 }
 
-fn identities() -> Vec<PublicKey> {
-    (0..N)
+fn identities(n: usize) -> Vec<PublicKey> {
+    (0..n)
         .map(|i| keys::public_key(validator(i).public_key()).unwrap())
         .collect()
 }
 
-/// Start validator `i` inside its own task (so aborting the task crashes the whole validator).
-async fn start(
+/// The simulated network's peer sets: each epoch's validators as primary peers, every node of
+/// the simulation as secondary (tracking is global in the simulated network; repeats of an
+/// epoch by other nodes are ignored).
+struct SimTracker {
+    manager: simulated::Manager<PublicKey, deterministic::Context>,
+    everyone: Vec<PublicKey>,
+}
+
+impl PeerTracker for SimTracker {
+    fn track(&mut self, epoch: u64, validators: &[PublicKey]) {
+        use commonware_p2p::Manager as _;
+        let primary = Set::from_iter_dedup(validators.iter().cloned());
+        let secondary = Set::from_iter_dedup(self.everyone.iter().cloned());
+        let _ = self
+            .manager
+            .track(epoch, TrackedPeers::new(primary, secondary));
+    }
+}
+
+/// Start node `i` of `nodes` on genesis `g` inside its own task (so aborting the task crashes
+/// the whole validator).
+async fn start_on(
     context: &deterministic::Context,
     oracle: &Oracle<PublicKey, deterministic::Context>,
+    g: Genesis,
+    nodes: usize,
     i: usize,
     store: Arc<MemoryStore>,
     restart: u32,
 ) -> (Node, Handle<()>) {
-    let g = genesis(CHAIN, N, T0);
-    let (me, scheme) = keys::signer(CHAIN.as_bytes(), &g.validators, &validator(i)).unwrap();
+    let me = keys::public_key(validator(i).public_key()).unwrap();
+    let key = keys::private_key(&validator(i)).unwrap();
     let control = oracle.control(me.clone());
     let quota = Quota::per_second(NZU32!(10_000));
     let votes = control.register(channel::VOTES, quota).await.unwrap();
@@ -73,6 +98,7 @@ async fn start(
     let backfill = control.register(channel::BACKFILL, quota).await.unwrap();
     let blocks = control.register(channel::BLOCKS, quota).await.unwrap();
     let manager = oracle.manager();
+    let tracker_manager = oracle.manager();
     let (tx, rx) = futures::channel::oneshot::channel();
     let handle = context
         .child("node")
@@ -83,11 +109,15 @@ async fn start(
             let _running = start_validator(
                 ctx.child("validator"),
                 ValidatorConfig {
-                    me,
-                    scheme,
+                    key,
+                    namespace: CHAIN.as_bytes().to_vec(),
                     app: ledger.clone(),
                     prefix: format!("validator-{i}"),
                     timing: Timing::default(),
+                    tracker: SimTracker {
+                        manager: tracker_manager,
+                        everyone: identities(nodes),
+                    },
                 },
                 Channels {
                     votes,
@@ -99,11 +129,23 @@ async fn start(
                 manager,
                 control,
             )
-            .await;
+            .await
+            .unwrap();
             let _ = tx.send(ledger);
             futures::future::pending::<()>().await;
         });
     (rx.await.unwrap(), handle)
+}
+
+/// Start genesis validator `i` of the four-validator chain.
+async fn start(
+    context: &deterministic::Context,
+    oracle: &Oracle<PublicKey, deterministic::Context>,
+    i: usize,
+    store: Arc<MemoryStore>,
+    restart: u32,
+) -> (Node, Handle<()>) {
+    start_on(context, oracle, genesis(CHAIN, N, T0), N, i, store, restart).await
 }
 
 async fn wait_for(context: &deterministic::Context, nodes: &[&Node], height: u64) {
@@ -196,14 +238,14 @@ fn four_validators_finalize_partition_heal_and_crash_recover() {
         .with_start_time(std::time::UNIX_EPOCH + Duration::from_secs(T0 as u64 + 60))
         .with_timeout(Some(Duration::from_secs(3_600)));
     deterministic::Runner::new(cfg).start(|context| async move {
-        let peers = identities();
+        let peers = identities(N);
         let (network, oracle) = Network::new_with_peers(
             context.child("network"),
             simulated::Config {
                 max_size: 8 * 1024 * 1024,
                 max_peers_per_set: NZUsize!(N),
                 disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
+                tracked_peer_sets: NZUsize!(4),
             },
             peers.clone(),
         )
@@ -324,4 +366,151 @@ fn four_validators_finalize_partition_heal_and_crash_recover() {
         drop(nodes);
         context.auditor().state()
     });
+}
+
+/// A validator-set change in the running engine: genesis validators 0–3 with 20-block epochs, and
+/// node 4 running as an observer. Governance replaces validator 0 with validator 4; at the end of
+/// epoch 0 the old set finalizes the boundary block whose state names the new set, every node
+/// starts the epoch-1 engine, and the new set alone keeps the chain going: with validators 0 and 1
+/// stopped, the old set has no quorum but the new one does. A validator restarted in epoch 1
+/// resumes in it, and a kiosk follows the change from genesis through the sync bundle.
+#[test]
+fn validator_set_change_hands_over_at_the_epoch_boundary() {
+    use civis_core::chain::cert::{Finalization, ValidatorSet};
+    use civis_core::chain::light::{KioskSnapshot, SyncError};
+    use civis_core::chain::state::is_boundary;
+    const NODES: usize = 5;
+    const LENGTH: u64 = 20;
+    let cfg = deterministic::Config::new()
+        .with_seed(11)
+        .with_start_time(std::time::UNIX_EPOCH + Duration::from_secs(T0 as u64 + 60))
+        .with_timeout(Some(Duration::from_secs(3_600)));
+    deterministic::Runner::new(cfg).start(|context| async move {
+        let mut g = genesis(CHAIN, N, T0);
+        g.epoch_length = LENGTH;
+        let peers = identities(NODES);
+        let (network, oracle) = Network::new_with_peers(
+            context.child("network"),
+            simulated::Config {
+                max_size: 8 * 1024 * 1024,
+                max_peers_per_set: NZUsize!(NODES),
+                disconnect_on_block: true,
+                tracked_peer_sets: NZUsize!(4),
+            },
+            peers.clone(),
+        )
+        .await;
+        network.start();
+        for a in &peers {
+            for b in &peers {
+                if a != b {
+                    oracle.add_link(a.clone(), b.clone(), link()).await.unwrap();
+                }
+            }
+        }
+        let stores: Vec<Arc<MemoryStore>> = (0..NODES).map(|_| Arc::default()).collect();
+        let mut nodes = Vec::new();
+        let mut handles = Vec::new();
+        for (i, store) in stores.iter().enumerate() {
+            let (ledger, handle) =
+                start_on(&context, &oracle, g.clone(), NODES, i, Arc::clone(store), 0).await;
+            nodes.push(ledger);
+            handles.push(handle);
+        }
+        wait_for(&context, &nodes.iter().collect::<Vec<_>>(), 2).await;
+        assert!(nodes[0].committed_height() < LENGTH - 1, "the change must land in epoch 0");
+
+        let new_set: Vec<_> = (1..NODES).map(|i| validator(i).public_key().clone()).collect();
+        let mut gov = governance();
+        let change = gov.sign(
+            CHAIN,
+            Op::SetValidators {
+                validators: new_set.clone(),
+                approvals: Vec::new(),
+            },
+        );
+        nodes[0].submit(change.bytes()).unwrap();
+        wait_for(&context, &nodes.iter().collect::<Vec<_>>(), LENGTH + 3).await;
+        let common = same_history(&stores).await;
+        assert!(common > LENGTH);
+        for n in &nodes {
+            let (head, state) = n.head();
+            let record = state.chain_record().unwrap();
+            assert_eq!((record.epoch, record.validators.clone()), (1, new_set.clone()));
+            assert_eq!(head.epoch, head.height / LENGTH);
+        }
+        // The boundary block is certified by the old set; a block of epoch 1 by the new one.
+        let old = ValidatorSet::new(CHAIN.as_bytes(), g.validators.clone()).unwrap();
+        let new = ValidatorSet::new(CHAIN.as_bytes(), new_set.clone()).unwrap();
+        let changes = stores[2].epoch_changes(0, common).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].header.height, LENGTH - 1);
+        assert!(is_boundary(changes[0].header.height, LENGTH));
+        let boundary_fin = Finalization::decode(&changes[0].finalization).unwrap();
+        boundary_fin.verify(&old).unwrap();
+        assert_eq!(boundary_fin.proposal.epoch, 0);
+        let (latest, fin) = stores[2].latest_certified().await.unwrap().unwrap();
+        assert!(latest.header.height >= LENGTH);
+        let fin = Finalization::decode(&fin).unwrap();
+        assert_eq!(fin.proposal.epoch, 1);
+        fin.verify(&new).unwrap();
+        assert!(fin.verify(&old).is_err(), "the old set did not sign epoch 1");
+
+        // Stop validators 0 and 1: the old set (0-3) would be left with 2 of 4, the new set
+        // (1-4) keeps 3 of 4 and finalizes.
+        for _ in 0..2 {
+            handles.remove(0).abort();
+        }
+        let live: Vec<&Node> = nodes[2..].iter().collect();
+        let target = live[0].committed_height() + 10;
+        wait_for(&context, &live, target).await;
+
+        // Validator 3 crashes in epoch 1 and restarts into it from its store.
+        handles.remove(1).abort();
+        context.sleep(Duration::from_millis(10)).await;
+        let (restarted, _h) =
+            start_on(&context, &oracle, g.clone(), NODES, 3, Arc::clone(&stores[3]), 1).await;
+        nodes[3] = restarted;
+        let live: Vec<&Node> = nodes[2..].iter().collect();
+        let target = live[0].committed_height() + 5;
+        wait_for(&context, &live, target).await;
+        same_history(&stores[2..]).await;
+
+        // A kiosk at genesis follows the certified change in one bundle; without the change
+        // the bundle is refused and the snapshot unchanged.
+        let bundle = nodes[2].sync_bundle(None).await.unwrap();
+        assert_eq!(bundle.epochs.len(), 1);
+        let mut stripped = bundle.clone();
+        stripped.epochs.clear();
+        let mut kiosk = KioskSnapshot::from_genesis(&g).unwrap();
+        assert!(matches!(
+            kiosk.apply(&stripped),
+            Err(SyncError::Certificate(_) | SyncError::EpochChange(_))
+        ));
+        assert_eq!(kiosk.header().height, 0);
+        kiosk.apply(&bundle).unwrap();
+        assert_eq!(kiosk.epoch(), 1);
+        assert_eq!(kiosk.validators().keys(), new.keys());
+        assert_eq!(kiosk.header().height, bundle.header.height);
+        // A delta from there needs no further change.
+        let since = kiosk.header().height;
+        let target = since + 3;
+        wait_for(&context, &live_nodes(&nodes), target).await;
+        let delta = nodes[2].sync_bundle(Some(since)).await.unwrap();
+        assert!(delta.epochs.is_empty());
+        kiosk.apply(&delta).unwrap();
+        eprintln!(
+            "set changed at the end of block {}; epoch-1 certificate at {}; kiosk at {} in epoch {}",
+            changes[0].header.height,
+            latest.header.height,
+            kiosk.header().height,
+            kiosk.header().epoch
+        );
+        drop(nodes);
+        context.auditor().state()
+    });
+}
+
+fn live_nodes(nodes: &[Node]) -> Vec<&Node> {
+    nodes[2..].iter().collect()
 }

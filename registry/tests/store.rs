@@ -34,10 +34,14 @@ fn genesis() -> Genesis {
             KeyCommitment::to(key("gov1").public_key()),
         )],
         governance_threshold: 1,
+        // Block 4 ends epoch 0 and hands over to the set approved in block 1.
+        epoch_length: 5,
     }
 }
 
-/// Five blocks: an issuer is created and accredited, makes a list, revokes entries, and one empty.
+/// Five blocks: an issuer is created and accredited, makes a list (and governance approves a
+/// new validator set), revokes entries, an empty block that ends the epoch with the set change,
+/// and one more.
 fn chain() -> Vec<(Commit, State)> {
     let g = genesis();
     let gov = Did::from_inception(
@@ -88,14 +92,23 @@ fn chain() -> Vec<(Commit, State)> {
                 },
             ),
         ],
-        vec![itx(
-            0,
-            Op::CreateStatusList {
-                list: "cards".into(),
-                bits: 2,
-                size: 5000,
-            },
-        )],
+        vec![
+            itx(
+                0,
+                Op::CreateStatusList {
+                    list: "cards".into(),
+                    bits: 2,
+                    size: 5000,
+                },
+            ),
+            gtx(
+                1,
+                Op::SetValidators {
+                    validators: vec![key("v1").public_key().clone()],
+                    approvals: vec![],
+                },
+            ),
+        ],
         vec![itx(
             1,
             Op::UpdateStatus {
@@ -186,6 +199,10 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
             restarted.block(4).await.unwrap().is_none(),
             "no partial block at {point:?}"
         );
+        assert!(
+            restarted.epoch_changes(0, 10).await.unwrap().is_empty(),
+            "no partial epoch change at {point:?}"
+        );
     }
     // And it goes on from there.
     for (commit, _) in &chain[3..] {
@@ -200,6 +217,25 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
     assert_eq!(fin, Some(vec![4u8; 8]));
     let (certified, fin) = restarted.latest_certified().await.unwrap().unwrap();
     assert_eq!((certified.header.height, fin), (5, vec![4u8; 8]));
+    // The boundary block's validator-set change is kept with its certificate and proof.
+    let changes = restarted.epoch_changes(0, 5).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].header, chain[3].0.block.header);
+    assert_eq!(changes[0].finalization, vec![3u8; 8]);
+    let record = civis_core::chain::state::ChainRecord::decode(&changes[0].record).unwrap();
+    assert_eq!(
+        (record.epoch, record.validators),
+        (1, vec![key("v1").public_key().clone()])
+    );
+    civis_core::chain::smt::verify(
+        &changes[0].header.kiosk_root,
+        &civis_core::chain::smt::key_path(civis_core::chain::state::tag::CHAIN, b"validators"),
+        Some(&civis_core::chain::smt::value_hash(&changes[0].record)),
+        &changes[0].proof,
+    )
+    .unwrap();
+    assert!(restarted.epoch_changes(4, 5).await.unwrap().is_empty());
+    assert!(restarted.epoch_changes(0, 3).await.unwrap().is_empty());
     // Undoing the kiosk writes above a height rebuilds that height's kiosk tree exactly.
     for base in 0..5 {
         let mut tree = chain[4].1.kiosk_tree().clone();

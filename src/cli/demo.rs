@@ -105,6 +105,7 @@ impl Registry {
         let endpoint = Endpoint {
             p2p: std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             http: std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            key: None,
         };
         reg.set_network(&Network {
             validators: vec![endpoint.clone()],

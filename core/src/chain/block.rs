@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::smt::Hash;
-use super::state::{Refused, State, state_root};
+use super::state::{Refused, State, epoch_of, state_root};
 use super::tx::SignedTx;
 use crate::cbor::{self, CborForm, Limits, access, text, text_map};
 use crate::error::Result as CoreResult;
@@ -117,7 +117,7 @@ impl Header {
             height: 0,
             parent: [0; 32],
             time,
-            epoch: state.epoch(),
+            epoch: 0,
             tx_root: tx_root(&[]),
             kiosk_root: state.kiosk_root(),
             public_root: state.public_root(),
@@ -245,12 +245,14 @@ pub fn build(parent_state: &State, parent: &Header, pending: Vec<SignedTx>, time
             Err(r) => refused.push((tx, r)),
         }
     }
+    let height = parent.height.saturating_add(1);
+    state.end_block(height);
     let header = Header {
         chain: state.chain_id().to_owned(),
-        height: parent.height.saturating_add(1),
+        height,
         parent: parent.digest(),
         time,
-        epoch: state.epoch(),
+        epoch: epoch_of(height, state.epoch_length()),
         tx_root: tx_root(&txs),
         kiosk_root: state.kiosk_root(),
         public_root: state.public_root(),
@@ -292,13 +294,14 @@ pub fn execute(parent_state: &State, parent: &Header, block: &Block) -> Result<S
             .apply(tx, h.time)
             .map_err(|reason| BlockError::Transaction { index, reason })?;
     }
+    state.end_block(h.height);
     if h.kiosk_root != state.kiosk_root() {
         return Err(BlockError::Mismatch("kiosk_root"));
     }
     if h.public_root != state.public_root() {
         return Err(BlockError::Mismatch("public_root"));
     }
-    if h.epoch != state.epoch() {
+    if h.epoch != epoch_of(h.height, state.epoch_length()) {
         return Err(BlockError::Mismatch("epoch"));
     }
     Ok(state)

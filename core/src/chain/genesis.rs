@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::Genesis;
+use super::state::{DEFAULT_EPOCH_LENGTH, Genesis};
 use crate::did::{KeyCommitment, multikey_decode, multikey_encode};
 use crate::error::{Error, Result};
 
@@ -20,6 +20,12 @@ struct GenesisJson {
     validators: Vec<String>,
     governance: Vec<MemberJson>,
     governance_threshold: usize,
+    #[serde(default = "default_epoch_length")]
+    epoch_length: u64,
+}
+
+fn default_epoch_length() -> u64 {
+    DEFAULT_EPOCH_LENGTH
 }
 
 #[derive(Serialize, Deserialize)]
@@ -45,6 +51,7 @@ impl Genesis {
                 })
                 .collect(),
             governance_threshold: self.governance_threshold,
+            epoch_length: self.epoch_length,
         };
         // Serializing plain strings and numbers cannot fail.
         serde_json::to_string_pretty(&j).unwrap_or_default()
@@ -78,6 +85,7 @@ impl Genesis {
                 })
                 .collect::<Result<_>>()?,
             governance_threshold: j.governance_threshold,
+            epoch_length: j.epoch_length,
         })
     }
 }

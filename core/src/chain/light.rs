@@ -20,7 +20,7 @@ use super::cert::{Finalization, ValidatorSet};
 use super::smt::{self, Hash};
 use super::state::{
     ChainRecord, Entry, Genesis, ListInfo, STATUS_CHUNK, State, Tree, chunk_key,
-    decode_accreditation, split_chunk_key, status_lists, tag,
+    decode_accreditation, epoch_of, is_boundary, split_chunk_key, status_lists, tag,
 };
 use crate::cbor::{self, CborForm, Limits, access, text_map};
 use crate::crypto::EcPublicKey;
@@ -94,6 +94,64 @@ pub struct EpochChange {
     pub record: Vec<u8>,
     /// Its inclusion proof against `header.kiosk_root`.
     pub proof: smt::Proof,
+}
+
+impl EpochChange {
+    fn to_value(&self) -> Value {
+        text_map(vec![
+            ("header", self.header.to_value()),
+            ("finalization", Value::Bytes(self.finalization.clone())),
+            ("record", Value::Bytes(self.record.clone())),
+            ("proof", proof_value(&self.proof)),
+        ])
+    }
+
+    fn from_value(v: &Value) -> crate::Result<Self> {
+        const W: &str = "epoch change";
+        let m = access::map(W, v)?;
+        access::only_keys(W, m, &["header", "finalization", "record", "proof"])?;
+        Ok(Self {
+            header: Header::from_value(access::req(W, m, "header")?)?,
+            finalization: access::bytes(W, access::req(W, m, "finalization")?)?.to_vec(),
+            record: access::bytes(W, access::req(W, m, "record")?)?.to_vec(),
+            proof: proof_from(access::req(W, m, "proof")?)?,
+        })
+    }
+
+    /// CBOR encoding (the same map a bundle's `epochs` array holds); a node stores it when it
+    /// commits the boundary block.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&self.to_value())
+    }
+
+    /// Decode a stored change.
+    pub fn decode(bytes: &[u8]) -> crate::Result<Self> {
+        Self::from_value(&cbor::decode(
+            "epoch change",
+            bytes,
+            Limits::new(MAX_BUNDLE_LEN),
+        )?)
+    }
+
+    /// The change a boundary block made, from the state after it: `None` unless the block's
+    /// state names a validator set that differs from `before`'s.
+    pub fn of_block(
+        header: &Header,
+        finalization: &[u8],
+        before: &State,
+        after: &State,
+    ) -> Option<Self> {
+        let record = after.kiosk_tree().get(tag::CHAIN, b"validators")?;
+        if before.kiosk_tree().get(tag::CHAIN, b"validators") == Some(record) {
+            return None;
+        }
+        Some(Self {
+            header: header.clone(),
+            finalization: finalization.to_vec(),
+            record: record.to_vec(),
+            proof: after.kiosk_tree().prove(tag::CHAIN, b"validators"),
+        })
+    }
 }
 
 /// A sync bundle.
@@ -215,19 +273,7 @@ impl SyncBundle {
             ("finalization", Value::Bytes(self.finalization.clone())),
             (
                 "epochs",
-                Value::Array(
-                    self.epochs
-                        .iter()
-                        .map(|e| {
-                            text_map(vec![
-                                ("header", e.header.to_value()),
-                                ("finalization", Value::Bytes(e.finalization.clone())),
-                                ("record", Value::Bytes(e.record.clone())),
-                                ("proof", proof_value(&e.proof)),
-                            ])
-                        })
-                        .collect(),
-                ),
+                Value::Array(self.epochs.iter().map(EpochChange::to_value).collect()),
             ),
             (
                 "since",
@@ -261,16 +307,7 @@ impl SyncBundle {
         )?;
         let epochs = access::array(W, access::req(W, m, "epochs")?)?
             .iter()
-            .map(|e| {
-                let em = access::map(W, e)?;
-                access::only_keys(W, em, &["header", "finalization", "record", "proof"])?;
-                Ok(EpochChange {
-                    header: Header::from_value(access::req(W, em, "header")?)?,
-                    finalization: access::bytes(W, access::req(W, em, "finalization")?)?.to_vec(),
-                    record: access::bytes(W, access::req(W, em, "record")?)?.to_vec(),
-                    proof: proof_from(access::req(W, em, "proof")?)?,
-                })
-            })
+            .map(EpochChange::from_value)
             .collect::<crate::Result<_>>()?;
         let entries = entries_from(W, access::req(W, m, "entries")?)?;
         Ok(Self {
@@ -356,6 +393,7 @@ impl SyncBundle {
 pub struct KioskSnapshot {
     chain_id: String,
     genesis_digest: Hash,
+    epoch_length: u64,
     epoch: u64,
     validators: ValidatorSet,
     header: Header,
@@ -375,6 +413,7 @@ impl KioskSnapshot {
         Ok(Self {
             chain_id: genesis.chain_id.clone(),
             genesis_digest: header.digest(),
+            epoch_length: genesis.epoch_length,
             epoch: 0,
             validators,
             header,
@@ -395,9 +434,14 @@ impl KioskSnapshot {
         self.genesis_digest
     }
 
-    /// Current validator-set epoch.
+    /// The first consensus epoch of the validator set the kiosk follows.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The validator set the kiosk follows.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
     }
 
     /// Conflicting certified headers seen (kept as evidence of equivocation).
@@ -421,10 +465,23 @@ impl KioskSnapshot {
         if fin.proposal.payload != header.digest() {
             return Err(SyncError::CertificateMismatch);
         }
-        if fin.proposal.epoch != epoch {
+        if fin.proposal.epoch != header.epoch {
             return Err(SyncError::Certificate(format!(
-                "signed in epoch {}, the kiosk follows epoch {epoch}",
-                fin.proposal.epoch
+                "signed in epoch {}, the header is of epoch {}",
+                fin.proposal.epoch, header.epoch
+            )));
+        }
+        if header.epoch != epoch_of(header.height, self.epoch_length) {
+            return Err(SyncError::Certificate(format!(
+                "header {} claims epoch {}",
+                header.height, header.epoch
+            )));
+        }
+        // A set signs from its first epoch on, until a certified change names the next one.
+        if header.epoch < epoch {
+            return Err(SyncError::Certificate(format!(
+                "header of epoch {} predates the validator set of epoch {epoch}",
+                header.epoch
             )));
         }
         fin.verify(set)
@@ -444,6 +501,12 @@ impl KioskSnapshot {
                 return Err(SyncError::ForeignChain(change.header.chain.clone()));
             }
             self.check_certificate(&set, epoch, &change.header, &change.finalization)?;
+            if !is_boundary(change.header.height, self.epoch_length) {
+                return Err(SyncError::EpochChange(format!(
+                    "block {} is not the last of its epoch",
+                    change.header.height
+                )));
+            }
             let path = smt::key_path(tag::CHAIN, b"validators");
             smt::verify(
                 &change.header.kiosk_root,
@@ -455,11 +518,15 @@ impl KioskSnapshot {
             let ChainRecord {
                 epoch: next_epoch,
                 validators: keys,
+                epoch_length,
             } = ChainRecord::decode(&change.record)
                 .map_err(|e| SyncError::EpochChange(e.to_string()))?;
-            if next_epoch != epoch.saturating_add(1) || change.header.epoch != next_epoch {
+            if next_epoch != change.header.epoch.saturating_add(1)
+                || epoch_length != self.epoch_length
+            {
                 return Err(SyncError::EpochChange(format!(
-                    "epoch {next_epoch} does not follow {epoch}"
+                    "boundary of epoch {} names a set for epoch {next_epoch}",
+                    change.header.epoch
                 )));
             }
             set = ValidatorSet::new(self.chain_id.as_bytes(), keys)
@@ -498,36 +565,44 @@ impl KioskSnapshot {
             (&self.tree, &self.lists)
         };
         let (staged, new_lists) = stage(base, known, bundle)?;
-        if cold {
+        let mut tree = if cold {
             // A first sync rebuilds the subtree in one pass over sorted leaves.
-            let mut all = self.genesis_tree.by_path().clone();
+            let mut all = self.genesis_tree.to_map();
             all.extend(staged);
-            let tree = Tree::from_entries(all);
-            if tree.root() != header.kiosk_root {
-                return Err(SyncError::SubRootMismatch);
-            }
-            self.tree = tree;
-            self.lists = BTreeMap::new();
+            Tree::from_entries(all)
         } else {
-            // A delta updates the paths it touches in place, and is undone if the root differs.
-            let mut undo = Vec::with_capacity(staged.len());
+            // A delta writes the paths it touches into a copy that shares everything else.
+            let mut tree = self.tree.clone();
             for (path, entry) in staged {
-                undo.push((path, self.tree.put_at(path, entry)));
+                tree.put_at(path, entry);
             }
-            if self.tree.root() != header.kiosk_root {
-                for (path, old) in undo.into_iter().rev() {
-                    match old {
-                        Some(entry) => {
-                            self.tree.put_at(path, entry);
-                        }
-                        None => self.tree.remove_at(&path),
-                    }
-                }
-                return Err(SyncError::SubRootMismatch);
-            }
+            tree
+        };
+        if tree.root() != header.kiosk_root {
+            return Err(SyncError::SubRootMismatch);
+        }
+        // The certified state must name the set that signed it; otherwise the bundle left out
+        // a validator-set change.
+        let record = tree
+            .get(tag::CHAIN, b"validators")
+            .and_then(|r| ChainRecord::decode(r).ok());
+        let names_signers = record.is_some_and(|r| {
+            r.epoch == epoch
+                && ValidatorSet::new(self.chain_id.as_bytes(), r.validators)
+                    .is_ok_and(|named| named.keys() == set.keys())
+        });
+        if !names_signers {
+            return Err(SyncError::EpochChange(
+                "the certified state names another validator set than the one that signed it"
+                    .into(),
+            ));
+        }
+        tree.clear_touched();
+        self.tree = tree;
+        if cold {
+            self.lists = BTreeMap::new();
         }
         self.lists.extend(new_lists);
-        self.tree.clear_touched();
         self.header = header.clone();
         self.validators = set;
         self.epoch = epoch;

@@ -9,6 +9,8 @@
 //!
 //! Updates touch one path (O(depth)); proofs carry one sibling per level of the path.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -73,8 +75,8 @@ enum Node {
         hash: Hash,
     },
     Internal {
-        left: Box<Node>,
-        right: Box<Node>,
+        left: Arc<Node>,
+        right: Arc<Node>,
         hash: Hash,
     },
 }
@@ -89,10 +91,16 @@ impl Node {
     }
 
     fn internal(left: Node, right: Node) -> Self {
+        Self::shared(Arc::new(left), Arc::new(right))
+    }
+
+    /// An internal node over children that may be shared with older versions of the tree: an
+    /// update copies only the nodes on its path, so cloning a tree is O(1).
+    fn shared(left: Arc<Node>, right: Arc<Node>) -> Self {
         Self::Internal {
             hash: internal_hash(&left.hash(), &right.hash()),
-            left: Box::new(left),
-            right: Box::new(right),
+            left,
+            right,
         }
     }
 
@@ -139,10 +147,13 @@ impl Node {
                 &key,
             ),
             Self::Internal { left, right, .. } => {
+                let next = depth.saturating_add(1);
                 if bit(&key, depth) {
-                    Self::internal(*left, right.insert(depth.saturating_add(1), key, value))
+                    let right = Arc::unwrap_or_clone(right).insert(next, key, value);
+                    Self::shared(left, Arc::new(right))
                 } else {
-                    Self::internal(left.insert(depth.saturating_add(1), key, value), *right)
+                    let left = Arc::unwrap_or_clone(left).insert(next, key, value);
+                    Self::shared(Arc::new(left), right)
                 }
             }
         }
@@ -152,17 +163,20 @@ impl Node {
         match self {
             Self::Leaf { key: k, .. } if &k == key => Self::Empty,
             Self::Internal { left, right, .. } => {
-                let (left, right) = if bit(key, depth) {
-                    (*left, right.remove(depth.saturating_add(1), key))
+                let go_right = bit(key, depth);
+                let (changed, kept) = if go_right {
+                    (right, left)
                 } else {
-                    (left.remove(depth.saturating_add(1), key), *right)
+                    (left, right)
                 };
+                let changed = Arc::unwrap_or_clone(changed).remove(depth.saturating_add(1), key);
                 // A subtree left with a single leaf collapses to that leaf.
-                match (left, right) {
+                match (&changed, kept.as_ref()) {
                     (Self::Empty, Self::Empty) => Self::Empty,
-                    (leaf @ Self::Leaf { .. }, Self::Empty)
-                    | (Self::Empty, leaf @ Self::Leaf { .. }) => leaf,
-                    (l, r) => Self::internal(l, r),
+                    (Self::Leaf { .. }, Self::Empty) => changed,
+                    (Self::Empty, Self::Leaf { .. }) => Arc::unwrap_or_clone(kept),
+                    _ if go_right => Self::shared(kept, Arc::new(changed)),
+                    _ => Self::shared(Arc::new(changed), kept),
                 }
             }
             other => other,

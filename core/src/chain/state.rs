@@ -7,6 +7,7 @@
 //! whole, and the **public tree** (DID records with their sequence numbers).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ciborium::Value;
 use sha2::{Digest, Sha256};
@@ -111,7 +112,9 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     smt: SparseMerkleTree,
-    values: BTreeMap<Hash, Entry>,
+    /// Persistent (structurally shared) so that a block's copy of the parent state costs O(1)
+    /// and each write O(log n), not a copy of every entry.
+    values: imbl::OrdMap<Hash, Arc<Entry>>,
     /// Paths written since the last [`Tree::clear_touched`]: what a block changed, found without
     /// comparing whole trees.
     touched: std::collections::BTreeSet<Hash>,
@@ -147,7 +150,9 @@ impl Tree {
     pub(crate) fn put_at(&mut self, path: Hash, entry: Entry) -> Option<Entry> {
         self.touched.insert(path);
         self.smt.insert(path, smt::value_hash(&entry.value));
-        self.values.insert(path, entry)
+        self.values
+            .insert(path, Arc::new(entry))
+            .map(Arc::unwrap_or_clone)
     }
 
     /// Set `(tag, key)` to `value`, or remove it for `None`: a node rebuilds the tree of an
@@ -170,7 +175,7 @@ impl Tree {
 
     /// The entry at a path.
     pub(crate) fn get_at(&self, path: &Hash) -> Option<&Entry> {
-        self.values.get(path)
+        self.values.get(path).map(Arc::as_ref)
     }
 
     /// Build a tree from entries keyed by path, hashing each node once.
@@ -181,19 +186,22 @@ impl Tree {
             .collect();
         Self {
             smt: SparseMerkleTree::from_sorted_leaves(&leaves),
-            values,
+            values: values.into_iter().map(|(p, e)| (p, Arc::new(e))).collect(),
             touched: std::collections::BTreeSet::new(),
         }
     }
 
-    /// All entries keyed by path.
-    pub(crate) fn by_path(&self) -> &BTreeMap<Hash, Entry> {
-        &self.values
+    /// A copy of all entries keyed by path.
+    pub(crate) fn to_map(&self) -> BTreeMap<Hash, Entry> {
+        self.values
+            .iter()
+            .map(|(p, e)| (*p, Entry::clone(e)))
+            .collect()
     }
 
     /// Every entry, ordered by key path (what a cold kiosk sync carries).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.values.values()
+        self.values.values().map(Arc::as_ref)
     }
 
     /// Entries of `self` that are new or changed compared with `older` (entries are never
@@ -202,7 +210,7 @@ impl Tree {
         self.values
             .iter()
             .filter(|(path, e)| older.values.get(*path).is_none_or(|o| o.value != e.value))
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| Entry::clone(e))
             .collect()
     }
 
@@ -221,7 +229,7 @@ impl Tree {
                 let e = self.values.get(path)?;
                 let old = older.values.get(path);
                 (old.is_none_or(|o| o.value != e.value))
-                    .then(|| (e.clone(), old.map(|o| o.value.clone())))
+                    .then(|| (Entry::clone(e), old.map(|o| o.value.clone())))
             })
             .collect()
     }
@@ -255,15 +263,38 @@ pub struct Genesis {
     pub governance: Vec<(EcPublicKey, KeyCommitment)>,
     /// Members needed for quorum operations (validator-set changes).
     pub governance_threshold: usize,
+    /// Blocks per consensus epoch ([`DEFAULT_EPOCH_LENGTH`] unless set): a validator-set change
+    /// takes effect at the next epoch boundary.
+    pub epoch_length: u64,
 }
 
-/// The chain record (`chain`/`validators` in the kiosk tree): the epoch and its validators.
+/// Blocks per consensus epoch unless genesis says otherwise: about an hour of idle two-blocks-a-
+/// second chain, so a validator-set change waits at most that long and kiosks see at most one
+/// epoch change per change of the set.
+pub const DEFAULT_EPOCH_LENGTH: u64 = 7200;
+
+/// The consensus epoch of `height` for epochs of `length` blocks (epoch 0 holds genesis), the
+/// same mapping as commonware's fixed-length epocher.
+pub fn epoch_of(height: u64, length: u64) -> u64 {
+    height.checked_div(length).unwrap_or(0)
+}
+
+/// Whether `height` is the last block of its epoch: the boundary block the old validator set
+/// finalizes and whose state names the next set.
+pub fn is_boundary(height: u64, length: u64) -> bool {
+    length > 1 && height % length == length - 1
+}
+
+/// The chain record (`chain`/`validators` in the kiosk tree): the current validator set, the
+/// first consensus epoch it signs, and the epoch length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainRecord {
-    /// Validator-set epoch.
+    /// First consensus epoch this set signs (0 for the genesis set).
     pub epoch: u64,
     /// Its validators.
     pub validators: Vec<EcPublicKey>,
+    /// Blocks per consensus epoch.
+    pub epoch_length: u64,
 }
 
 impl ChainRecord {
@@ -278,6 +309,7 @@ impl ChainRecord {
                 .iter()
                 .map(|k| EcPublicKey::from_sec1(access::bytes(W, k)?))
                 .collect::<crate::Result<_>>()?,
+            epoch_length: access::uint(W, access::req(W, m, "epochLength")?)?,
         })
     }
 }
@@ -358,7 +390,9 @@ pub struct State {
     threshold: usize,
     kiosk: Tree,
     public: Tree,
-    lists: BTreeMap<String, (ListInfo, StatusList)>,
+    /// Shared like the trees; an update copies only the list it changes.
+    lists: imbl::OrdMap<String, Arc<(ListInfo, StatusList)>>,
+    epoch_length: u64,
 }
 
 /// The combined state root: H("civis/state/v1" || kiosk root || public root). Consensus orders
@@ -396,6 +430,9 @@ impl State {
                 "a validator appears twice, or no chain id",
             ));
         }
+        if g.epoch_length < 2 {
+            return Err(invalid("genesis", "epoch length below 2 blocks"));
+        }
         if g.governance_threshold == 0 || g.governance_threshold > g.governance.len() {
             return Err(invalid(
                 "genesis",
@@ -408,7 +445,8 @@ impl State {
             threshold: g.governance_threshold,
             kiosk: Tree::default(),
             public: Tree::default(),
-            lists: BTreeMap::new(),
+            lists: imbl::OrdMap::new(),
+            epoch_length: g.epoch_length,
         };
         for (key, next) in &g.governance {
             let did = Did::from_inception(key, next);
@@ -439,7 +477,11 @@ impl State {
         };
         s.kiosk = Tree::from_entries(by_path(kiosk));
         s.public = Tree::from_entries(by_path(public));
-        s.lists = status_lists(&s.kiosk).map_err(|what| invalid("restore", what))?;
+        s.lists = status_lists(&s.kiosk)
+            .map_err(|what| invalid("restore", what))?
+            .into_iter()
+            .map(|(uri, list)| (uri, Arc::new(list)))
+            .collect();
         Ok(s)
     }
 
@@ -482,7 +524,7 @@ impl State {
 
     /// The status list at `uri`.
     pub fn status_list(&self, uri: &str) -> Option<&StatusList> {
-        self.lists.get(uri).map(|(_, l)| l)
+        self.lists.get(uri).map(|e| &e.1)
     }
 
     /// Start recording the writes of a block (see [`Tree::touched_since`]).
@@ -493,7 +535,7 @@ impl State {
 
     /// Every status list: URI, metadata and content, by URI.
     pub fn status_lists(&self) -> impl Iterator<Item = (&str, &ListInfo, &StatusList)> {
-        self.lists.iter().map(|(u, (i, l))| (u.as_str(), i, l))
+        self.lists.iter().map(|(u, e)| (u.as_str(), &e.0, &e.1))
     }
 
     /// The governance members.
@@ -535,8 +577,33 @@ impl State {
                 Value::Array(self.governance.iter().map(|d| text(d.as_str())).collect()),
             ),
             ("threshold", Value::Integer((self.threshold as u64).into())),
+            ("epochLength", Value::Integer(self.epoch_length.into())),
         ]));
         self.kiosk.put(tag::CHAIN, b"validators", value);
+    }
+
+    /// The validator set waiting for the next epoch boundary, if a change was approved.
+    pub fn pending_validators(&self) -> Option<Vec<EcPublicKey>> {
+        let bytes = self.public.get(tag::CHAIN, PENDING_VALIDATORS)?;
+        let keys = decode_key_list(bytes)?;
+        (!keys.is_empty()).then_some(keys)
+    }
+
+    /// Close the block at `height`: at an epoch boundary, an approved validator set becomes the
+    /// set of the next epoch, recorded in this block's kiosk tree so the old set's finalization
+    /// of the boundary certifies the hand-over. Block building and execution both call this after
+    /// the transactions.
+    pub fn end_block(&mut self, height: u64) {
+        if !is_boundary(height, self.epoch_length) {
+            return;
+        }
+        if let Some(next) = self.pending_validators() {
+            let epoch = epoch_of(height, self.epoch_length).saturating_add(1);
+            self.write_chain_record(&next, epoch);
+            // Overwritten, not removed: the read models only ever see writes.
+            self.public
+                .put(tag::CHAIN, PENDING_VALIDATORS, encode_key_list(&[]));
+        }
     }
 
     /// Check the signer of `tx`: returns its DID and record. For create-did the "record" is the
@@ -785,13 +852,14 @@ impl State {
                     self.kiosk
                         .put(tag::STATUS_CHUNK, &chunk_key(&uri, i), chunk.to_vec());
                 }
-                self.lists.insert(uri, (meta, l));
+                self.lists.insert(uri, Arc::new((meta, l)));
             }
             Op::UpdateStatus { list, delta } => {
                 let uri = status_uri(&did, list);
                 let (meta, current) = self
                     .lists
                     .get(&uri)
+                    .map(|e| (&e.0, &e.1))
                     .ok_or_else(|| invalid(name, "no such list for this issuer"))?;
                 if delta.changes().is_empty() {
                     return Err(invalid(name, "empty delta"));
@@ -837,7 +905,7 @@ impl State {
                         .put(tag::STATUS_CHUNK, &chunk_key(&uri, c), bytes);
                 }
                 let meta = *meta;
-                self.lists.insert(uri, (meta, updated));
+                self.lists.insert(uri, Arc::new((meta, updated)));
             }
             Op::SetValidators {
                 validators,
@@ -853,7 +921,7 @@ impl State {
                     return Err(invalid(name, "a validator appears twice"));
                 }
                 let mut approvers = vec![did.clone()];
-                let payload = tx.tx.op.approval_payload(&self.chain_id, self.epoch());
+                let payload = tx.tx.op.approval_payload(&self.chain_id, self.set_epoch());
                 for a in approvals {
                     let (member, sign1) =
                         tx::decode_approval(a).map_err(|e| invalid(name, e.to_string()))?;
@@ -885,8 +953,9 @@ impl State {
                         ),
                     ));
                 }
-                let epoch = self.epoch().saturating_add(1);
-                self.write_chain_record(validators, epoch);
+                // Takes effect at the end of this epoch (State::end_block).
+                self.public
+                    .put(tag::CHAIN, PENDING_VALIDATORS, encode_key_list(validators));
             }
             Op::RegisterElection {
                 id,
@@ -915,13 +984,46 @@ impl State {
         Ok(())
     }
 
-    /// The current validator-set epoch.
-    pub fn epoch(&self) -> u64 {
+    /// The first consensus epoch of the current validator set (what governance approvals name,
+    /// so an approval cannot be replayed against a later set).
+    pub fn set_epoch(&self) -> u64 {
+        self.chain_record().map_or(0, |r| r.epoch)
+    }
+
+    /// The current chain record.
+    pub fn chain_record(&self) -> Option<ChainRecord> {
         self.kiosk
             .get(tag::CHAIN, b"validators")
             .and_then(|b| ChainRecord::decode(b).ok())
-            .map_or(0, |r| r.epoch)
     }
+
+    /// Blocks per consensus epoch.
+    pub fn epoch_length(&self) -> u64 {
+        self.epoch_length
+    }
+}
+
+/// Public-tree key of the validator set approved for the next epoch.
+const PENDING_VALIDATORS: &[u8] = b"pending-validators";
+
+fn encode_key_list(keys: &[EcPublicKey]) -> Vec<u8> {
+    cbor::encode(&Value::Array(
+        keys.iter().map(|k| Value::Bytes(k.compressed())).collect(),
+    ))
+}
+
+fn decode_key_list(bytes: &[u8]) -> Option<Vec<EcPublicKey>> {
+    const W: &str = "pending validators";
+    let v = cbor::decode(W, bytes, cbor::Limits::new(1 << 20)).ok()?;
+    access::array(W, &v)
+        .ok()?
+        .iter()
+        .map(|k| {
+            access::bytes(W, k)
+                .ok()
+                .and_then(|b| EcPublicKey::from_sec1(b).ok())
+        })
+        .collect()
 }
 
 fn accreditation_value(doc_types: &[String], until: i64) -> Vec<u8> {

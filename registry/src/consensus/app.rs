@@ -6,15 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use civis_core::chain::block::Block;
 use commonware_consensus::marshal::Update;
 use commonware_consensus::marshal::ancestry::Ancestry;
-use commonware_consensus::marshal::core::Mailbox;
-use commonware_consensus::marshal::standard::Standard;
 use commonware_consensus::simplex::types::Context as SimplexContext;
 use commonware_consensus::{Heightable, Reporter};
 use commonware_cryptography::secp256r1::standard::PublicKey;
 use commonware_cryptography::sha256::Digest;
 use commonware_cryptography::{Digested, Digestible};
-use commonware_runtime::{Clock, Spawner};
-use commonware_utils::Acknowledgement as _;
+use commonware_runtime::Clock;
 use commonware_utils::acknowledgement::Exact;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
@@ -144,37 +141,4 @@ pub fn finalized_channel() -> (
 ) {
     let (tx, rx) = mpsc::unbounded();
     (Finalized { tx }, rx)
-}
-
-/// Commit finalized blocks in order, each with its finalization certificate when it has its
-/// own, and acknowledge each only once it is durable. A storage failure is retried (never
-/// skipped): the block is acknowledged only after it is committed.
-pub async fn commit_loop<E: Clock + Spawner, A: Application>(
-    rt: E,
-    app: A,
-    marshal: Mailbox<Scheme, Standard<ChainBlock>>,
-    mut rx: mpsc::UnboundedReceiver<(Digested<ChainBlock>, Exact)>,
-) {
-    while let Some((block, ack)) = rx.next().await {
-        let height = block.height();
-        let finalization = marshal
-            .get_finalization(height)
-            .await
-            .map(|f| commonware_codec::Encode::encode(&f).to_vec());
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match app
-                .finalized(block.inner().block().clone(), finalization.clone())
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(height = height.get(), error = %e, "commit failed; retrying");
-                    rt.sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        ack.acknowledge();
-    }
 }

@@ -22,7 +22,8 @@ pub fn public_key(key: &EcPublicKey) -> Result<PublicKey, Error> {
         .map_err(|e| Error::Config(format!("validator public key: {e}")))
 }
 
-fn participants(validators: &[EcPublicKey]) -> Result<BiMap<PublicKey, PublicKey>, Error> {
+/// The participant map of a validator set (identity = signing key).
+pub fn participants(validators: &[EcPublicKey]) -> Result<BiMap<PublicKey, PublicKey>, Error> {
     validators
         .iter()
         .map(|k| public_key(k).map(|p| (p.clone(), p)))

@@ -102,6 +102,7 @@ pub fn genesis(chain: &str, n: usize, time: i64) -> Genesis {
             KeyCommitment::to(gov.next.public_key()),
         )],
         governance_threshold: 1,
+        epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
     }
 }
 
@@ -128,7 +129,7 @@ pub fn certify(
         })
         .collect();
     let proposal = Proposal {
-        epoch: 0,
+        epoch: header.epoch,
         view: header.height + 1,
         parent_view: header.height,
         payload: header.digest(),
