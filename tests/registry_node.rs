@@ -203,3 +203,78 @@ fn four_validators_one_on_postgres() {
     }
     let _ = json_of;
 }
+
+/// A validator-set change between processes: four validators with 12-block epochs and a fifth,
+/// prepared with `add-validator`, following as an observer. Governance votes validator 0 out and
+/// the fifth in; after the epoch boundary the new set alone finalizes (validators 0 and 1
+/// stopped: the old set would have 2 of 4), and a kiosk snapshot follows the change through
+/// `civis registry sync`, cold and then as a delta.
+#[test]
+fn validator_set_change_between_processes() {
+    let mut c = Cluster::init_with("epochs", 4, 17500, &["--epoch-length", "12"]);
+    let fifth = c.add_validator();
+    assert_eq!(fifth, 4);
+    for i in 0..=fifth {
+        c.start(i, None);
+    }
+    c.wait_all(&[0, 1, 2, 3, 4], 2);
+    let gov = c.dir.join("governance.jwk");
+    let mut args = vec!["set-validators".to_owned()];
+    for i in 1..=fifth {
+        args.push("--validator".into());
+        args.push(
+            c.dir
+                .join(format!("validator-{i}.jwk"))
+                .display()
+                .to_string(),
+        );
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.tx(&gov, &args).expect("set-validators");
+    // Past the boundary (height 11) and into epoch 1 everywhere.
+    c.wait_all(&[0, 1, 2, 3, 4], 15);
+    assert!(c.health(4)["epoch"].as_u64().unwrap() >= 1);
+
+    let genesis = c.dir.join("genesis.json");
+    let snapshot = c.dir.join("kiosk.snapshot");
+    let out = c
+        .sync_from(2, &genesis, &snapshot)
+        .expect("cold sync across the change");
+    assert!(
+        out.contains("validator set of epoch 1 (1 change(s) followed)"),
+        "{out}"
+    );
+
+    c.kill(0);
+    c.kill(1);
+    let h = c.health(2)["height"].as_u64().unwrap();
+    c.wait_all(&[2, 3, 4], h + 5);
+    let alice = c.dir.join("alice.jwk");
+    civis(&["registry", "keygen", "--out", alice.to_str().unwrap()]);
+    let mut tx = vec!["registry", "tx", "--node"];
+    let node = c.url(4);
+    tx.push(&node);
+    tx.extend(["--key", alice.to_str().unwrap(), "create-did"]);
+    let created = civis(&tx);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let out = c
+        .sync_from(3, &genesis, &snapshot)
+        .expect("delta sync in the new epoch");
+    assert!(out.starts_with("updated"), "{out}");
+    assert!(out.contains("(0 change(s) followed)"), "{out}");
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    let did = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("did:civis:"))
+        .expect("create-did prints the DID");
+    let resolve = civis(&["registry", "resolve", "--node", &c.url(3), did]);
+    assert!(
+        resolve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolve.stderr)
+    );
+}

@@ -564,8 +564,42 @@ fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
     };
     // From now on the new set certifies.
     let old_keys = std::mem::replace(&mut s.chain.validators, new_keys.clone());
+    // The newest certified block may be the boundary itself: the kiosk follows the change and
+    // takes the boundary header, certified by the old set; syncing again before a newer block
+    // is certified changes nothing.
+    let at_boundary = SyncBundle::build(
+        boundary.clone(),
+        certify(&old_keys, 0, &boundary, &[0, 1, 2]),
+        vec![change.clone()],
+        Some(base.height),
+        base_state.kiosk_tree(),
+        &boundary_tree,
+    );
+    let mut k3 = kiosk.clone();
+    k3.apply(&at_boundary).unwrap();
+    assert_eq!((k3.epoch(), k3.header()), (1, &boundary));
+    let again = SyncBundle::build(
+        boundary.clone(),
+        certify(&old_keys, 0, &boundary, &[0, 1, 2]),
+        vec![],
+        Some(boundary.height),
+        &boundary_tree,
+        &boundary_tree,
+    );
+    k3.apply(&again).unwrap();
+    assert_eq!(k3.header(), &boundary);
     s.chain.block(vec![]);
     assert_eq!(s.chain.head.epoch, 1);
+    let onward = SyncBundle::build(
+        s.chain.head.clone(),
+        s.chain.cert(&s.chain.head),
+        vec![],
+        Some(boundary.height),
+        &boundary_tree,
+        s.chain.state.kiosk_tree(),
+    );
+    k3.apply(&onward).unwrap();
+    assert_eq!(k3.header(), &s.chain.head);
     let mut bundle = s.chain.delta_bundle(&base, &base_state);
     // Without the change the kiosk cannot check the new set's certificate, and keeps its state.
     let mut k = kiosk.clone();
@@ -620,7 +654,9 @@ fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
         SyncError::Certificate(_)
     ));
     // The certificate's round must carry the header's epoch.
-    let mut wrong_round = s.chain.delta_bundle(&s.chain.head, &s.chain.state);
+    let (prev, prev_state) = (s.chain.head.clone(), s.chain.state.clone());
+    s.chain.block(vec![]);
+    let mut wrong_round = s.chain.delta_bundle(&prev, &prev_state);
     wrong_round.finalization = certify(&new_keys, 0, &wrong_round.header, &[0, 1, 2]);
     assert!(matches!(
         k2.clone().apply(&wrong_round).unwrap_err(),

@@ -154,6 +154,10 @@ pub struct SyncReport {
     pub time: i64,
     /// Bundle size in bytes.
     pub bundle_bytes: usize,
+    /// First epoch of the validator set the snapshot now follows.
+    pub set_epoch: u64,
+    /// Validator-set changes the bundle carried.
+    pub set_changes: usize,
 }
 
 /// Create or advance the kiosk snapshot at `path` for the pinned `genesis` from `client`. On
@@ -189,6 +193,8 @@ pub async fn sync_snapshot(
         state_root: h.state_root(),
         time: h.time,
         bundle_bytes: bytes.len(),
+        set_epoch: snap.epoch(),
+        set_changes: bundle.epochs.len(),
     })
 }
 

@@ -140,6 +140,35 @@ impl RegistryDir {
         write_atomic(&self.network_path(), text.as_bytes())
     }
 
+    /// Prepare one more validator (to be voted in by a `set-validators` transaction): a new key
+    /// file `validator-I.jwk` and a `network.json` entry with its key, on the next ports of the
+    /// layout `init` used. Returns its index and public key.
+    pub fn add_validator(
+        &self,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(usize, SoftwareKey), Error> {
+        let mut network = self.network()?;
+        let first = network
+            .validators
+            .first()
+            .ok_or_else(|| Error::Config("network.json lists no validators".into()))?;
+        let i = network.validators.len();
+        let offset = u16::try_from(i).map_err(|_| Error::Config("too many validators".into()))?;
+        let (p2p, http) = (
+            first.p2p.port().saturating_add(offset),
+            first.http.port().saturating_add(offset),
+        );
+        let key = SoftwareKey::generate(rng);
+        write_key(&self.validator_key(i), &key, Some(format!("validator-{i}")))?;
+        network.validators.push(Endpoint {
+            p2p: SocketAddr::new(first.p2p.ip(), p2p),
+            http: SocketAddr::new(first.http.ip(), http),
+            key: Some(civis_core::did::multikey_encode(key.public_key())),
+        });
+        self.set_network(&network)?;
+        Ok((i, key))
+    }
+
     /// Read `network.json`.
     pub fn network(&self) -> Result<Network, Error> {
         let p = self.network_path();
@@ -149,12 +178,14 @@ impl RegistryDir {
     }
 
     /// Create a new registry: `validators` validator keys on loopback ports from `port_base`, one governance
-    /// member (threshold 1), genesis at `time`. Refuses to touch an existing `genesis.json`.
+    /// member (threshold 1), consensus epochs of `epoch_length` blocks, genesis at `time`.
+    /// Refuses to touch an existing `genesis.json`.
     pub fn init(
         &self,
         chain_id: &str,
         validators: usize,
         port_base: u16,
+        epoch_length: u64,
         time: i64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Genesis, Error> {
@@ -212,7 +243,7 @@ impl RegistryDir {
             validators: keys,
             governance: vec![(gov.public_key().clone(), commitment)],
             governance_threshold: 1,
-            epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
+            epoch_length,
         };
         // Check the rules before writing the file everything else pins.
         civis_core::chain::state::State::genesis(&genesis)

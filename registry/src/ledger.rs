@@ -56,7 +56,16 @@ pub trait Application: Clone + Send + Sync + 'static {
     /// The validator set of consensus `epoch`, once the committed chain has decided it (every
     /// epoch up to the one after the last committed block); `None` for later epochs.
     fn validators(&self, epoch: u64) -> Option<Vec<EcPublicKey>>;
+    /// Transactions admitted from clients since the last call, up to about `max_bytes`, to send
+    /// to the other validators.
+    fn take_gossip(&self, max_bytes: usize) -> Vec<Vec<u8>>;
+    /// A transaction another validator admitted (not sent on again).
+    fn gossiped(&self, bytes: &[u8]);
 }
+
+/// Client transactions waiting to be gossiped, at most; older ones are dropped first (the
+/// validator that admitted them still proposes them).
+const MAX_OUTBOX: usize = 50_000;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -88,6 +97,8 @@ struct Shared {
     mempool: Mempool,
     /// Validator sets by the first epoch each signs.
     sets: BTreeMap<u64, Vec<EcPublicKey>>,
+    /// Client transactions not yet gossiped.
+    outbox: std::collections::VecDeque<Vec<u8>>,
 }
 
 struct Inner<S> {
@@ -160,6 +171,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
                     executed: HashMap::new(),
                     mempool: Mempool::new(limits),
                     sets,
+                    outbox: std::collections::VecDeque::new(),
                 }),
                 counters: Counters::default(),
             }),
@@ -202,9 +214,25 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
         (s.mempool.len(), s.mempool.bytes())
     }
 
-    /// Admit a transaction (the bytes of its COSE_Sign1).
+    /// Admit a transaction from a client (the bytes of its COSE_Sign1); once admitted it is
+    /// gossiped to the other validators.
     pub fn submit(&self, bytes: &[u8]) -> Result<TxId, Error> {
+        let id = self.admit(bytes)?;
+        let mut s = self.lock();
+        if s.outbox.len() >= MAX_OUTBOX {
+            s.outbox.pop_front();
+        }
+        s.outbox.push_back(bytes.to_vec());
+        Ok(id)
+    }
+
+    fn admit(&self, bytes: &[u8]) -> Result<TxId, Error> {
         let result = SignedTx::decode(bytes).map_err(Error::from).and_then(|tx| {
+            // Check the signature before taking the lock (the check is remembered, so the
+            // admission under the lock does not repeat it): validators admit every transaction
+            // of the chain, and nothing else should wait for that.
+            let state = Arc::clone(&self.lock().state);
+            let _ = state.admit(&tx);
             let mut s = self.lock();
             let state = Arc::clone(&s.state);
             s.mempool.insert(tx, &state)
@@ -313,12 +341,23 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
         let first = ancestry.first()?;
         let (mut header, mut state) = known(&self.lock(), &first.header.parent)?;
         for b in ancestry {
+            self.adopt_checks(b);
             let next = block::execute(&state, &header, b).ok()?;
             header = b.header.clone();
             state = Arc::new(next);
             self.remember(b, Arc::clone(&state));
         }
         (header.digest() == *parent).then_some((header, state))
+    }
+
+    /// Let `b`'s transactions reuse the signature checks of their pending copies here.
+    fn adopt_checks(&self, b: &Block) {
+        let s = self.lock();
+        for tx in &b.txs {
+            if let Some(twin) = s.mempool.twin(tx) {
+                tx.adopt_verification(twin);
+            }
+        }
     }
 
     fn remember(&self, b: &Block, state: Arc<State>) {
@@ -385,6 +424,7 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
     }
 
     fn verify(&self, parent: &Hash, ancestry: &[Block], b: &Block, now: i64) -> bool {
+        self.adopt_checks(b);
         let ok = (|| {
             if b.header.time > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
                 return false;
@@ -472,6 +512,28 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
 
     fn epoch_length(&self) -> u64 {
         self.inner.genesis.epoch_length
+    }
+
+    fn take_gossip(&self, max_bytes: usize) -> Vec<Vec<u8>> {
+        let mut s = self.lock();
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        while let Some(tx) = s.outbox.front() {
+            size = size.saturating_add(tx.len());
+            if size > max_bytes && !out.is_empty() {
+                break;
+            }
+            if let Some(tx) = s.outbox.pop_front() {
+                out.push(tx);
+            }
+        }
+        out
+    }
+
+    fn gossiped(&self, bytes: &[u8]) {
+        // Refusals are expected (already included, already pending, a rival at the same
+        // sequence number): the sender's copy is what counts.
+        let _ = self.admit(bytes);
     }
 
     fn validators(&self, epoch: u64) -> Option<Vec<EcPublicKey>> {

@@ -104,6 +104,15 @@ impl Mempool {
         }
     }
 
+    /// The pending copy of `tx` (same bytes), if any: it carries this node's signature check.
+    pub fn twin(&self, tx: &SignedTx) -> Option<&SignedTx> {
+        self.by_signer
+            .get(&tx.signer.did)?
+            .get(&slot(tx))
+            .map(|e| &e.2)
+            .filter(|t| t.bytes() == tx.bytes())
+    }
+
     /// Number of pending transactions.
     pub fn len(&self) -> usize {
         self.order.len()

@@ -150,6 +150,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
         let votes = net.register(channel::VOTES, quota);
         let certificates = net.register(channel::CERTIFICATES, quota);
         let simplex_resolver = net.register(channel::SIMPLEX_RESOLVER, quota);
+        let transactions = net.register(channel::TRANSACTIONS, quota);
         let _net = net.start();
         let running = start_validator(
             context.child("validator"),
@@ -170,6 +171,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                 simplex_resolver,
                 backfill,
                 blocks,
+                transactions,
             },
             oracle.clone(),
             oracle,

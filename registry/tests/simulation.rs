@@ -97,6 +97,10 @@ async fn start_on(
         .unwrap();
     let backfill = control.register(channel::BACKFILL, quota).await.unwrap();
     let blocks = control.register(channel::BLOCKS, quota).await.unwrap();
+    let transactions = control
+        .register(channel::TRANSACTIONS, quota)
+        .await
+        .unwrap();
     let manager = oracle.manager();
     let tracker_manager = oracle.manager();
     let (tx, rx) = futures::channel::oneshot::channel();
@@ -125,6 +129,7 @@ async fn start_on(
                     simplex_resolver,
                     backfill,
                     blocks,
+                    transactions,
                 },
                 manager,
                 control,
@@ -271,8 +276,8 @@ fn four_validators_finalize_partition_heal_and_crash_recover() {
         let mut gov = governance();
         let issuer = Holder::new("issuer");
         nodes[0].submit(issuer.create(CHAIN).bytes()).unwrap();
-        // Order matters (the issuer must exist first) and validators do not gossip pending
-        // transactions, so both go to the same validator, which proposes them in order.
+        // Order matters (the issuer must exist first): both go to one validator, which gossips
+        // them to the others in that order.
         let accredit = nodes[0]
             .submit(
                 gov.sign(
@@ -286,6 +291,15 @@ fn four_validators_finalize_partition_heal_and_crash_recover() {
                 .bytes(),
             )
             .unwrap();
+        // Gossip: the other validators hold it pending well before any block could finalize it.
+        context.sleep(Duration::from_millis(60)).await;
+        for n in &nodes[1..] {
+            assert_eq!(
+                n.outcome(&accredit),
+                Some(civis_registry::mempool::Outcome::Pending),
+                "gossiped to every validator"
+            );
+        }
         wait_for(&context, &nodes.iter().collect::<Vec<_>>(), 5).await;
         for n in &nodes {
             let (_, state) = n.head();

@@ -100,7 +100,14 @@ impl Registry {
         let dir = std::env::temp_dir().join(format!("civis-demo-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let reg = RegistryDir::new(&dir);
-        let genesis = reg.init("civis-demo", 1, PORT_BASE, now_secs(), &mut OsRng)?;
+        let genesis = reg.init(
+            "civis-demo",
+            1,
+            PORT_BASE,
+            civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
+            now_secs(),
+            &mut OsRng,
+        )?;
         // Free ports rather than the defaults, so the demo runs beside anything else.
         let endpoint = Endpoint {
             p2p: std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),

@@ -32,6 +32,17 @@ pub enum RegistryCommand {
         /// First port: validator I listens for p2p on BASE+I and HTTP on BASE+100+I.
         #[arg(long, default_value_t = civis_registry::files::PORT_BASE)]
         port_base: u16,
+        /// Blocks per consensus epoch: a validator-set change takes effect at the end of the
+        /// epoch it is approved in.
+        #[arg(long, default_value_t = civis_core::chain::state::DEFAULT_EPOCH_LENGTH)]
+        epoch_length: u64,
+    },
+    /// Prepare one more validator: a key file and a network.json entry (vote it in with
+    /// `tx set-validators`, then run it).
+    AddValidator {
+        /// Registry directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Run a validator until SIGINT/SIGTERM.
     Run {
@@ -163,6 +174,12 @@ pub enum TxOp {
         #[arg(long = "set", required = true)]
         set: Vec<String>,
     },
+    /// Governance: the validator set from the end of the current epoch on.
+    SetValidators {
+        /// A validator: its public key (Multikey) or its key file (repeat, in any order).
+        #[arg(long = "validator", required = true)]
+        validators: Vec<String>,
+    },
     /// Governance: register an election.
     RegisterElection {
         /// Election id.
@@ -202,6 +219,15 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// A validator's public key from a Multikey string or a key file.
+fn validator_key(v: &str) -> Result<civis_core::crypto::EcPublicKey> {
+    if Path::new(v).is_file() {
+        return Ok(read_key(Path::new(v))?.0.public_key().clone());
+    }
+    civis_core::did::multikey_decode(v)
+        .map_err(|e| anyhow!("--validator {v:?} is neither a key file nor a Multikey: {e}"))
+}
+
 /// `alice.jwk` → `alice.next.jwk`.
 pub fn next_key_path(key: &Path) -> PathBuf {
     let stem = key
@@ -218,12 +244,14 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             validators,
             chain_id,
             port_base,
+            epoch_length,
         } => {
             let reg = RegistryDir::new(&dir);
             let g = reg.init(
                 &chain_id,
                 validators,
                 port_base,
+                epoch_length,
                 now(),
                 &mut rand_core::OsRng,
             )?;
@@ -233,6 +261,16 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
                 g.chain_id,
                 g.validators.len(),
                 reg.governance_key().display()
+            );
+            Ok(())
+        }
+        RegistryCommand::AddValidator { dir } => {
+            let reg = RegistryDir::new(&dir);
+            let (i, key) = reg.add_validator(&mut rand_core::OsRng)?;
+            println!(
+                "validator {i}: key file {}, public key {}",
+                reg.validator_key(i).display(),
+                civis_core::did::multikey_encode(key.public_key())
             );
             Ok(())
         }
@@ -292,7 +330,8 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             let r = sync_snapshot(&client, &genesis, &snapshot).await?;
             let age = now().saturating_sub(r.time).max(0);
             println!(
-                "{} {}: height {}, state root {}, age {age} s, bundle {} bytes",
+                "{} {}: height {}, state root {}, age {age} s, bundle {} bytes, \
+                 validator set of epoch {} ({} change(s) followed)",
                 if r.from.is_some() {
                     "updated"
                 } else {
@@ -301,7 +340,9 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
                 snapshot.display(),
                 r.height,
                 hex::encode(r.state_root),
-                r.bundle_bytes
+                r.bundle_bytes,
+                r.set_epoch,
+                r.set_changes
             );
             Ok(())
         }),
@@ -427,6 +468,15 @@ async fn tx(args: TxArgs) -> Result<()> {
                         delta: StatusDelta::from_changes(changes),
                     }
                 }
+                // Enough for a governance threshold of one (what `init` creates); co-signed
+                // approvals for larger thresholds are built with `civis_core::chain::tx::approve`.
+                TxOp::SetValidators { validators } => Op::SetValidators {
+                    validators: validators
+                        .iter()
+                        .map(|v| validator_key(v))
+                        .collect::<Result<_>>()?,
+                    approvals: Vec::new(),
+                },
                 TxOp::RegisterElection {
                     id,
                     require,

@@ -60,20 +60,30 @@ pub struct Cluster {
 impl Cluster {
     /// `civis registry init` into a fresh temporary directory.
     pub fn init(name: &str, n: usize, base: u16) -> Self {
+        Self::init_with(name, n, base, &[])
+    }
+
+    /// `civis registry init` with extra arguments.
+    pub fn init_with(name: &str, n: usize, base: u16, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("civis-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let out = civis(&[
-            "registry",
-            "init",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--validators",
-            &n.to_string(),
-            "--port-base",
-            &base.to_string(),
-            "--chain-id",
-            &format!("civis-test-{name}"),
-        ]);
+        let out = civis(
+            &[
+                "registry",
+                "init",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--validators",
+                &n.to_string(),
+                "--port-base",
+                &base.to_string(),
+                "--chain-id",
+                &format!("civis-test-{name}"),
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -252,13 +262,35 @@ impl Cluster {
         }
     }
 
+    /// `civis registry add-validator`: one more (not yet voted in) validator; returns its index.
+    pub fn add_validator(&mut self) -> usize {
+        let out = civis(&[
+            "registry",
+            "add-validator",
+            "--dir",
+            self.dir.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.procs.push(None);
+        self.procs.len() - 1
+    }
+
     /// `civis registry sync` from validator 0.
     pub fn sync(&self, genesis: &Path, snapshot: &Path) -> Result<String, String> {
+        self.sync_from(0, genesis, snapshot)
+    }
+
+    /// `civis registry sync` from validator `i`.
+    pub fn sync_from(&self, i: usize, genesis: &Path, snapshot: &Path) -> Result<String, String> {
         let out = civis(&[
             "registry",
             "sync",
             "--node",
-            &self.url(0),
+            &self.url(i),
             "--genesis",
             genesis.to_str().unwrap(),
             "--snapshot",

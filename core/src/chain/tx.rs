@@ -432,6 +432,21 @@ pub struct SignedTx {
     pub tx: Tx,
     sign1: CoseSign1,
     bytes: Vec<u8>,
+    verified: Verified,
+}
+
+/// The key (compressed SEC1) this transaction's signature was found valid under. Verifying is
+/// the costliest step of handling a transaction, and one transaction is checked at admission,
+/// again when its block is built or re-executed, and again at re-admission; the signed bytes never
+/// change, so one success under a key stands for all.
+#[derive(Debug, Clone, Default)]
+struct Verified(std::sync::OnceLock<Vec<u8>>);
+
+impl PartialEq for Verified {
+    /// A cache: two transactions are equal whether or not either was checked yet.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl SignedTx {
@@ -452,6 +467,7 @@ impl SignedTx {
             tx,
             sign1,
             bytes,
+            verified: Verified::default(),
         })
     }
 
@@ -479,6 +495,7 @@ impl SignedTx {
             tx,
             bytes: cose::encode_sign1(&sign1),
             sign1,
+            verified: Verified::default(),
         })
     }
 
@@ -489,7 +506,23 @@ impl SignedTx {
 
     /// Check the signature under `key`.
     pub fn verify(&self, key: &EcPublicKey) -> Result<()> {
-        cose::verify_sign1(&self.sign1, key, Domain::RegistryTransaction, None)
+        let compressed = key.compressed();
+        if self.verified.0.get() == Some(&compressed) {
+            return Ok(());
+        }
+        cose::verify_sign1(&self.sign1, key, Domain::RegistryTransaction, None)?;
+        let _ = self.verified.0.set(compressed);
+        Ok(())
+    }
+
+    /// Take over the signature check already made on `other` if it is the same transaction
+    /// (byte for byte): a validator re-executing a block reuses what its mempool verified.
+    pub fn adopt_verification(&self, other: &SignedTx) {
+        if self.bytes == other.bytes
+            && let Some(key) = other.verified.0.get()
+        {
+            let _ = self.verified.0.set(key.clone());
+        }
     }
 }
 
@@ -520,4 +553,54 @@ pub fn decode_approval(bytes: &[u8]) -> Result<(DidUrl, CoseSign1)> {
         std::str::from_utf8(kid).map_err(|_| Error::malformed("approval", "kid is not UTF-8"))?,
     )?;
     Ok((member, sign1))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::crypto::SoftwareKey;
+    use crate::did::{Did, KeyCommitment};
+
+    fn signed(key: &SoftwareKey) -> SignedTx {
+        let next = SoftwareKey::from_scalar(&[9; 32]).unwrap();
+        let commitment = KeyCommitment::to(next.public_key());
+        let did = Did::from_inception(key.public_key(), &commitment);
+        SignedTx::sign(
+            Tx {
+                chain: "c".into(),
+                seq: 0,
+                op: Op::CreateDid {
+                    key: key.public_key().clone(),
+                    next: commitment,
+                },
+            },
+            did.key_url(1),
+            key,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_remembered_check_holds_only_for_its_key_and_bytes() {
+        let key = SoftwareKey::from_scalar(&[1; 32]).unwrap();
+        let other = SoftwareKey::from_scalar(&[2; 32]).unwrap();
+        let tx = signed(&key);
+        tx.verify(key.public_key()).unwrap();
+        // Checked once under `key`: another key still fails, every time.
+        assert!(tx.verify(other.public_key()).is_err());
+        assert!(tx.verify(other.public_key()).is_err());
+        tx.verify(key.public_key()).unwrap();
+        // A fresh decode adopts the check of the same bytes, not of different ones.
+        let again = SignedTx::decode(tx.bytes()).unwrap();
+        again.adopt_verification(&tx);
+        assert_eq!(again.verified.0.get(), Some(&key.public_key().compressed()));
+        let mut tampered = tx.bytes().to_vec();
+        let n = tampered.len();
+        tampered[n - 1] ^= 1;
+        let forged = SignedTx::decode(&tampered).unwrap();
+        forged.adopt_verification(&tx);
+        assert!(forged.verified.0.get().is_none());
+        assert!(forged.verify(key.public_key()).is_err());
+    }
 }

@@ -55,6 +55,8 @@ pub struct Channels<S, R> {
     pub backfill: (S, R),
     /// Block broadcast (channel 2).
     pub blocks: (S, R),
+    /// Mempool gossip (channel 6).
+    pub transactions: (S, R),
 }
 
 /// Channel ids, the same on every validator.
@@ -69,6 +71,8 @@ pub mod channel {
     pub const CERTIFICATES: u64 = 4;
     /// Simplex resolver.
     pub const SIMPLEX_RESOLVER: u64 = 5;
+    /// Mempool gossip.
+    pub const TRANSACTIONS: u64 = 6;
 }
 
 /// Timing of the engine.
@@ -304,6 +308,12 @@ where
         },
     );
     let broadcast = broadcast.start(channels.blocks);
+    let [gossip_out, gossip_in] = super::gossip::start(
+        context.child("gossip"),
+        channels.transactions.0,
+        channels.transactions.1,
+        app.clone(),
+    );
     let finalizations = immutable::Archive::init(
         context.child("finalizations_by_height"),
         archive_config(
@@ -496,7 +506,7 @@ where
     drop(mux_handles);
     Ok(Running {
         marshal: mailbox,
-        handles: vec![marshal_handle, broadcast, epochs],
+        handles: vec![marshal_handle, broadcast, epochs, gossip_out, gossip_in],
     })
 }
 

@@ -4,6 +4,7 @@
 //! - [`block`]: the block as commonware's codec sees it.
 //! - [`app`]: the bridge from marshal's application and reporter to the ledger.
 //! - [`engine`]: one validator's engine, generic over runtime and network.
+//! - [`gossip`]: mempool gossip between validators.
 //! - [`keys`]: validator keys between Civis's and commonware's types.
 //!
 //! Validators sign with the secp256r1 scheme; the finalization certificate that results is the
@@ -12,6 +13,7 @@
 pub mod app;
 pub mod block;
 pub mod engine;
+pub mod gossip;
 pub mod keys;
 
 /// The signing scheme: secp256r1 (P-256 ECDSA), identities equal to signing keys.
