@@ -3,7 +3,8 @@
 //! all four, and a watcher that sees each transaction finalize.
 //!
 //! `cargo bench -p civis --bench registry_throughput` (environment: `CIVIS_BENCH_RATE` offered
-//! transactions per second, default 1200; `CIVIS_BENCH_SECS` seconds of load, default 20).
+//! transactions per second, default 1200; `CIVIS_BENCH_SECS` seconds of load, default 20;
+//! `CIVIS_BENCH_GOSSIP=1` runs the validators with mempool gossip, off by default here).
 //! Latency is from the moment the submission returns to the moment the watcher, polling node 0
 //! every 20 ms, sees the block holding the transaction committed: it includes up to 20 ms of
 //! polling delay, so it overstates, never understates.
@@ -80,8 +81,12 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter this harness ignores.
     let rate = env_num("CIVIS_BENCH_RATE", 1200);
     let secs = env_num("CIVIS_BENCH_SECS", 20);
-    // 1: send each transaction to every validator (what mempool gossip would do).
+    // 1: send each transaction to every validator (what mempool gossip does, from the client).
     let broadcast = env_num("CIVIS_BENCH_BROADCAST", 0) == 1;
+    // 1: validators gossip transactions (the node's default); 0 (the default here): they do not,
+    // since all four share this host's two cores and gossip adds every validator's admission
+    // work for every transaction.
+    let gossip = env_num("CIVIS_BENCH_GOSSIP", 0) == 1;
     let dir = std::env::temp_dir().join(format!("civis-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let bin = env!("CARGO_BIN_EXE_civis");
@@ -100,6 +105,11 @@ fn main() {
             Command::new(bin)
                 .args(["registry", "run", "--dir", dir.to_str().unwrap()])
                 .args(["--validator", &i.to_string()])
+                .args(if gossip {
+                    &[][..]
+                } else {
+                    &["--no-gossip"][..]
+                })
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log))
                 .spawn()
@@ -237,7 +247,8 @@ fn main() {
         let last_final = s.keys().filter_map(|id| f.get(id)).max().copied();
         let window = last_final.map_or(offered_for, |t| t.duration_since(begin));
         println!(
-            "registry_throughput: offered {rate} tx/s for {secs} s; submitted {}, refused {refused}, finalized {} in {:.1} s = {:.0} tx/s; finality latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "registry_throughput (gossip {}): offered {rate} tx/s for {secs} s; submitted {}, refused {refused}, finalized {} in {:.1} s = {:.0} tx/s; finality latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            if gossip { "on" } else { "off" },
             s.len(),
             lat.len(),
             window.as_secs_f64(),

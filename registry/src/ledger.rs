@@ -17,6 +17,7 @@ use civis_core::chain::state::{ChainRecord, Genesis, State, Tree, epoch_of, tag}
 use civis_core::chain::tx::SignedTx;
 use civis_core::crypto::EcPublicKey;
 use civis_core::did::Did;
+use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
 use crate::mempool::{Limits, Mempool, Outcome, TxId};
@@ -61,6 +62,8 @@ pub trait Application: Clone + Send + Sync + 'static {
     fn take_gossip(&self, max_bytes: usize) -> Vec<Vec<u8>>;
     /// A transaction another validator admitted (not sent on again).
     fn gossiped(&self, bytes: &[u8]);
+    /// Whether client transactions are queued for gossip (off until the engine runs it).
+    fn set_gossip(&self, on: bool);
 }
 
 /// Client transactions waiting to be gossiped, at most; older ones are dropped first (the
@@ -112,6 +115,7 @@ struct Inner<S> {
     store: S,
     shared: Mutex<Shared>,
     counters: Counters,
+    gossip: std::sync::atomic::AtomicBool,
 }
 
 /// The ledger; cheap to clone (shared).
@@ -174,6 +178,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
                     outbox: std::collections::VecDeque::new(),
                 }),
                 counters: Counters::default(),
+                gossip: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -218,6 +223,9 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
     /// gossiped to the other validators.
     pub fn submit(&self, bytes: &[u8]) -> Result<TxId, Error> {
         let id = self.admit(bytes)?;
+        if !self.inner.gossip.load(Ordering::Relaxed) {
+            return Ok(id);
+        }
         let mut s = self.lock();
         if s.outbox.len() >= MAX_OUTBOX {
             s.outbox.pop_front();
@@ -403,13 +411,11 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
         let pending: Vec<SignedTx> = {
             let s = self.lock();
             let finalized = Arc::clone(&s.state);
-            s.mempool
-                .pending(MAX_BLOCK_TXS.saturating_add(skip.len()), |d| {
-                    crate::mempool::expected_slot(&finalized, d)
-                })
-                .into_iter()
-                .filter(|t| !skip.contains(&TxId::of(t)))
-                .collect()
+            s.mempool.pending(
+                MAX_BLOCK_TXS,
+                |d| crate::mempool::expected_slot(&finalized, d),
+                &skip,
+            )
         };
         let built = block::build(&state, &parent_header, pending, now);
         {
@@ -530,9 +536,23 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
         out
     }
 
+    fn set_gossip(&self, on: bool) {
+        self.inner.gossip.store(on, Ordering::Relaxed);
+    }
+
     fn gossiped(&self, bytes: &[u8]) {
-        // Refusals are expected (already included, already pending, a rival at the same
-        // sequence number): the sender's copy is what counts.
+        // A transaction this node already holds, or has already executed in a block that beat
+        // the gossip here, is skipped before any decoding or signature check.
+        let id = TxId(Sha256::digest(bytes).into());
+        {
+            let s = self.lock();
+            if s.mempool.outcome(&id).is_some() || s.executed.values().any(|e| e.txs.contains(&id))
+            {
+                return;
+            }
+        }
+        // Refusals are expected (a rival at the same sequence number, a dependency not seen
+        // yet): the sender's copy is what counts.
         let _ = self.admit(bytes);
     }
 

@@ -211,7 +211,12 @@ impl Mempool {
     /// only the run of consecutive slots starting at `next_slot(signer)` (a signer
     /// takes the arrival slots of its transactions in sequence order). Transactions behind a gap
     /// wait and cannot crowd out others.
-    pub fn pending(&self, max: usize, next_slot: impl Fn(&Did) -> u64) -> Vec<SignedTx> {
+    pub fn pending(
+        &self,
+        max: usize,
+        next_slot: impl Fn(&Did) -> u64,
+        skip: &std::collections::HashSet<TxId>,
+    ) -> Vec<SignedTx> {
         let mut runs: HashMap<&Did, std::vec::IntoIter<&SignedTx>> = HashMap::new();
         let mut out = Vec::new();
         for (did, _) in self.order.values() {
@@ -221,11 +226,14 @@ impl Mempool {
             let Some(txs) = self.by_signer.get(did) else {
                 continue;
             };
+            // Each signer's contiguous run from its next slot, minus what `skip` names (already
+            // in an unfinalized block of the branch): filtered before anything is cloned.
             let run = runs.entry(did).or_insert_with(|| {
                 let first = next_slot(did);
                 txs.range(first..)
                     .zip(first..)
                     .take_while(|((slot, _), expected)| **slot == *expected)
+                    .filter(|((_, (_, id, _)), _)| !skip.contains(id))
                     .map(|((_, (_, _, tx)), _)| tx)
                     .collect::<Vec<_>>()
                     .into_iter()

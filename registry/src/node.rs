@@ -43,6 +43,8 @@ pub struct NodeOptions {
     pub listen: Option<SocketAddr>,
     /// Consensus timing.
     pub timing: Timing,
+    /// Gossip client transactions to the other validators (default on).
+    pub gossip: bool,
     /// Stop when notified (besides SIGINT/SIGTERM); for embedding the node in another program.
     pub stop: Option<Arc<tokio::sync::Notify>>,
     /// Print nothing on start and stop.
@@ -96,6 +98,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
     let listen = opts.listen.unwrap_or(endpoint.http);
     let index = opts.index;
     let timing = opts.timing;
+    let gossip = opts.gossip;
     let chain_id = genesis.chain_id.clone();
     let crash_at = crash_point()?;
     let stop = opts.stop.clone();
@@ -164,6 +167,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                     oracle: oracle.clone(),
                     known,
                 },
+                gossip,
             },
             Channels {
                 votes,

@@ -122,6 +122,7 @@ async fn start_on(
                         manager: tracker_manager,
                         everyone: identities(nodes),
                     },
+                    gossip: true,
                 },
                 Channels {
                     votes,
@@ -151,6 +152,35 @@ async fn start(
     restart: u32,
 ) -> (Node, Handle<()>) {
     start_on(context, oracle, genesis(CHAIN, N, T0), N, i, store, restart).await
+}
+
+/// A simulated network of `n` validator identities, every pair linked.
+async fn linked_network(
+    context: &deterministic::Context,
+    n: usize,
+) -> (Vec<PublicKey>, Oracle<PublicKey, deterministic::Context>) {
+    let peers = identities(n);
+    let (network, oracle) = Network::new_with_peers(
+        context.child("network"),
+        simulated::Config {
+            max_size: 8 * 1024 * 1024,
+            max_peers_per_set: NZUsize!(n),
+            disconnect_on_block: true,
+            // Two epochs' sets at a hand-over, with room to spare.
+            tracked_peer_sets: NZUsize!(4),
+        },
+        peers.clone(),
+    )
+    .await;
+    network.start();
+    for a in &peers {
+        for b in &peers {
+            if a != b {
+                oracle.add_link(a.clone(), b.clone(), link()).await.unwrap();
+            }
+        }
+    }
+    (peers, oracle)
 }
 
 async fn wait_for(context: &deterministic::Context, nodes: &[&Node], height: u64) {
@@ -243,26 +273,7 @@ fn four_validators_finalize_partition_heal_and_crash_recover() {
         .with_start_time(std::time::UNIX_EPOCH + Duration::from_secs(T0 as u64 + 60))
         .with_timeout(Some(Duration::from_secs(3_600)));
     deterministic::Runner::new(cfg).start(|context| async move {
-        let peers = identities(N);
-        let (network, oracle) = Network::new_with_peers(
-            context.child("network"),
-            simulated::Config {
-                max_size: 8 * 1024 * 1024,
-                max_peers_per_set: NZUsize!(N),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(4),
-            },
-            peers.clone(),
-        )
-        .await;
-        network.start();
-        for a in &peers {
-            for b in &peers {
-                if a != b {
-                    oracle.add_link(a.clone(), b.clone(), link()).await.unwrap();
-                }
-            }
-        }
+        let (peers, oracle) = linked_network(&context, N).await;
         let stores: Vec<Arc<MemoryStore>> = (0..N).map(|_| Arc::default()).collect();
         let mut nodes = Vec::new();
         let mut handles = Vec::new();
@@ -402,26 +413,7 @@ fn validator_set_change_hands_over_at_the_epoch_boundary() {
     deterministic::Runner::new(cfg).start(|context| async move {
         let mut g = genesis(CHAIN, N, T0);
         g.epoch_length = LENGTH;
-        let peers = identities(NODES);
-        let (network, oracle) = Network::new_with_peers(
-            context.child("network"),
-            simulated::Config {
-                max_size: 8 * 1024 * 1024,
-                max_peers_per_set: NZUsize!(NODES),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(4),
-            },
-            peers.clone(),
-        )
-        .await;
-        network.start();
-        for a in &peers {
-            for b in &peers {
-                if a != b {
-                    oracle.add_link(a.clone(), b.clone(), link()).await.unwrap();
-                }
-            }
-        }
+        let (_, oracle) = linked_network(&context, NODES).await;
         let stores: Vec<Arc<MemoryStore>> = (0..NODES).map(|_| Arc::default()).collect();
         let mut nodes = Vec::new();
         let mut handles = Vec::new();

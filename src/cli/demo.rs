@@ -124,6 +124,7 @@ impl Registry {
             db: None,
             listen: None,
             timing: Timing::default(),
+            gossip: true,
             stop: Some(Arc::clone(&stop)),
             quiet: true,
         };

@@ -58,6 +58,10 @@ pub enum RegistryCommand {
         /// HTTP listen address (default: from network.json).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Do not gossip client transactions to the other validators (each then waits for
+        /// this node to lead a view; useful only when all validators share one small host).
+        #[arg(long)]
+        no_gossip: bool,
     },
     /// Generate a DID key pair: FILE (key-1) and FILE's `.next.jwk` (the pre-rotation key).
     Keygen {
@@ -279,12 +283,14 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             validator,
             db,
             listen,
+            no_gossip,
         } => Ok(node::run(NodeOptions {
             dir: RegistryDir::new(dir),
             index: validator,
             db,
             listen,
             timing: Timing::default(),
+            gossip: !no_gossip,
             stop: None,
             quiet: false,
         })?),

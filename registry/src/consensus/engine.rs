@@ -120,6 +120,11 @@ pub struct ValidatorConfig<A, T> {
     pub timing: Timing,
     /// Peer-set tracking, once per epoch.
     pub tracker: T,
+    /// Gossip client transactions to the other validators (channel 6), so any leader can
+    /// include them and they survive the loss of the node that accepted them. Off, a
+    /// transaction waits for that node to lead; on one shared small host (the benchmark), that
+    /// saves the other validators' admission work.
+    pub gossip: bool,
 }
 
 /// A running validator: the marshal mailbox and the task handles.
@@ -252,6 +257,7 @@ where
         prefix,
         timing,
         mut tracker,
+        gossip,
     } = cfg;
     let me = key.public_key();
     let length = app.epoch_length();
@@ -308,12 +314,16 @@ where
         },
     );
     let broadcast = broadcast.start(channels.blocks);
-    let [gossip_out, gossip_in] = super::gossip::start(
-        context.child("gossip"),
-        channels.transactions.0,
-        channels.transactions.1,
-        app.clone(),
-    );
+    let mut gossip_handles = Vec::new();
+    if gossip {
+        app.set_gossip(true);
+        gossip_handles.extend(super::gossip::start(
+            context.child("gossip"),
+            channels.transactions.0,
+            channels.transactions.1,
+            app.clone(),
+        ));
+    }
     let finalizations = immutable::Archive::init(
         context.child("finalizations_by_height"),
         archive_config(
@@ -506,7 +516,10 @@ where
     drop(mux_handles);
     Ok(Running {
         marshal: mailbox,
-        handles: vec![marshal_handle, broadcast, epochs, gossip_out, gossip_in],
+        handles: [marshal_handle, broadcast, epochs]
+            .into_iter()
+            .chain(gossip_handles)
+            .collect(),
     })
 }
 
