@@ -51,7 +51,7 @@ fn certify(keys: &[SoftwareKey], header: &Header) -> Vec<u8> {
     )
     .unwrap();
     let proposal = Proposal {
-        epoch: 0,
+        epoch: header.epoch,
         view: header.height + 1,
         parent_view: header.height,
         payload: header.digest(),
@@ -238,6 +238,11 @@ fn main() {
     }
     let head2 = Header {
         height: head.height + 10_000,
+        // 10,000 blocks on, past an epoch boundary; the set is unchanged, so no epoch change.
+        epoch: civis_core::chain::state::epoch_of(
+            head.height + 10_000,
+            civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
+        ),
         parent: head.digest(),
         time: T0 + 10_000,
         kiosk_root: state.kiosk_root(),

@@ -1,13 +1,11 @@
-//! Validator keys: Civis's P-256 types to commonware's, and the signing scheme of a set.
+//! Validator keys: Civis's P-256 types to commonware's, and the participants of a set.
 
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
 use commonware_codec::{Copying, DecodeExt as _};
-use commonware_cryptography::Signer as _;
 use commonware_cryptography::secp256r1::standard::{PrivateKey, PublicKey};
 use commonware_utils::TryCollect as _;
 use commonware_utils::ordered::BiMap;
 
-use super::Scheme;
 use crate::error::Error;
 
 /// commonware's form of a validator's private key.
@@ -31,16 +29,4 @@ pub fn participants(validators: &[EcPublicKey]) -> Result<BiMap<PublicKey, Publi
         .into_iter()
         .try_collect()
         .map_err(|_| Error::Config("duplicate validator keys".into()))
-}
-
-/// The signing scheme of validator `me` in the set `validators` under `namespace` (the chain id).
-pub fn signer(
-    namespace: &[u8],
-    validators: &[EcPublicKey],
-    me: &SoftwareKey,
-) -> Result<(PublicKey, Scheme), Error> {
-    let sk = private_key(me)?;
-    let scheme = Scheme::signer(namespace, participants(validators)?, sk.clone())
-        .ok_or_else(|| Error::Config("this key is not one of the genesis validators".into()))?;
-    Ok((sk.public_key(), scheme))
 }
