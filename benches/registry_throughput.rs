@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p civis --bench registry_throughput` (environment: `CIVIS_BENCH_RATE` offered
 //! transactions per second, default 1200; `CIVIS_BENCH_SECS` seconds of load, default 20;
-//! `CIVIS_BENCH_GOSSIP=1` runs the validators with mempool gossip, off by default here).
+//! `CIVIS_BENCH_GOSSIP=0` runs the validators without mempool gossip).
 //! Latency is from the moment the submission returns to the moment the watcher, polling node 0
 //! every 20 ms, sees the block holding the transaction committed: it includes up to 20 ms of
 //! polling delay, so it overstates, never understates.
@@ -83,10 +83,9 @@ fn main() {
     let secs = env_num("CIVIS_BENCH_SECS", 20);
     // 1: send each transaction to every validator (what mempool gossip does, from the client).
     let broadcast = env_num("CIVIS_BENCH_BROADCAST", 0) == 1;
-    // 1: validators gossip transactions (the node's default); 0 (the default here): they do not,
-    // since all four share this host's two cores and gossip adds every validator's admission
-    // work for every transaction.
-    let gossip = env_num("CIVIS_BENCH_GOSSIP", 0) == 1;
+    // 1 (default): validators gossip transactions, as `civis registry run` does; 0: they do not,
+    // and each transaction waits for the validator it was sent to to lead a view.
+    let gossip = env_num("CIVIS_BENCH_GOSSIP", 1) == 1;
     let dir = std::env::temp_dir().join(format!("civis-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let bin = env!("CARGO_BIN_EXE_civis");

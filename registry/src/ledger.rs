@@ -551,9 +551,15 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
                 return;
             }
         }
-        // Refusals are expected (a rival at the same sequence number, a dependency not seen
-        // yet): the sender's copy is what counts.
-        let _ = self.admit(bytes);
+        // Held without a signature check here: a validator checks each signature once, when a
+        // block holding the transaction is built or executed (Mempool::insert_relayed).
+        // Refusals are expected (a rival at the same slot, a stale sequence number).
+        let Ok(tx) = SignedTx::decode(bytes) else {
+            return;
+        };
+        let mut s = self.lock();
+        let state = Arc::clone(&s.state);
+        let _ = s.mempool.insert_relayed(tx, &state);
     }
 
     fn validators(&self, epoch: u64) -> Option<Vec<EcPublicKey>> {

@@ -93,6 +93,8 @@ pub struct Mempool {
     bytes: usize,
     outcomes: HashMap<TxId, Outcome>,
     outcome_order: VecDeque<TxId>,
+    /// Relayed by another validator and not checked here ([`Mempool::insert_relayed`]).
+    unchecked: std::collections::HashSet<TxId>,
 }
 
 impl Mempool {
@@ -158,10 +160,17 @@ impl Mempool {
             Err(Refused::UnknownSigner(_)) if slot > 0 => self.admit_after_pending_create(&tx)?,
             Err(r) => return Err(Error::Refused(r)),
         }
-        if existing.is_some() {
-            return Err(Error::Conflict(format!(
-                "{did} already has a pending transaction with sequence number {seq}"
-            )));
+        match existing {
+            // A relayed transaction was never checked here: a checked rival takes its slot.
+            Some(old) if self.unchecked.contains(&old) => {
+                self.remove(&did, slot);
+            }
+            Some(_) => {
+                return Err(Error::Conflict(format!(
+                    "{did} already has a pending transaction with sequence number {seq}"
+                )));
+            }
+            None => {}
         }
         let expected = expected_slot(state, &did);
         if slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
@@ -184,6 +193,50 @@ impl Mempool {
         mine.insert(slot, (arrival, id, tx));
         self.order.insert(arrival, (did, slot));
         self.bytes += size;
+        self.record(id, Outcome::Pending);
+        Ok(id)
+    }
+
+    /// Hold a transaction another validator admitted and relayed. Only its place is checked here
+    /// (chain, slot, look-ahead, limits); its signature and the state rules are checked when a
+    /// block holding it is built or executed, so each validator checks each signature once rather
+    /// than at relay and again in the block. A transaction already in its slot stays.
+    pub fn insert_relayed(&mut self, tx: SignedTx, state: &State) -> Result<TxId, Error> {
+        let id = TxId::of(&tx);
+        if tx.tx.chain != state.chain_id() {
+            return Err(Error::Refused(Refused::WrongChain(tx.tx.chain.clone())));
+        }
+        let did = tx.signer.did.clone();
+        let slot = slot(&tx);
+        if let Some(e) = self.by_signer.get(&did).and_then(|m| m.get(&slot)) {
+            return if e.1 == id {
+                Ok(id)
+            } else {
+                Err(Error::Conflict(format!("{did} already has slot {slot}")))
+            };
+        }
+        let expected = expected_slot(state, &did);
+        if slot < expected || slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
+            return Err(Error::Refused(Refused::BadSequence {
+                got: tx.tx.seq,
+                expected: expected.saturating_sub(1),
+            }));
+        }
+        let size = tx.bytes().len();
+        if self.order.len() >= self.limits.max_txs
+            || self.bytes.saturating_add(size) > self.limits.max_bytes
+        {
+            return Err(Error::Busy("the transaction pool is full".into()));
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.by_signer
+            .entry(did.clone())
+            .or_default()
+            .insert(slot, (arrival, id, tx));
+        self.order.insert(arrival, (did, slot));
+        self.bytes += size;
+        self.unchecked.insert(id);
         self.record(id, Outcome::Pending);
         Ok(id)
     }
@@ -253,6 +306,7 @@ impl Mempool {
         }
         self.order.remove(&arrival);
         self.bytes = self.bytes.saturating_sub(tx.bytes().len());
+        self.unchecked.remove(&id);
         Some(id)
     }
 

@@ -197,3 +197,56 @@ async fn mempool_admission_refuses_replays_forgeries_and_conflicts() {
     let err = h.ledger.submit(far.bytes()).unwrap_err();
     assert!(err.to_string().contains("sequence number"), "{err}");
 }
+
+/// Relayed transactions (gossip from another validator) are held without a signature check and
+/// checked when a block is built: a forged one never reaches a block, never blocks a genuine
+/// client transaction at its slot, and a relayed one for another chain is not held at all.
+#[tokio::test]
+async fn relayed_transactions_are_checked_when_proposed() {
+    use civis_registry::store::Store as _;
+    use sha2::Digest as _;
+    let mut h = Harness::new().await;
+    let mut issuer = Holder::new("issuer");
+    h.ledger.submit(issuer.create(CHAIN).bytes()).unwrap();
+    h.block(true).await;
+
+    let genuine = issuer.sign(CHAIN, Op::Deactivate);
+    let mut forged = genuine.bytes().to_vec();
+    let n = forged.len();
+    forged[n - 5] ^= 0x40;
+    h.ledger.gossiped(&forged);
+    assert_eq!(h.ledger.mempool_size().0, 1, "held unchecked");
+    // The client's genuine transaction takes the slot of the unchecked relayed one.
+    h.ledger.submit(genuine.bytes()).unwrap();
+    assert_eq!(h.ledger.mempool_size().0, 1);
+
+    // A forged relayed transaction alone is refused by the proposer and never included.
+    let mut other = Holder::new("other");
+    h.ledger.submit(other.create(CHAIN).bytes()).unwrap();
+    let real = other.sign(
+        CHAIN,
+        Op::CreateStatusList {
+            list: "x".into(),
+            bits: 1,
+            size: 8,
+        },
+    );
+    let mut bad = real.bytes().to_vec();
+    let n = bad.len();
+    bad[n - 5] ^= 0x40;
+    let bad_id = civis_registry::mempool::TxId(sha2::Sha256::digest(&bad).into());
+    let height = h.block(true).await;
+    h.ledger.gossiped(&bad);
+    let next = h.block(true).await;
+    let (block, _) = h.ledger.store().block(next).await.unwrap().unwrap();
+    assert!(block.txs.iter().all(|t| t.bytes() != bad.as_slice()));
+    assert!(matches!(
+        h.ledger.outcome(&bad_id),
+        Some(Outcome::Refused(why)) if why.contains("signature")
+    ));
+    assert!(height < next);
+    // Another chain's transaction is not held.
+    let stranger = Holder::new("stranger");
+    h.ledger.gossiped(stranger.create("another-chain").bytes());
+    assert_eq!(h.ledger.mempool_size().0, 0);
+}

@@ -59,7 +59,7 @@ pub enum RegistryCommand {
         #[arg(long)]
         listen: Option<SocketAddr>,
         /// Do not gossip client transactions to the other validators (each then waits for
-        /// this node to lead a view; useful only when all validators share one small host).
+        /// this node to lead a view, and is lost if this node is).
         #[arg(long)]
         no_gossip: bool,
     },

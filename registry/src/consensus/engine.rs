@@ -122,8 +122,7 @@ pub struct ValidatorConfig<A, T> {
     pub tracker: T,
     /// Gossip client transactions to the other validators (channel 6), so any leader can
     /// include them and they survive the loss of the node that accepted them. Off, a
-    /// transaction waits for that node to lead; on one shared small host (the benchmark), that
-    /// saves the other validators' admission work.
+    /// transaction waits for that node to lead a view.
     pub gossip: bool,
 }
 

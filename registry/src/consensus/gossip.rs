@@ -1,8 +1,9 @@
 //! Mempool gossip. A validator sends the transactions it admits from clients to every peer, in
 //! batches every few milliseconds, so whichever validator leads the next view can include them;
 //! without it a transaction waits until the one validator that received it leads. Received
-//! transactions go through the same admission as a client's (signature, sequence, limits) and
-//! are not sent on.
+//! transactions are held after a check of their place only (chain, slot, limits; see
+//! `Mempool::insert_relayed`): their signatures are checked once, when a block holding them is
+//! built or executed. They are not sent on.
 //!
 //! A batch is a concatenation of `u32 BE length || COSE_Sign1 bytes`, at most
 //! [`MAX_BATCH_BYTES`]; a malformed batch is dropped whole.
