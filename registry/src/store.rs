@@ -477,6 +477,23 @@ impl SqlStore {
     }
 }
 
+/// Rows per multi-row INSERT: well inside SQLite's and PostgreSQL's limits on bound parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Append `rows` groups of `cols` numbered placeholders: `($1, $2), ($3, $4)`.
+fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+    use std::fmt::Write as _;
+    let mut n = 0usize;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            n += 1;
+            let _ = write!(sql, "{}${n}", if c == 0 { "" } else { ", " });
+        }
+        sql.push(')');
+    }
+}
+
 fn decode_change(bytes: &[u8]) -> Result<EpochChange, StoreError> {
     EpochChange::decode(bytes).map_err(|e| StoreError::Corrupt(format!("epoch change: {e}")))
 }
@@ -523,32 +540,47 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         self.reached(fault, FaultPoint::AfterBlockRow, h)?;
+        let h64 = height_i64(h)?;
+        // Many rows per statement: a block writes a few rows per transaction, and a statement per
+        // row is a round trip per row inside the commit every finalized block waits for. Paths
+        // are unique within a tree's list, so no statement updates a row twice.
         for (tree, entries) in [(KIOSK, &c.kiosk), (PUBLIC, &c.public)] {
-            for e in entries {
-                sqlx::query(
-                    "INSERT INTO entries (tree, path, tag, key, value, height) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (tree, path) DO UPDATE SET value = excluded.value, height = excluded.height",
-                )
-                .bind(tree)
-                .bind(smt::key_path(&e.tag, &e.key).to_vec())
-                .bind(e.tag.clone())
-                .bind(e.key.clone())
-                .bind(e.value.clone())
-                .bind(height_i64(h)?)
-                .execute(&mut *tx)
-                .await?;
+            for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+                let mut sql = String::from(
+                    "INSERT INTO entries (tree, path, tag, key, value, height) VALUES ",
+                );
+                push_placeholders(&mut sql, chunk.len(), 6);
+                sql.push_str(
+                    " ON CONFLICT (tree, path) DO UPDATE SET value = excluded.value, \
+                     height = excluded.height",
+                );
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q
+                        .bind(tree)
+                        .bind(smt::key_path(&e.tag, &e.key).to_vec())
+                        .bind(e.tag.clone())
+                        .bind(e.key.clone())
+                        .bind(e.value.clone())
+                        .bind(h64);
+                }
+                q.execute(&mut *tx).await?;
             }
         }
-        for (e, old) in c.kiosk.iter().zip(&c.kiosk_before) {
-            sqlx::query(
-                "INSERT INTO kiosk_history (height, tag, key, old_value) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(height_i64(h)?)
-            .bind(e.tag.clone())
-            .bind(e.key.clone())
-            .bind(old.clone())
-            .execute(&mut *tx)
-            .await?;
+        let history: Vec<_> = c.kiosk.iter().zip(&c.kiosk_before).collect();
+        for chunk in history.chunks(ROWS_PER_STATEMENT) {
+            let mut sql =
+                String::from("INSERT INTO kiosk_history (height, tag, key, old_value) VALUES ");
+            push_placeholders(&mut sql, chunk.len(), 4);
+            let mut q = sqlx::query(&sql);
+            for (e, old) in chunk {
+                q = q
+                    .bind(h64)
+                    .bind(e.tag.clone())
+                    .bind(e.key.clone())
+                    .bind((*old).clone());
+            }
+            q.execute(&mut *tx).await?;
         }
         if let Some(change) = &c.epoch_change {
             sqlx::query("INSERT INTO epoch_changes (height, change) VALUES ($1, $2)")

@@ -251,6 +251,39 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
         };
         assert_eq!(tree.root(), want, "kiosk tree at height {base}");
     }
+    // A block larger than one multi-row statement (250 DIDs: 500 entries and 250 history rows).
+    let txs: Vec<SignedTx> = (0..250)
+        .map(|i| {
+            let (k0, k1) = (key(&format!("bulk{i}/0")), key(&format!("bulk{i}/1")));
+            let did = Did::from_inception(k0.public_key(), &KeyCommitment::to(k1.public_key()));
+            SignedTx::sign(
+                Tx {
+                    chain: CHAIN.into(),
+                    seq: 0,
+                    op: Op::CreateDid {
+                        key: k0.public_key().clone(),
+                        next: KeyCommitment::to(k1.public_key()),
+                    },
+                },
+                did.key_url(1),
+                &k0,
+            )
+            .unwrap()
+        })
+        .collect();
+    let (parent, parent_state) = (&chain[4].0.block.header, &chain[4].1);
+    let built = block::build(parent_state, parent, txs, T0 + 10);
+    assert!(built.refused.is_empty());
+    assert_eq!(built.block.txs.len(), 250);
+    let commit = Commit::new(built.block.clone(), None, parent_state, &built.state);
+    assert!(commit.kiosk.len() >= 250 && commit.public.len() >= 250);
+    restarted.commit(&commit).await.unwrap();
+    let again = reopen().await;
+    let r = again.resume(&g).await.unwrap();
+    assert_eq!(r.head, built.block.header);
+    assert_eq!(r.state.root(), built.state.root());
+    let undo = again.kiosk_undo(5).await.unwrap();
+    assert_eq!(undo.len(), commit.kiosk.len());
 }
 
 #[tokio::test]
