@@ -163,7 +163,12 @@ impl Mempool {
         match existing {
             // A relayed transaction was never checked here: a checked rival takes its slot.
             Some(old) if self.unchecked.contains(&old) => {
-                self.remove(&did, slot);
+                if let Some(id) = self.remove(&did, slot) {
+                    self.record(
+                        id,
+                        Outcome::Refused("replaced by a checked transaction in its slot".into()),
+                    );
+                }
             }
             Some(_) => {
                 return Err(Error::Conflict(format!(

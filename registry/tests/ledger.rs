@@ -219,6 +219,11 @@ async fn relayed_transactions_are_checked_when_proposed() {
     // The client's genuine transaction takes the slot of the unchecked relayed one.
     h.ledger.submit(genuine.bytes()).unwrap();
     assert_eq!(h.ledger.mempool_size().0, 1);
+    let forged_id = civis_registry::mempool::TxId(sha2::Sha256::digest(&forged).into());
+    assert!(matches!(
+        h.ledger.outcome(&forged_id),
+        Some(Outcome::Refused(why)) if why.contains("replaced")
+    ));
 
     // A forged relayed transaction alone is refused by the proposer and never included.
     let mut other = Holder::new("other");
