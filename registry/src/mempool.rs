@@ -178,9 +178,15 @@ impl Mempool {
             None => {}
         }
         let expected = expected_slot(state, &did);
+        self.place(tx, id, slot, expected)
+    }
+
+    /// Put `tx` (id `id`) in `slot` of its signer, whose next expected slot is `expected`,
+    /// within the look-ahead and the pool limits.
+    fn place(&mut self, tx: SignedTx, id: TxId, slot: u64, expected: u64) -> Result<TxId, Error> {
         if slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
             return Err(Error::Refused(Refused::BadSequence {
-                got: seq,
+                got: tx.tx.seq,
                 expected: expected.saturating_sub(1),
             }));
         }
@@ -192,10 +198,13 @@ impl Mempool {
                 "the transaction pool is full; retry later".into(),
             ));
         }
-        let mine = self.by_signer.entry(did.clone()).or_default();
+        let did = tx.signer.did.clone();
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        mine.insert(slot, (arrival, id, tx));
+        self.by_signer
+            .entry(did.clone())
+            .or_default()
+            .insert(slot, (arrival, id, tx));
         self.order.insert(arrival, (did, slot));
         self.bytes += size;
         self.record(id, Outcome::Pending);
@@ -221,28 +230,14 @@ impl Mempool {
             };
         }
         let expected = expected_slot(state, &did);
-        if slot < expected || slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
+        if slot < expected {
             return Err(Error::Refused(Refused::BadSequence {
                 got: tx.tx.seq,
                 expected: expected.saturating_sub(1),
             }));
         }
-        let size = tx.bytes().len();
-        if self.order.len() >= self.limits.max_txs
-            || self.bytes.saturating_add(size) > self.limits.max_bytes
-        {
-            return Err(Error::Busy("the transaction pool is full".into()));
-        }
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
-        self.by_signer
-            .entry(did.clone())
-            .or_default()
-            .insert(slot, (arrival, id, tx));
-        self.order.insert(arrival, (did, slot));
-        self.bytes += size;
+        self.place(tx, id, slot, expected)?;
         self.unchecked.insert(id);
-        self.record(id, Outcome::Pending);
         Ok(id)
     }
 
