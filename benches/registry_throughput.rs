@@ -258,5 +258,13 @@ fn main() {
         );
     });
     drop(nodes);
+    // Slow block steps the validators logged explain a latency tail; show them before cleanup.
+    for i in 0..N {
+        let log =
+            std::fs::read_to_string(dir.join(format!("validator-{i}.log"))).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("slow ")) {
+            eprintln!("validator {i}: {line}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,6 +47,29 @@ async fn unknown_path<A: Application>(
     Some(path)
 }
 
+/// Log a proposal or verification that took long enough to threaten the leader timeout, with
+/// the time spent in each phase (waiting for transactions, fetching ancestry, executing).
+fn slow(what: &str, start: SystemTime, marks: &[SystemTime], txs: usize) {
+    let ms = |a: SystemTime, b: SystemTime| b.duration_since(a).map_or(0, |d| d.as_millis());
+    let Some(&end) = marks.last() else { return };
+    if ms(start, end) < 300 {
+        return;
+    }
+    let mut phases = Vec::with_capacity(marks.len());
+    let mut prev = start;
+    for &m in marks {
+        phases.push(ms(prev, m));
+        prev = m;
+    }
+    tracing::warn!(
+        what,
+        txs,
+        ?phases,
+        total_ms = ms(start, end),
+        "slow block step"
+    );
+}
+
 /// Civis's application as commonware's marshal application.
 #[derive(Clone)]
 pub struct Adapter<A> {
@@ -78,17 +101,22 @@ where
         ancestry: impl Ancestry<ChainBlock>,
         _: (),
     ) -> Option<Digested<ChainBlock>> {
-        let deadline = rt.current() + self.idle;
+        let start = rt.current();
+        let deadline = start + self.idle;
         while !self.app.has_pending() && rt.current() < deadline {
             rt.sleep(Duration::from_millis(20)).await;
         }
+        let waited = rt.current();
         let mut ancestry = ancestry;
         let parent = ancestry.next().await?;
         let parent_digest = parent.digest().0;
         let path = unknown_path(&self.app, parent, &mut ancestry).await?;
+        let fetched = rt.current();
         let block = self
             .app
             .propose(&parent_digest, &path, unix_secs(rt.current()))?;
+        let built = rt.current();
+        slow("propose", start, &[waited, fetched, built], block.txs.len());
         let wrapped = ChainBlock::new(block);
         let digest = wrapped.digest();
         Some(Digested::precomputed(wrapped, digest))
@@ -99,6 +127,7 @@ where
         (rt, _ctx): (E, Self::Context),
         ancestry: impl Ancestry<ChainBlock>,
     ) -> bool {
+        let start = rt.current();
         let mut ancestry = ancestry;
         let (Some(block), Some(parent)) = (ancestry.next().await, ancestry.next().await) else {
             return false;
@@ -107,12 +136,21 @@ where
         let Some(path) = unknown_path(&self.app, parent, &mut ancestry).await else {
             return false;
         };
-        self.app.verify(
+        let fetched = rt.current();
+        let ok = self.app.verify(
             &parent_digest,
             &path,
             block.inner().block(),
             unix_secs(rt.current()),
-        )
+        );
+        let checked = rt.current();
+        slow(
+            "verify",
+            start,
+            &[start, fetched, checked],
+            block.inner().block().txs.len(),
+        );
+        ok
     }
 }
 

@@ -561,12 +561,24 @@ async fn commit<E: Clock, A: Application>(
     finalization: Option<Vec<u8>>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let start = ctx.current();
     loop {
         match app
             .finalized(block.inner().block().clone(), finalization.clone())
             .await
         {
-            Ok(()) => return,
+            Ok(()) => {
+                let took = ctx.current().duration_since(start).unwrap_or_default();
+                if took >= Duration::from_millis(300) {
+                    tracing::warn!(
+                        height = block.height().get(),
+                        txs = block.inner().block().txs.len(),
+                        took_ms = took.as_millis(),
+                        "slow commit"
+                    );
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!(height = block.height().get(), error = %e, "commit failed; retrying");
                 ctx.sleep(backoff).await;
