@@ -8,6 +8,7 @@
 //! - [`did`]: the `did:civis` method.
 //! - [`status`]: IETF Token Status Lists and their deltas.
 //! - [`apdu`]: ISO 7816-4 APDUs.
+//! - [`kiosk`]: the governance-signed kiosk accreditation cards check in ReaderAuth.
 //! - [`verify`]: the offline verification engine and its verdicts.
 //! - `ssi_did` (feature `ssi`): a `did:civis` resolver for the `ssi` crate, from a verified
 //!   kiosk snapshot (the one async trait impl in core; it does no I/O).
@@ -21,6 +22,7 @@ pub mod crypto;
 pub mod did;
 pub mod error;
 pub mod jwk;
+pub mod kiosk;
 pub mod mdoc;
 pub mod session;
 #[cfg(feature = "ssi")]

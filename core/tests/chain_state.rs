@@ -9,7 +9,8 @@
 
 use civis_core::cbor::CborForm;
 use civis_core::chain::state::{Genesis, Refused, State, status_uri};
-use civis_core::chain::tx::{self, Op, SignedTx, Tx};
+use civis_core::chain::tx::{self, ElementGrants, Op, SignedTx, Tx};
+use civis_core::kiosk::KioskAccreditation;
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, DidUrl, KeyCommitment};
 use civis_core::status::StatusDelta;
@@ -292,17 +293,54 @@ fn accreditation_needs_governance() {
             vec!["age_over_18".to_owned()],
         )],
     )];
-    let kop = Op::AccreditKiosk {
+    let statement = |grants: ElementGrants, signer: &Holder, key: &SoftwareKey| {
+        KioskAccreditation {
+            chain: CHAIN.into(),
+            kiosk: kiosk.did.clone(),
+            key: key.public_key().clone(),
+            grants,
+            purpose: "age check".into(),
+            not_before: NOW,
+            not_after: NOW + 100,
+        }
+        .sign(&signer.url(), &signer.keys[signer.index])
+        .unwrap()
+    };
+    let kop = |statement: Vec<u8>| Op::AccreditKiosk {
         kiosk: kiosk.did.clone(),
-        grants,
+        grants: grants.clone(),
         purpose: "age check".into(),
         not_before: NOW,
         not_after: NOW + 100,
+        statement,
     };
+    let good = statement(grants.clone(), &w.gov[0], &kiosk.keys[0]);
     assert!(matches!(
-        w.refused(&kiosk.sign(kop.clone())),
+        w.refused(&kiosk.sign(kop(good.clone()))),
         Refused::Unauthorized { .. }
     ));
+    // The statement cards check must match the transaction, name the kiosk's current key and be
+    // signed by the transaction's signer.
+    let wider = vec![(
+        "org.civis.citizen.1".to_owned(),
+        vec![(
+            "org.civis.citizen.1".to_owned(),
+            vec!["age_over_18".to_owned(), "birth_date".to_owned()],
+        )],
+    )];
+    for (bad, why) in [
+        (statement(wider, &w.gov[0], &kiosk.keys[0]), "wider grants"),
+        (statement(grants.clone(), &w.gov[0], &kiosk.keys[1]), "another key"),
+        (statement(grants.clone(), &w.gov[1], &kiosk.keys[0]), "another signer"),
+        (good[..good.len() - 1].to_vec(), "truncated"),
+    ] {
+        let tx = w.gov[0].sign(kop(bad));
+        assert!(
+            matches!(w.refused(&tx), Refused::Invalid { .. }),
+            "statement with {why} accepted"
+        );
+    }
+    let kop = kop(good);
     w.gov_op(kop);
     w.gov_op(Op::RevokeIssuer {
         issuer: issuer.did.clone(),

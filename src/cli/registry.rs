@@ -156,6 +156,10 @@ pub enum TxOp {
         /// End (Unix seconds).
         #[arg(long)]
         not_after: i64,
+        /// Also write the signed accreditation statement (COSE_Sign1, what the kiosk puts in
+        /// ReaderAuth) to this file.
+        #[arg(long)]
+        statement_out: Option<PathBuf>,
     },
     /// An accredited issuer creates a status list.
     CreateStatusList {
@@ -451,13 +455,42 @@ async fn tx(args: TxArgs) -> Result<()> {
                     purpose,
                     not_before,
                     not_after,
-                } => Op::AccreditKiosk {
-                    kiosk: Did::parse(&kiosk)?,
-                    grants: parse_grants(&grants)?,
-                    purpose,
-                    not_before,
-                    not_after,
-                },
+                    statement_out,
+                } => {
+                    // Cards check the statement against the kiosk's current key, so take it
+                    // from the chain (with its proof), not from the operator.
+                    let kiosk = Did::parse(&kiosk)?;
+                    let answer = client.did(kiosk.as_str()).await?;
+                    verify_did_answer(&kiosk, &answer)?;
+                    let record = hex::decode(
+                        field(field(&answer, "proof"), "record")
+                            .as_str()
+                            .unwrap_or_default(),
+                    )?;
+                    let record = civis_core::chain::state::DidRecord::decode(&record)?;
+                    let accreditation = civis_core::kiosk::KioskAccreditation {
+                        chain: chain.clone(),
+                        kiosk: kiosk.clone(),
+                        key: record.key,
+                        grants: parse_grants(&grants)?,
+                        purpose,
+                        not_before,
+                        not_after,
+                    };
+                    let statement = accreditation.sign(&signer, &key)?;
+                    if let Some(path) = statement_out {
+                        std::fs::write(&path, &statement)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                    Op::AccreditKiosk {
+                        kiosk,
+                        grants: accreditation.grants,
+                        purpose: accreditation.purpose,
+                        not_before,
+                        not_after,
+                        statement,
+                    }
+                }
                 TxOp::CreateStatusList { list, bits, size } => {
                     Op::CreateStatusList { list, bits, size }
                 }

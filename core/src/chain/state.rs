@@ -19,6 +19,7 @@ use crate::cbor::{self, access, text, text_map};
 use crate::cose::{self, Domain};
 use crate::crypto::EcPublicKey;
 use crate::did::{Did, DidUrl, KeyCommitment};
+use crate::kiosk::KioskAccreditation;
 use crate::status::{Bits, Status, StatusList};
 
 /// Bytes of list data per status-list chunk leaf.
@@ -786,6 +787,7 @@ impl State {
                 purpose,
                 not_before,
                 not_after,
+                statement,
             } => {
                 self.require_governance(&did, name)?;
                 let target = self
@@ -804,10 +806,36 @@ impl State {
                         "needs grants, a purpose and a window that has not ended",
                     ));
                 }
+                // The statement cards check must say exactly what the chain records, for the
+                // kiosk's current key, signed by this governance member.
+                let signed = KioskAccreditation::verify(statement, &rec.key)
+                    .map_err(|e| invalid(name, format!("statement: {e}")))?;
+                let expected = KioskAccreditation {
+                    chain: self.chain_id.clone(),
+                    kiosk: kiosk.clone(),
+                    key: target.key.clone(),
+                    grants: grants.clone(),
+                    purpose: purpose.clone(),
+                    not_before: *not_before,
+                    not_after: *not_after,
+                };
+                if signed != expected {
+                    return Err(invalid(
+                        name,
+                        "the statement differs from the transaction or names another key",
+                    ));
+                }
                 self.kiosk.put(
                     tag::KIOSK,
                     kiosk.as_str().as_bytes(),
-                    kiosk_value(&target.key, grants, purpose, *not_before, *not_after),
+                    kiosk_value(
+                        &target.key,
+                        grants,
+                        purpose,
+                        *not_before,
+                        *not_after,
+                        statement,
+                    ),
                 );
             }
             Op::CreateStatusList { list, bits, size } => {
@@ -1092,6 +1120,7 @@ fn kiosk_value(
     purpose: &str,
     not_before: i64,
     not_after: i64,
+    statement: &[u8],
 ) -> Vec<u8> {
     cbor::encode(&text_map(vec![
         ("key", Value::Bytes(key.compressed())),
@@ -1099,6 +1128,7 @@ fn kiosk_value(
         ("purpose", text(purpose)),
         ("not_before", Value::Integer(not_before.into())),
         ("not_after", Value::Integer(not_after.into())),
+        ("statement", Value::Bytes(statement.to_vec())),
     ]))
 }
 

@@ -67,6 +67,10 @@ pub enum Op {
         not_before: i64,
         /// End (Unix seconds).
         not_after: i64,
+        /// The same accreditation as a governance-signed statement for cards
+        /// ([`crate::kiosk::KioskAccreditation`], COSE_Sign1 bytes), signed by the transaction's
+        /// signer; the kiosk puts it in ReaderAuth.
+        statement: Vec<u8>,
     },
     /// An accredited issuer creates a status list of `size` entries.
     CreateStatusList {
@@ -187,12 +191,14 @@ impl Op {
                 purpose,
                 not_before,
                 not_after,
+                statement,
             } => text_map(vec![
                 ("kiosk", text(kiosk.as_str())),
                 ("grants", grants_value(grants)),
                 ("purpose", text(purpose)),
                 ("not_before", Value::Integer((*not_before).into())),
                 ("not_after", Value::Integer((*not_after).into())),
+                ("statement", Value::Bytes(statement.clone())),
             ]),
             Self::CreateStatusList { list, bits, size } => text_map(vec![
                 ("list", text(list)),
@@ -272,7 +278,14 @@ impl Op {
                 access::only_keys(
                     W,
                     a,
-                    &["kiosk", "grants", "purpose", "not_before", "not_after"],
+                    &[
+                        "kiosk",
+                        "grants",
+                        "purpose",
+                        "not_before",
+                        "not_after",
+                        "statement",
+                    ],
                 )?;
                 Self::AccreditKiosk {
                     kiosk: did_of(W, access::req(W, a, "kiosk")?)?,
@@ -280,6 +293,7 @@ impl Op {
                     purpose: access::text(W, access::req(W, a, "purpose")?)?.to_owned(),
                     not_before: int_of(W, access::req(W, a, "not_before")?)?,
                     not_after: int_of(W, access::req(W, a, "not_after")?)?,
+                    statement: access::bytes(W, access::req(W, a, "statement")?)?.to_vec(),
                 }
             }
             "create-status-list" => {
@@ -374,7 +388,8 @@ pub fn grants_value(g: &ElementGrants) -> Value {
     )
 }
 
-fn grants_from_value(v: &Value) -> Result<ElementGrants> {
+/// Parse the CBOR form of kiosk grants.
+pub fn grants_from_value(v: &Value) -> Result<ElementGrants> {
     const W: &str = "kiosk grants";
     access::map(W, v)?
         .iter()
