@@ -260,10 +260,13 @@ mod tests {
         let other = SoftwareKey::generate(&mut OsRng);
         let kiosk = SoftwareKey::generate(&mut OsRng);
         let a = sample(kiosk.public_key());
-        let member = Did::from_inception(gov.public_key(), &KeyCommitment::to(gov.public_key()))
-            .key_url(0);
+        let member =
+            Did::from_inception(gov.public_key(), &KeyCommitment::to(gov.public_key())).key_url(0);
         let bytes = a.sign(&member, &gov).unwrap();
-        assert_eq!(KioskAccreditation::verify(&bytes, gov.public_key()).unwrap(), a);
+        assert_eq!(
+            KioskAccreditation::verify(&bytes, gov.public_key()).unwrap(),
+            a
+        );
         assert!(KioskAccreditation::verify(&bytes, other.public_key()).is_err());
         assert_eq!(statement_signer(&bytes).unwrap(), member);
         assert!(a.allows("org.civis.citizen.1", "org.civis.citizen.1", "age_over_18"));

@@ -8,6 +8,8 @@
 //! - [`did`]: the `did:civis` method.
 //! - [`status`]: IETF Token Status Lists and their deltas.
 //! - [`apdu`]: ISO 7816-4 APDUs.
+//! - [`card`]: the citizen card's command set (AIDs, instructions, personalization MAC).
+//! - [`ndef`]: NDEF records and the 18013-5 NFC static handover.
 //! - [`kiosk`]: the governance-signed kiosk accreditation cards check in ReaderAuth.
 //! - [`verify`]: the offline verification engine and its verdicts.
 //! - `ssi_did` (feature `ssi`): a `did:civis` resolver for the `ssi` crate, from a verified
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apdu;
+pub mod card;
 pub mod cbor;
 pub mod chain;
 pub mod cose;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod jwk;
 pub mod kiosk;
 pub mod mdoc;
+pub mod ndef;
 pub mod session;
 #[cfg(feature = "ssi")]
 pub mod ssi_did;

@@ -10,9 +10,9 @@
 use civis_core::cbor::CborForm;
 use civis_core::chain::state::{Genesis, Refused, State, status_uri};
 use civis_core::chain::tx::{self, ElementGrants, Op, SignedTx, Tx};
-use civis_core::kiosk::KioskAccreditation;
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, DidUrl, KeyCommitment};
+use civis_core::kiosk::KioskAccreditation;
 use civis_core::status::StatusDelta;
 
 const CHAIN: &str = "civis-test";
@@ -330,8 +330,14 @@ fn accreditation_needs_governance() {
     )];
     for (bad, why) in [
         (statement(wider, &w.gov[0], &kiosk.keys[0]), "wider grants"),
-        (statement(grants.clone(), &w.gov[0], &kiosk.keys[1]), "another key"),
-        (statement(grants.clone(), &w.gov[1], &kiosk.keys[0]), "another signer"),
+        (
+            statement(grants.clone(), &w.gov[0], &kiosk.keys[1]),
+            "another key",
+        ),
+        (
+            statement(grants.clone(), &w.gov[1], &kiosk.keys[0]),
+            "another signer",
+        ),
         (good[..good.len() - 1].to_vec(), "truncated"),
     ] {
         let tx = w.gov[0].sign(kop(bad));

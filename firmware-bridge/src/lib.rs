@@ -1,10 +1,17 @@
 //! Everything between software and a physical citizen card.
 //!
-//! What will live here (issue #4): a `CardTransport` trait with an in-process transport for unit
-//! tests; the reader side over `nfc1`/libnfc (feature `nfc`, on its own thread); and the virtual
-//! card that runs the wallet-core applet behind pcscd's vpcd reader, so every PC/SC or libnfc tool
-//! sees a real card. APDUs are encoded and parsed with [`civis_core::apdu`].
+//! - [`transport`]: the [`CardTransport`] trait and the in-process transport (the applet in this
+//!   process, for unit tests and the demo).
+//! - [`reader`]: the reader side of the card protocol over any transport — NDEF engagement, the
+//!   mdoc session over ENVELOPE / GET RESPONSE, card info, INTERNAL AUTHENTICATE and
+//!   personalization.
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod reader;
+pub mod transport;
 
 pub use civis_core::apdu;
 pub use civis_wallet_core as wallet;
+pub use error::{Error, Result};
+pub use transport::CardTransport;

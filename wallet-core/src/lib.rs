@@ -1,11 +1,18 @@
-//! Holder logic for Civis credentials.
+//! Holder logic for Civis credentials, and the citizen-card applet.
 //!
-//! What will live here (issue #4): stored credentials and consent, building ISO 18013-5
-//! `DeviceResponse`s with selective disclosure, device signatures through a `DeviceKey` trait,
-//! the compact QR presentation for phone wallets, and **the card applet** — the on-card program as
-//! a sans-IO state machine (APDU in, APDU out, persistent state as a value the host stores).
-//!
-//! Today it only re-exports the core formats it will build on.
+//! - [`holder`]: stored credentials, consent and intent-to-retain, building ISO 18013-5
+//!   `DeviceResponse`s with selective disclosure.
+//! - [`device_key`]: device signatures through the [`DeviceKey`] trait (card key, phone key,
+//!   software key).
+//! - [`applet`]: the on-card program as a sans-IO state machine (APDU in, APDU out, persistent
+//!   state as a value the host stores).
 #![forbid(unsafe_code)]
 
+pub mod applet;
+pub mod device_key;
+pub mod error;
+pub mod holder;
+
 pub use civis_core as core;
+pub use device_key::DeviceKey;
+pub use error::{Error, Result};

@@ -191,8 +191,10 @@ pub fn select(issuer_signed: &IssuerSigned, wanted: impl Fn(&str, &str) -> bool)
                     .collect();
                 (!kept.is_empty()).then(|| (ns.clone(), kept))
             })
-            .collect()
+            .collect::<Vec<_>>()
     });
+    // IssuerNameSpaces needs at least one namespace: with nothing selected it is left out.
+    let name_spaces = name_spaces.filter(|ns| !ns.is_empty());
     IssuerSigned {
         name_spaces,
         issuer_auth: issuer_signed.issuer_auth.clone(),

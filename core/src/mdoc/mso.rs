@@ -154,6 +154,19 @@ pub struct MobileSecurityObject {
 }
 
 impl MobileSecurityObject {
+    /// Decode the MSO an `issuerAuth` carries (`#6.24(bstr .cbor MSO)`), **without** checking
+    /// the issuer's signature: for holders, which keep what they were given.
+    pub fn from_issuer_auth(auth: &super::signed::Sign1) -> Result<Self> {
+        const W: &str = "MobileSecurityObjectBytes";
+        let payload = auth
+            .cose
+            .payload
+            .as_deref()
+            .ok_or_else(|| crate::Error::malformed(W, "no MSO payload"))?;
+        let wrapped = crate::cbor::decode(W, payload, crate::cbor::Limits::new(Self::MAX_LEN))?;
+        Self::from_slice(crate::cbor::access::tag24(W, &wrapped)?)
+    }
+
     /// The device public key.
     pub fn device_public_key(&self) -> Result<EcPublicKey> {
         cose::cose_key_from_value(&self.device_key)

@@ -1,9 +1,12 @@
-//! ReaderAuth: the reader's COSE_Sign1 over `ReaderAuthenticationBytes`, with its certificate in
-//! `x5chain` checked against a trusted reader root. (Civis kiosks will also carry a
-//! governance-signed kiosk accreditation; that arrives with the registry and card issues.)
+//! ReaderAuth: the reader's COSE_Sign1 over `ReaderAuthenticationBytes`. Interop readers carry a
+//! certificate in `x5chain`, checked against a trusted reader root ([`verify`]); Civis kiosks
+//! carry their governance-signed kiosk accreditation in the unprotected header
+//! ([`crate::kiosk::READER_AUTH_LABEL`]), which the card checks ([`sign_with_accreditation`]).
 
 use super::engagement::SessionTranscript;
-use super::request::DocRequest;
+use super::request::{DocRequest, ItemsRequest};
+use super::signed::Sign1;
+use crate::cbor::Tagged;
 use crate::cose::{self, Domain};
 use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
@@ -46,4 +49,31 @@ pub fn verify(
         Some(&payload),
     )?;
     Ok(leaf)
+}
+
+/// Build a reader-authenticated DocRequest: ReaderAuth signed by the kiosk key over
+/// `ReaderAuthenticationBytes`, carrying the kiosk accreditation `statement` in its unprotected
+/// header.
+pub fn sign_with_accreditation(
+    items_request: ItemsRequest,
+    transcript: &SessionTranscript,
+    kiosk_key: &dyn cose::Signer,
+    statement: &[u8],
+) -> Result<DocRequest> {
+    let items_request = Tagged::new(items_request);
+    let mut unprotected = coset::Header::default();
+    crate::kiosk::attach(&mut unprotected, statement)?;
+    let payload = transcript.reader_authentication_bytes(&items_request);
+    let sign1 = cose::sign1(
+        kiosk_key,
+        Domain::IsoReaderAuth,
+        coset::HeaderBuilder::new(),
+        unprotected,
+        None,
+        Some(&payload),
+    )?;
+    Ok(DocRequest {
+        items_request,
+        reader_auth: Some(Sign1::new(sign1)),
+    })
 }

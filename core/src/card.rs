@@ -1,0 +1,332 @@
+//! The citizen card's command set: application identifiers, instruction bytes, the
+//! personalization MAC, the INTERNAL AUTHENTICATE message and the card-info record. Both sides
+//! use these: the applet (wallet-core) and readers, issuers and tests (specs/card-applet.md).
+
+use ciborium::Value;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::cbor::{self, Limits, access, text, text_map};
+use crate::crypto::EcPublicKey;
+use crate::error::{Error, Result};
+
+/// NFC Forum Type 4 Tag (NDEF) application.
+pub const AID_NDEF: &[u8] = &[0xD2, 0x76, 0x00, 0x00, 0x85, 0x01, 0x01];
+/// ISO 18013-5 mdoc application.
+pub const AID_MDOC: &[u8] = &[0xA0, 0x00, 0x00, 0x02, 0x48, 0x04, 0x00];
+/// The Civis card-management application (proprietary AID: `F0` + "CIVIS" + version 1).
+pub const AID_CIVIS: &[u8] = &[0xF0, 0x43, 0x49, 0x56, 0x49, 0x53, 0x01];
+/// Capability Container file of the NDEF application.
+pub const FILE_CC: u16 = 0xE103;
+/// NDEF file.
+pub const FILE_NDEF: u16 = 0xE104;
+
+/// Proprietary class byte of Civis management commands.
+pub const CLA_PROPRIETARY: u8 = 0x80;
+/// Class byte of MAC-protected personalization commands (proprietary, secure messaging).
+pub const CLA_PERSO: u8 = 0x84;
+
+/// Instruction bytes of the Civis application (specs/card-applet.md §4).
+pub mod ins {
+    /// GET DATA: the card-info record.
+    pub const GET_DATA: u8 = 0xCA;
+    /// GENERATE KEY: create the card key on the card; returns only its public key.
+    pub const GENERATE_KEY: u8 = 0x46;
+    /// PUT DATA: PIN, PUK, governance root, PIN-protected elements (P1 P2 name the item).
+    pub const PUT_DATA: u8 = 0xDA;
+    /// PUT CREDENTIAL: store an IssuerSigned in slot P1 (chained).
+    pub const PUT_CREDENTIAL: u8 = 0xDB;
+    /// LOCK: end personalization for good.
+    pub const LOCK: u8 = 0xF0;
+    /// ROTATE ROOT: replace the governance root with a statement signed by the current one.
+    pub const ROTATE_ROOT: u8 = 0xF2;
+    /// INTERNAL AUTHENTICATE (ISO class `00`).
+    pub const INTERNAL_AUTHENTICATE: u8 = 0x88;
+}
+
+/// P1 P2 of PUT DATA items.
+pub mod item {
+    /// The PIN (4–12 ASCII digits).
+    pub const PIN: u16 = 0x0101;
+    /// The PUK (8–16 ASCII digits).
+    pub const PUK: u16 = 0x0102;
+    /// The governance root: CBOR `{"chain": tstr, "root": COSE_Key}`.
+    pub const ROOT: u16 = 0x0103;
+    /// Elements that need the PIN: CBOR `[* [namespace, element]]`.
+    pub const PIN_ELEMENTS: u16 = 0x0104;
+}
+
+/// Wrong PIN presentations before the PIN blocks.
+pub const PIN_TRIES: u8 = 3;
+/// Wrong PUK presentations before the card's PIN can never be unblocked.
+pub const PUK_TRIES: u8 = 10;
+/// Credential slots on a card.
+pub const CREDENTIAL_SLOTS: u8 = 4;
+/// Largest stored credential (IssuerSigned bytes).
+pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
+/// Length of the personalization MAC appended to a command's data.
+pub const PERSO_MAC_LEN: usize = 16;
+/// Challenge lengths INTERNAL AUTHENTICATE accepts.
+pub const CHALLENGE_LEN: std::ops::RangeInclusive<usize> = 8..=64;
+/// The key in an ItemsRequest's `requestInfo` that carries the PIN (inside the encrypted
+/// session only).
+pub const REQUEST_INFO_PIN: &str = "org.civis.pin";
+/// The key of a card-management message inside the encrypted session.
+pub const MANAGEMENT_KEY: &str = "org.civis.card";
+
+/// The batch transport key: set at card production, known to the issuing agency; it
+/// authenticates personalization until LOCK.
+#[derive(Clone)]
+pub struct TransportKey(pub [u8; 32]);
+
+impl std::fmt::Debug for TransportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransportKey(…)")
+    }
+}
+
+impl TransportKey {
+    /// The MAC a personalization command carries: HMAC-SHA-256 under the transport key over
+    /// `"civis/perso/v1\0" ‖ serial ‖ counter (u32 BE) ‖ CLA INS P1 P2 ‖ body`, first 16 bytes.
+    /// `counter` is the card's personalization counter, so a recorded command cannot be
+    /// replayed and a command for one card does not work on another.
+    pub fn mac(&self, serial: &[u8; 16], counter: u32, header: [u8; 4], body: &[u8]) -> [u8; 16] {
+        let tag = self
+            .keyed(serial, counter, header, body)
+            .finalize()
+            .into_bytes();
+        let mut out = [0u8; PERSO_MAC_LEN];
+        out.copy_from_slice(tag.get(..PERSO_MAC_LEN).unwrap_or(&[0; PERSO_MAC_LEN]));
+        out
+    }
+
+    /// Check a MAC in constant time.
+    pub fn check(
+        &self,
+        serial: &[u8; 16],
+        counter: u32,
+        header: [u8; 4],
+        body: &[u8],
+        mac: &[u8],
+    ) -> bool {
+        mac.len() == PERSO_MAC_LEN
+            && self
+                .keyed(serial, counter, header, body)
+                .verify_truncated_left(mac)
+                .is_ok()
+    }
+
+    fn keyed(&self, serial: &[u8; 16], counter: u32, header: [u8; 4], body: &[u8]) -> Hmac<Sha256> {
+        let Ok(mut h) = <Hmac<Sha256> as Mac>::new_from_slice(&self.0) else {
+            unreachable!("HMAC takes keys of any length")
+        };
+        h.update(b"civis/perso/v1\0");
+        h.update(serial);
+        h.update(&counter.to_be_bytes());
+        h.update(&header);
+        h.update(body);
+        h
+    }
+}
+
+/// The message INTERNAL AUTHENTICATE signs (ES256) for `challenge`:
+/// `"civis/internal-authenticate/v1\0" ‖ SHA-256(challenge)`. The tag makes it impossible to
+/// pass off as a COSE `Sig_structure` (which starts with a CBOR array), so the card is no
+/// signing oracle for DeviceAuthentication.
+pub fn internal_authenticate_message(challenge: &[u8]) -> Vec<u8> {
+    let mut m = b"civis/internal-authenticate/v1\0".to_vec();
+    m.extend_from_slice(&Sha256::digest(challenge));
+    m
+}
+
+/// Check an INTERNAL AUTHENTICATE answer (`r ‖ s`) against the card key a credential binds.
+pub fn verify_internal_authenticate(
+    card_key: &EcPublicKey,
+    challenge: &[u8],
+    signature: &[u8],
+) -> Result<()> {
+    card_key
+        .verify_es256(&internal_authenticate_message(challenge), signature)
+        .map_err(|_| Error::BadSignature("INTERNAL AUTHENTICATE"))
+}
+
+/// The governance root a card trusts, as PUT DATA [`item::ROOT`] carries it.
+pub fn root_value(chain: &str, root: &EcPublicKey) -> Vec<u8> {
+    cbor::encode(&text_map(vec![
+        ("chain", text(chain)),
+        ("root", crate::cose::cose_key_value(root)),
+    ]))
+}
+
+/// Decode a [`root_value`].
+pub fn root_from_bytes(bytes: &[u8]) -> Result<(String, EcPublicKey)> {
+    const W: &str = "governance root";
+    let v = cbor::decode(W, bytes, Limits::new(1024))?;
+    let m = access::map(W, &v)?;
+    access::only_keys(W, m, &["chain", "root"])?;
+    Ok((
+        access::text(W, access::req(W, m, "chain")?)?.to_owned(),
+        crate::cose::cose_key_from_value(access::req(W, m, "root")?)?,
+    ))
+}
+
+/// The PIN-protected elements, as PUT DATA [`item::PIN_ELEMENTS`] carries them.
+pub fn pin_elements_value(elements: &[(String, String)]) -> Vec<u8> {
+    cbor::encode(&Value::Array(
+        elements
+            .iter()
+            .map(|(ns, el)| Value::Array(vec![text(ns), text(el)]))
+            .collect(),
+    ))
+}
+
+/// Decode a [`pin_elements_value`].
+pub fn pin_elements_from_bytes(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    const W: &str = "PIN elements";
+    let v = cbor::decode(W, bytes, Limits::new(8 * 1024))?;
+    access::array(W, &v)?
+        .iter()
+        .map(|pair| match access::array(W, pair)? {
+            [ns, el] => Ok((
+                access::text(W, ns)?.to_owned(),
+                access::text(W, el)?.to_owned(),
+            )),
+            _ => Err(Error::malformed(W, "expected [namespace, element]")),
+        })
+        .collect()
+}
+
+/// What GET DATA returns: the card's public facts (no secrets, no personal data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardInfo {
+    /// Applet version.
+    pub version: String,
+    /// Card serial (16 bytes).
+    pub serial: [u8; 16],
+    /// Personalization ended.
+    pub locked: bool,
+    /// The personalization counter the next MAC must use.
+    pub perso_counter: u32,
+    /// The card key's public key, SEC1 uncompressed, once generated.
+    pub public_key: Option<Vec<u8>>,
+    /// PIN tries left (`None`: no PIN set).
+    pub pin_tries: Option<u8>,
+    /// PUK tries left (`None`: no PUK set).
+    pub puk_tries: Option<u8>,
+    /// Occupied credential slots.
+    pub credentials: Vec<u8>,
+    /// Whether a governance root is installed.
+    pub has_root: bool,
+    /// The card's time floor (Unix seconds).
+    pub time_floor: i64,
+}
+
+impl CardInfo {
+    /// CBOR encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let opt_u8 = |v: Option<u8>| v.map_or(Value::Null, |t| Value::Integer(t.into()));
+        cbor::encode(&text_map(vec![
+            ("version", text(&self.version)),
+            ("serial", Value::Bytes(self.serial.to_vec())),
+            ("locked", Value::Bool(self.locked)),
+            ("persoCounter", Value::Integer(self.perso_counter.into())),
+            (
+                "publicKey",
+                self.public_key.clone().map_or(Value::Null, Value::Bytes),
+            ),
+            ("pinTries", opt_u8(self.pin_tries)),
+            ("pukTries", opt_u8(self.puk_tries)),
+            (
+                "credentials",
+                Value::Array(
+                    self.credentials
+                        .iter()
+                        .map(|s| Value::Integer((*s).into()))
+                        .collect(),
+                ),
+            ),
+            ("hasRoot", Value::Bool(self.has_root)),
+            ("timeFloor", Value::Integer(self.time_floor.into())),
+        ]))
+    }
+
+    /// Decode.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const W: &str = "card info";
+        let v = cbor::decode(W, bytes, Limits::new(1024))?;
+        let m = access::map(W, &v)?;
+        let small = |k: &str| -> Result<Option<u8>> {
+            match access::req(W, m, k)? {
+                Value::Null => Ok(None),
+                other => u8::try_from(access::uint(W, other)?)
+                    .map(Some)
+                    .map_err(|_| Error::malformed(W, format!("{k} out of range"))),
+            }
+        };
+        Ok(Self {
+            version: access::text(W, access::req(W, m, "version")?)?.to_owned(),
+            serial: access::bytes(W, access::req(W, m, "serial")?)?
+                .try_into()
+                .map_err(|_| Error::malformed(W, "serial is not 16 bytes"))?,
+            locked: access::req(W, m, "locked")?
+                .as_bool()
+                .ok_or_else(|| Error::malformed(W, "locked"))?,
+            perso_counter: u32::try_from(access::uint(W, access::req(W, m, "persoCounter")?)?)
+                .map_err(|_| Error::malformed(W, "persoCounter"))?,
+            public_key: match access::req(W, m, "publicKey")? {
+                Value::Null => None,
+                b => Some(access::bytes(W, b)?.to_vec()),
+            },
+            pin_tries: small("pinTries")?,
+            puk_tries: small("pukTries")?,
+            credentials: access::array(W, access::req(W, m, "credentials")?)?
+                .iter()
+                .map(|s| u8::try_from(access::uint(W, s)?).map_err(|_| Error::malformed(W, "slot")))
+                .collect::<Result<_>>()?,
+            has_root: access::req(W, m, "hasRoot")?
+                .as_bool()
+                .ok_or_else(|| Error::malformed(W, "hasRoot"))?,
+            time_floor: access::req(W, m, "timeFloor")?
+                .as_integer()
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| Error::malformed(W, "timeFloor"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn perso_mac_binds_serial_counter_header_and_body() {
+        let k = TransportKey([7; 32]);
+        let serial = [1; 16];
+        let mac = k.mac(&serial, 5, [0x84, 0xDA, 1, 1], b"123456");
+        assert!(k.check(&serial, 5, [0x84, 0xDA, 1, 1], b"123456", &mac));
+        assert!(!k.check(&serial, 6, [0x84, 0xDA, 1, 1], b"123456", &mac));
+        assert!(!k.check(&[2; 16], 5, [0x84, 0xDA, 1, 1], b"123456", &mac));
+        assert!(!k.check(&serial, 5, [0x84, 0xDA, 1, 2], b"123456", &mac));
+        assert!(!k.check(&serial, 5, [0x84, 0xDA, 1, 1], b"123457", &mac));
+        assert!(!TransportKey([8; 32]).check(&serial, 5, [0x84, 0xDA, 1, 1], b"123456", &mac));
+        assert!(!k.check(&serial, 5, [0x84, 0xDA, 1, 1], b"123456", &mac[..15]));
+    }
+
+    #[test]
+    fn card_info_round_trips() {
+        let info = CardInfo {
+            version: "1.0".into(),
+            serial: [3; 16],
+            locked: true,
+            perso_counter: 9,
+            public_key: Some(vec![4; 65]),
+            pin_tries: Some(2),
+            puk_tries: None,
+            credentials: vec![0, 2],
+            has_root: true,
+            time_floor: -5,
+        };
+        assert_eq!(CardInfo::decode(&info.encode()).unwrap(), info);
+    }
+}

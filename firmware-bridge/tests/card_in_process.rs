@@ -1,0 +1,471 @@
+//! The card applet through the reader-side protocol, in process: personalization, reading with
+//! ReaderAuth, the PIN, INTERNAL AUTHENTICATE, clones, replays and torn writes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use civis_core::apdu::{Command, Response, StatusWord};
+use civis_core::card::{self, TransportKey};
+use civis_core::mdoc::engagement::{STATUS_DECODING_ERROR, STATUS_ENCRYPTION_ERROR};
+use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
+use civis_firmware_bridge::transport::InProcess;
+use civis_firmware_bridge::{CardTransport, Error};
+use civis_wallet_core::applet::{Card, CardState};
+use civis_wallet_core::holder::codes;
+use common::*;
+use rand_core::{OsRng, RngCore};
+
+fn blank() -> CardClient<InProcess> {
+    CardClient::new(InProcess::new(CardState::blank(
+        [9; 16],
+        TransportKey([0x42; 32]),
+    )))
+}
+
+/// One tap: engagement, session, one request; returns the response bytes and what to verify
+/// them with.
+fn tap(
+    client: &mut CardClient<InProcess>,
+    world: &World,
+    elements: &[&str],
+    pin: Option<&str>,
+    reader_auth: bool,
+) -> (
+    MdocSession,
+    Vec<u8>,
+    civis_core::mdoc::SessionTranscript,
+    civis_core::mdoc::DeviceRequest,
+) {
+    client.transport().reset();
+    let engaged = client.read_engagement().unwrap();
+    let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let transcript = session.transcript().clone();
+    let request = world.request(&transcript, elements, pin, reader_auth);
+    let response = session
+        .establish(client, e_reader.public_key(), e_reader_bytes, &request)
+        .unwrap();
+    (session, response, transcript, request)
+}
+
+#[test]
+fn releases_only_accredited_elements_and_pin_protected_ones_after_the_pin() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    let wanted = [
+        "age_over_18",
+        "resident_city",
+        "given_name",
+        "document_number",
+    ];
+    let (mut session, response, transcript, request) =
+        tap(&mut client, &world, &wanted, None, true);
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(disclosed(&docs[0]), ["age_over_18", "resident_city"]);
+    assert_eq!(
+        withheld(&docs[0], "given_name"),
+        Some(codes::NOT_ACCREDITED)
+    );
+    assert_eq!(
+        withheld(&docs[0], "document_number"),
+        Some(codes::PIN_REQUIRED)
+    );
+
+    // In the same session, the PIN (inside the encrypted request) releases the protected one.
+    let request = world.request(&transcript, &wanted, Some(PIN), true);
+    let response = session
+        .send(&mut client, &civis_core::cbor::CborForm::to_vec(&request))
+        .unwrap();
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(
+        disclosed(&docs[0]),
+        ["age_over_18", "document_number", "resident_city"]
+    );
+    session.end(&mut client).unwrap();
+}
+
+#[test]
+fn without_reader_auth_nothing_is_released() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    let (_, response, transcript, request) =
+        tap(&mut client, &world, &["age_over_18"], None, false);
+    let resp =
+        <civis_core::mdoc::DeviceResponse as civis_core::cbor::CborForm>::from_slice(&response)
+            .unwrap();
+    let doc = &resp.documents.as_ref().unwrap()[0];
+    assert!(
+        doc.issuer_signed.name_spaces.is_none(),
+        "something was released"
+    );
+    let errors = doc.errors.as_ref().unwrap();
+    assert_eq!(
+        errors[0].1,
+        [("age_over_18".to_owned(), codes::READER_NOT_AUTHENTICATED)]
+    );
+    // The response is still a genuine, device-signed answer.
+    let _ = world.verify(&response, &transcript, &request);
+}
+
+#[test]
+fn an_accreditation_from_another_root_or_expired_is_not_honoured() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    // Signed by a key that is not the card's governance root.
+    let rogue = civis_core::crypto::SoftwareKey::generate(&mut OsRng);
+    let mut forged = World::new();
+    forged.kiosk = world.kiosk.clone();
+    forged.statement = accreditation(&rogue, &world.kiosk, &["age_over_18"]);
+    forged.issuer = world.issuer.clone();
+    forged.issuer_kid = world.issuer_kid.clone();
+    let (_, response, transcript, request) =
+        tap(&mut client, &forged, &["age_over_18"], None, true);
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(
+        withheld(&docs[0], "age_over_18"),
+        Some(codes::READER_NOT_AUTHENTICATED)
+    );
+    // A genuine accreditation signed over a different kiosk key than the one signing ReaderAuth.
+    let mut other_key = World::new();
+    other_key.governance = world.governance.clone();
+    other_key.statement = accreditation(
+        &world.governance,
+        &civis_core::crypto::SoftwareKey::generate(&mut OsRng),
+        &["age_over_18"],
+    );
+    let (_, response, transcript, request) =
+        tap(&mut client, &other_key, &["age_over_18"], None, true);
+    let resp =
+        <civis_core::mdoc::DeviceResponse as civis_core::cbor::CborForm>::from_slice(&response)
+            .unwrap();
+    let _ = (transcript, request);
+    assert!(
+        resp.documents.unwrap()[0]
+            .issuer_signed
+            .name_spaces
+            .is_none()
+    );
+
+    // The genuine kiosk read once, so the card's time floor is at its accreditation's
+    // notBefore; an accreditation that ended before that is refused.
+    let (_, response, transcript, request) = tap(&mut client, &world, &["age_over_18"], None, true);
+    assert_eq!(
+        disclosed(&world.verify(&response, &transcript, &request).unwrap()[0]),
+        ["age_over_18"]
+    );
+    assert_eq!(client.info().unwrap().time_floor, NOW - 86_400);
+    let mut stale = World::new();
+    stale.governance = world.governance.clone();
+    stale.kiosk = world.kiosk.clone();
+    stale.statement = accreditation_window(
+        &world.governance,
+        &world.kiosk,
+        &["age_over_18"],
+        NOW - 10 * 86_400,
+        NOW - 2 * 86_400,
+    );
+    let (_, response, transcript, request) = tap(&mut client, &stale, &["age_over_18"], None, true);
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(
+        withheld(&docs[0], "age_over_18"),
+        Some(codes::READER_NOT_AUTHENTICATED)
+    );
+}
+
+#[test]
+fn three_wrong_pins_block_and_the_puk_unblocks() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    for tries_left in [2u8, 1, 0] {
+        let (_, response, transcript, request) = tap(
+            &mut client,
+            &world,
+            &["document_number"],
+            Some("000000"),
+            true,
+        );
+        let docs = world.verify(&response, &transcript, &request).unwrap();
+        let expected = if tries_left == 0 {
+            codes::PIN_BLOCKED
+        } else {
+            codes::PIN_WRONG
+        };
+        assert_eq!(withheld(&docs[0], "document_number"), Some(expected));
+        assert_eq!(client.info().unwrap().pin_tries, Some(tries_left));
+    }
+    // Blocked: even the right PIN no longer works.
+    let (mut session, response, transcript, request) =
+        tap(&mut client, &world, &["document_number"], Some(PIN), true);
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(
+        withheld(&docs[0], "document_number"),
+        Some(codes::PIN_BLOCKED)
+    );
+    // A wrong PUK costs a PUK try; the right one sets a new PIN.
+    let (r, tries) = session
+        .manage(&mut client, "unblock-pin", ("puk", "0000000000"), "1111")
+        .unwrap();
+    assert_eq!((r.as_str(), tries), ("wrong", Some(9)));
+    let (r, tries) = session
+        .manage(&mut client, "unblock-pin", ("puk", PUK), "1111")
+        .unwrap();
+    assert_eq!((r.as_str(), tries), ("ok", Some(3)));
+    let (_, response, transcript, request) = tap(
+        &mut client,
+        &world,
+        &["document_number"],
+        Some("1111"),
+        true,
+    );
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(disclosed(&docs[0]), ["document_number"]);
+}
+
+#[test]
+fn personalization_needs_the_transport_key_and_ends_with_lock() {
+    let world = World::new();
+    // Without the batch transport key nothing is accepted.
+    let mut client = blank();
+    let mut wrong = Personalizer::start(&mut client, TransportKey([0x43; 32])).unwrap();
+    assert!(matches!(
+        wrong.generate_key(),
+        Err(Error::Status {
+            status: StatusWord::SecurityStatusNotSatisfied,
+            ..
+        })
+    ));
+    // A recorded command cannot be replayed: the counter has moved on.
+    let mut client = blank();
+    let info = client.info().unwrap();
+    let mac = world.transport.mac(
+        &info.serial,
+        info.perso_counter,
+        [card::CLA_PERSO, card::ins::PUT_DATA, 1, 1],
+        b"1234",
+    );
+    let cmd = Command::new(card::CLA_PERSO, card::ins::PUT_DATA, 1, 1)
+        .with_data([b"1234".as_slice(), &mac].concat());
+    assert_eq!(client.send(&cmd).unwrap().sw, StatusWord::Ok);
+    assert_eq!(
+        client.send(&cmd).unwrap().sw,
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    // After LOCK, even correctly MAC'd personalization is refused.
+    let mut client = blank();
+    let key = world.personalize(&mut client);
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    assert!(matches!(
+        p.put_credential(1, &world.credential(&key)),
+        Err(Error::Status {
+            status: StatusWord::ConditionsNotSatisfied,
+            ..
+        })
+    ));
+    assert!(client.info().unwrap().locked);
+}
+
+#[test]
+fn a_credential_for_another_key_is_refused_and_a_clone_fails_device_authentication() {
+    let world = World::new();
+    let mut genuine = blank();
+    let key = world.personalize(&mut genuine);
+    // The card only stores credentials bound to its own key.
+    let mut other = blank();
+    let mut p = Personalizer::start(&mut other, world.transport.clone()).unwrap();
+    p.generate_key().unwrap();
+    assert!(matches!(
+        p.put_credential(0, &world.credential(&key)),
+        Err(Error::Status {
+            status: StatusWord::IncorrectData,
+            ..
+        })
+    ));
+    // A cloner who writes the copied credential into a card of their own (its memory set
+    // directly) still cannot sign with the genuine key.
+    let mut state = genuine.transport().state().clone();
+    let mut clone_source = CardState::blank([8; 16], TransportKey([1; 32]));
+    let mut tmp = CardClient::new(InProcess::new(clone_source.clone()));
+    let mut p = Personalizer::start(&mut tmp, TransportKey([1; 32])).unwrap();
+    p.generate_key().unwrap();
+    clone_source = tmp.transport().state().clone();
+    clone_source.credentials = state.credentials.clone();
+    clone_source.root = state.root.take();
+    clone_source.locked = true;
+    let mut clone = CardClient::new(InProcess::new(clone_source));
+    let (_, response, transcript, request) = tap(&mut clone, &world, &["age_over_18"], None, true);
+    assert!(
+        world.verify(&response, &transcript, &request).is_err(),
+        "a clone passed device authentication"
+    );
+    // INTERNAL AUTHENTICATE tells the two apart as well.
+    let mut challenge = [0u8; 32];
+    OsRng.fill_bytes(&mut challenge);
+    let sig = genuine.internal_authenticate(&challenge).unwrap();
+    card::verify_internal_authenticate(&key, &challenge, &sig).unwrap();
+    let sig = clone.internal_authenticate(&challenge).unwrap();
+    assert!(card::verify_internal_authenticate(&key, &challenge, &sig).is_err());
+    // The card never signs a caller-chosen message: the signature is over the tagged hash.
+    assert!(key.verify_es256(&challenge, &sig).is_err());
+}
+
+/// Records every command it passes on.
+struct Recorder<'a> {
+    inner: &'a mut InProcess,
+    log: Vec<Vec<u8>>,
+}
+
+impl CardTransport for Recorder<'_> {
+    fn transmit(&mut self, command: &[u8]) -> civis_firmware_bridge::Result<Vec<u8>> {
+        self.log.push(command.to_vec());
+        self.inner.transmit(command)
+    }
+}
+
+#[test]
+fn an_old_sessions_envelope_is_refused() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    client.transport().reset();
+    let engaged = client.read_engagement().unwrap();
+    let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let request = world.request(session.transcript(), &["age_over_18"], None, true);
+    let log = {
+        let mut rec = CardClient::new(Recorder {
+            inner: client.transport(),
+            log: Vec::new(),
+        });
+        session
+            .establish(&mut rec, e_reader.public_key(), e_reader_bytes, &request)
+            .unwrap();
+        std::mem::take(&mut rec.transport().log)
+    };
+    let envelopes: Vec<_> = log.iter().filter(|c| c[1] == 0xC3).cloned().collect();
+    let status_of = |r: Response| {
+        let sd = <civis_core::mdoc::SessionData as civis_core::cbor::CborForm>::from_slice(
+            civis_core::apdu::do53_unwrap(&r.data).unwrap(),
+        )
+        .unwrap();
+        sd.status
+    };
+    // Replayed in the same session: a session is never re-established, and the old
+    // ciphertext does not decrypt under the advanced counter.
+    let mut last = None;
+    for e in &envelopes {
+        last = Some(Response::parse(&client.transport().transmit(e).unwrap()).unwrap());
+    }
+    assert_eq!(status_of(last.unwrap()), Some(STATUS_ENCRYPTION_ERROR));
+    // Garbage in the session is a decoding error.
+    client.select(card::AID_MDOC).unwrap();
+    let junk = civis_core::apdu::do53_wrap(&[0xFF, 0x00]).unwrap();
+    let r = client
+        .send(&Command::new(0, 0xC3, 0, 0).with_data(junk).with_le(256))
+        .unwrap();
+    assert_eq!(status_of(r), Some(STATUS_DECODING_ERROR));
+    // Replayed on the next tap: new engagement keys, so it does not decrypt.
+    client.transport().reset();
+    client.read_engagement().unwrap();
+    client.select(card::AID_MDOC).unwrap();
+    let mut last = None;
+    for e in &envelopes {
+        last = Some(Response::parse(&client.transport().transmit(e).unwrap()).unwrap());
+    }
+    assert_eq!(status_of(last.unwrap()), Some(STATUS_ENCRYPTION_ERROR));
+}
+
+#[test]
+fn a_torn_credential_write_leaves_the_old_credential() {
+    let world = World::new();
+    let mut client = blank();
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    let key = p.generate_key().unwrap();
+    let old = world.credential(&key);
+    p.put_credential(0, &old).unwrap();
+    let new = world.credential(&key);
+    assert_ne!(old, new);
+    // Build the chained PUT CREDENTIAL by hand and cut the link after each APDU.
+    let info = client.info().unwrap();
+    let mac = world.transport.mac(
+        &info.serial,
+        info.perso_counter,
+        [card::CLA_PERSO, card::ins::PUT_CREDENTIAL, 0, 0],
+        &new,
+    );
+    let data = [new.as_slice(), &mac].concat();
+    let chain = civis_core::apdu::chain(
+        card::CLA_PERSO,
+        card::ins::PUT_CREDENTIAL,
+        0,
+        0,
+        &data,
+        255,
+        Some(256),
+    );
+    assert!(chain.len() > 5, "the credential spans several APDUs");
+    for cut in 0..chain.len() - 1 {
+        client.transport().reset();
+        client.select(card::AID_CIVIS).unwrap();
+        for cmd in &chain[..=cut] {
+            assert!(cmd.encode().unwrap().len() <= 5 + 255 + 1);
+            assert_eq!(client.send(cmd).unwrap().sw, StatusWord::Ok);
+        }
+        assert_eq!(
+            client.transport().state().credentials[0].as_deref(),
+            Some(old.as_slice()),
+            "cut after APDU {cut} changed the credential"
+        );
+    }
+    client.transport().reset();
+    client.select(card::AID_CIVIS).unwrap();
+    for cmd in &chain {
+        assert_eq!(client.send(cmd).unwrap().sw, StatusWord::Ok);
+    }
+    assert_eq!(
+        client.transport().state().credentials[0].as_deref(),
+        Some(new.as_slice())
+    );
+}
+
+#[test]
+fn random_apdus_never_panic_and_state_always_decodes() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    let mut card = Card::new(client.transport().state().clone());
+    let mut rng = OsRng;
+    for i in 0..5_000u32 {
+        let len = (rng.next_u32() % 300) as usize;
+        let mut apdu = vec![0u8; len];
+        rng.fill_bytes(&mut apdu);
+        // Steer some towards real classes and instructions.
+        if let Some(b) = apdu.get_mut(0) {
+            *b = [0x00, 0x10, 0x80, 0x84, 0x94, *b][(i % 6) as usize];
+        }
+        if let Some(b) = apdu.get_mut(1) {
+            *b = [0xA4, 0xB0, 0xC3, 0xC0, 0xCA, 0x88, 0xDB, *b][(i % 8) as usize];
+        }
+        let reply = card.process(&apdu, &mut rng);
+        assert!(reply.apdu.len() >= 2);
+        if reply.state_changed {
+            let bytes = card.state().encode();
+            assert_eq!(&CardState::decode(&bytes).unwrap(), card.state());
+        }
+        if i % 97 == 0 {
+            card.reset();
+        }
+    }
+    // Random bytes never unlocked or re-personalized the card.
+    assert!(card.state().locked);
+    assert_eq!(
+        card.state().credentials,
+        client.transport().state().credentials
+    );
+}

@@ -1,0 +1,241 @@
+//! A small world for card tests: a governance root, an accredited kiosk, an issuer, and a
+//! citizen credential minted for a card's key.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use civis_core::card::TransportKey;
+use civis_core::cbor::Tagged;
+use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use civis_core::did::{Did, KeyCommitment};
+use civis_core::kiosk::KioskAccreditation;
+use civis_core::mdoc::citizen::{self, CitizenRecord};
+use civis_core::mdoc::{
+    self, DeviceRequest, DocRequest, IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript,
+    TDate, TrustAnchor, ValidityInfo, VerifiedDocument, VerifyContext,
+};
+use civis_core::timestamp::Timestamp;
+use civis_firmware_bridge::CardTransport;
+use civis_firmware_bridge::reader::{CardClient, Personalizer};
+use rand_core::OsRng;
+
+pub const CHAIN: &str = "civis-test";
+pub const NOW: i64 = 1_790_000_000;
+pub const PIN: &str = "246810";
+pub const PUK: &str = "1357913579";
+pub const NS: &str = citizen::NAMESPACE;
+
+pub struct World {
+    pub governance: SoftwareKey,
+    pub kiosk: SoftwareKey,
+    pub statement: Vec<u8>,
+    pub issuer: SoftwareKey,
+    pub issuer_kid: String,
+    pub transport: TransportKey,
+}
+
+fn did_of(key: &SoftwareKey) -> Did {
+    Did::from_inception(key.public_key(), &KeyCommitment::to(key.public_key()))
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_grants(&[
+            "age_over_18",
+            "resident_city",
+            "family_name",
+            "document_number",
+        ])
+    }
+
+    /// A kiosk accredited for `elements` of the citizen namespace.
+    pub fn with_grants(elements: &[&str]) -> Self {
+        let governance = SoftwareKey::generate(&mut OsRng);
+        let kiosk = SoftwareKey::generate(&mut OsRng);
+        let statement = accreditation(&governance, &kiosk, elements);
+        let issuer = SoftwareKey::generate(&mut OsRng);
+        let issuer_kid = did_of(&issuer).key_url(1).to_string();
+        Self {
+            governance,
+            kiosk,
+            statement,
+            issuer,
+            issuer_kid,
+            transport: TransportKey([0x42; 32]),
+        }
+    }
+
+    /// A citizen credential bound to `device_key`.
+    pub fn credential(&self, device_key: &EcPublicKey) -> Vec<u8> {
+        let record = CitizenRecord {
+            family_name: "Jansen".into(),
+            given_name: "Mira".into(),
+            birth_date: "1990-04-12".into(),
+            resident_city: "Civitas".into(),
+            resident_district: "Harbour".into(),
+            document_number: "CIV-000042".into(),
+            issue_date: "2026-01-01".into(),
+            expiry_date: "2031-01-01".into(),
+            issuing_authority: "Civitas Civil Registry".into(),
+            portrait: None,
+        };
+        let name_spaces = record.to_name_spaces("2026-09-01").unwrap();
+        let now = Timestamp(NOW);
+        let params = IssueParams {
+            doc_type: citizen::DOC_TYPE,
+            name_spaces: &name_spaces,
+            device_key,
+            validity: ValidityInfo {
+                signed: TDate::new(now.plus_secs(-60)),
+                valid_from: TDate::new(now.plus_secs(-60)),
+                valid_until: TDate::new(now.plus_secs(365 * 86_400)),
+                expected_update: None,
+            },
+            status: None,
+            key_authorizations: None,
+        };
+        let signed = mdoc::issue(
+            &params,
+            &self.issuer,
+            &IssuerKeyId::Kid(self.issuer_kid.clone()),
+            &mut OsRng,
+        )
+        .unwrap();
+        mdoc::issue::encode_issuer_signed(&signed)
+    }
+
+    /// Personalize a blank card fully and lock it; returns the card key.
+    pub fn personalize<T: CardTransport>(&self, client: &mut CardClient<T>) -> EcPublicKey {
+        let mut p = Personalizer::start(client, self.transport.clone()).unwrap();
+        let key = p.generate_key().unwrap();
+        p.set_pin(PIN).unwrap();
+        p.set_puk(PUK).unwrap();
+        p.set_root(CHAIN, self.governance.public_key()).unwrap();
+        p.set_pin_elements(&[(NS.into(), "document_number".into())])
+            .unwrap();
+        p.put_credential(0, &self.credential(&key)).unwrap();
+        p.lock().unwrap();
+        key
+    }
+
+    /// A request for `elements`, with ReaderAuth and the kiosk's accreditation (or without).
+    pub fn request(
+        &self,
+        transcript: &SessionTranscript,
+        elements: &[&str],
+        pin: Option<&str>,
+        reader_auth: bool,
+    ) -> DeviceRequest {
+        let items = ItemsRequest {
+            doc_type: citizen::DOC_TYPE.into(),
+            name_spaces: vec![(
+                NS.into(),
+                elements.iter().map(|e| ((*e).to_owned(), false)).collect(),
+            )],
+            request_info: pin.map(|p| {
+                ciborium::Value::Map(vec![(
+                    ciborium::Value::Text(civis_core::card::REQUEST_INFO_PIN.into()),
+                    ciborium::Value::Text(p.into()),
+                )])
+            }),
+        };
+        let doc = if reader_auth {
+            mdoc::reader_auth::sign_with_accreditation(
+                items,
+                transcript,
+                &self.kiosk,
+                &self.statement,
+            )
+            .unwrap()
+        } else {
+            DocRequest {
+                items_request: Tagged::new(items),
+                reader_auth: None,
+            }
+        };
+        DeviceRequest {
+            version: "1.0".into(),
+            doc_requests: vec![doc],
+        }
+    }
+
+    /// Verify a DeviceResponse with core, as a kiosk would.
+    pub fn verify(
+        &self,
+        response: &[u8],
+        transcript: &SessionTranscript,
+        request: &DeviceRequest,
+    ) -> Result<Vec<VerifiedDocument>, civis_core::verify::Refusal> {
+        let anchors = [TrustAnchor::DidKey {
+            kid: self.issuer_kid.clone(),
+            key: self.issuer.public_key().clone(),
+        }];
+        mdoc::verify_bytes(
+            response,
+            &VerifyContext {
+                transcript,
+                anchors: &anchors,
+                at: Timestamp(NOW),
+                reader_key: None,
+                request: Some(request),
+            },
+        )
+    }
+}
+
+/// A governance-signed accreditation of `kiosk` for `elements`.
+pub fn accreditation(governance: &SoftwareKey, kiosk: &SoftwareKey, elements: &[&str]) -> Vec<u8> {
+    accreditation_window(
+        governance,
+        kiosk,
+        elements,
+        NOW - 86_400,
+        NOW + 365 * 86_400,
+    )
+}
+
+/// The same with an explicit validity window.
+pub fn accreditation_window(
+    governance: &SoftwareKey,
+    kiosk: &SoftwareKey,
+    elements: &[&str],
+    not_before: i64,
+    not_after: i64,
+) -> Vec<u8> {
+    KioskAccreditation {
+        chain: CHAIN.into(),
+        kiosk: did_of(kiosk),
+        key: kiosk.public_key().clone(),
+        grants: vec![(
+            citizen::DOC_TYPE.into(),
+            vec![(
+                NS.into(),
+                elements.iter().map(|e| (*e).to_owned()).collect(),
+            )],
+        )],
+        purpose: "counter service".into(),
+        not_before,
+        not_after,
+    }
+    .sign(&did_of(governance).key_url(1), governance)
+    .unwrap()
+}
+
+/// Disclosed element names of a verified document.
+pub fn disclosed(doc: &VerifiedDocument) -> Vec<String> {
+    let mut names: Vec<String> = doc
+        .disclosed
+        .iter()
+        .flat_map(|(_, els)| els.iter().map(|(e, _)| e.clone()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The error code the card gave for `element`, if it withheld it.
+pub fn withheld(doc: &VerifiedDocument, element: &str) -> Option<i64> {
+    doc.errors
+        .iter()
+        .flatten()
+        .flat_map(|(_, els)| els.iter())
+        .find(|(e, _)| e == element)
+        .map(|(_, c)| *c)
+}

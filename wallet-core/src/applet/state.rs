@@ -1,0 +1,287 @@
+//! The card's persistent state: what survives power-off. The host stores it as one value
+//! (CBOR) and writes it atomically, so a command interrupted at any point leaves the old value
+//! or the new one, never a mix.
+
+use ciborium::Value;
+use civis_core::card::{CREDENTIAL_SLOTS, TransportKey};
+use civis_core::cbor::{self, Limits, access, text, text_map};
+use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Version of the state encoding.
+const STATE_VERSION: u64 = 1;
+/// Largest encoded state accepted (4 full slots plus the rest).
+pub const MAX_STATE_LEN: usize = 96 * 1024;
+
+/// A secret with a retry counter (PIN or PUK), stored as a salted hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// SHA-256 of `"civis/card-secret/v1\0" ‖ kind ‖ serial ‖ value`.
+    pub hash: [u8; 32],
+    /// Tries left before it blocks.
+    pub tries_left: u8,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret {{ tries_left: {} }}", self.tries_left)
+    }
+}
+
+impl Secret {
+    /// Hash `value` for the card `serial`; `kind` keeps a PIN from matching a PUK slot.
+    pub fn hash(kind: &str, serial: &[u8; 16], value: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"civis/card-secret/v1\0");
+        h.update(kind.as_bytes());
+        h.update(serial);
+        h.update(value);
+        h.finalize().into()
+    }
+
+    /// Whether `value` matches, in time independent of where it differs.
+    pub fn matches(&self, kind: &str, serial: &[u8; 16], value: &[u8]) -> bool {
+        let other = Self::hash(kind, serial, value);
+        self.hash
+            .iter()
+            .zip(other.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// The governance root the card checks kiosk accreditations against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Root {
+    /// Chain id the root belongs to.
+    pub chain: String,
+    /// The governance key.
+    pub key: EcPublicKey,
+    /// Sequence of the last rotation applied (0 = as personalized).
+    pub rotation: u64,
+}
+
+/// Everything the card keeps across taps.
+#[derive(Clone)]
+pub struct CardState {
+    /// Card serial (set at production).
+    pub serial: [u8; 16],
+    pub(crate) transport_key: TransportKey,
+    /// Next personalization MAC counter.
+    pub perso_counter: u32,
+    /// Personalization has ended.
+    pub locked: bool,
+    pub(crate) card_key: Option<SoftwareKey>,
+    /// Credential slots (IssuerSigned bytes).
+    pub credentials: Vec<Option<Vec<u8>>>,
+    /// The PIN.
+    pub pin: Option<Secret>,
+    /// The PUK.
+    pub puk: Option<Secret>,
+    /// Elements released only after the PIN is verified in the session.
+    pub pin_elements: Vec<(String, String)>,
+    /// The governance root.
+    pub root: Option<Root>,
+    /// The newest trusted time the card has seen (Unix seconds).
+    pub time_floor: i64,
+}
+
+impl std::fmt::Debug for CardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardState")
+            .field("serial", &self.serial)
+            .field("locked", &self.locked)
+            .field("perso_counter", &self.perso_counter)
+            .field("has_key", &self.card_key.is_some())
+            .field(
+                "slots",
+                &self.credentials.iter().filter(|c| c.is_some()).count(),
+            )
+            .field("pin", &self.pin)
+            .field("puk", &self.puk)
+            .field("root", &self.root)
+            .field("time_floor", &self.time_floor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for CardState {
+    fn eq(&self, other: &Self) -> bool {
+        self.encode() == other.encode()
+    }
+}
+
+const W: &str = "card state";
+
+impl CardState {
+    /// A blank card as it leaves production: a serial and the batch transport key, nothing else.
+    pub fn blank(serial: [u8; 16], transport_key: TransportKey) -> Self {
+        Self {
+            serial,
+            transport_key,
+            perso_counter: 0,
+            locked: false,
+            card_key: None,
+            credentials: vec![None; usize::from(CREDENTIAL_SLOTS)],
+            pin: None,
+            puk: None,
+            pin_elements: Vec::new(),
+            root: None,
+            time_floor: 0,
+        }
+    }
+
+    /// The card key's public key, once generated.
+    pub fn public_key(&self) -> Option<&EcPublicKey> {
+        self.card_key.as_ref().map(SoftwareKey::public_key)
+    }
+
+    /// Encode for storage. The value holds the card's secrets: the host keeps it like a secure
+    /// element's memory (file mode 0600).
+    pub fn encode(&self) -> Vec<u8> {
+        let secret = |s: &Option<Secret>| match s {
+            None => Value::Null,
+            Some(s) => Value::Array(vec![
+                Value::Bytes(s.hash.to_vec()),
+                Value::Integer(s.tries_left.into()),
+            ]),
+        };
+        let key_bytes = self.card_key.as_ref().map(SoftwareKey::scalar);
+        cbor::encode(&text_map(vec![
+            ("v", Value::Integer(STATE_VERSION.into())),
+            ("serial", Value::Bytes(self.serial.to_vec())),
+            ("transportKey", Value::Bytes(self.transport_key.0.to_vec())),
+            ("persoCounter", Value::Integer(self.perso_counter.into())),
+            ("locked", Value::Bool(self.locked)),
+            (
+                "cardKey",
+                key_bytes.map_or(Value::Null, |k| Value::Bytes(k.to_vec())),
+            ),
+            (
+                "credentials",
+                Value::Array(
+                    self.credentials
+                        .iter()
+                        .map(|c| c.clone().map_or(Value::Null, Value::Bytes))
+                        .collect(),
+                ),
+            ),
+            ("pin", secret(&self.pin)),
+            ("puk", secret(&self.puk)),
+            (
+                "pinElements",
+                Value::Array(
+                    self.pin_elements
+                        .iter()
+                        .map(|(n, e)| Value::Array(vec![text(n), text(e)]))
+                        .collect(),
+                ),
+            ),
+            (
+                "root",
+                match &self.root {
+                    None => Value::Null,
+                    Some(r) => Value::Array(vec![
+                        text(&r.chain),
+                        Value::Bytes(r.key.compressed()),
+                        Value::Integer(r.rotation.into()),
+                    ]),
+                },
+            ),
+            ("timeFloor", Value::Integer(self.time_floor.into())),
+        ]))
+    }
+
+    /// Decode stored state; anything unexpected is an error (the host then refuses to start
+    /// rather than run a card with half its memory).
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let v = cbor::decode(W, bytes, Limits::new(MAX_STATE_LEN))?;
+        let m = access::map(W, &v)?;
+        if access::uint(W, access::req(W, m, "v")?)? != STATE_VERSION {
+            return Err(Error::State("unknown state version".into()));
+        }
+        let bytes_of = |k: &str| -> Result<&[u8]> { Ok(access::bytes(W, access::req(W, m, k)?)?) };
+        let bool_of = |k: &str| -> Result<bool> {
+            access::req(W, m, k)?
+                .as_bool()
+                .ok_or_else(|| Error::State(format!("{k} is not a bool")))
+        };
+        let secret = |k: &str| -> Result<Option<Secret>> {
+            match access::req(W, m, k)? {
+                Value::Null => Ok(None),
+                other => match access::array(W, other)? {
+                    [hash, tries] => Ok(Some(Secret {
+                        hash: access::bytes(W, hash)?
+                            .try_into()
+                            .map_err(|_| Error::State(format!("{k} hash length")))?,
+                        tries_left: u8::try_from(access::uint(W, tries)?)
+                            .map_err(|_| Error::State(format!("{k} tries")))?,
+                    })),
+                    _ => Err(Error::State(format!("{k} is not [hash, tries]"))),
+                },
+            }
+        };
+        let credentials: Vec<Option<Vec<u8>>> =
+            access::array(W, access::req(W, m, "credentials")?)?
+                .iter()
+                .map(|c| match c {
+                    Value::Null => Ok(None),
+                    b => Ok(Some(access::bytes(W, b)?.to_vec())),
+                })
+                .collect::<Result<_>>()?;
+        if credentials.len() != usize::from(CREDENTIAL_SLOTS) {
+            return Err(Error::State("wrong number of credential slots".into()));
+        }
+        let pin_elements = access::array(W, access::req(W, m, "pinElements")?)?
+            .iter()
+            .map(|p| match access::array(W, p)? {
+                [n, e] => Ok((
+                    access::text(W, n)?.to_owned(),
+                    access::text(W, e)?.to_owned(),
+                )),
+                _ => Err(Error::State("pin element is not a pair".into())),
+            })
+            .collect::<Result<_>>()?;
+        let root = match access::req(W, m, "root")? {
+            Value::Null => None,
+            r => match access::array(W, r)? {
+                [chain, key, rotation] => Some(Root {
+                    chain: access::text(W, chain)?.to_owned(),
+                    key: EcPublicKey::from_sec1(access::bytes(W, key)?)?,
+                    rotation: access::uint(W, rotation)?,
+                }),
+                _ => return Err(Error::State("root is not [chain, key, rotation]".into())),
+            },
+        };
+        let key = Zeroizing::new(match access::req(W, m, "cardKey")? {
+            Value::Null => None,
+            b => Some(access::bytes(W, b)?.to_vec()),
+        });
+        Ok(Self {
+            serial: bytes_of("serial")?
+                .try_into()
+                .map_err(|_| Error::State("serial is not 16 bytes".into()))?,
+            transport_key: TransportKey(
+                bytes_of("transportKey")?
+                    .try_into()
+                    .map_err(|_| Error::State("transport key is not 32 bytes".into()))?,
+            ),
+            perso_counter: u32::try_from(access::uint(W, access::req(W, m, "persoCounter")?)?)
+                .map_err(|_| Error::State("perso counter".into()))?,
+            locked: bool_of("locked")?,
+            card_key: key.as_deref().map(SoftwareKey::from_scalar).transpose()?,
+            credentials,
+            pin: secret("pin")?,
+            puk: secret("puk")?,
+            pin_elements,
+            root,
+            time_floor: access::req(W, m, "timeFloor")?
+                .as_integer()
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| Error::State("time floor".into()))?,
+        })
+    }
+}

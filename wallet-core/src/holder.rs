@@ -1,0 +1,222 @@
+//! Holder logic: stored credentials, the consent decision, and building a `DeviceResponse` with
+//! selective disclosure and a device signature. The card applet and phone wallets share it.
+
+use civis_core::cbor::CborForm;
+use civis_core::mdoc::response::{ERROR_DATA_NOT_RETURNED, Errors};
+use civis_core::mdoc::{
+    self, DeviceNameSpaces, DeviceRequest, DeviceResponse, Document, IssuerSigned,
+    SessionTranscript,
+};
+
+use crate::device_key::{AsSigner, DeviceKey};
+use crate::error::Result;
+
+/// Codes in a DeviceResponse's `errors` map. 0 is ISO 18013-5's "data not returned"; Civis
+/// defines 1000–1004 so a reader knows *why* (card-applet.md §6).
+pub mod codes {
+    /// ISO 18013-5: the element is not returned (not held, or the holder declined).
+    pub const DATA_NOT_RETURNED: i64 = super::ERROR_DATA_NOT_RETURNED;
+    /// The reader's accreditation does not cover the element.
+    pub const NOT_ACCREDITED: i64 = 1000;
+    /// The request had no valid ReaderAuth with a kiosk accreditation.
+    pub const READER_NOT_AUTHENTICATED: i64 = 1001;
+    /// The element needs the PIN and none was verified in this session.
+    pub const PIN_REQUIRED: i64 = 1002;
+    /// A PIN was presented and was wrong.
+    pub const PIN_WRONG: i64 = 1003;
+    /// The PIN is blocked (unblock with the PUK).
+    pub const PIN_BLOCKED: i64 = 1004;
+    /// The holder does not allow this element to be retained, and the reader asked to.
+    pub const RETENTION_REFUSED: i64 = 1005;
+}
+
+/// A credential the holder stores: its docType and the issuer-signed part, all elements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCredential {
+    /// Document type.
+    pub doc_type: String,
+    /// Issuer-signed items and the issuer's MSO signature.
+    pub issuer_signed: IssuerSigned,
+}
+
+impl StoredCredential {
+    /// Decode a stored `IssuerSigned` (as [`mdoc::issue::encode_issuer_signed`] writes it) and
+    /// take the docType from its MSO.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let issuer_signed = IssuerSigned::from_slice(bytes)?;
+        let mso = mdoc::MobileSecurityObject::from_issuer_auth(&issuer_signed.issuer_auth)?;
+        Ok(Self {
+            doc_type: mso.doc_type.clone(),
+            issuer_signed,
+        })
+    }
+
+    /// Whether the credential holds `element` of `namespace`.
+    pub fn holds(&self, namespace: &str, element: &str) -> bool {
+        self.issuer_signed
+            .name_spaces
+            .iter()
+            .flatten()
+            .any(|(ns, items)| {
+                ns == namespace
+                    && items
+                        .iter()
+                        .any(|i| i.inner().element_identifier == element)
+            })
+    }
+}
+
+/// The decision for one requested element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Disclose it.
+    Release,
+    /// Withhold it; the code goes into `errors`.
+    Withhold(i64),
+}
+
+/// One requested element, as the decision sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Requested<'a> {
+    /// Index of the DocRequest in the DeviceRequest.
+    pub doc_request: usize,
+    /// Document type.
+    pub doc_type: &'a str,
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Element identifier.
+    pub element: &'a str,
+    /// The reader's declared intent to retain the value.
+    pub intent_to_retain: bool,
+}
+
+/// Build the DeviceResponse for `request`: for each DocRequest whose docType the holder has, the
+/// elements `decide` releases are disclosed (original item bytes, so digests match), the rest
+/// are listed in `errors`; `device_name_spaces` gives device-signed elements per docType; the
+/// device key signs `DeviceAuthentication` over `transcript`. A docType the holder lacks goes
+/// into `documentErrors` with code 0.
+pub fn respond(
+    credentials: &[StoredCredential],
+    request: &DeviceRequest,
+    transcript: &SessionTranscript,
+    key: &dyn DeviceKey,
+    decide: &mut dyn FnMut(Requested<'_>) -> Release,
+    device_name_spaces: &dyn Fn(&str) -> DeviceNameSpaces,
+) -> Result<DeviceResponse> {
+    let mut documents = Vec::new();
+    let mut missing = Vec::new();
+    for (index, doc_request) in request.doc_requests.iter().enumerate() {
+        let items = doc_request.items_request.inner();
+        let Some(credential) = credentials.iter().find(|c| c.doc_type == items.doc_type) else {
+            missing.push(items.doc_type.clone());
+            continue;
+        };
+        let mut released: Vec<(String, String)> = Vec::new();
+        let mut errors: Errors = Vec::new();
+        for (ns, elements) in &items.name_spaces {
+            let mut ns_errors = Vec::new();
+            for (element, intent) in elements {
+                let decision = if !credential.holds(ns, element) {
+                    Release::Withhold(codes::DATA_NOT_RETURNED)
+                } else {
+                    decide(Requested {
+                        doc_request: index,
+                        doc_type: &items.doc_type,
+                        namespace: ns,
+                        element,
+                        intent_to_retain: *intent,
+                    })
+                };
+                match decision {
+                    Release::Release => released.push((ns.clone(), element.clone())),
+                    Release::Withhold(code) => ns_errors.push((element.clone(), code)),
+                }
+            }
+            if !ns_errors.is_empty() {
+                errors.push((ns.clone(), ns_errors));
+            }
+        }
+        let issuer_signed = mdoc::select(&credential.issuer_signed, |ns, el| {
+            released.iter().any(|(n, e)| n == ns && e == el)
+        });
+        let device_signed = mdoc::sign_device(
+            &AsSigner(key),
+            transcript,
+            &items.doc_type,
+            device_name_spaces(&items.doc_type),
+        )?;
+        documents.push(Document {
+            doc_type: items.doc_type.clone(),
+            issuer_signed,
+            device_signed,
+            errors: (!errors.is_empty()).then_some(errors),
+        });
+    }
+    let document_errors = (!missing.is_empty()).then(|| {
+        ciborium::Value::Map(
+            missing
+                .into_iter()
+                .map(|d| {
+                    (
+                        ciborium::Value::Text(d),
+                        ciborium::Value::Integer(codes::DATA_NOT_RETURNED.into()),
+                    )
+                })
+                .collect(),
+        )
+    });
+    Ok(DeviceResponse {
+        version: "1.0".into(),
+        documents: (!documents.is_empty()).then_some(documents),
+        document_errors,
+        status: 0,
+    })
+}
+
+/// What a phone wallet asks its user (or policy) before presenting.
+pub trait Consent {
+    /// Decide one requested element; `purpose` is the reader's declared purpose when it proved
+    /// an accreditation.
+    fn decide(&mut self, item: Requested<'_>, purpose: Option<&str>) -> Release;
+}
+
+/// A phone wallet's credential store and presentation policy.
+#[derive(Debug, Clone, Default)]
+pub struct Wallet {
+    /// Stored credentials.
+    pub credentials: Vec<StoredCredential>,
+    /// Elements the holder never lets a reader retain: a request for one of them with
+    /// intent-to-retain is refused with [`codes::RETENTION_REFUSED`].
+    pub never_retain: Vec<(String, String)>,
+}
+
+impl Wallet {
+    /// Present for `request`: the retention policy first, then the consent hook.
+    pub fn present(
+        &self,
+        request: &DeviceRequest,
+        transcript: &SessionTranscript,
+        key: &dyn DeviceKey,
+        purpose: Option<&str>,
+        consent: &mut dyn Consent,
+    ) -> Result<DeviceResponse> {
+        respond(
+            &self.credentials,
+            request,
+            transcript,
+            key,
+            &mut |item| {
+                let barred = self
+                    .never_retain
+                    .iter()
+                    .any(|(ns, el)| ns == item.namespace && el == item.element);
+                if item.intent_to_retain && barred {
+                    Release::Withhold(codes::RETENTION_REFUSED)
+                } else {
+                    consent.decide(item, purpose)
+                }
+            },
+            &|_| DeviceNameSpaces::default(),
+        )
+    }
+}
