@@ -171,6 +171,14 @@ pub fn attached(reader_auth: &CoseSign1) -> Result<Option<CoseSign1>> {
     else {
         return Ok(None);
     };
+    let len = cbor::encode(v).len();
+    if len > MAX_STATEMENT_LEN {
+        return Err(Error::TooLarge {
+            what: W,
+            len,
+            limit: MAX_STATEMENT_LEN,
+        });
+    }
     cose::sign1_from_value(v.clone()).map(Some)
 }
 

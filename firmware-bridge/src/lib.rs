@@ -5,11 +5,17 @@
 //! - [`reader`]: the reader side of the card protocol over any transport — NDEF engagement, the
 //!   mdoc session over ENVELOPE / GET RESPONSE, card info, INTERNAL AUTHENTICATE and
 //!   personalization.
+//! - [`virtual_card`]: the applet behind pcscd's vpcd reader (`civis card serve`).
+//! - `nfc` (feature `nfc`): real readers through libnfc — its PC/SC driver and the native
+//!   PN53x drivers — each on its own thread.
 #![forbid(unsafe_code)]
 
 pub mod error;
+#[cfg(feature = "nfc")]
+pub mod nfc;
 pub mod reader;
 pub mod transport;
+pub mod virtual_card;
 
 pub use civis_core::apdu;
 pub use civis_wallet_core as wallet;

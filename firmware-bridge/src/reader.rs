@@ -407,14 +407,23 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
         let mac = self
             .key
             .mac(&self.serial, self.counter, [CLA_PERSO, ins, p1, p2], body);
-        // The counter advances whatever the card answers (a refused command uses it up too).
         self.counter = self.counter.wrapping_add(1);
         let mut data = body.to_vec();
         data.extend_from_slice(&mac);
         let commands = apdu::chain(CLA_PERSO, ins, p1, p2, &data, self.max_chunk, Some(256));
         let mut out = Vec::new();
         for cmd in &commands {
-            out = self.client.expect_ok(what, cmd)?;
+            match self.client.expect_ok(what, cmd) {
+                Ok(data) => out = data,
+                Err(e) => {
+                    // The card uses up a counter value only for commands whose MAC it
+                    // checked; after any failure take its counter as it is.
+                    if let Ok(info) = self.client.info() {
+                        self.counter = info.perso_counter;
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(out)
     }

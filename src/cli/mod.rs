@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod card;
 mod demo;
 mod input;
 mod mdoc;
@@ -26,6 +27,9 @@ enum Command {
     /// The registry chain: run validators, submit transactions, resolve, sync kiosks.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Citizen cards: the virtual card behind pcscd, real readers through libnfc.
+    #[command(subcommand)]
+    Card(card::CardCommand),
     /// Walk through issuing, presenting and verifying a citizen credential, in-process.
     Demo(demo::DemoArgs),
 }
@@ -44,5 +48,6 @@ pub fn run() -> i32 {
         Command::Mdoc(cmd) => mdoc::run(cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Registry(cmd) => registry::run(cmd),
+        Command::Card(cmd) => card::run(cmd),
     }
 }

@@ -12,7 +12,7 @@ use crate::device_key::{AsSigner, DeviceKey};
 use crate::error::Result;
 
 /// Codes in a DeviceResponse's `errors` map. 0 is ISO 18013-5's "data not returned"; Civis
-/// defines 1000–1004 so a reader knows *why* (card-applet.md §6).
+/// defines 1000–1005 so a reader knows *why* (card-applet.md §6).
 pub mod codes {
     /// ISO 18013-5: the element is not returned (not held, or the holder declined).
     pub const DATA_NOT_RETURNED: i64 = super::ERROR_DATA_NOT_RETURNED;
@@ -93,22 +93,36 @@ pub struct Requested<'a> {
 /// Build the DeviceResponse for `request`: for each DocRequest whose docType the holder has, the
 /// elements `decide` releases are disclosed (original item bytes, so digests match), the rest
 /// are listed in `errors`; `device_name_spaces` gives device-signed elements per docType; the
-/// device key signs `DeviceAuthentication` over `transcript`. A docType the holder lacks goes
-/// into `documentErrors` with code 0.
+/// device key signs `DeviceAuthentication` over `transcript`.
+///
+/// `gate` may refuse a whole DocRequest (by index) with a code: it then gets no Document — no
+/// MSO, no device signature, nothing that identifies the holder — only a `documentErrors`
+/// entry. A docType the holder lacks goes into `documentErrors` with code 0.
 pub fn respond(
     credentials: &[StoredCredential],
     request: &DeviceRequest,
     transcript: &SessionTranscript,
     key: &dyn DeviceKey,
+    gate: &dyn Fn(usize) -> Option<i64>,
     decide: &mut dyn FnMut(Requested<'_>) -> Release,
     device_name_spaces: &dyn Fn(&str) -> DeviceNameSpaces,
 ) -> Result<DeviceResponse> {
     let mut documents = Vec::new();
-    let mut missing = Vec::new();
+    let mut refused: Vec<(String, i64)> = Vec::new();
     for (index, doc_request) in request.doc_requests.iter().enumerate() {
         let items = doc_request.items_request.inner();
+        // documentErrors is a map: one entry per docType, the first refusal's code.
+        let mut refuse = |code: i64| {
+            if !refused.iter().any(|(d, _)| *d == items.doc_type) {
+                refused.push((items.doc_type.clone(), code));
+            }
+        };
+        if let Some(code) = gate(index) {
+            refuse(code);
+            continue;
+        }
         let Some(credential) = credentials.iter().find(|c| c.doc_type == items.doc_type) else {
-            missing.push(items.doc_type.clone());
+            refuse(codes::DATA_NOT_RETURNED);
             continue;
         };
         let mut released: Vec<(String, String)> = Vec::new();
@@ -116,16 +130,19 @@ pub fn respond(
         for (ns, elements) in &items.name_spaces {
             let mut ns_errors = Vec::new();
             for (element, intent) in elements {
-                let decision = if !credential.holds(ns, element) {
-                    Release::Withhold(codes::DATA_NOT_RETURNED)
-                } else {
-                    decide(Requested {
-                        doc_request: index,
-                        doc_type: &items.doc_type,
-                        namespace: ns,
-                        element,
-                        intent_to_retain: *intent,
-                    })
+                // The decision comes first, so a reader learns which elements the credential
+                // holds only for elements it may read.
+                let decision = match decide(Requested {
+                    doc_request: index,
+                    doc_type: &items.doc_type,
+                    namespace: ns,
+                    element,
+                    intent_to_retain: *intent,
+                }) {
+                    Release::Release if !credential.holds(ns, element) => {
+                        Release::Withhold(codes::DATA_NOT_RETURNED)
+                    }
+                    d => d,
                 };
                 match decision {
                     Release::Release => released.push((ns.clone(), element.clone())),
@@ -152,14 +169,14 @@ pub fn respond(
             errors: (!errors.is_empty()).then_some(errors),
         });
     }
-    let document_errors = (!missing.is_empty()).then(|| {
+    let document_errors = (!refused.is_empty()).then(|| {
         ciborium::Value::Map(
-            missing
+            refused
                 .into_iter()
-                .map(|d| {
+                .map(|(d, code)| {
                     (
                         ciborium::Value::Text(d),
-                        ciborium::Value::Integer(codes::DATA_NOT_RETURNED.into()),
+                        ciborium::Value::Integer(code.into()),
                     )
                 })
                 .collect(),
@@ -205,6 +222,7 @@ impl Wallet {
             request,
             transcript,
             key,
+            &|_| None,
             &mut |item| {
                 let barred = self
                     .never_retain

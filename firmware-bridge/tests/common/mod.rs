@@ -239,3 +239,16 @@ pub fn withheld(doc: &VerifiedDocument, element: &str) -> Option<i64> {
         .find(|(e, _)| e == element)
         .map(|(_, c)| *c)
 }
+
+/// The `documentErrors` code for `doc_type` in a DeviceResponse, if the card refused it whole.
+pub fn document_error(response: &[u8], doc_type: &str) -> Option<i64> {
+    let resp =
+        <civis_core::mdoc::DeviceResponse as civis_core::cbor::CborForm>::from_slice(response)
+            .unwrap();
+    let errors = resp.document_errors?;
+    errors.as_map()?.iter().find_map(|(k, v)| {
+        (k.as_text() == Some(doc_type))
+            .then(|| v.as_integer().and_then(|i| i64::try_from(i).ok()))
+            .flatten()
+    })
+}

@@ -60,6 +60,9 @@ struct Engagement {
     e_device: SoftwareKey,
     device_engagement: Vec<u8>,
     handover: Vec<u8>,
+    /// A session was established with it: one session per engagement, so a recorded
+    /// SessionEstablishment cannot be run again in the same power-on.
+    used: bool,
 }
 
 /// An established mdoc session.
@@ -67,6 +70,9 @@ struct MdocSession {
     session: Session,
     transcript: SessionTranscript,
     pin_verified: bool,
+    /// Some request of this session carried a valid kiosk accreditation: only then are a PIN
+    /// or card-management messages looked at, so a stray reader cannot use up the tries.
+    reader_authenticated: bool,
 }
 
 /// RAM: lost on power-off or reset.
@@ -338,16 +344,21 @@ impl Card {
             return sw(StatusWord::SecurityStatusNotSatisfied);
         }
         let before = next.clone();
+        // The counter never wraps: a card that used up 2^32 MACs personalizes no more.
+        let Some(advanced) = next.perso_counter.checked_add(1) else {
+            return sw(StatusWord::ConditionsNotSatisfied);
+        };
         let result = perso_command(header, body, next, rng);
         match result {
             Ok(data) => {
-                next.perso_counter = next.perso_counter.wrapping_add(1);
+                next.perso_counter = advanced;
                 Response::ok(data)
             }
             Err(status) => {
-                // A refused command changes nothing but still uses up its counter value.
+                // A refused command (after its MAC passed) changes nothing but still uses up
+                // its counter value.
                 *next = before;
-                next.perso_counter = next.perso_counter.wrapping_add(1);
+                next.perso_counter = advanced;
                 sw(status)
             }
         }
@@ -364,8 +375,16 @@ impl Card {
             return self.status_reply(STATUS_DECODING_ERROR);
         };
         let plaintext = if self.ram.session.is_none() {
-            let Some(engagement) = &self.ram.engagement else {
-                // No engagement this tap: nothing the reader could have encrypted for.
+            // A termination after the card already ended the session needs no answer.
+            if let Ok(SessionData {
+                data: None,
+                status: Some(STATUS_TERMINATION),
+            }) = SessionData::from_slice(message)
+            {
+                return Vec::new();
+            }
+            let Some(engagement) = self.ram.engagement.as_ref().filter(|e| !e.used) else {
+                // No fresh engagement this tap: nothing the reader could have encrypted for.
                 return self.status_reply(STATUS_ENCRYPTION_ERROR);
             };
             let Ok(est) = SessionEstablishment::from_slice(message) else {
@@ -385,15 +404,22 @@ impl Card {
             let Ok(plaintext) = session.decrypt(&est.data) else {
                 return self.status_reply(STATUS_ENCRYPTION_ERROR);
             };
+            // Only an establishment that decrypts uses the engagement up, so a stray reader
+            // cannot spoil the tap by sending garbage first.
+            if let Some(e) = self.ram.engagement.as_mut() {
+                e.used = true;
+            }
             self.ram.session = Some(MdocSession {
                 session,
                 transcript,
                 pin_verified: false,
+                reader_authenticated: false,
             });
             plaintext
         } else {
+            // A second SessionEstablishment decodes as SessionData here (its `data` then fails
+            // to decrypt under the advanced counter): a session is never re-keyed.
             let Ok(sd) = SessionData::from_slice(message) else {
-                // Includes a second SessionEstablishment: a session is never re-keyed.
                 return self.status_reply(STATUS_DECODING_ERROR);
             };
             if sd.status == Some(STATUS_TERMINATION) || sd.data.is_none() {
@@ -462,20 +488,29 @@ impl Card {
             .session
             .as_mut()
             .ok_or_else(|| crate::Error::State("no session".into()))?;
-        // The PIN travels in requestInfo, so only inside the encrypted session.
-        let mut pin_result = None;
-        if let Some(pin) = request.doc_requests.iter().find_map(presented_pin) {
-            let r = verify_secret(next, SecretKind::Pin, pin.as_bytes());
-            if r == SecretCheck::Ok {
-                session.pin_verified = true;
-            }
-            pin_result = Some(r);
-        }
         let readers: Vec<Option<KioskAccreditation>> = request
             .doc_requests
             .iter()
             .map(|d| check_reader(d, &session.transcript, next))
             .collect();
+        if readers.iter().any(Option::is_some) {
+            session.reader_authenticated = true;
+        }
+        // The PIN travels in requestInfo, so only inside the encrypted session, and counts
+        // only from an accredited reader.
+        let mut pin_result = None;
+        // The PIN counts only from a DocRequest whose own ReaderAuth verified, so a kiosk
+        // signature always covers it.
+        let pin = request
+            .doc_requests
+            .iter()
+            .zip(&readers)
+            .find_map(|(d, r)| r.as_ref().and(presented_pin(d)));
+        if let Some(pin) = pin {
+            let r = verify_secret(next, SecretKind::Pin, pin.as_bytes());
+            session.pin_verified = r == SecretCheck::Ok;
+            pin_result = Some(r);
+        }
         let credentials: Vec<StoredCredential> = next
             .credentials
             .iter()
@@ -493,6 +528,16 @@ impl Card {
             request,
             &session.transcript,
             &key,
+            &|index| match (readers.get(index), request.doc_requests.get(index)) {
+                // A docType the accreditation does not cover gets no Document either: not even
+                // the MSO of a credential the kiosk may not read.
+                (Some(Some(acc)), Some(d)) => {
+                    let doc_type = &d.items_request.inner().doc_type;
+                    (!acc.grants.iter().any(|(dt, _)| dt == doc_type))
+                        .then_some(codes::NOT_ACCREDITED)
+                }
+                _ => Some(codes::READER_NOT_AUTHENTICATED),
+            },
             &mut |item| {
                 let Some(Some(acc)) = readers.get(item.doc_request) else {
                     return Release::Withhold(codes::READER_NOT_AUTHENTICATED);
@@ -517,10 +562,19 @@ impl Card {
         Ok(response.to_vec())
     }
 
-    /// Card management inside the session: change or unblock the PIN.
+    /// Card management inside the session: change or unblock the PIN. Only after a request of
+    /// this session proved a kiosk accreditation.
     fn manage(&mut self, message: &Value, next: &mut CardState) -> Value {
         const W: &str = "card management";
+        let authenticated = self
+            .ram
+            .session
+            .as_ref()
+            .is_some_and(|s| s.reader_authenticated);
         let result = (|| -> Option<(&'static str, Option<u8>)> {
+            if !authenticated {
+                return Some(("reader-not-authenticated", None));
+            }
             let m = access::map(W, message).ok()?;
             let op = access::text(W, access::req(W, m, "op").ok()?).ok()?;
             let new_pin = access::text(W, access::req(W, m, "newPin").ok()?).ok()?;
@@ -551,14 +605,19 @@ impl Card {
                     }
                     ("ok", tries(&next.pin))
                 }
-                SecretCheck::Wrong => (
-                    "wrong",
-                    tries(if kind == SecretKind::Pin {
-                        &next.pin
-                    } else {
-                        &next.puk
-                    }),
-                ),
+                SecretCheck::Wrong => {
+                    if let Some(s) = self.ram.session.as_mut() {
+                        s.pin_verified = false;
+                    }
+                    (
+                        "wrong",
+                        tries(if kind == SecretKind::Pin {
+                            &next.pin
+                        } else {
+                            &next.puk
+                        }),
+                    )
+                }
                 SecretCheck::Blocked => ("blocked", Some(0)),
                 SecretCheck::NotSet => ("not-set", None),
             })
@@ -593,6 +652,7 @@ fn new_engagement(
         e_device,
         device_engagement,
         handover,
+        used: false,
     })
 }
 
@@ -786,7 +846,12 @@ fn perso_command(
             Ok(Vec::new())
         }
         card::ins::LOCK => {
-            if next.card_key.is_none() || next.root.is_none() || next.pin.is_none() {
+            // A locked card without a PUK could never unblock its PIN.
+            if next.card_key.is_none()
+                || next.root.is_none()
+                || next.pin.is_none()
+                || next.puk.is_none()
+            {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
             next.locked = true;

@@ -1,0 +1,157 @@
+//! `civis card serve | readers | info`: the virtual card, and real readers through libnfc.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use civis_core::card::TransportKey;
+use civis_firmware_bridge::virtual_card::{self, DEFAULT_VPCD, ServeOptions};
+use clap::Subcommand;
+
+/// Exit code when a capability was not built in (sysexits.h EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: i32 = 69;
+
+/// Card subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CardCommand {
+    /// Run the virtual citizen card behind pcscd's vpcd reader, so PC/SC and libnfc tools see a
+    /// real card. A missing state file means a blank, unpersonalized card.
+    Serve {
+        /// The card's memory (created if absent; written atomically after every change).
+        #[arg(long)]
+        state: PathBuf,
+        /// vpcd's address.
+        #[arg(long, default_value = DEFAULT_VPCD)]
+        vpcd: SocketAddr,
+        /// Batch transport key of a blank card: a file with 64 hex digits (default: the
+        /// development key, for test cards only).
+        #[arg(long)]
+        transport_key: Option<PathBuf>,
+        /// Stop when vpcd closes the connection instead of reconnecting.
+        #[arg(long)]
+        once: bool,
+    },
+    /// List the readers libnfc can use (built with `--features nfc`).
+    Readers,
+    /// Show a card's public facts: applet version, personalization state, public key, PIN
+    /// tries left (built with `--features nfc`).
+    Info {
+        /// Reader name: a PC/SC reader name or a libnfc connstring.
+        #[arg(long)]
+        reader: String,
+        /// Seconds to wait for a card in the field.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
+}
+
+/// Run a card subcommand; returns the exit code.
+pub fn run(cmd: CardCommand) -> i32 {
+    let result = match cmd {
+        CardCommand::Serve {
+            state,
+            vpcd,
+            transport_key,
+            once,
+        } => serve(&state, vpcd, transport_key.as_deref(), once),
+        CardCommand::Readers => readers(),
+        CardCommand::Info { reader, wait } => info(&reader, wait),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) if e.downcast_ref::<NoNfc>().is_some() => {
+            eprintln!("civis card: {e}");
+            EXIT_UNAVAILABLE
+        }
+        Err(e) => {
+            eprintln!("civis card: {e:#}");
+            1
+        }
+    }
+}
+
+fn read_transport_key(path: &Path) -> Result<TransportKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = hex::decode(text.trim()).context("transport key is not hex")?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow!("transport key must be 32 bytes (64 hex digits)"))?;
+    Ok(TransportKey(key))
+}
+
+fn serve(state: &Path, vpcd: SocketAddr, transport_key: Option<&Path>, once: bool) -> Result<()> {
+    let transport_key = match transport_key {
+        Some(p) => read_transport_key(p)?,
+        None => virtual_card::development_transport_key(),
+    };
+    let options = ServeOptions {
+        state: state.to_owned(),
+        vpcd,
+        transport_key,
+        reconnect: !once,
+    };
+    virtual_card::serve(&options, &mut |event| eprintln!("civis card: {event}"))?;
+    Ok(())
+}
+
+/// The binary was built without the `nfc` feature.
+#[derive(Debug)]
+struct NoNfc;
+
+impl std::fmt::Display for NoNfc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "this civis was built without NFC reader support; rebuild with \
+             `cargo build --release --features nfc` (needs libpcsclite-dev, libclang-dev, cmake)",
+        )
+    }
+}
+
+impl std::error::Error for NoNfc {}
+
+#[cfg(not(feature = "nfc"))]
+fn readers() -> Result<()> {
+    Err(NoNfc.into())
+}
+
+#[cfg(not(feature = "nfc"))]
+fn info(_reader: &str, _wait: u64) -> Result<()> {
+    Err(NoNfc.into())
+}
+
+#[cfg(feature = "nfc")]
+fn readers() -> Result<()> {
+    let names = civis_firmware_bridge::nfc::list_readers()?;
+    if names.is_empty() {
+        eprintln!("civis card: no readers (is pcscd running? is the reader plugged in?)");
+    }
+    for n in names {
+        println!("{n}");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "nfc")]
+fn info(reader: &str, wait: u64) -> Result<()> {
+    use civis_firmware_bridge::nfc::NfcTransport;
+    use civis_firmware_bridge::reader::CardClient;
+    let transport = NfcTransport::open(reader, std::time::Duration::from_secs(wait))?;
+    let name = transport.name().to_owned();
+    let mut client = CardClient::new(transport);
+    let info = client.info()?;
+    let json = serde_json::json!({
+        "reader": name,
+        "applet": info.version,
+        "serial": hex::encode(info.serial),
+        "state": if info.locked { "locked" } else if info.public_key.is_some() { "personalizing" } else { "blank" },
+        "publicKey": info.public_key.as_ref().map(hex::encode),
+        "pinTriesLeft": info.pin_tries,
+        "pukTriesLeft": info.puk_tries,
+        "credentialSlots": info.credentials,
+        "governanceRoot": info.has_root,
+        "timeFloor": info.time_floor,
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
