@@ -1,6 +1,9 @@
 # Shared settings for the scripts (sourced, not run).
 # Build output lives outside the clone so that later runs on the same machine build incrementally.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${CIVIS_CACHE:-$HOME/.cache/civis}/target}"
+# Incremental artifacts of the workspace crates grew to tens of GB here; a full build from
+# cached dependencies is fast enough without them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The public conformance vectors sit beside the clone.
 export CIVIS_SHARED_VECTORS="${CIVIS_SHARED_VECTORS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared/vectors}"
@@ -40,4 +43,19 @@ start_postgres() {
   "${psql[@]}" "psql -p $port -tAc \"SELECT 1 FROM pg_database WHERE datname='civis'\"" | grep -q 1 \
     || "${psql[@]}" "createdb -p $port -O civis civis"
   export CIVIS_TEST_POSTGRES_URL="postgres://civis:civis@127.0.0.1:$port/civis"
+}
+
+# Start pcscd with vsmartcard's vpcd virtual reader for the card tests (`civis card serve`
+# plugs into it). pcscd is started by hand: service managers do not run here. A pcscd that is
+# already running keeps its readers only if it already has vpcd's.
+start_pcscd() {
+  need_packages pcscd vsmartcard-vpcd
+  if pgrep -x pcscd >/dev/null; then
+    return 0
+  fi
+  mkdir -p /run/pcscd
+  pcscd --foreground >"${CARGO_TARGET_DIR}/pcscd.log" 2>&1 &
+  for _ in $(seq 1 50); do [ -S /run/pcscd/pcscd.comm ] && return 0; sleep 0.1; done
+  echo "pcscd did not start; see ${CARGO_TARGET_DIR}/pcscd.log" >&2
+  exit 1
 }

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 need_rust
-need_packages gcc pkg-config
+# The card tests build libnfc (nfc1, feature nfc: cmake, bindgen → libclang) with its PC/SC driver.
+need_packages gcc pkg-config cmake libclang-dev libpcsclite-dev
 
 if [ ! -d "$CIVIS_SHARED_VECTORS" ]; then
   echo "missing public vectors at $CIVIS_SHARED_VECTORS (../shared beside the clone)" >&2
@@ -16,14 +17,17 @@ fi
 echo "== PostgreSQL"
 start_postgres
 echo "   $CIVIS_TEST_POSTGRES_URL"
+echo "== pcscd + vpcd"
+mkdir -p "$CARGO_TARGET_DIR"
+start_pcscd
 
 start=$(date +%s)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test (workspace)"
-cargo test --workspace --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
+cargo clippy --workspace --all-targets --features civis/nfc --locked -- -D warnings
+echo "== cargo test (workspace, with the nfc reader stack)"
+cargo test --workspace --features civis/nfc --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
 # A single closing line for CI: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "civis: %d passed, %d failed, %d skipped\n", p, f, s }' \
   "${CARGO_TARGET_DIR}/test-output.txt" | sed 's/civis: //' | sed 's/^/tests: /'

@@ -68,6 +68,27 @@ pub fn load_or_blank(path: &Path, transport_key: TransportKey) -> Result<(CardSt
 /// Write the state atomically: a temporary file beside it (mode 0600), fsync, rename over the
 /// old file, fsync of the directory.
 pub fn save(path: &Path, state: &CardState) -> Result<()> {
+    save_with(path, state, crash_point())
+}
+
+/// Where a crash test wants the host to die (`CIVIS_CARD_CRASH_AT`): `mid-write` (half the new
+/// state in the temporary file), `before-rename` (new state complete, not yet in place) or
+/// `before-answer` (state stored, answer not sent). Read once per process.
+fn crash_point() -> Option<&'static str> {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    POINT
+        .get_or_init(|| std::env::var("CIVIS_CARD_CRASH_AT").ok())
+        .as_deref()
+}
+
+fn crash_if(point: Option<&str>, here: &str) {
+    if point == Some(here) {
+        // As abrupt as SIGKILL or a power cut: no unwinding, no buffered writes.
+        std::process::abort();
+    }
+}
+
+fn save_with(path: &Path, state: &CardState, crash: Option<&str>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -83,10 +104,17 @@ pub fn save(path: &Path, state: &CardState) -> Result<()> {
         let mut f = opts
             .open(&tmp)
             .map_err(io(format!("cannot write {}", tmp.display())))?;
-        f.write_all(&state.encode())
+        let bytes = state.encode();
+        if crash == Some("mid-write") {
+            let half = bytes.get(..bytes.len() / 2).unwrap_or_default();
+            let _ = f.write_all(half).and_then(|()| f.sync_all());
+            crash_if(crash, "mid-write");
+        }
+        f.write_all(&bytes)
             .and_then(|()| f.sync_all())
             .map_err(io(format!("cannot write {}", tmp.display())))?;
     }
+    crash_if(crash, "before-rename");
     fs::rename(&tmp, path).map_err(io(format!("cannot replace {}", path.display())))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -240,6 +268,7 @@ fn session(stream: &mut TcpStream, card: &mut Card, state_path: &Path) -> Result
                         let reply = card.process(&apdu, &mut OsRng);
                         if reply.state_changed {
                             save(state_path, card.state())?;
+                            crash_if(crash_point(), "before-answer");
                         }
                         reply.apdu
                     }
