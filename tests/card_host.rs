@@ -100,16 +100,14 @@ fn select_civis(link: &mut Link) {
     assert_eq!(r.sw, StatusWord::Ok);
 }
 
-fn info(link: &mut Link) -> CardInfo {
-    let r = link
-        .apdu(&Apdu::new(0x80, card::ins::GET_DATA, 0, 0).with_le(256))
-        .unwrap();
-    CardInfo::decode(&r.data).unwrap()
+fn info(link: &mut Link) -> std::io::Result<CardInfo> {
+    let r = link.apdu(&Apdu::new(0x80, card::ins::GET_DATA, 0, 0).with_le(256))?;
+    CardInfo::decode(&r.data).map_err(std::io::Error::other)
 }
 
 /// A MAC'd personalization command (chained at 255 bytes) for the card's current counter.
 fn perso(link: &mut Link, ins: u8, p1: u8, p2: u8, body: &[u8]) -> std::io::Result<Response> {
-    let i = info(link);
+    let i = info(link)?;
     let mac = TransportKey([0x42; 32]).mac(&i.serial, i.perso_counter, [0x84, ins, p1, p2], body);
     let data = [body, &mac].concat();
     let mut last = None;

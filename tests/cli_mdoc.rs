@@ -320,4 +320,6 @@ fn demo_runs_and_reports_every_outcome() {
     assert!(text.contains("does not match its digest"));
     assert!(text.contains("device authentication failed"));
     assert!(text.contains("UNDETERMINED  (registry state is"));
+    assert!(text.contains("the card refused birth_date"), "{text}");
+    assert!(text.contains("signed on the card"));
 }

@@ -59,3 +59,64 @@ impl CardTransport for InProcess {
         Ok(self.card.process(command, &mut OsRng).apdu)
     }
 }
+
+/// A model of a real contactless tap around another transport: the delays a phone-size antenna,
+/// a 424 kbit/s ISO 14443 link and a secure element's ECDSA would add, injected on the real code
+/// path (for the benchmarks; the applet's own work still runs).
+pub struct ModeledLink<T> {
+    inner: T,
+    /// Time to bring up the field, anticollision and RATS, paid before the first APDU.
+    pub setup: std::time::Duration,
+    /// Link speed in bits per second.
+    pub bits_per_second: u64,
+    /// Fixed cost per APDU exchange (frame delay and waiting times).
+    pub per_exchange: std::time::Duration,
+    /// What the card's ECDSA signature costs (added to commands that make the card sign).
+    pub sign: std::time::Duration,
+    set_up: bool,
+}
+
+impl<T: CardTransport> ModeledLink<T> {
+    /// Wrap `inner` with the given link setup and signature times, at 424 kbit/s with 1 ms per
+    /// exchange.
+    pub fn new(inner: T, setup: std::time::Duration, sign: std::time::Duration) -> Self {
+        Self {
+            inner,
+            setup,
+            bits_per_second: 424_000,
+            per_exchange: std::time::Duration::from_millis(1),
+            sign,
+            set_up: false,
+        }
+    }
+
+    /// The wrapped transport.
+    pub fn inner(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+/// Commands after which the card signs: the last ENVELOPE of a message (the DeviceResponse is
+/// signed then) and INTERNAL AUTHENTICATE.
+fn makes_the_card_sign(command: &[u8]) -> bool {
+    matches!(command, [0x00, 0xC3, ..] | [0x00, 0x88, ..])
+}
+
+impl<T: CardTransport> CardTransport for ModeledLink<T> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
+        let mut delay = self.per_exchange;
+        if !self.set_up {
+            self.set_up = true;
+            delay += self.setup;
+        }
+        let answer = self.inner.transmit(command)?;
+        // Both directions, 10 bits per byte on the air (start, 8 data, parity ≈ ISO 14443 framing).
+        let bits = (command.len() + answer.len()) as u64 * 10;
+        delay += std::time::Duration::from_micros(bits * 1_000_000 / self.bits_per_second.max(1));
+        if makes_the_card_sign(command) {
+            delay += self.sign;
+        }
+        std::thread::sleep(delay);
+        Ok(answer)
+    }
+}

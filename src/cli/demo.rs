@@ -1,36 +1,42 @@
 //! `civis demo`: the life of a citizen credential, printed step by step, on the embedded
 //! defaults: a one-validator registry chain (commonware consensus, SQLite) started in this
-//! process on free loopback ports, its HTTP API, and a kiosk that syncs the registry state and
-//! verifies offline.
+//! process on free loopback ports, its HTTP API, a citizen card (the applet, reached through the
+//! in-process transport) and a kiosk that syncs the registry state and verifies offline.
 //!
-//! It covers: a did:civis issuer registered and accredited on chain, a status list, minting onto
-//! a device key, a kiosk request and session transcript, selective disclosure, offline
-//! verification against the synced snapshot, revocation through the chain and a delta sync, and
-//! the refusals (revoked, tampered, clone, stale registry state). The card over PC/SC joins it
-//! with its issue.
+//! It covers: a did:civis issuer and a kiosk registered and accredited on chain (the kiosk's
+//! accreditation statement is what the card checks), a status list, a blank card generating its
+//! key and being personalized, a tap (NFC handover, encrypted session, ReaderAuth), selective
+//! disclosure by the card, offline verification against the synced snapshot, revocation through
+//! the chain and a delta sync, and the refusals (revoked, tampered, clone, an element the kiosk
+//! is not accredited for, stale registry state).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use ciborium::Value;
 use civis_core::Timestamp;
-use civis_core::cbor::{CborForm, Tagged};
+use civis_core::cbor::CborForm;
 use civis_core::chain::light::KioskSnapshot;
 use civis_core::chain::state::status_uri;
 use civis_core::chain::tx::{Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{DidDocument, DidUrl, KeyCommitment};
+use civis_core::kiosk::KioskAccreditation;
 use civis_core::mdoc::citizen::{self, CitizenRecord};
 use civis_core::mdoc::{
-    self, DeviceEngagement, DeviceNameSpaces, DeviceRequest, DeviceResponse, DocRequest, Document,
-    IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript, StatusRef, TDate, ValidityInfo,
+    self, DeviceRequest, DeviceResponse, IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript,
+    StatusRef, TDate, ValidityInfo, reader_auth,
 };
 use civis_core::status::{Status, StatusDelta};
 use civis_core::verify::{Policy, Presentation, TrustSnapshot, Verdict, verify_presentation};
+use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
+use civis_firmware_bridge::transport::InProcess;
+use civis_firmware_bridge::virtual_card;
 use civis_registry::client::{Client, field, sync_snapshot, verify_did_answer};
 use civis_registry::consensus::engine::Timing;
 use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir, read_key};
 use civis_registry::node::{self, NodeOptions};
+use civis_wallet_core::applet::CardState;
+use civis_wallet_core::holder;
 use clap::Args;
 use rand_core::OsRng;
 
@@ -271,7 +277,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
 
     step(
         2,
-        "Governance accredits it for citizen credentials; it opens a revocation list",
+        "Governance accredits it for citizen credentials; it opens a revocation list; a kiosk is registered and accredited",
     );
     registry
         .governance(Op::AccreditIssuer {
@@ -295,12 +301,74 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
         .await?;
     let status_uri = status_uri(&doc.id, list_name);
 
+    // A kiosk: its own DID, accredited by governance to read three elements. The accreditation
+    // statement is what the card checks; the chain records the same.
+    let kiosk_key = SoftwareKey::generate(&mut rng);
+    let kiosk_next = SoftwareKey::generate(&mut rng);
+    let kiosk_commitment = KeyCommitment::to(kiosk_next.public_key());
+    let kiosk_doc = DidDocument::inception(kiosk_key.public_key(), &kiosk_commitment);
+    println!("    kiosk DID       {}", kiosk_doc.id);
+    registry
+        .tx(
+            &kiosk_doc.id.key_url(1),
+            &kiosk_key,
+            0,
+            Op::CreateDid {
+                key: kiosk_key.public_key().clone(),
+                next: kiosk_commitment,
+            },
+        )
+        .await?;
+    let wanted = ["given_name", "age_over_18", "resident_district"];
+    let accreditation = KioskAccreditation {
+        chain: registry.chain.clone(),
+        kiosk: kiosk_doc.id.clone(),
+        key: kiosk_key.public_key().clone(),
+        grants: vec![(
+            citizen::DOC_TYPE.into(),
+            vec![(
+                citizen::NAMESPACE.into(),
+                wanted.iter().map(|e| (*e).to_owned()).collect(),
+            )],
+        )],
+        purpose: "service counter: name, age and district".into(),
+        not_before: now.0 - 60,
+        not_after: now.0 + 365 * 86_400,
+    };
+    let statement = accreditation.sign(&registry.gov_kid, &registry.gov_key)?;
+    registry
+        .governance(Op::AccreditKiosk {
+            kiosk: kiosk_doc.id.clone(),
+            grants: accreditation.grants.clone(),
+            purpose: accreditation.purpose.clone(),
+            not_before: accreditation.not_before,
+            not_after: accreditation.not_after,
+            statement: statement.clone(),
+        })
+        .await?;
+    println!(
+        "    the kiosk may read {} (statement of {} bytes for its ReaderAuth)",
+        wanted.join(", "),
+        statement.len()
+    );
+
     step(
         3,
-        "A citizen card generates its device key; the registry mints a citizen credential onto it",
+        "A blank citizen card generates its key on the card; the issuer mints a credential and personalizes the card",
     );
     let kid = kid.to_string();
-    let card_key = SoftwareKey::generate(&mut rng);
+    let mut card = CardClient::new(InProcess::new(CardState::blank(
+        [0x5A; 16],
+        virtual_card::development_transport_key(),
+    )));
+    let mut perso = Personalizer::start(&mut card, virtual_card::development_transport_key())?;
+    let card_public = perso.generate_key()?;
+    println!(
+        "    card key        {}… (the private key never leaves the card)",
+        hex::encode(card_public.compressed())
+            .get(..24)
+            .unwrap_or_default()
+    );
     let record = CitizenRecord {
         family_name: "Jansen".into(),
         given_name: "Mira".into(),
@@ -317,7 +385,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     let params = IssueParams {
         doc_type: citizen::DOC_TYPE,
         name_spaces: &name_spaces,
-        device_key: card_key.public_key(),
+        device_key: &card_public,
         validity: ValidityInfo {
             signed: TDate::new(now.plus_secs(-60)),
             valid_from: TDate::new(now.plus_secs(-60)),
@@ -337,10 +405,18 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
         &mut rng,
     )?;
     let stored = mdoc::issue::encode_issuer_signed(&issuer_signed);
+    perso.put_credential(0, &stored)?;
+    perso.set_pin("246810")?;
+    perso.set_puk("1357913579")?;
+    perso.set_root(&registry.chain, registry.gov_key.public_key())?;
+    perso.lock()?;
     println!(
         "    {} elements, each salted and digested; {} bytes stored on the card; status list entry 7",
         name_spaces.iter().map(|(_, e)| e.len()).sum::<usize>(),
         stored.len()
+    );
+    println!(
+        "    personalized under the batch transport key (PIN, PUK, governance root), then LOCKed"
     );
 
     step(
@@ -364,55 +440,46 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
 
     step(
         5,
-        "A kiosk asks for three elements; the card discloses only those and signs the session",
+        "The kiosk taps the card: NFC handover, encrypted session, ReaderAuth with its accreditation",
     );
-    let reader_key = SoftwareKey::generate(&mut rng);
-    let device_eph = SoftwareKey::generate(&mut rng);
-    let engagement = DeviceEngagement::new(device_eph.public_key());
-    let reader_cose_key =
-        civis_core::cbor::encode(&civis_core::cose::cose_key_value(reader_key.public_key()));
-    let transcript = SessionTranscript::new(
-        Some(&engagement.to_vec()),
-        Some(&reader_cose_key),
-        Value::Array(vec![Value::Bytes(b"demo handover".to_vec()), Value::Null]),
-    );
-    let wanted = ["given_name", "age_over_18", "resident_district"];
-    let request = DeviceRequest {
-        version: "1.0".into(),
-        doc_requests: vec![DocRequest {
-            items_request: Tagged::new(ItemsRequest {
-                doc_type: citizen::DOC_TYPE.into(),
-                name_spaces: vec![(
-                    citizen::NAMESPACE.into(),
-                    wanted.iter().map(|e| ((*e).to_owned(), false)).collect(),
-                )],
-                request_info: None,
-            }),
-            reader_auth: None,
-        }],
-    };
-    let present = |key: &SoftwareKey| -> Result<Vec<u8>, civis_core::Error> {
-        let device_signed = mdoc::sign_device(
-            key,
-            &transcript,
-            citizen::DOC_TYPE,
-            DeviceNameSpaces::default(),
-        )?;
-        Ok(DeviceResponse {
+    let tap = |card: &mut CardClient<InProcess>,
+               elements: &[&str]|
+     -> DemoResult<(Vec<u8>, SessionTranscript, DeviceRequest)> {
+        card.transport().reset();
+        let engaged = card.read_engagement()?;
+        let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
+        let transcript = session.transcript().clone();
+        let items = ItemsRequest {
+            doc_type: citizen::DOC_TYPE.into(),
+            name_spaces: vec![(
+                citizen::NAMESPACE.into(),
+                elements.iter().map(|e| ((*e).to_owned(), false)).collect(),
+            )],
+            request_info: None,
+        };
+        let request = DeviceRequest {
             version: "1.0".into(),
-            documents: Some(vec![Document {
-                doc_type: citizen::DOC_TYPE.into(),
-                issuer_signed: mdoc::select(&issuer_signed, |_, e| wanted.contains(&e)),
-                device_signed,
-                errors: None,
-            }]),
-            document_errors: None,
-            status: 0,
-        }
-        .to_vec())
+            doc_requests: vec![reader_auth::sign_with_accreditation(
+                items,
+                &transcript,
+                &kiosk_key,
+                &statement,
+            )?],
+        };
+        let response = session.establish(card, e_reader.public_key(), e_reader_bytes, &request)?;
+        session.end(card)?;
+        Ok((response, transcript, request))
     };
-    let response = present(&card_key)?;
-    println!("    DeviceResponse: {} bytes", response.len());
+    let _ = card.take_stats();
+    let (response, transcript, request) = tap(&mut card, &wanted)?;
+    let link = card.take_stats();
+    println!(
+        "    {} APDUs, {} bytes to the card, {} bytes back; DeviceResponse {} bytes, signed on the card",
+        link.apdus,
+        link.bytes_out,
+        link.bytes_in,
+        response.len()
+    );
     if args.verbose {
         println!("    {}", hex::encode(&response));
     }
@@ -440,6 +507,36 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
 
     step(
         7,
+        "The kiosk asks for the birth date, which its accreditation does not cover",
+    );
+    let (refused, refused_transcript, refused_request) =
+        tap(&mut card, &["age_over_18", "birth_date"])?;
+    let p = Presentation {
+        device_response: &refused,
+        transcript: &refused_transcript,
+        reader_key: None,
+        request: Some(&refused_request),
+    };
+    let verdict = verify_presentation(&p, &snapshot, &policy, Timestamp(now_secs()));
+    println!("    {}", show(&verdict));
+    let code = DeviceResponse::from_slice(&refused)?
+        .documents
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|d| d.errors.unwrap_or_default())
+        .flat_map(|(_, els)| els)
+        .find(|(e, _)| e == "birth_date")
+        .map(|(_, c)| c);
+    match code {
+        Some(holder::codes::NOT_ACCREDITED) => println!(
+            "    the card refused birth_date: the kiosk is not accredited for it (error code {})",
+            holder::codes::NOT_ACCREDITED
+        ),
+        other => return Err(format!("the card did not refuse birth_date: {other:?}").into()),
+    }
+
+    step(
+        8,
         "The issuer revokes the credential on chain; the kiosk's delta sync carries it",
     );
     registry
@@ -463,7 +560,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     let revoked = kiosk_trust(&snapshot_file)?;
     println!("    {}", show(&check(&response, &revoked)));
 
-    step(8, "Someone edits a disclosed value in transit");
+    step(9, "Someone edits a disclosed value in transit");
     let mut tampered = response.clone();
     if let Some(b) = tampered
         .windows(7)
@@ -475,14 +572,39 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     println!("    {}", show(&check(&tampered, &snapshot)));
 
     step(
-        9,
+        10,
         "The credential is copied onto another card with a different key (a clone)",
     );
-    let clone_key = SoftwareKey::generate(&mut rng);
-    println!("    {}", show(&check(&present(&clone_key)?, &snapshot)));
+    let mut clone = CardClient::new(InProcess::new(CardState::blank(
+        [0x66; 16],
+        virtual_card::development_transport_key(),
+    )));
+    Personalizer::start(&mut clone, virtual_card::development_transport_key())?.generate_key()?;
+    let mut cloned = clone.transport().state().clone();
+    let original = card.transport().state().clone();
+    cloned.credentials = original.credentials.clone();
+    cloned.root = original.root.clone();
+    cloned.locked = true;
+    let mut clone = CardClient::new(InProcess::new(cloned));
+    let (clone_response, clone_transcript, clone_request) = tap(&mut clone, &wanted)?;
+    let p = Presentation {
+        device_response: &clone_response,
+        transcript: &clone_transcript,
+        reader_key: None,
+        request: Some(&clone_request),
+    };
+    println!(
+        "    {}",
+        show(&verify_presentation(
+            &p,
+            &snapshot,
+            &policy,
+            Timestamp(now_secs())
+        ))
+    );
 
     step(
-        10,
+        11,
         "A kiosk that has been offline for three days cannot vouch for current registry state",
     );
     let mut stale = snapshot.clone();
