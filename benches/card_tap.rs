@@ -87,7 +87,7 @@ fn main() {
     let sample = civis_core::crypto::SoftwareKey::generate(&mut OsRng);
     let credential = world.credential(sample.public_key());
     println!(
-        "stored citizen credential (IssuerSigned, 14 elements, no portrait): {} bytes",
+        "stored citizen credential (IssuerSigned, all elements but the portrait): {} bytes",
         credential.len()
     );
 
