@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use civis_core::card::TransportKey;
 use civis_firmware_bridge::CardTransport;
 use civis_firmware_bridge::nfc::{self, NfcTransport};
-use civis_firmware_bridge::reader::{CardClient, LinkStats, MdocSession};
+use civis_firmware_bridge::reader::{CardClient, LinkStats};
 use civis_firmware_bridge::transport::{InProcess, ModeledLink};
 use civis_wallet_core::applet::CardState;
 use common::*;
@@ -42,13 +42,7 @@ const ELEMENTS: &[&str] = &[
 
 /// One tap: engagement, session, request, verification. Returns the link figures.
 fn tap<T: CardTransport>(client: &mut CardClient<T>, world: &World) -> LinkStats {
-    let engaged = client.read_engagement().unwrap();
-    let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
-    let transcript = session.transcript().clone();
-    let request = world.request(&transcript, ELEMENTS, Some(PIN), true);
-    let response = session
-        .establish(client, e_reader.public_key(), e_reader_bytes, &request)
-        .unwrap();
+    let (_, response, transcript, request) = read(client, world, ELEMENTS, Some(PIN), true);
     let docs = world.verify(&response, &transcript, &request).unwrap();
     assert_eq!(
         disclosed(&docs[0]).len(),

@@ -120,28 +120,6 @@ fn tap() -> CardClient<NfcTransport> {
     CardClient::new(NfcTransport::open(READER, Duration::from_secs(10)).unwrap())
 }
 
-fn read(
-    client: &mut CardClient<NfcTransport>,
-    world: &World,
-    elements: &[&str],
-    pin: Option<&str>,
-    reader_auth: bool,
-) -> (
-    MdocSession,
-    Vec<u8>,
-    civis_core::mdoc::SessionTranscript,
-    civis_core::mdoc::DeviceRequest,
-) {
-    let engaged = client.read_engagement().unwrap();
-    let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
-    let transcript = session.transcript().clone();
-    let request = world.request(&transcript, elements, pin, reader_auth);
-    let response = session
-        .establish(client, e_reader.public_key(), e_reader_bytes, &request)
-        .unwrap();
-    (session, response, transcript, request)
-}
-
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     SLOT.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -68,9 +68,8 @@ pub fn list_readers() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// pcscd's view of a PC/SC reader (e.g. `EMPTY`, `PRESENT | INUSE`), for messages and
-/// diagnostics.
-pub fn reader_state(reader: &str) -> Result<String> {
+/// pcscd's current state flags for a PC/SC reader.
+fn pcsc_state(reader: &str) -> Result<pcsc::State> {
     let name = reader.strip_prefix("pcsc:").unwrap_or(reader);
     let ctx = pcsc::Context::establish(pcsc::Scope::User)
         .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
@@ -80,22 +79,18 @@ pub fn reader_state(reader: &str) -> Result<String> {
         .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
     Ok(states
         .first()
-        .map(|s| format!("{:?}", s.event_state()))
-        .unwrap_or_default())
+        .map_or(pcsc::State::UNKNOWN, pcsc::ReaderState::event_state))
+}
+
+/// pcscd's view of a PC/SC reader (e.g. `EMPTY`, `PRESENT | INUSE`), for messages and
+/// diagnostics.
+pub fn reader_state(reader: &str) -> Result<String> {
+    Ok(format!("{:?}", pcsc_state(reader)?))
 }
 
 /// Whether a PC/SC reader currently holds a card (for waiting on a tap).
 pub fn card_present(reader: &str) -> Result<bool> {
-    let name = reader.strip_prefix("pcsc:").unwrap_or(reader);
-    let ctx = pcsc::Context::establish(pcsc::Scope::User)
-        .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
-    let cname = std::ffi::CString::new(name).map_err(|_| Error::Link("reader name".into()))?;
-    let mut states = [pcsc::ReaderState::new(cname, pcsc::State::UNAWARE)];
-    ctx.get_status_change(Duration::from_millis(0), &mut states)
-        .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
-    Ok(states
-        .first()
-        .is_some_and(|s| s.event_state().contains(pcsc::State::PRESENT)))
+    Ok(pcsc_state(reader)?.contains(pcsc::State::PRESENT))
 }
 
 enum Request {

@@ -27,8 +27,7 @@ fn blank() -> CardClient<InProcess> {
     )))
 }
 
-/// One tap: engagement, session, one request; returns the response bytes and what to verify
-/// them with.
+/// One tap: a new power-on, then [`read`].
 fn tap(
     client: &mut CardClient<InProcess>,
     world: &World,
@@ -42,14 +41,7 @@ fn tap(
     civis_core::mdoc::DeviceRequest,
 ) {
     client.transport().reset();
-    let engaged = client.read_engagement().unwrap();
-    let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
-    let transcript = session.transcript().clone();
-    let request = world.request(&transcript, elements, pin, reader_auth);
-    let response = session
-        .establish(client, e_reader.public_key(), e_reader_bytes, &request)
-        .unwrap();
-    (session, response, transcript, request)
+    read(client, world, elements, pin, reader_auth)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use civis_core::mdoc::{
 };
 use civis_core::timestamp::Timestamp;
 use civis_firmware_bridge::CardTransport;
-use civis_firmware_bridge::reader::{CardClient, Personalizer};
+use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
 use rand_core::OsRng;
 
 pub const CHAIN: &str = "civis-test";
@@ -251,4 +251,24 @@ pub fn document_error(response: &[u8], doc_type: &str) -> Option<i64> {
             .then(|| v.as_integer().and_then(|i| i64::try_from(i).ok()))
             .flatten()
     })
+}
+
+/// One read: the NDEF handover, a session, one request for `elements` (with the PIN in
+/// requestInfo, with or without ReaderAuth). Returns the open session, the DeviceResponse bytes
+/// and what to verify them with.
+pub fn read<T: CardTransport>(
+    client: &mut CardClient<T>,
+    world: &World,
+    elements: &[&str],
+    pin: Option<&str>,
+    reader_auth: bool,
+) -> (MdocSession, Vec<u8>, SessionTranscript, DeviceRequest) {
+    let engaged = client.read_engagement().unwrap();
+    let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let transcript = session.transcript().clone();
+    let request = world.request(&transcript, elements, pin, reader_auth);
+    let response = session
+        .establish(client, e_reader.public_key(), e_reader_bytes, &request)
+        .unwrap();
+    (session, response, transcript, request)
 }

@@ -207,7 +207,7 @@ impl Card {
             (App::Ndef, 0x00, apdu::ins::READ_BINARY) => self.read_binary(cmd),
             (App::Ndef, 0x00, apdu::ins::UPDATE_BINARY) => sw(StatusWord::ConditionsNotSatisfied),
             (App::Mdoc, 0x00, apdu::ins::ENVELOPE) => {
-                let reply = self.envelope(&data, next, rng);
+                let reply = self.envelope(&data, next);
                 if reply.is_empty() {
                     return sw(StatusWord::Ok);
                 }
@@ -365,12 +365,7 @@ impl Card {
     }
 
     /// One assembled ENVELOPE message; returns the DO'53' reply (empty: answer 9000 only).
-    fn envelope(
-        &mut self,
-        data: &[u8],
-        next: &mut CardState,
-        rng: &mut impl CryptoRngCore,
-    ) -> Vec<u8> {
+    fn envelope(&mut self, data: &[u8], next: &mut CardState) -> Vec<u8> {
         let Ok(message) = apdu::do53_unwrap(data) else {
             return self.status_reply(STATUS_DECODING_ERROR);
         };
@@ -434,7 +429,7 @@ impl Card {
                 Err(_) => return self.status_reply(STATUS_ENCRYPTION_ERROR),
             }
         };
-        let answer = match self.handle_message(&plaintext, next, rng) {
+        let answer = match self.handle_message(&plaintext, next) {
             Some(a) => a,
             None => return self.status_reply(STATUS_DECODING_ERROR),
         };
@@ -462,12 +457,7 @@ impl Card {
     }
 
     /// A decrypted message: a DeviceRequest, or a card-management message.
-    fn handle_message(
-        &mut self,
-        plaintext: &[u8],
-        next: &mut CardState,
-        _rng: &mut impl CryptoRngCore,
-    ) -> Option<Vec<u8>> {
+    fn handle_message(&mut self, plaintext: &[u8], next: &mut CardState) -> Option<Vec<u8>> {
         let value = cbor::decode("session message", plaintext, Limits::new(MAX_ENVELOPE)).ok()?;
         let map = access::map("session message", &value).ok()?;
         if let Ok(Some(m)) = access::get("session message", map, MANAGEMENT_KEY) {
