@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 secs="${1:-300}"; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle applet)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle applet qr)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR   # cargo-fuzz keeps its own target dir under fuzz/

@@ -10,6 +10,7 @@
 //! - [`apdu`]: ISO 7816-4 APDUs.
 //! - [`card`]: the citizen card's command set (AIDs, instructions, personalization MAC).
 //! - [`ndef`]: NDEF records and the 18013-5 NFC static handover.
+//! - [`qr`]: kiosk engagements and QR presentations for phone wallets.
 //! - [`kiosk`]: the governance-signed kiosk accreditation cards check in ReaderAuth.
 //! - [`verify`]: the offline verification engine and its verdicts.
 //! - `ssi_did` (feature `ssi`): a `did:civis` resolver for the `ssi` crate, from a verified
@@ -28,6 +29,7 @@ pub mod jwk;
 pub mod kiosk;
 pub mod mdoc;
 pub mod ndef;
+pub mod qr;
 pub mod session;
 #[cfg(feature = "ssi")]
 pub mod ssi_did;

@@ -208,6 +208,30 @@ pub struct Wallet {
 }
 
 impl Wallet {
+    /// Answer a kiosk's QR engagement: the requested elements the policy and `consent` allow,
+    /// device-signed over the engagement's transcript, sealed for the kiosk's key.
+    pub fn present_qr(
+        &self,
+        engagement: &civis_core::qr::KioskEngagement,
+        key: &dyn DeviceKey,
+        consent: &mut dyn Consent,
+        rng: &mut impl rand_core::CryptoRngCore,
+    ) -> Result<civis_core::qr::QrPresentation> {
+        let request = DeviceRequest {
+            version: "1.0".into(),
+            doc_requests: vec![civis_core::mdoc::DocRequest {
+                items_request: civis_core::cbor::Tagged::new(engagement.request.clone()),
+                reader_auth: None,
+            }],
+        };
+        let response = self.present(&request, &engagement.transcript(), key, None, consent)?;
+        Ok(civis_core::qr::QrPresentation::seal(
+            engagement,
+            &response.to_vec(),
+            rng,
+        )?)
+    }
+
     /// Present for `request`: the retention policy first, then the consent hook.
     pub fn present(
         &self,
