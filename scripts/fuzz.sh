@@ -47,7 +47,14 @@ printf '\x00\xa4\x04\x00\x07\xd2\x76\x00\x00\x85\x01\x01\x00' > fuzz/corpus/apdu
 printf '\x00\xb0\x00\x02\x00\x00\xce' > fuzz/corpus/apdu/read_binary_ext
 printf '\x10\xc3\x00\x00\x05\x53\x03\x01\x02\x03' > fuzz/corpus/apdu/envelope_chained
 
+# The applet: APDU sequences split at FF FF (FF FE resets the card): NDEF read, Civis GET DATA.
+mkdir -p fuzz/corpus/applet fuzz/corpus/qr
+printf '\x00\xa4\x04\x00\x07\xd2\x76\x00\x00\x85\x01\x01\xff\xff\x00\xa4\x00\x0c\x02\xe1\x03\xff\xff\x00\xb0\x00\x00\x0f\xff\xff\x00\xa4\x00\x0c\x02\xe1\x04\xff\xff\x00\xb0\x00\x00\x02' > fuzz/corpus/applet/ndef_read
+printf '\x00\xa4\x04\x00\x07\xf0\x43\x49\x56\x49\x53\x01\xff\xff\x80\xca\x00\x00\x00\xff\xfe\x00\xa4\x04\x00\x07\xa0\x00\x00\x02\x48\x04\x00' > fuzz/corpus/applet/civis_info
+printf 'CVP1:' > fuzz/corpus/qr/prefix
+
 for t in "${targets[@]}"; do
+  mkdir -p "fuzz/corpus/$t"
   echo "== fuzz $t for ${secs}s"
   (cd fuzz && cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 \
     | tee "corpus/$t.log" | grep -E "^#[0-9]+.*(DONE|pulse)|ERROR|panicked|SUMMARY" | tail -5)
