@@ -150,34 +150,7 @@ fn personalize_read_pin_and_internal_authenticate_through_pcscd() {
 
     // A kiosk reads with ReaderAuth: accredited elements only, the PIN element after the PIN.
     let mut client = tap();
-    let wanted = [
-        "age_over_18",
-        "resident_city",
-        "given_name",
-        "document_number",
-    ];
-    let (mut session, response, transcript, request) =
-        read(&mut client, &world, &wanted, None, true);
-    let docs = world.verify(&response, &transcript, &request).unwrap();
-    assert_eq!(disclosed(&docs[0]), ["age_over_18", "resident_city"]);
-    assert_eq!(
-        withheld(&docs[0], "given_name"),
-        Some(codes::NOT_ACCREDITED)
-    );
-    assert_eq!(
-        withheld(&docs[0], "document_number"),
-        Some(codes::PIN_REQUIRED)
-    );
-    let request = world.request(&transcript, &wanted, Some(PIN), true);
-    let response = session
-        .send(&mut client, &civis_core::cbor::CborForm::to_vec(&request))
-        .unwrap();
-    let docs = world.verify(&response, &transcript, &request).unwrap();
-    assert_eq!(
-        disclosed(&docs[0]),
-        ["age_over_18", "document_number", "resident_city"]
-    );
-    session.end(&mut client).unwrap();
+    check_accredited_read_then_pin(&mut client, &world);
 
     // INTERNAL AUTHENTICATE under the key the credential binds.
     let mut challenge = [0u8; 16];

@@ -428,11 +428,6 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
         Ok(out)
     }
 
-    /// The card's serial.
-    pub fn serial(&self) -> [u8; 16] {
-        self.serial
-    }
-
     /// GENERATE KEY: the card's public key.
     pub fn generate_key(&mut self) -> Result<EcPublicKey> {
         let public = self.command("GENERATE KEY", card::ins::GENERATE_KEY, 0, 0, &[])?;

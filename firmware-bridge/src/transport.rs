@@ -38,11 +38,6 @@ impl InProcess {
         }
     }
 
-    /// Wrap an already configured card.
-    pub fn from_card(card: Card) -> Self {
-        Self { card }
-    }
-
     /// The card's current persistent state.
     pub fn state(&self) -> &CardState {
         self.card.state()
@@ -88,11 +83,6 @@ impl<T: CardTransport> ModeledLink<T> {
             sign,
             set_up: false,
         }
-    }
-
-    /// The wrapped transport.
-    pub fn inner(&mut self) -> &mut T {
-        &mut self.inner
     }
 }
 

@@ -49,36 +49,8 @@ fn releases_only_accredited_elements_and_pin_protected_ones_after_the_pin() {
     let world = World::new();
     let mut client = blank();
     world.personalize(&mut client);
-    let wanted = [
-        "age_over_18",
-        "resident_city",
-        "given_name",
-        "document_number",
-    ];
-    let (mut session, response, transcript, request) =
-        tap(&mut client, &world, &wanted, None, true);
-    let docs = world.verify(&response, &transcript, &request).unwrap();
-    assert_eq!(disclosed(&docs[0]), ["age_over_18", "resident_city"]);
-    assert_eq!(
-        withheld(&docs[0], "given_name"),
-        Some(codes::NOT_ACCREDITED)
-    );
-    assert_eq!(
-        withheld(&docs[0], "document_number"),
-        Some(codes::PIN_REQUIRED)
-    );
-
-    // In the same session, the PIN (inside the encrypted request) releases the protected one.
-    let request = world.request(&transcript, &wanted, Some(PIN), true);
-    let response = session
-        .send(&mut client, &civis_core::cbor::CborForm::to_vec(&request))
-        .unwrap();
-    let docs = world.verify(&response, &transcript, &request).unwrap();
-    assert_eq!(
-        disclosed(&docs[0]),
-        ["age_over_18", "document_number", "resident_city"]
-    );
-    session.end(&mut client).unwrap();
+    client.transport().reset();
+    check_accredited_read_then_pin(&mut client, &world);
 }
 
 #[test]

@@ -369,18 +369,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
             .get(..24)
             .unwrap_or_default()
     );
-    let record = CitizenRecord {
-        family_name: "Jansen".into(),
-        given_name: "Mira".into(),
-        birth_date: "1990-04-12".into(),
-        resident_city: "Civitas".into(),
-        resident_district: "Harbour".into(),
-        document_number: "CIV-000042".into(),
-        issue_date: "2026-01-01".into(),
-        expiry_date: "2031-01-01".into(),
-        issuing_authority: "Civitas Civil Registry".into(),
-        portrait: None,
-    };
+    let record = CitizenRecord::example();
     let name_spaces = record.to_name_spaces("2026-01-01")?;
     let params = IssueParams {
         doc_type: citizen::DOC_TYPE,

@@ -35,18 +35,7 @@ impl Consent for Declines {
 fn citizen_wallet() -> (Wallet, SoftwareKey, SoftwareKey) {
     let issuer = SoftwareKey::generate(&mut OsRng);
     let device = SoftwareKey::generate(&mut OsRng);
-    let record = CitizenRecord {
-        family_name: "Jansen".into(),
-        given_name: "Mira".into(),
-        birth_date: "1990-04-12".into(),
-        resident_city: "Civitas".into(),
-        resident_district: "Harbour".into(),
-        document_number: "CIV-000042".into(),
-        issue_date: "2026-01-01".into(),
-        expiry_date: "2031-01-01".into(),
-        issuing_authority: "Civitas Civil Registry".into(),
-        portrait: None,
-    };
+    let record = CitizenRecord::example();
     let ns = record.to_name_spaces("2026-09-01").unwrap();
     let now = Timestamp(NOW);
     let signed = mdoc::issue(

@@ -106,6 +106,23 @@ pub struct CitizenRecord {
 }
 
 impl CitizenRecord {
+    /// Mira Jansen of Civitas, the fictional resident of the demo, the golden vectors and the
+    /// tests.
+    pub fn example() -> Self {
+        Self {
+            family_name: "Jansen".into(),
+            given_name: "Mira".into(),
+            birth_date: "1990-04-12".into(),
+            resident_city: "Civitas".into(),
+            resident_district: "Harbour".into(),
+            document_number: "CIV-000042".into(),
+            issue_date: "2026-01-01".into(),
+            expiry_date: "2031-01-01".into(),
+            issuing_authority: "Civitas Civil Registry".into(),
+            portrait: None,
+        }
+    }
+
     /// The namespace's elements, with `age_over_NN` computed for the date `today` (`YYYY-MM-DD`).
     pub fn to_name_spaces(&self, today: &str) -> Result<NameSpaced<Value>> {
         let age = age_on(&self.birth_date, today)?;

@@ -108,18 +108,7 @@ pub const DISCLOSED: &[&str] = &[
 ];
 
 pub fn record() -> CitizenRecord {
-    CitizenRecord {
-        family_name: "Jansen".into(),
-        given_name: "Mira".into(),
-        birth_date: "1990-04-12".into(),
-        resident_city: "Civitas".into(),
-        resident_district: "Harbour".into(),
-        document_number: "CIV-000042".into(),
-        issue_date: "2026-01-01".into(),
-        expiry_date: "2031-01-01".into(),
-        issuing_authority: "Civitas Civil Registry".into(),
-        portrait: None,
-    }
+    CitizenRecord::example()
 }
 
 pub fn at(s: &str) -> Timestamp {

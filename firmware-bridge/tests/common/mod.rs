@@ -15,6 +15,7 @@ use civis_core::mdoc::{
 use civis_core::timestamp::Timestamp;
 use civis_firmware_bridge::CardTransport;
 use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
+use civis_wallet_core::holder::codes;
 use rand_core::OsRng;
 
 pub const CHAIN: &str = "civis-test";
@@ -65,18 +66,7 @@ impl World {
 
     /// A citizen credential bound to `device_key`.
     pub fn credential(&self, device_key: &EcPublicKey) -> Vec<u8> {
-        let record = CitizenRecord {
-            family_name: "Jansen".into(),
-            given_name: "Mira".into(),
-            birth_date: "1990-04-12".into(),
-            resident_city: "Civitas".into(),
-            resident_district: "Harbour".into(),
-            document_number: "CIV-000042".into(),
-            issue_date: "2026-01-01".into(),
-            expiry_date: "2031-01-01".into(),
-            issuing_authority: "Civitas Civil Registry".into(),
-            portrait: None,
-        };
+        let record = CitizenRecord::example();
         let name_spaces = record.to_name_spaces("2026-09-01").unwrap();
         let now = Timestamp(NOW);
         let params = IssueParams {
@@ -271,4 +261,37 @@ pub fn read<T: CardTransport>(
         .establish(client, e_reader.public_key(), e_reader_bytes, &request)
         .unwrap();
     (session, response, transcript, request)
+}
+
+/// The read every transport must get right, on a fresh tap: ReaderAuth for four elements, of
+/// which the kiosk may read three, one behind the PIN; then, in the same session, the PIN
+/// (inside the encrypted request) releases that one. Ends the session.
+pub fn check_accredited_read_then_pin<T: CardTransport>(client: &mut CardClient<T>, world: &World) {
+    let wanted = [
+        "age_over_18",
+        "resident_city",
+        "given_name",
+        "document_number",
+    ];
+    let (mut session, response, transcript, request) = read(client, world, &wanted, None, true);
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(disclosed(&docs[0]), ["age_over_18", "resident_city"]);
+    assert_eq!(
+        withheld(&docs[0], "given_name"),
+        Some(codes::NOT_ACCREDITED)
+    );
+    assert_eq!(
+        withheld(&docs[0], "document_number"),
+        Some(codes::PIN_REQUIRED)
+    );
+    let request = world.request(&transcript, &wanted, Some(PIN), true);
+    let response = session
+        .send(client, &civis_core::cbor::CborForm::to_vec(&request))
+        .unwrap();
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(
+        disclosed(&docs[0]),
+        ["age_over_18", "document_number", "resident_city"]
+    );
+    session.end(client).unwrap();
 }
