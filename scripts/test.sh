@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 need_rust
-# The card tests build libnfc (nfc1, feature nfc: cmake, bindgen → libclang) with its PC/SC driver.
-need_packages gcc pkg-config cmake libclang-dev libpcsclite-dev
+# The card tests build libnfc (nfc1, feature nfc: cmake, bindgen → libclang) with its PC/SC driver;
+# the fuzz targets' check builds libFuzzer (C++).
+need_packages gcc g++ pkg-config cmake libclang-dev libpcsclite-dev
 
 if [ ! -d "$CIVIS_SHARED_VECTORS" ]; then
   echo "missing public vectors at $CIVIS_SHARED_VECTORS (../shared beside the clone)" >&2
@@ -25,9 +26,11 @@ start=$(date +%s)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
-cargo clippy --workspace --all-targets --features civis/nfc --locked -- -D warnings
+cargo clippy --workspace --all-targets --features civis/nfc,civis/ssi --locked -- -D warnings
+echo "== cargo check of the fuzz targets (outside the workspace; they must not rot)"
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 echo "== cargo test (workspace, with the nfc reader stack)"
-cargo test --workspace --features civis/nfc --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
+cargo test --workspace --features civis/nfc,civis/ssi --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
 # A single closing line for CI: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "civis: %d passed, %d failed, %d skipped\n", p, f, s }' \
   "${CARGO_TARGET_DIR}/test-output.txt" | sed 's/civis: //' | sed 's/^/tests: /'

@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 /// Default maximum nesting depth for Civis structures (an mdoc DeviceResponse needs about 10).
 pub const MAX_DEPTH: usize = 32;
 
+/// Default item budget: the most data items (each array, map, key, value, string or number)
+/// one decode may build. A decoded item costs tens of bytes of memory while its encoding may
+/// take one byte, so without a budget a 64 MiB input of one-byte items would cost gigabytes.
+pub const DEFAULT_MAX_ITEMS: usize = 1 << 20;
+
 /// Limits applied while decoding one CBOR item.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -22,15 +27,29 @@ pub struct Limits {
     pub max_len: usize,
     /// Maximum nesting depth of arrays, maps and tags.
     pub max_depth: usize,
+    /// Maximum number of data items built (see [`DEFAULT_MAX_ITEMS`]).
+    pub max_items: usize,
 }
 
 impl Limits {
-    /// Limits with the given size and the default depth.
+    /// Limits with the given size, the default depth and an item budget of at most
+    /// [`DEFAULT_MAX_ITEMS`] (never more items than bytes).
     pub const fn new(max_len: usize) -> Self {
         Self {
             max_len,
             max_depth: MAX_DEPTH,
+            max_items: if max_len < DEFAULT_MAX_ITEMS {
+                max_len
+            } else {
+                DEFAULT_MAX_ITEMS
+            },
         }
+    }
+
+    /// The same limits with another item budget.
+    pub const fn with_items(mut self, max_items: usize) -> Self {
+        self.max_items = max_items;
+        self
     }
 }
 
@@ -43,8 +62,16 @@ pub fn decode(what: &'static str, bytes: &[u8], limits: Limits) -> Result<Value>
             limit: limits.max_len,
         });
     }
-    let mut reader = Reader { bytes, pos: 0 };
+    let mut reader = Reader {
+        bytes,
+        pos: 0,
+        items_left: limits.max_items,
+    };
     let value = reader.item(0, limits.max_depth).map_err(|e| match e {
+        Error::TooManyItems { .. } => Error::TooManyItems {
+            what,
+            limit: limits.max_items,
+        },
         Error::Malformed { detail, .. } => Error::malformed(what, detail),
         other => other,
     })?;
@@ -97,7 +124,11 @@ fn check_unique_keys(entries: &[(Value, Value)]) -> Result<()> {
 
 /// Check that `bytes` starts with one CBOR item within the profile and `max_depth`; returns its end.
 pub fn check_well_formed(bytes: &[u8], max_depth: usize) -> Result<usize> {
-    let mut reader = Reader { bytes, pos: 0 };
+    let mut reader = Reader {
+        bytes,
+        pos: 0,
+        items_left: usize::MAX,
+    };
     reader.item(0, max_depth)?;
     Ok(reader.pos)
 }
@@ -107,6 +138,8 @@ pub fn check_well_formed(bytes: &[u8], max_depth: usize) -> Result<usize> {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Items this decode may still build.
+    items_left: usize,
 }
 
 const WHAT: &str = "CBOR";
@@ -197,6 +230,10 @@ impl Reader<'_> {
         if items > self.remaining() as u64 {
             return Err(Error::malformed(WHAT, "declared length exceeds the input"));
         }
+        // Checked before the container's storage is allocated.
+        if items > self.items_left as u64 {
+            return Err(self.over_budget());
+        }
         usize::try_from(declared).map_err(|_| Error::malformed(WHAT, "length overflows"))
     }
 
@@ -206,10 +243,21 @@ impl Reader<'_> {
             .map_err(|_| Error::malformed(WHAT, "text string is not UTF-8"))
     }
 
+    fn over_budget(&self) -> Error {
+        Error::TooManyItems {
+            what: WHAT,
+            limit: self.items_left,
+        }
+    }
+
     fn item(&mut self, depth: usize, max_depth: usize) -> Result<Value> {
         if depth > max_depth {
             return Err(Error::TooDeep(max_depth));
         }
+        self.items_left = self
+            .items_left
+            .checked_sub(1)
+            .ok_or_else(|| self.over_budget())?;
         let start = self.pos;
         let initial = self.byte()?;
         let major = initial >> 5;

@@ -122,8 +122,49 @@ pub fn sign1_to_value(sign1: &CoseSign1) -> Value {
     sign1.clone().to_cbor_value().unwrap_or(Value::Null)
 }
 
-/// Check the algorithm profile: ES256, in the protected header.
+/// Header labels Civis understands and so may see marked critical: `x5chain` and the kiosk
+/// accreditation in ReaderAuth. (RFC 9052's own labels 1–7 may never be marked critical.)
+const UNDERSTOOD_CRITICAL: [i64; 2] = [X5CHAIN, crate::kiosk::READER_AUTH_LABEL];
+
+/// Enforce `crit` (RFC 9052 §3.1): it may only be protected, and every label it lists must be
+/// one this verifier understands; otherwise the message is refused, never verified with a
+/// parameter silently ignored.
+fn check_crit(sign1: &CoseSign1) -> Result<()> {
+    if !sign1.unprotected.crit.is_empty() {
+        return Err(Error::malformed(
+            "COSE_Sign1",
+            "crit must be in the protected header",
+        ));
+    }
+    for label in &sign1.protected.header.crit {
+        let value = match label {
+            RegisteredLabelWithPrivate::Assigned(p) => p.to_i64(),
+            RegisteredLabelWithPrivate::PrivateUse(v) => *v,
+            RegisteredLabelWithPrivate::Text(t) => {
+                return Err(Error::Unsupported(format!(
+                    "critical header parameter {t:?} is not understood"
+                )));
+            }
+        };
+        if (1..=7).contains(&value) {
+            return Err(Error::malformed(
+                "COSE_Sign1",
+                format!("header parameter {value} may not be marked critical"),
+            ));
+        }
+        if !UNDERSTOOD_CRITICAL.contains(&value) {
+            return Err(Error::Unsupported(format!(
+                "critical header parameter {value} is not understood"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Check the header profile every verification applies: ES256 in the protected header, and
+/// `crit` naming only parameters Civis understands.
 pub fn check_alg(sign1: &CoseSign1) -> Result<()> {
+    check_crit(sign1)?;
     match &sign1.protected.header.alg {
         Some(RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256)) => Ok(()),
         Some(other) => Err(Error::Unsupported(format!(

@@ -172,3 +172,20 @@ impl SoftwareKey {
         out
     }
 }
+
+/// The low-S form of an ES256 signature (`r ‖ s`, 64 bytes): `s` replaced by `n − s` when it is
+/// above `n / 2`. Both forms verify, so anyone holding one can make the other; where a
+/// signature's bytes name something (a chain transaction's id), only the low form is accepted.
+/// `None` for bytes that are not a signature.
+pub fn low_s(sig: &[u8]) -> Option<[u8; 64]> {
+    let parsed = p256::ecdsa::Signature::from_slice(sig).ok()?;
+    let low = parsed.normalize_s().unwrap_or(parsed);
+    let mut out = [0u8; 64];
+    out.copy_from_slice(&low.to_bytes());
+    Some(out)
+}
+
+/// Whether an ES256 signature is in its low-S form ([`low_s`]).
+pub fn is_low_s(sig: &[u8]) -> bool {
+    low_s(sig).is_some_and(|low| low.as_slice() == sig)
+}

@@ -25,6 +25,14 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// CBOR with more data items than the decode's budget ([`crate::cbor::Limits::max_items`]).
+    #[error("{what} holds more than {limit} CBOR items")]
+    TooManyItems {
+        /// Which structure.
+        what: &'static str,
+        /// The budget.
+        limit: usize,
+    },
     /// CBOR nested deeper than allowed.
     #[error("CBOR nested deeper than {0} levels")]
     TooDeep(usize),

@@ -12,11 +12,59 @@ use ciborium::Value;
 use coset::{CoseSign1, Header, HeaderBuilder};
 
 use crate::cbor::{self, Limits, access, text, text_map};
-use crate::chain::tx::{ElementGrants, grants_from_value, grants_value};
 use crate::cose::{self, Domain, Signer};
 use crate::crypto::EcPublicKey;
 use crate::did::{Did, DidUrl};
 use crate::error::{Error, Result};
+
+/// What an accredited kiosk may read: docType → namespace → elements.
+pub type ElementGrants = Vec<(String, Vec<(String, Vec<String>)>)>;
+
+/// The CBOR form of kiosk grants: `{docType: {namespace: [element]}}`.
+pub fn grants_value(g: &ElementGrants) -> Value {
+    Value::Map(
+        g.iter()
+            .map(|(dt, nss)| {
+                (
+                    text(dt),
+                    Value::Map(
+                        nss.iter()
+                            .map(|(ns, els)| {
+                                (
+                                    text(ns),
+                                    Value::Array(els.iter().map(|e| text(e)).collect()),
+                                )
+                            })
+                            .collect(),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Parse the CBOR form of kiosk grants.
+pub fn grants_from_value(v: &Value) -> Result<ElementGrants> {
+    const W: &str = "kiosk grants";
+    access::map(W, v)?
+        .iter()
+        .map(|(dt, nss)| {
+            let nss = access::map(W, nss)?
+                .iter()
+                .map(|(ns, els)| {
+                    Ok((
+                        access::text(W, ns)?.to_owned(),
+                        access::array(W, els)?
+                            .iter()
+                            .map(|e| access::text(W, e).map(str::to_owned))
+                            .collect::<Result<_>>()?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            Ok((access::text(W, dt)?.to_owned(), nss))
+        })
+        .collect()
+}
 
 /// The private COSE header label under which ReaderAuth carries the kiosk accreditation (a
 /// COSE_Sign1, as a CBOR array). Private labels are below −65536 (RFC 9052 §16.3).

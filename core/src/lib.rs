@@ -2,6 +2,7 @@
 //!
 //! No I/O, no async, no clock: time, randomness, keys and trust state are parameters.
 //!
+//! - [`api`]: the registry's HTTP request and answer bodies.
 //! - [`cose`]: COSE_Sign1 / ES256 with per-structure signing domains and a [`cose::Signer`] trait.
 //! - [`mdoc`]: ISO 18013-5 credentials — issue, present, verify.
 //! - [`session`]: ISO 18013-5 session encryption and MAC keys.
@@ -12,12 +13,14 @@
 //! - [`ndef`]: NDEF records and the 18013-5 NFC static handover.
 //! - [`qr`]: kiosk engagements and QR presentations for phone wallets.
 //! - [`kiosk`]: the governance-signed kiosk accreditation cards check in ReaderAuth.
+//! - [`verdict`]: the reasons behind `reject` and `undetermined` (a leaf both verifiers use).
 //! - [`verify`]: the offline verification engine and its verdicts.
 //! - `ssi_did` (feature `ssi`): a `did:civis` resolver for the `ssi` crate, from a verified
 //!   kiosk snapshot (the one async trait impl in core; it does no I/O).
 #![forbid(unsafe_code)]
 
 pub mod apdu;
+pub mod api;
 pub mod card;
 pub mod cbor;
 pub mod chain;
@@ -35,6 +38,7 @@ pub mod session;
 pub mod ssi_did;
 pub mod status;
 pub mod timestamp;
+pub mod verdict;
 pub mod verify;
 pub mod x509;
 

@@ -14,7 +14,8 @@ use ssi::dids::resolution::{Error as ResolutionError, Options, Output};
 use ssi::dids::{DIDMethod, DIDMethodResolver};
 
 use crate::chain::light::KioskSnapshot;
-use crate::chain::state::{Tree, tag};
+use crate::chain::state::Tree;
+use crate::chain::table::Table;
 use crate::crypto::EcPublicKey;
 use crate::did::{Did, DidDocument, DidUrl, VerificationMethod};
 use crate::error::{Error, Result};
@@ -35,7 +36,7 @@ impl DidCivis {
     pub fn from_tree(tree: &Tree) -> Self {
         let mut keys: BTreeMap<Did, Vec<(u32, DidUrl, EcPublicKey)>> = BTreeMap::new();
         for e in tree.entries() {
-            if e.tag.as_slice() != tag::KEY {
+            if e.table != Table::Key {
                 continue;
             }
             let (Ok(url), Ok(key)) = (

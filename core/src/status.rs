@@ -8,11 +8,43 @@ use std::io::{Read, Write};
 
 use ciborium::Value;
 
-use crate::cbor::{self, Limits, access, text_map};
+use crate::cbor::{self, Limits, access, text, text_map};
 use crate::cose::{self, Domain};
 use crate::crypto::EcPublicKey;
 use crate::error::{Error, Result};
-use crate::mdoc::mso::StatusRef;
+
+/// The MSO's reference into a Token Status List: `{"status_list": {"idx": uint, "uri": tstr}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRef {
+    /// Index of this credential in the list.
+    pub idx: u64,
+    /// Which list (for Civis, the list id on the registry chain).
+    pub uri: String,
+}
+
+impl StatusRef {
+    /// Decode `{"status_list": {"idx", "uri"}}`.
+    pub fn from_value(v: &Value) -> Result<Self> {
+        const WHAT: &str = "MSO status";
+        let m = access::map(WHAT, v)?;
+        let sl = access::map(WHAT, access::req(WHAT, m, "status_list")?)?;
+        Ok(Self {
+            idx: access::uint(WHAT, access::req(WHAT, sl, "idx")?)?,
+            uri: access::text(WHAT, access::req(WHAT, sl, "uri")?)?.to_owned(),
+        })
+    }
+
+    /// Encode.
+    pub fn to_value(&self) -> Value {
+        text_map(vec![(
+            "status_list",
+            text_map(vec![
+                ("idx", Value::Integer(self.idx.into())),
+                ("uri", text(&self.uri)),
+            ]),
+        )])
+    }
+}
 
 /// Largest decompressed list accepted: 32 MiB (256 M one-bit entries). Bounds zlib bombs.
 pub const MAX_LIST_BYTES: usize = 32 * 1024 * 1024;
@@ -72,7 +104,8 @@ impl Bits {
         self.0
     }
 
-    fn per_byte(self) -> u64 {
+    /// Entries per byte.
+    pub fn per_byte(self) -> u64 {
         u64::from(8 / self.0)
     }
 

@@ -7,9 +7,9 @@
 //! never an `Accept`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use crate::crypto::SoftwareKey;
+use crate::did::Did;
 use crate::mdoc::engagement::SessionTranscript;
 use crate::mdoc::request::DeviceRequest;
 use crate::mdoc::verify::{
@@ -18,171 +18,10 @@ use crate::mdoc::verify::{
 use crate::status::{Status, StatusList};
 use crate::timestamp::Timestamp;
 
-/// Why a presentation is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RejectReason {
-    /// Bytes that are not a valid structure.
-    Malformed(String),
-    /// The DeviceResponse status is not OK.
-    ResponseStatus(u64),
-    /// The response carries no document.
-    NoDocuments,
-    /// No trusted key or root matches the issuer.
-    UntrustedIssuer,
-    /// The issuer certificate does not chain or is outside its validity.
-    Certificate(String),
-    /// The issuer's signature over the MSO does not verify.
-    IssuerSignature,
-    /// An algorithm outside the profile.
-    UnsupportedAlgorithm(String),
-    /// The document's docType differs from the MSO's.
-    DocTypeMismatch {
-        /// docType in the MSO.
-        expected: String,
-        /// docType in the document.
-        found: String,
-    },
-    /// The MSO is not valid yet.
-    NotYetValid(Timestamp),
-    /// The MSO has expired.
-    Expired(Timestamp),
-    /// A disclosed element has no digest in the MSO.
-    ElementNotInMso {
-        /// Namespace.
-        namespace: String,
-        /// Element identifier.
-        element: String,
-    },
-    /// A disclosed element does not match its digest.
-    DigestMismatch {
-        /// Namespace.
-        namespace: String,
-        /// Element identifier.
-        element: String,
-    },
-    /// An element (or document) was disclosed that the reader did not request.
-    NotRequested {
-        /// Namespace.
-        namespace: String,
-        /// Element identifier.
-        element: String,
-    },
-    /// A device-signed element the MSO's keyAuthorizations do not allow.
-    DeviceSignedNotAuthorized {
-        /// Namespace.
-        namespace: String,
-        /// Element identifier.
-        element: String,
-    },
-    /// The device signature or MAC is missing or wrong (e.g. a cloned credential).
-    DeviceAuthentication(String),
-    /// The credential is revoked.
-    Revoked,
-    /// The credential is suspended.
-    Suspended,
-    /// The status list holds a value Civis does not define.
-    UnknownStatus(u8),
-    /// The issuer is not accredited for this docType at this time.
-    IssuerNotAccredited(String),
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Malformed(m) => write!(f, "malformed: {m}"),
-            Self::ResponseStatus(s) => write!(f, "device response status {s}"),
-            Self::NoDocuments => f.write_str("no documents in the response"),
-            Self::UntrustedIssuer => f.write_str("untrusted issuer: no trust anchor matches"),
-            Self::Certificate(m) => write!(f, "issuer certificate: {m}"),
-            Self::IssuerSignature => f.write_str("issuer signature does not verify"),
-            Self::UnsupportedAlgorithm(m) => write!(f, "unsupported algorithm: {m}"),
-            Self::DocTypeMismatch { expected, found } => {
-                write!(f, "docType {found:?} does not match the MSO's {expected:?}")
-            }
-            Self::NotYetValid(t) => write!(f, "not yet valid (valid from {t})"),
-            Self::Expired(t) => write!(f, "expired (valid until {t})"),
-            Self::ElementNotInMso { namespace, element } => {
-                write!(f, "element {namespace}/{element} is not in the MSO")
-            }
-            Self::DigestMismatch { namespace, element } => {
-                write!(f, "element {namespace}/{element} does not match its digest")
-            }
-            Self::NotRequested { namespace, element } => {
-                write!(f, "element {namespace}/{element} was not requested")
-            }
-            Self::DeviceSignedNotAuthorized { namespace, element } => {
-                write!(
-                    f,
-                    "device-signed element {namespace}/{element} is not authorized by the MSO"
-                )
-            }
-            Self::DeviceAuthentication(m) => write!(f, "device authentication failed: {m}"),
-            Self::Revoked => f.write_str("credential revoked"),
-            Self::Suspended => f.write_str("credential suspended"),
-            Self::UnknownStatus(v) => write!(f, "unknown status value {v}"),
-            Self::IssuerNotAccredited(d) => write!(f, "issuer not accredited for {d}"),
-        }
-    }
-}
-
-/// Why no verdict could be reached from the evidence at hand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UndeterminedReason {
-    /// Registry state is older than the policy allows.
-    StaleTrustState {
-        /// Age of the snapshot in seconds.
-        age_secs: i64,
-        /// The policy's maximum.
-        max_secs: i64,
-    },
-    /// The credential names a status list the snapshot does not hold.
-    StatusListUnavailable(String),
-    /// The credential's index is outside its status list.
-    StatusIndexOutOfRange(u64),
-    /// A deviceMac cannot be checked without the reader's ephemeral key.
-    MacKeyUnavailable,
-    /// The snapshot is dated after the verification time: the kiosk clock is wrong.
-    SnapshotFromTheFuture {
-        /// How far ahead, in seconds.
-        ahead_secs: i64,
-    },
-}
-
 /// Clock difference tolerated between a snapshot's certified time and the verifier's clock.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
-impl fmt::Display for UndeterminedReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::StaleTrustState { age_secs, max_secs } => {
-                write!(
-                    f,
-                    "registry state is {age_secs} s old (policy allows {max_secs} s)"
-                )
-            }
-            Self::StatusListUnavailable(uri) => write!(f, "status list {uri} not available"),
-            Self::StatusIndexOutOfRange(i) => write!(f, "status index {i} outside its list"),
-            Self::MacKeyUnavailable => {
-                f.write_str("deviceMac present but no reader key to check it")
-            }
-            Self::SnapshotFromTheFuture { ahead_secs } => {
-                write!(
-                    f,
-                    "registry state is dated {ahead_secs} s after the verification time (clock wrong?)"
-                )
-            }
-        }
-    }
-}
-
-/// A non-accepting outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// Proven bad.
-    Reject(RejectReason),
-    /// Not decidable from the evidence.
-    Undetermined(UndeterminedReason),
-}
+pub use crate::verdict::{Refusal, RejectReason, UndeterminedReason};
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,7 +67,7 @@ impl From<Refusal> for Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accreditation {
     /// The issuer's DID (every key the DID has had is covered).
-    pub issuer: String,
+    pub issuer: Did,
     /// docTypes the issuer may issue.
     pub doc_types: Vec<String>,
     /// End of the accreditation.
@@ -343,9 +182,8 @@ fn check_registry(
     stale: bool,
 ) -> Result<(), Refusal> {
     if let (Some(accs), IssuerId::Did(kid)) = (&snapshot.accreditations, &doc.issuer) {
-        let did = kid.split_once('#').map_or(kid.as_str(), |(d, _)| d);
         let ok = accs.iter().any(|a| {
-            a.issuer == did && a.doc_types.contains(&doc.doc_type) && now <= a.valid_until
+            a.issuer == kid.did && a.doc_types.contains(&doc.doc_type) && now <= a.valid_until
         });
         if !ok && !stale {
             return Err(Refusal::Reject(RejectReason::IssuerNotAccredited(

@@ -12,7 +12,8 @@ use civis_core::cbor::CborForm;
 use civis_core::chain::block::{self, Header};
 use civis_core::chain::cert::{Finalization, Proposal, ValidatorSet};
 use civis_core::chain::light::{EpochChange, KioskSnapshot, SyncBundle, SyncError};
-use civis_core::chain::state::{Genesis, State, status_uri, tag};
+use civis_core::chain::state::{Genesis, State, Tree, chunk_key, status_uri};
+use civis_core::chain::table::Table;
 use civis_core::chain::tx::{self, Op, SignedTx, Tx};
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
 use civis_core::did::{Did, KeyCommitment};
@@ -422,7 +423,7 @@ fn certificate_refusals_leave_the_kiosk_unchanged() {
     let e = tampered
         .entries
         .iter_mut()
-        .find(|e| e.tag == tag::ISSUER)
+        .find(|e| e.table == Table::Issuer)
         .unwrap();
     let last = e.value.len() - 1;
     e.value[last] ^= 1;
@@ -444,7 +445,7 @@ fn certificate_refusals_leave_the_kiosk_unchanged() {
         size: civis_core::chain::state::MAX_STATUS_ENTRIES + 1,
     };
     huge.entries.push(civis_core::chain::state::Entry {
-        tag: tag::STATUS_META.to_vec(),
+        table: Table::StatusMeta,
         key: b"forged".to_vec(),
         value: info.encode(),
     });
@@ -459,6 +460,144 @@ fn certificate_refusals_leave_the_kiosk_unchanged() {
         SyncBundle::decode(&bytes[..bytes.len() / 2]),
         Err(SyncError::Malformed(_))
     ));
+}
+
+/// Put `group` (`[table, [[key, value]...]]`) into an encoded bundle's entries.
+fn with_entry_group(bundle: &SyncBundle, group: ciborium::Value) -> Vec<u8> {
+    let mut v: ciborium::Value = ciborium::from_reader(bundle.encode().as_slice()).unwrap();
+    let entries = v
+        .as_map_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some("entries"))
+        .unwrap();
+    entries.1.as_array_mut().unwrap().push(group);
+    let mut out = Vec::new();
+    ciborium::into_writer(&v, &mut out).unwrap();
+    out
+}
+
+/// Review item 1. A status-list chunk's path used to be SHA-256(tag ‖ 00 ‖ uri ‖ 00 ‖ n), the
+/// same as tag `status-chunk\0<uri>` with key n: a lying registry re-sent certified chunk 0 under
+/// that other split in a delta, the sub-root still matched, the kiosk dropped chunk 0 and every
+/// index of the list shifted by 4,096 — a revoked credential read VALID. Every variant of the
+/// attack is refused now, and the kiosk keeps reading the revocation.
+#[test]
+fn a_lying_registry_cannot_refile_a_status_chunk() {
+    let mut s = setup();
+    let mut kiosk = KioskSnapshot::from_genesis(&s.chain.genesis).unwrap();
+    kiosk.apply(&s.chain.full_bundle()).unwrap();
+    let (base_header, base_state) = (s.chain.head.clone(), s.chain.state.clone());
+    let revoke = s.issuer.tx(Op::UpdateStatus {
+        list: "batch-1".into(),
+        delta: StatusDelta::from_changes(vec![(42, 1)]),
+    });
+    s.chain.block(vec![revoke]);
+    let delta = s.chain.delta_bundle(&base_header, &base_state);
+    let uri = status_uri(&s.issuer.did, "batch-1");
+    let chunk0 = s
+        .chain
+        .state
+        .kiosk_tree()
+        .get(Table::StatusChunk, &chunk_key(&uri, 0))
+        .unwrap()
+        .to_vec();
+    let bytes = ciborium::Value::Bytes;
+    // The old split, as bytes: a table that is no code at all.
+    let old_split = ciborium::Value::Array(vec![
+        bytes([b"status-chunk\0".as_slice(), uri.as_bytes()].concat()),
+        ciborium::Value::Array(vec![ciborium::Value::Array(vec![
+            bytes(0u64.to_be_bytes().to_vec()),
+            bytes(chunk0.clone()),
+        ])]),
+    ]);
+    assert!(matches!(
+        SyncBundle::decode(&with_entry_group(&delta, old_split)),
+        Err(SyncError::Malformed(_))
+    ));
+    // An unknown table code, and a public-tree table, are refused at decode.
+    for code in [99u8, Table::Did.code()] {
+        let group = ciborium::Value::Array(vec![
+            ciborium::Value::Integer(code.into()),
+            ciborium::Value::Array(vec![ciborium::Value::Array(vec![
+                bytes(chunk_key(&uri, 0)),
+                bytes(chunk0.clone()),
+            ])]),
+        ]);
+        assert!(
+            matches!(
+                SyncBundle::decode(&with_entry_group(&delta, group)),
+                Err(SyncError::Malformed(_))
+            ),
+            "table {code} accepted"
+        );
+    }
+    // Chunk 0 re-filed under another kiosk table: another path, so the root no longer matches.
+    let mut refiled = delta.clone();
+    refiled.entries.push(civis_core::chain::state::Entry {
+        table: Table::StatusMeta,
+        key: chunk_key(&uri, 0),
+        value: chunk0,
+    });
+    let before = kiosk.header().clone();
+    assert_eq!(kiosk.apply(&refiled), Err(SyncError::SubRootMismatch));
+    assert_eq!(kiosk.header(), &before);
+    // The honest delta still applies, and the credential at index 42 reads revoked.
+    kiosk.apply(&delta).unwrap();
+    assert_eq!(verdict(&s, &kiosk), Verdict::Reject(RejectReason::Revoked));
+}
+
+/// A root proves each entry is the chain's, not that the entries add up: a tampered snapshot
+/// file without chunk 0 of a list, its header's sub-root recomputed to match, is refused on
+/// load because the list's chunks are not 0..n-1.
+#[test]
+fn a_snapshot_missing_a_chunk_is_refused_even_with_a_matching_root() {
+    let s = setup();
+    let mut kiosk = KioskSnapshot::from_genesis(&s.chain.genesis).unwrap();
+    kiosk.apply(&s.chain.full_bundle()).unwrap();
+    let uri = status_uri(&s.issuer.did, "batch-1");
+    let missing = Table::StatusChunk.path(&chunk_key(&uri, 0));
+    let kept: Vec<_> = kiosk
+        .tree()
+        .entries()
+        .filter(|e| e.path() != missing)
+        .cloned()
+        .collect();
+    let root = Tree::from_entries(kept).root();
+    // Rewrite the file: same everything, the chunk gone, the header's kiosk root recomputed.
+    let mut v: ciborium::Value = ciborium::from_reader(kiosk.encode().as_slice()).unwrap();
+    for (k, val) in v.as_map_mut().unwrap().iter_mut() {
+        match k.as_text() {
+            Some("header") => {
+                let h = Header {
+                    kiosk_root: root,
+                    ..kiosk.header().clone()
+                };
+                *val = h.to_value();
+            }
+            Some("entries") => {
+                let groups = val.as_array_mut().unwrap();
+                for g in groups.iter_mut() {
+                    let items = g.as_array_mut().unwrap();
+                    if items[0] == ciborium::Value::Integer(Table::StatusChunk.code().into()) {
+                        let kvs = items[1].as_array_mut().unwrap();
+                        kvs.retain(|kv| {
+                            kv.as_array().unwrap()[0].as_bytes().unwrap() != &chunk_key(&uri, 0)
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut file = Vec::new();
+    ciborium::into_writer(&v, &mut file).unwrap();
+    assert!(matches!(
+        KioskSnapshot::decode(&s.chain.genesis, &file),
+        Err(SyncError::Lists(_))
+    ));
+    // The untampered file loads.
+    KioskSnapshot::decode(&s.chain.genesis, &kiosk.encode()).unwrap();
 }
 
 #[test]
@@ -556,10 +695,14 @@ fn kiosk_follows_a_validator_set_change_certified_by_the_old_set() {
             .chain
             .state
             .kiosk_tree()
-            .get(tag::CHAIN, b"validators")
+            .get(Table::Chain, b"validators")
             .unwrap()
             .to_vec(),
-        proof: s.chain.state.kiosk_tree().prove(tag::CHAIN, b"validators"),
+        proof: s
+            .chain
+            .state
+            .kiosk_tree()
+            .prove(Table::Chain, b"validators"),
         header: boundary.clone(),
     };
     // From now on the new set certifies.

@@ -728,3 +728,72 @@ mod blocks {
         assert!(Block::decode(&bytes[..bytes.len() - 3]).is_err());
     }
 }
+
+/// Kiosks hold the keys of the parties they must know, and only those: a free DID's keys are in
+/// the public tree alone; accrediting it copies its whole key history into the kiosk tree
+/// (credentials signed before a rotation still verify); later rotations follow it there.
+#[test]
+fn only_accredited_dids_reach_the_kiosk_tree_with_their_whole_history() {
+    use civis_core::chain::table::Table;
+    let mut w = world();
+    let mut issuer = Holder::new("history");
+    w.create(&issuer);
+    let kiosk_root = w.state.kiosk_root();
+    let url1 = issuer.did.key_url(1).to_string();
+    assert!(
+        w.state
+            .public_tree()
+            .get(Table::Key, url1.as_bytes())
+            .is_some()
+    );
+    assert!(
+        w.state
+            .kiosk_tree()
+            .get(Table::Key, url1.as_bytes())
+            .is_none()
+    );
+    // A rotation before accreditation: still nothing for kiosks.
+    let rotate = Op::RotateKey {
+        key: issuer.keys[1].public_key().clone(),
+        next: KeyCommitment::to(issuer.keys[2].public_key()),
+    };
+    w.ok(&mut issuer, rotate);
+    issuer.index = 1;
+    assert_eq!(
+        w.state.kiosk_root(),
+        kiosk_root,
+        "a free DID changed the kiosk tree"
+    );
+    // Accredited: both keys, as they were.
+    accredit(&mut w, &issuer);
+    let url2 = issuer.did.key_url(2).to_string();
+    assert_eq!(
+        w.state.kiosk_tree().get(Table::Key, url1.as_bytes()),
+        Some(issuer.keys[0].public_key().compressed().as_slice())
+    );
+    assert_eq!(
+        w.state.kiosk_tree().get(Table::Key, url2.as_bytes()),
+        Some(issuer.keys[1].public_key().compressed().as_slice())
+    );
+    // A rotation after accreditation reaches kiosks.
+    let rotate = Op::RotateKey {
+        key: issuer.keys[2].public_key().clone(),
+        next: KeyCommitment::to(issuer.keys[3].public_key()),
+    };
+    w.ok(&mut issuer, rotate);
+    let url3 = issuer.did.key_url(3).to_string();
+    assert!(
+        w.state
+            .kiosk_tree()
+            .get(Table::Key, url3.as_bytes())
+            .is_some()
+    );
+    // Governance keys are there from genesis.
+    let gov1 = w.gov[0].did.key_url(1).to_string();
+    assert!(
+        w.state
+            .kiosk_tree()
+            .get(Table::Key, gov1.as_bytes())
+            .is_some()
+    );
+}

@@ -58,7 +58,7 @@ fn golden_response_verifies() {
     let jwk = Jwk::from_json(&std::fs::read_to_string(own("citizen/issuer_key.jwk.json")).unwrap())
         .unwrap();
     let anchors = [TrustAnchor::DidKey {
-        kid: jwk.kid.clone().unwrap(),
+        kid: civis_core::did::DidUrl::parse(jwk.kid.as_deref().unwrap()).unwrap(),
         key: jwk.public_key().unwrap(),
     }];
     let ctx = VerifyContext {

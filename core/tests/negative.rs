@@ -290,7 +290,7 @@ fn snapshot(f: &Fixture, as_of: &str) -> TrustSnapshot {
     TrustSnapshot {
         anchors: anchors(f),
         accreditations: Some(vec![Accreditation {
-            issuer: f.issuer_kid.split('#').next().unwrap().to_owned(),
+            issuer: civis_core::did::DidUrl::parse(&f.issuer_kid).unwrap().did,
             doc_types: vec![mdoc::citizen::DOC_TYPE.into()],
             valid_until: citizen::at("2030-01-01T00:00:00Z"),
         }]),

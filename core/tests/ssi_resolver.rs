@@ -1,8 +1,8 @@
 //! `did:civis` through `ssi` 0.16: a W3C VC 2.0 credential (VC-JOSE, ES256) issued by a
 //! `did:civis` key is verified by ssi's own verification API at a fixed time, resolving the
 //! issuer from a kiosk snapshot the light client built from a certified sync bundle; plus the
-//! issuer binding that ssi leaves out. Built with the workspace (the verifier enables `ssi`).
-#![cfg(feature = "ssi")]
+//! issuer binding that ssi leaves out. Needs core's `ssi` feature, which the test script turns on
+//! (`--features civis/ssi`); nothing the `civis` binary links compiles `ssi`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,8 +41,8 @@ struct Issuer {
     did: Did,
 }
 
-/// A kiosk snapshot holding two issuers' keys, built the way a kiosk builds it: genesis, a
-/// block, a certificate by the validator, a cold sync bundle, the light client.
+/// A kiosk snapshot holding two accredited issuers' keys, built the way a kiosk builds it:
+/// genesis, a block, a certificate by the validator, a cold sync bundle, the light client.
 fn snapshot() -> (KioskSnapshot, Issuer, Issuer) {
     let validator = key("validator");
     let gov = (key("gov/0"), key("gov/1"));
@@ -71,7 +71,8 @@ fn snapshot() -> (KioskSnapshot, Issuer, Issuer) {
             }
         })
         .collect();
-    let txs = issuers
+    let gov_did = Did::from_inception(gov.0.public_key(), &KeyCommitment::to(gov.1.public_key()));
+    let mut txs: Vec<SignedTx> = issuers
         .iter()
         .map(|i| {
             SignedTx::sign(
@@ -89,6 +90,25 @@ fn snapshot() -> (KioskSnapshot, Issuer, Issuer) {
             .unwrap()
         })
         .collect();
+    // Kiosks hold the keys of accredited issuers only: governance accredits both.
+    for (seq, i) in (0u64..).zip(&issuers) {
+        txs.push(
+            SignedTx::sign(
+                Tx {
+                    chain: CHAIN.into(),
+                    seq,
+                    op: Op::AccreditIssuer {
+                        issuer: i.did.clone(),
+                        doc_types: vec!["VerifiableCredential".into()],
+                        until: T0 + 10 * 365 * 86_400,
+                    },
+                },
+                gov_did.key_url(1),
+                &gov.0,
+            )
+            .unwrap(),
+        );
+    }
     let built = block::build(&state, &head, txs, T0 + 5);
     assert!(built.refused.is_empty());
     let set = ValidatorSet::new(CHAIN.as_bytes(), genesis.validators.clone()).unwrap();

@@ -1,7 +1,7 @@
 //! How APDUs reach a card: the [`CardTransport`] trait and the in-process transport that runs
 //! the applet directly (unit tests, the demo).
 
-use civis_wallet_core::applet::{Card, CardState};
+use civis_wallet_core::applet::{Card, CardState, MemoryNvm};
 use rand_core::OsRng;
 
 use crate::error::Result;
@@ -24,34 +24,44 @@ impl<T: CardTransport + ?Sized> CardTransport for Box<T> {
     }
 }
 
-/// The applet in this process. State changes are kept in memory (see the virtual card for a
-/// card that persists them).
+/// The applet in this process, its persistent memory in RAM (see the virtual card for a card
+/// that keeps it in a file).
 pub struct InProcess {
     card: Card,
+    memory: MemoryNvm,
 }
 
 impl InProcess {
     /// Power on a card with `state`.
     pub fn new(state: CardState) -> Self {
         Self {
-            card: Card::new(state),
+            card: Card::new(state.clone()),
+            memory: MemoryNvm::new(state),
         }
     }
 
-    /// The card's current persistent state.
+    /// The card's persistent state (what its memory holds).
     pub fn state(&self) -> &CardState {
-        self.card.state()
+        self.memory.state()
     }
 
-    /// A new tap: RAM is lost, persistent state stays.
+    /// The card's memory: tests cut the power at a chosen write through it.
+    pub fn memory(&mut self) -> &mut MemoryNvm {
+        &mut self.memory
+    }
+
+    /// A new tap: RAM is lost, persistent state stays (a card that lost power during a write
+    /// comes back with what its memory holds).
     pub fn reset(&mut self) {
-        self.card.reset();
+        self.card = Card::new(self.memory.state().clone());
     }
 }
 
 impl CardTransport for InProcess {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
-        Ok(self.card.process(command, &mut OsRng).apdu)
+        self.card
+            .process(command, &mut OsRng, &mut self.memory)
+            .map_err(|_| crate::error::Error::Link("the card lost power during a write".into()))
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use civis_core::card::TransportKey;
-use civis_wallet_core::applet::{Card, CardState};
+use civis_wallet_core::applet::{Card, CardState, Nvm, Torn};
 use rand_core::{OsRng, RngCore};
 
 use crate::error::{Error, Result};
@@ -265,12 +265,26 @@ fn session(stream: &mut TcpStream, card: &mut Card, state_path: &Path) -> Result
                 let answer = match reader_command(&apdu, &uid) {
                     Some(a) => a,
                     None => {
-                        let reply = card.process(&apdu, &mut OsRng);
-                        if reply.state_changed {
-                            save(state_path, card.state())?;
-                            crash_if(crash_point(), "before-answer");
+                        let mut file = StateFile {
+                            path: state_path,
+                            writes: 0,
+                            error: None,
+                        };
+                        match card.process(&apdu, &mut OsRng, &mut file) {
+                            Ok(answer) => {
+                                if file.writes > 0 {
+                                    crash_if(crash_point(), "before-answer");
+                                }
+                                answer
+                            }
+                            // The state file could not be written: stop rather than answer
+                            // from a state that is not on disk.
+                            Err(_) => {
+                                return Err(file.error.unwrap_or_else(|| {
+                                    io("state file")(std::io::Error::other("write failed"))
+                                }));
+                            }
                         }
-                        reply.apdu
                     }
                 };
                 // A reader that ignored the advertised limits could ask for more than a vpcd
@@ -283,6 +297,23 @@ fn session(stream: &mut TcpStream, card: &mut Card, state_path: &Path) -> Result
                 write_message(stream, &answer).map_err(io("vpcd link"))?;
             }
         }
+    }
+}
+
+/// The card's persistent memory: the state file, replaced atomically on every commit.
+struct StateFile<'a> {
+    path: &'a Path,
+    writes: usize,
+    error: Option<Error>,
+}
+
+impl Nvm for StateFile<'_> {
+    fn commit(&mut self, state: &CardState) -> std::result::Result<(), Torn> {
+        self.writes += 1;
+        save(self.path, state).map_err(|e| {
+            self.error = Some(e);
+            Torn
+        })
     }
 }
 

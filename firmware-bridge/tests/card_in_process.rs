@@ -15,7 +15,7 @@ use civis_core::mdoc::engagement::{STATUS_DECODING_ERROR, STATUS_ENCRYPTION_ERRO
 use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
 use civis_firmware_bridge::transport::InProcess;
 use civis_firmware_bridge::{CardTransport, Error};
-use civis_wallet_core::applet::{Card, CardState};
+use civis_wallet_core::applet::{Card, CardState, MemoryNvm};
 use civis_wallet_core::holder::codes;
 use common::*;
 use rand_core::{OsRng, RngCore};
@@ -130,6 +130,71 @@ fn an_accreditation_from_another_root_or_expired_is_not_honoured() {
         NOW - 2 * 86_400,
     );
     refused(&tap(&mut client, &stale, &["age_over_18"], None, true).1);
+}
+
+/// One PIN attempt on a fresh tap with the power cut at the `cut`-th write of the card from the
+/// request on; returns whether the card answered and the PIN tries left after the next tap.
+fn torn_pin_attempt(
+    client: &mut CardClient<InProcess>,
+    world: &World,
+    pin: &str,
+    cut: u64,
+) -> (bool, Option<u8>) {
+    client.transport().reset();
+    let engaged = client.read_engagement().unwrap();
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let request = world.request(
+        &session.transcript().clone(),
+        &["document_number"],
+        Some(pin),
+        true,
+    );
+    client.transport().memory().cut_at(cut);
+    let answered = session
+        .establish(client, e_reader.public_key(), e_bytes, &request)
+        .is_ok();
+    client.transport().memory().heal();
+    client.transport().reset();
+    (answered, client.info().unwrap().pin_tries)
+}
+
+/// A thief with the card cuts the power as soon as the card starts writing, hoping a wrong guess
+/// shows itself by a write that a right one would not make. Both make the same first write, the
+/// spent try, before comparing: cut there, neither answers and nothing changed; cut right after
+/// it, neither answers and the try is gone.
+#[test]
+fn cutting_the_power_during_a_pin_check_saves_no_try() {
+    let world = World::new();
+    let mut client = blank();
+    world.personalize(&mut client);
+    assert_eq!(
+        torn_pin_attempt(&mut client, &world, PIN, 0),
+        (false, Some(3))
+    );
+    assert_eq!(
+        torn_pin_attempt(&mut client, &world, "000000", 0),
+        (false, Some(3))
+    );
+    assert_eq!(
+        torn_pin_attempt(&mut client, &world, PIN, 1),
+        (false, Some(2))
+    );
+    assert_eq!(
+        torn_pin_attempt(&mut client, &world, "000000", 1),
+        (false, Some(1))
+    );
+    assert_eq!(
+        torn_pin_attempt(&mut client, &world, "000000", 1),
+        (false, Some(0))
+    );
+    // Three torn attempts blocked the PIN: the right one no longer releases anything.
+    let (_, response, transcript, request) =
+        tap(&mut client, &world, &["document_number"], Some(PIN), true);
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(
+        withheld(&docs[0], "document_number"),
+        Some(codes::PIN_BLOCKED)
+    );
 }
 
 #[test]
@@ -402,6 +467,7 @@ fn random_apdus_never_panic_and_state_always_decodes() {
     let mut client = blank();
     world.personalize(&mut client);
     let mut card = Card::new(client.transport().state().clone());
+    let mut memory = MemoryNvm::new(card.state().clone());
     let mut rng = OsRng;
     for i in 0..5_000u32 {
         let len = (rng.next_u32() % 300) as usize;
@@ -414,12 +480,11 @@ fn random_apdus_never_panic_and_state_always_decodes() {
         if let Some(b) = apdu.get_mut(1) {
             *b = [0xA4, 0xB0, 0xC3, 0xC0, 0xCA, 0x88, 0xDB, *b][(i % 8) as usize];
         }
-        let reply = card.process(&apdu, &mut rng);
-        assert!(reply.apdu.len() >= 2);
-        if reply.state_changed {
-            let bytes = card.state().encode();
-            assert_eq!(&CardState::decode(&bytes).unwrap(), card.state());
-        }
+        let reply = card.process(&apdu, &mut rng, &mut memory).unwrap();
+        assert!(reply.len() >= 2);
+        assert_eq!(memory.state(), card.state(), "answered before committing");
+        let bytes = card.state().encode();
+        assert_eq!(&CardState::decode(&bytes).unwrap(), card.state());
         if i % 97 == 0 {
             card.reset();
         }

@@ -1,11 +1,11 @@
 //! The card applet fed random APDU sequences: never panics, every answer is a well-formed
-//! response APDU, and the persistent state always encodes to bytes that decode to the same
+//! response APDU, committed before the answer, and the persistent state always encodes to bytes that decode to the same
 //! state. The input is split into APDUs at 0xFF 0xFF markers; a 0xFF 0xFE marker resets the
 //! card (a new tap).
 #![no_main]
 
 use civis_core::card::TransportKey;
-use civis_wallet_core::applet::{Card, CardState};
+use civis_wallet_core::applet::{Card, CardState, MemoryNvm};
 use libfuzzer_sys::fuzz_target;
 use rand_core::{CryptoRng, RngCore};
 
@@ -34,7 +34,9 @@ impl RngCore for Counter {
 impl CryptoRng for Counter {}
 
 fuzz_target!(|data: &[u8]| {
-    let mut card = Card::new(CardState::blank([1; 16], TransportKey([0x42; 32])));
+    let blank = CardState::blank([1; 16], TransportKey([0x42; 32]));
+    let mut memory = MemoryNvm::new(blank.clone());
+    let mut card = Card::new(blank);
     let mut rng = Counter(7);
     let mut rest = data;
     while !rest.is_empty() {
@@ -43,12 +45,11 @@ fuzz_target!(|data: &[u8]| {
             Some(i) => (&rest[..i], rest[i + 1], &rest[i + 2..]),
             None => (rest, 0, &rest[rest.len()..]),
         };
-        let reply = card.process(apdu, &mut rng);
-        assert!(civis_core::apdu::Response::parse(&reply.apdu).is_ok());
-        if reply.state_changed {
-            let bytes = card.state().encode();
-            assert_eq!(&CardState::decode(&bytes).expect("state decodes"), card.state());
-        }
+        let reply = card.process(apdu, &mut rng, &mut memory).expect("memory never fails here");
+        assert!(civis_core::apdu::Response::parse(&reply).is_ok());
+        assert_eq!(memory.state(), card.state(), "answered before committing");
+        let bytes = card.state().encode();
+        assert_eq!(&CardState::decode(&bytes).expect("state decodes"), card.state());
         if marker == 0xFE {
             card.reset();
         }

@@ -23,7 +23,11 @@ fn ctx() -> &'static Ctx {
         Ctx {
             transcript: SessionTranscript::new(None, None, ciborium::Value::Null),
             anchors: vec![TrustAnchor::DidKey {
-                kid: "did:civis:x#key-1".into(),
+                kid: civis_core::did::Did::from_inception(
+                    issuer.public_key(),
+                    &civis_core::did::KeyCommitment::to(issuer.public_key()),
+                )
+                .key_url(1),
                 key: issuer.public_key().clone(),
             }],
             reader: SoftwareKey::from_scalar(&[9; 32]).expect("key"),

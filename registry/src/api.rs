@@ -9,22 +9,27 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use civis_core::chain::smt::Proof;
+use civis_core::api::{
+    BlockAnswer, BlockTx, DidAnswer, DidProof, ErrorBody, Health, MempoolHealth, MerkleProof,
+    StatusListAnswer, StatusListBody, Submitted, TxAnswer, TxOutcome,
+};
 use civis_core::chain::tx::MAX_TX_LEN;
 use civis_core::did::Did;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::mempool::{Outcome, TxId};
 use crate::store::Store;
+use crate::sync_server::SyncServer;
 
 /// The OpenAPI document served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -42,6 +47,8 @@ pub struct Api<S> {
     pub metrics: Option<MetricsSource>,
     /// Unix seconds now (a parameter so tests can fix it).
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Sync bundles: cache, build permit, per-client limits.
+    pub sync: SyncServer,
 }
 
 impl IntoResponse for Error {
@@ -51,6 +58,20 @@ impl IntoResponse for Error {
             Error::Refused(_) | Error::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Error::RateLimited(secs) => {
+                let mut r = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(ErrorBody {
+                        error: "rate_limited".into(),
+                        message: self.to_string(),
+                    }),
+                )
+                    .into_response();
+                if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Store(_) | Error::Consensus(_) | Error::Config(_) | Error::Io(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -58,7 +79,10 @@ impl IntoResponse for Error {
         };
         (
             status,
-            Json(json!({"error": kind, "message": self.to_string()})),
+            Json(ErrorBody {
+                error: kind.into(),
+                message: self.to_string(),
+            }),
         )
             .into_response()
     }
@@ -83,17 +107,6 @@ pub fn router<S: Store + Send + Sync + 'static>(api: Arc<Api<S>>) -> Router {
         .with_state(api)
 }
 
-fn hex32(h: &[u8; 32]) -> String {
-    hex::encode(h)
-}
-
-fn proof_json(p: &Proof) -> Value {
-    json!({
-        "siblings": p.siblings.iter().map(hex32).collect::<Vec<_>>(),
-        "leaf": p.leaf.map(|(k, v)| json!({"path": hex32(&k), "valueHash": hex32(&v)})),
-    })
-}
-
 async fn submit<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
     body: Result<Bytes, BytesRejection>,
@@ -103,10 +116,10 @@ async fn submit<S: Store + Send + Sync + 'static>(
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return Ok((
                 StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({
-                    "error": "too_large",
-                    "message": format!("a transaction is at most {MAX_TX_LEN} bytes"),
-                })),
+                Json(ErrorBody {
+                    error: "too_large".into(),
+                    message: format!("a transaction is at most {MAX_TX_LEN} bytes"),
+                }),
             )
                 .into_response());
         }
@@ -120,7 +133,10 @@ async fn submit<S: Store + Send + Sync + 'static>(
     let id = api.ledger.submit(&body)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id.to_string(), "status": "pending"})),
+        Json(Submitted {
+            id: id.to_string(),
+            status: "pending".into(),
+        }),
     )
         .into_response())
 }
@@ -128,7 +144,7 @@ async fn submit<S: Store + Send + Sync + 'static>(
 async fn transaction<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<TxAnswer>, Error> {
     let raw: [u8; 32] = hex::decode(&id)
         .ok()
         .and_then(|v| v.try_into().ok())
@@ -137,17 +153,26 @@ async fn transaction<S: Store + Send + Sync + 'static>(
         .ledger
         .outcome(&TxId(raw))
         .ok_or_else(|| Error::NotFound(format!("transaction {id} is not known to this node")))?;
-    Ok(Json(match out {
-        Outcome::Pending => json!({"id": id, "status": "pending"}),
-        Outcome::Included(h) => json!({"id": id, "status": "included", "height": h}),
-        Outcome::Refused(why) => json!({"id": id, "status": "refused", "reason": why}),
+    Ok(Json(TxAnswer {
+        id,
+        outcome: match out {
+            Outcome::Pending => TxOutcome::Pending,
+            Outcome::Included(height) => TxOutcome::Included { height },
+            Outcome::Refused(reason) => TxOutcome::Refused { reason },
+        },
     }))
 }
 
 async fn block<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
     Path(height): Path<u64>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<BlockAnswer>, Error> {
+    // No chain reaches such heights; stores index heights as i64, so ask them nothing.
+    if i64::try_from(height).is_err() {
+        return Err(Error::NotFound(format!(
+            "no committed block at height {height}"
+        )));
+    }
     let (block, finalization) = api
         .ledger
         .store()
@@ -155,29 +180,32 @@ async fn block<S: Store + Send + Sync + 'static>(
         .await?
         .ok_or_else(|| Error::NotFound(format!("no committed block at height {height}")))?;
     let h = &block.header;
-    Ok(Json(json!({
-        "height": h.height,
-        "digest": hex32(&h.digest()),
-        "parent": hex32(&h.parent),
-        "time": h.time,
-        "epoch": h.epoch,
-        "stateRoot": hex32(&h.state_root()),
-        "kioskRoot": hex32(&h.kiosk_root),
-        "publicRoot": hex32(&h.public_root),
-        "transactions": block
+    Ok(Json(BlockAnswer {
+        height: h.height,
+        digest: h.digest(),
+        parent: h.parent,
+        time: h.time,
+        epoch: h.epoch,
+        state_root: h.state_root(),
+        kiosk_root: h.kiosk_root,
+        public_root: h.public_root,
+        transactions: block
             .txs
             .iter()
-            .map(|t| json!({"id": crate::mempool::TxId::of(t).to_string(), "cose": hex::encode(t.bytes())}))
-            .collect::<Vec<_>>(),
-        "header": hex::encode(civis_core::cbor::CborForm::to_vec(h)),
-        "finalization": finalization.map(hex::encode),
-    })))
+            .map(|t| BlockTx {
+                id: TxId::of(t).to_string(),
+                cose: t.bytes().to_vec(),
+            })
+            .collect(),
+        header: civis_core::cbor::CborForm::to_vec(h),
+        finalization,
+    }))
 }
 
 async fn did<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
     Path(did): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<DidAnswer>, Error> {
     let did = Did::parse(&did)?;
     let view = api
         .ledger
@@ -185,42 +213,42 @@ async fn did<S: Store + Send + Sync + 'static>(
         .ok_or_else(|| Error::NotFound(format!("{did} is not registered")))?;
     let document = serde_json::to_value(view.record.document(&did))
         .map_err(|e| Error::Malformed(e.to_string()))?;
-    Ok(Json(json!({
-        "did": did.to_string(),
-        "document": document,
-        "seq": view.record.seq,
-        "nextSeq": view.next_seq,
-        "height": view.header.height,
-        "header": hex::encode(civis_core::cbor::CborForm::to_vec(&view.header)),
-        "stateRoot": hex32(&view.header.state_root()),
-        "proof": {
-            "tree": "public",
-            "record": hex::encode(&view.value),
-            "merkle": proof_json(&view.proof),
+    Ok(Json(DidAnswer {
+        did: did.to_string(),
+        document,
+        seq: view.record.seq,
+        next_seq: view.next_seq,
+        height: view.header.height,
+        header: civis_core::cbor::CborForm::to_vec(&view.header),
+        state_root: view.header.state_root(),
+        proof: DidProof {
+            tree: "public".into(),
+            record: view.value,
+            merkle: MerkleProof::from(&view.proof),
         },
-    })))
+    }))
 }
 
 async fn status_list<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<StatusListAnswer>, Error> {
     let (head, state) = api.ledger.head();
     let wanted: Option<u64> = id.parse().ok();
     let (uri, info, list) = state
         .status_lists()
         .find(|(uri, info, _)| wanted.map_or(*uri == id, |n| info.id == n))
         .ok_or_else(|| Error::NotFound(format!("no status list {id}")))?;
-    Ok(Json(json!({
-        "id": info.id,
-        "uri": uri,
-        "size": list.len(),
-        "height": head.height,
-        "status_list": {
-            "bits": list.bits().get(),
-            "lst": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed()),
+    Ok(Json(StatusListAnswer {
+        id: info.id,
+        uri: uri.to_owned(),
+        size: list.len(),
+        height: head.height,
+        status_list: StatusListBody {
+            bits: list.bits().get(),
+            lst: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed()),
         },
-    })))
+    }))
 }
 
 #[derive(Deserialize)]
@@ -230,32 +258,51 @@ struct SyncQuery {
 
 async fn sync<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
+    extensions: axum::http::Extensions,
     Query(q): Query<SyncQuery>,
 ) -> Result<Response, Error> {
-    let bundle = api.ledger.sync_bundle(q.since).await?;
+    // Without a peer address (a handler called in-process) there is no client to limit.
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+        api.sync
+            .admit(peer.ip(), std::time::Instant::now())
+            .map_err(|wait| Error::RateLimited(wait.as_secs().max(1)))?;
+    }
+    let bundle = api.sync.bundle(&api.ledger, q.since).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/cbor")],
-        bundle.encode(),
+        axum::body::Bytes::from_owner(ArcBytes(bundle)),
     )
         .into_response())
 }
 
+/// Shares a cached bundle with the response body without copying it.
+struct ArcBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
 async fn health<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
-) -> Json<Value> {
+) -> Json<Health> {
     let (head, _) = api.ledger.head();
-    let (txs, bytes) = api.ledger.mempool_size();
-    Json(json!({
-        "status": "ok",
-        "chainId": head.chain,
-        "height": head.height,
-        "epoch": head.epoch,
-        "stateRoot": hex32(&head.state_root()),
-        "blockTime": head.time,
-        "ageSecs": (api.clock)().saturating_sub(head.time).max(0),
-        "validator": api.validator,
-        "mempool": {"transactions": txs, "bytes": bytes},
-    }))
+    let (transactions, bytes) = api.ledger.mempool_size();
+    Json(Health {
+        status: "ok".into(),
+        state_root: head.state_root(),
+        chain_id: head.chain,
+        height: head.height,
+        epoch: head.epoch,
+        block_time: head.time,
+        age_secs: (api.clock)().saturating_sub(head.time).max(0),
+        validator: api.validator,
+        mempool: MempoolHealth {
+            transactions,
+            bytes,
+        },
+    })
 }
 
 async fn openapi() -> Response {
@@ -317,6 +364,21 @@ async fn metrics<S: Store + Send + Sync + 'static>(
             "civis_blocks_invalid_total",
             "Blocks this node refused to vote for.",
             &c.invalid_blocks,
+        ),
+        (
+            "civis_sync_bundles_built_total",
+            "Sync bundles built.",
+            &api.sync.counters().built,
+        ),
+        (
+            "civis_sync_bundles_cached_total",
+            "Sync bundles served from the cache.",
+            &api.sync.counters().cached,
+        ),
+        (
+            "civis_sync_rate_limited_total",
+            "Sync requests refused by a client's rate limit.",
+            &api.sync.counters().limited,
         ),
     ] {
         metric(name, "counter", help, v.load(Ordering::Relaxed));

@@ -23,6 +23,9 @@ pub enum Error {
     /// A limit was hit; retrying later may succeed.
     #[error("busy: {0}")]
     Busy(String),
+    /// This client asked too often; it may retry after this many seconds.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     /// Nothing under that name.
     #[error("not found: {0}")]
     NotFound(String),
@@ -43,5 +46,11 @@ pub enum Error {
 impl From<civis_core::Error> for Error {
     fn from(e: civis_core::Error) -> Self {
         Self::Malformed(e.to_string())
+    }
+}
+
+impl From<civis_registry_client::Error> for Error {
+    fn from(e: civis_registry_client::Error) -> Self {
+        Self::Config(e.to_string())
     }
 }

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use civis_core::chain::state::Genesis;
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, KeyCommitment};
-use civis_core::jwk::Jwk;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
@@ -47,25 +46,9 @@ pub struct Endpoint {
     pub key: Option<String>,
 }
 
-/// A key file: private JWK, `kid` naming the key (a DID URL for DID keys).
-pub fn write_key(path: &Path, key: &SoftwareKey, kid: Option<String>) -> Result<(), Error> {
-    write_new(path, &Jwk::from_private(key, kid).to_json())
-}
+pub use civis_registry_client::keyfile::{read_key, write_key};
 
-/// Read a private key file; returns the key and its `kid`.
-pub fn read_key(path: &Path) -> Result<(SoftwareKey, Option<String>), Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let jwk =
-        Jwk::from_json(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let key = jwk
-        .private_key()
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| Error::Config(format!("{}: not a private key", path.display())))?;
-    Ok((key, jwk.kid))
-}
-
-/// Write `text` to `path` atomically (temporary file, then rename), refusing to overwrite.
+/// Write a new public file atomically, refusing to overwrite.
 fn write_new(path: &Path, text: &str) -> Result<(), Error> {
     if path.exists() {
         return Err(Error::Config(format!(
@@ -73,19 +56,16 @@ fn write_new(path: &Path, text: &str) -> Result<(), Error> {
             path.display()
         )));
     }
-    write_atomic(path, text.as_bytes())
+    write_public(path, text.as_bytes())
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename, so a crash leaves either the
-/// old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// Write a public file atomically (mode 0644).
+pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    civis_registry_client::keyfile::write_public(path, bytes).map_err(key_error)
+}
+
+fn key_error(e: civis_registry_client::Error) -> Error {
+    Error::Config(e.to_string())
 }
 
 /// A registry directory.
@@ -137,7 +117,7 @@ impl RegistryDir {
     pub fn set_network(&self, network: &Network) -> Result<(), Error> {
         let text =
             serde_json::to_string_pretty(network).map_err(|e| Error::Config(e.to_string()))?;
-        write_atomic(&self.network_path(), text.as_bytes())
+        write_public(&self.network_path(), text.as_bytes())
     }
 
     /// Prepare one more validator (to be voted in by a `set-validators` transaction): a new key
@@ -159,7 +139,8 @@ impl RegistryDir {
             first.http.port().saturating_add(offset),
         );
         let key = SoftwareKey::generate(rng);
-        write_key(&self.validator_key(i), &key, Some(format!("validator-{i}")))?;
+        write_key(&self.validator_key(i), &key, Some(format!("validator-{i}")))
+            .map_err(key_error)?;
         network.validators.push(Endpoint {
             p2p: SocketAddr::new(first.p2p.ip(), p2p),
             http: SocketAddr::new(first.http.ip(), http),
@@ -208,7 +189,8 @@ impl RegistryDir {
         for i in 0..validators {
             let k = SoftwareKey::generate(rng);
             keys.push(k.public_key().clone());
-            write_key(&self.validator_key(i), &k, Some(format!("validator-{i}")))?;
+            write_key(&self.validator_key(i), &k, Some(format!("validator-{i}")))
+                .map_err(key_error)?;
             let port = |offset: u16| {
                 port_base
                     .saturating_add(offset)
@@ -224,12 +206,14 @@ impl RegistryDir {
             &self.governance_key(),
             &gov,
             Some(gov_did.key_url(1).to_string()),
-        )?;
+        )
+        .map_err(key_error)?;
         write_key(
             &self.root.join("governance.next.jwk"),
             &gov_next,
             Some(gov_did.key_url(2).to_string()),
-        )?;
+        )
+        .map_err(key_error)?;
         let network = Network {
             validators: endpoints,
         };

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use civis_core::chain::block::{self, Block, Header, MAX_BLOCK_TXS};
 use civis_core::chain::light::SyncBundle;
 use civis_core::chain::smt::Hash;
-use civis_core::chain::state::{ChainRecord, Genesis, State, Tree, epoch_of, tag};
+use civis_core::chain::state::{ChainRecord, Genesis, State, Tree, epoch_of};
+use civis_core::chain::table::Table;
 use civis_core::chain::tx::SignedTx;
 use civis_core::crypto::EcPublicKey;
 use civis_core::did::Did;
@@ -22,9 +23,6 @@ use sha2::{Digest as _, Sha256};
 use crate::error::Error;
 use crate::mempool::{Limits, Mempool, Outcome, TxId};
 use crate::store::{Commit, Store};
-
-/// A transaction behind a sequence gap is dropped after this many later arrivals.
-pub const STUCK_AFTER_ARRIVALS: u64 = 100_000;
 
 /// How far ahead of the local clock a proposed block's time may be.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 30;
@@ -50,7 +48,8 @@ pub trait Application: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Height of the last committed block.
     fn committed_height(&self) -> u64;
-    /// Whether transactions are waiting.
+    /// Whether some pending transaction can be applied (transactions behind a sequence gap
+    /// do not count: they must not make a leader propose empty block after empty block).
     fn has_pending(&self) -> bool;
     /// Blocks per consensus epoch (from genesis).
     fn epoch_length(&self) -> u64;
@@ -102,11 +101,12 @@ struct Shared {
     sets: BTreeMap<u64, Vec<EcPublicKey>>,
     /// Client transactions not yet gossiped.
     outbox: std::collections::VecDeque<Vec<u8>>,
+    /// Height of the latest committed block that carries its own finalization.
+    certified: Option<u64>,
 }
 
 struct Inner<S> {
-    /// Held while a block is committed and the head moves, and while a sync bundle reads the
-    /// store and the head, so a bundle never sees a committed block the head does not yet have.
+    /// Held while a block is committed and the head moves.
     commit: futures::lock::Mutex<()>,
     genesis: Genesis,
     genesis_block: Block,
@@ -128,6 +128,62 @@ impl<S> Clone for Ledger<S> {
         Self {
             inner: Arc::clone(&self.inner),
         }
+    }
+}
+
+/// Everything a sync bundle is built from, read from the ledger and the store
+/// ([`Ledger::sync_source`]).
+#[derive(Debug)]
+pub struct SyncSource {
+    since: Option<u64>,
+    header: Header,
+    finalization: Vec<u8>,
+    head_tree: Tree,
+    /// Kiosk-tree writes in `(since or at, head]`, newest first.
+    undo: Vec<(u64, crate::store::Undo)>,
+    epochs: Vec<civis_core::chain::light::EpochChange>,
+    /// The base of a first sync.
+    genesis: Option<Tree>,
+}
+
+impl SyncSource {
+    /// The certified height the bundle will carry.
+    pub fn height(&self) -> u64 {
+        self.header.height
+    }
+
+    /// Build the bundle: undo the head's kiosk tree down to the certified height, check it
+    /// against the header, undo further down to `since` for the base, and diff.
+    pub fn build(self) -> Result<SyncBundle, Error> {
+        let at = self.header.height;
+        let mut current = self.head_tree;
+        let mut rest = self.undo.iter().peekable();
+        while let Some((_, (t, k, old))) = rest.next_if(|(h, _)| *h > at) {
+            current.restore_entry(*t, k, old.clone());
+        }
+        if current.root() != self.header.kiosk_root {
+            return Err(Error::Store(crate::store::StoreError::Corrupt(format!(
+                "kiosk tree at height {at} does not match its header"
+            ))));
+        }
+        let base = match self.genesis {
+            Some(genesis) => genesis,
+            None => {
+                let mut base = current.clone();
+                for (_, (t, k, old)) in rest {
+                    base.restore_entry(*t, k, old.clone());
+                }
+                base
+            }
+        };
+        Ok(SyncBundle::build(
+            self.header,
+            self.finalization,
+            self.epochs,
+            self.since,
+            &base,
+            &current,
+        ))
     }
 }
 
@@ -156,6 +212,10 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
             txs: Vec::new(),
         };
         let resumed = store.resume(&genesis).await?;
+        let certified = store
+            .latest_certified(resumed.head.height)
+            .await?
+            .map(|(b, _)| b.header.height);
         let mut sets = BTreeMap::from([(0, genesis.validators.clone())]);
         for change in store.epoch_changes(0, resumed.head.height).await? {
             let record = ChainRecord::decode(&change.record)
@@ -176,6 +236,7 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
                     mempool: Mempool::new(limits),
                     sets,
                     outbox: std::collections::VecDeque::new(),
+                    certified,
                 }),
                 counters: Counters::default(),
                 gossip: std::sync::atomic::AtomicBool::new(false),
@@ -262,73 +323,67 @@ impl<S: Store + Send + Sync + 'static> Ledger<S> {
     pub fn did(&self, did: &Did) -> Option<DidView> {
         let s = self.lock();
         let tree = s.state.public_tree();
-        let value = tree.get(tag::DID, did.as_str().as_bytes())?.to_vec();
+        let value = tree.get(Table::Did, did.as_str().as_bytes())?.to_vec();
         let record = s.state.did(did)?;
         Some(DidView {
             next_seq: s.mempool.next_seq(did, record.seq),
-            proof: tree.prove(tag::DID, did.as_str().as_bytes()),
+            proof: tree.prove(Table::Did, did.as_str().as_bytes()),
             record,
             value,
             header: s.head.clone(),
         })
     }
 
-    /// The sync bundle for a kiosk at `since` (`None`: a first sync): the latest directly
-    /// finalized header with its certificate and the kiosk-tree changes up to it.
-    pub async fn sync_bundle(&self, since: Option<u64>) -> Result<SyncBundle, Error> {
-        let guard = self.inner.commit.lock().await;
-        let Some((block, fin)) = self.inner.store.latest_certified().await? else {
+    /// What the sync bundle for a kiosk at `since` (`None`: a first sync) is built from: the
+    /// latest directly finalized header at or below the head, with its certificate, the head's
+    /// kiosk tree and the store's undo records down to `since`. Read without the commit lock:
+    /// the head is taken first and only store rows at or below it are used, so blocks committed
+    /// meanwhile are simply not part of this bundle. Building ([`SyncSource::build`]) is CPU
+    /// work for a blocking thread.
+    pub async fn sync_source(&self, since: Option<u64>) -> Result<SyncSource, Error> {
+        let (head, state) = self.head();
+        let Some((block, finalization)) = self.inner.store.latest_certified(head.height).await?
+        else {
             return Err(Error::NotFound(
                 "no certified block yet; retry once the chain has finalized one".into(),
             ));
         };
-        let (_, state) = self.head();
         let at = block.header.height;
         if let Some(h) = since.filter(|h| *h > at) {
             return Err(Error::NotFound(format!(
                 "height {h} is above the latest certified height {at}"
             )));
         }
-        // Both trees come from one undo list read once: writes above `at`, then above `since`.
-        let undo = self.inner.store.kiosk_undo(since.unwrap_or(at)).await?;
-        drop(guard);
-        let mut current = state.kiosk_tree().clone();
-        let mut i = 0;
-        while let Some((h, (t, k, old))) = undo.get(i) {
-            if *h <= at {
-                break;
-            }
-            current.restore_entry(t, k, old.clone());
-            i += 1;
-        }
-        if current.root() != block.header.kiosk_root {
-            return Err(Error::Store(crate::store::StoreError::Corrupt(format!(
-                "kiosk tree at height {at} does not match its header"
-            ))));
-        }
-        let base = match since {
-            None => self.inner.genesis_kiosk.clone(),
-            Some(_) => {
-                let mut base = current.clone();
-                for (_, (t, k, old)) in undo.iter().skip(i) {
-                    base.restore_entry(t, k, old.clone());
-                }
-                base
-            }
-        };
+        // One undo read: writes in (since, head], newest first.
+        let undo = self
+            .inner
+            .store
+            .kiosk_undo(since.unwrap_or(at), head.height)
+            .await?;
         let epochs = self
             .inner
             .store
             .epoch_changes(since.unwrap_or(0), at)
             .await?;
-        Ok(SyncBundle::build(
-            block.header,
-            fin,
-            epochs,
+        Ok(SyncSource {
             since,
-            &base,
-            &current,
-        ))
+            header: block.header,
+            finalization,
+            head_tree: state.kiosk_tree().clone(),
+            undo,
+            epochs,
+            genesis: since.is_none().then(|| self.inner.genesis_kiosk.clone()),
+        })
+    }
+
+    /// The sync bundle for a kiosk at `since`, built on this thread.
+    pub async fn sync_bundle(&self, since: Option<u64>) -> Result<SyncBundle, Error> {
+        self.sync_source(since).await?.build()
+    }
+
+    /// Height of the latest directly finalized (certified) block this node committed.
+    pub fn certified_height(&self) -> Option<u64> {
+        self.lock().certified
     }
 
     /// The state after `parent`, executing `ancestry` (oldest first) from the newest known
@@ -408,15 +463,7 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
     fn propose(&self, parent: &Hash, ancestry: &[Block], now: i64) -> Option<Block> {
         let (parent_header, state) = self.state_after(parent, ancestry)?;
         let skip = self.in_flight(parent);
-        let pending: Vec<SignedTx> = {
-            let s = self.lock();
-            let finalized = Arc::clone(&s.state);
-            s.mempool.pending(
-                MAX_BLOCK_TXS,
-                |d| crate::mempool::expected_slot(&finalized, d),
-                &skip,
-            )
-        };
+        let pending: Vec<SignedTx> = self.lock().mempool.pending(MAX_BLOCK_TXS, &skip);
         let built = block::build(&state, &parent_header, pending, now);
         {
             let mut s = self.lock();
@@ -496,8 +543,10 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
             s.sets.insert(r.epoch, r.validators);
         }
         let height = b.header.height;
+        if commit.finalization.is_some() {
+            s.certified = Some(height);
+        }
         s.mempool.finalized(height, &b.txs, &after);
-        s.mempool.evict_stuck(STUCK_AFTER_ARRIVALS, &after);
         s.head = b.header;
         s.state = after;
         s.executed.retain(|_, e| e.header.height > height);
@@ -513,7 +562,7 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
     }
 
     fn has_pending(&self) -> bool {
-        !self.lock().mempool.is_empty()
+        self.lock().mempool.has_ready()
     }
 
     fn epoch_length(&self) -> u64 {

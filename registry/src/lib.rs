@@ -7,15 +7,14 @@
 //!   database transaction per block.
 //! - [`mempool`]: bounded pending transactions.
 //! - [`api`]: the HTTP API (axum).
-//! - [`client`]: a client of that API and the kiosk snapshot sync.
+//! - [`sync_server`]: sync bundles cached, built off the consensus threads, rate-limited.
 //! - [`files`]: the registry directory (`genesis.json`, keys, `network.json`).
 //! - [`node`]: a validator process on tokio with authenticated p2p.
 //!
-//! Formats live in `civis-core`; the specs are in `specs/`.
+//! Formats live in `civis-core`; clients use `civis-registry-client`; the specs are in `specs/`.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod client;
 pub mod consensus;
 pub mod error;
 pub mod files;
@@ -23,6 +22,7 @@ pub mod ledger;
 pub mod mempool;
 pub mod node;
 pub mod store;
+pub mod sync_server;
 
 pub use civis_core as core;
 pub use error::Error;

@@ -6,8 +6,14 @@
 //! sequence number), slot `seq + 1` for the rest — and a slot holds one transaction, because only
 //! one can ever be applied. The operation's own rules run when a block applies it; a refused
 //! transaction leaves the pool with its reason kept for `GET /v1/transactions/{id}`.
+//!
+//! A signer's transactions from its next expected slot on, without a gap, are **ready**: a block
+//! can apply them. The rest **wait** behind a sequence gap, and they are what a stranger could
+//! park for free, so they are bounded on their own (`specs/registry-node.md` §3): a few per
+//! signer, a small share of the pool in total, and evicted after a number of finalized blocks.
+//! Governance members have reserved room, so a full pool never locks governance out.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use civis_core::chain::state::{Refused, State};
 use civis_core::chain::tx::{Op, SignedTx};
@@ -36,14 +42,25 @@ impl std::fmt::Display for TxId {
 /// Pool limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most pending transactions.
+    /// Most pending transactions (governance may use [`Limits::governance_reserve`] more).
     pub max_txs: usize,
-    /// Most pending bytes.
+    /// Most pending bytes (governance may use a reserve on top, see [`GOVERNANCE_RESERVE_BYTES`]).
     pub max_bytes: usize,
     /// How far past the signer's next sequence number a transaction may be; so also the most
     /// pending transactions of one signer.
     pub max_per_signer: usize,
+    /// Most transactions waiting behind a sequence gap, all signers together.
+    pub max_waiting: usize,
+    /// Most transactions of one signer waiting behind a gap.
+    pub max_waiting_per_signer: usize,
+    /// A transaction still waiting this many finalized blocks after it arrived is dropped.
+    pub max_wait_blocks: u64,
+    /// Room only governance members may use once the pool is full.
+    pub governance_reserve: usize,
 }
+
+/// Bytes governance may add past [`Limits::max_bytes`].
+pub const GOVERNANCE_RESERVE_BYTES: usize = 8 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -51,6 +68,10 @@ impl Default for Limits {
             max_txs: 50_000,
             max_bytes: 64 * 1024 * 1024,
             max_per_signer: 1_000,
+            max_waiting: 5_000,
+            max_waiting_per_signer: 16,
+            max_wait_blocks: 600,
+            governance_reserve: 1_000,
         }
     }
 }
@@ -82,19 +103,61 @@ pub fn expected_slot(state: &State, did: &Did) -> u64 {
 /// How many outcomes are remembered.
 const OUTCOMES: usize = 100_000;
 
+#[derive(Debug)]
+struct Pending {
+    arrival: u64,
+    /// Committed height when it arrived (for the wait limit).
+    height: u64,
+    id: TxId,
+    tx: SignedTx,
+}
+
+/// One signer's pending transactions.
+#[derive(Debug)]
+struct SignerQueue {
+    /// The next slot the finalized state expects. Only the signer's own transactions change
+    /// it, so it is refreshed when one of them is finalized.
+    expected: u64,
+    governance: bool,
+    txs: BTreeMap<u64, Pending>,
+    /// Slots behind a gap (not in the run from `expected`).
+    waiting: Vec<u64>,
+}
+
+impl SignerQueue {
+    /// The first slot from `expected` on that holds nothing: the end of the ready run.
+    fn run_end(&self) -> u64 {
+        let mut s = self.expected;
+        while self.txs.contains_key(&s) {
+            s = s.saturating_add(1);
+        }
+        s
+    }
+
+    fn is_ready(&self) -> bool {
+        self.txs.contains_key(&self.expected)
+    }
+}
+
 /// The pool.
 #[derive(Debug, Default)]
 pub struct Mempool {
     limits: Limits,
-    /// Arrival order.
+    /// Arrival order of every pending transaction.
     order: BTreeMap<u64, (Did, u64)>,
-    by_signer: HashMap<Did, BTreeMap<u64, (u64, TxId, SignedTx)>>,
+    by_signer: HashMap<Did, SignerQueue>,
+    /// Waiting transactions by (arrival height, arrival): the eviction order.
+    waiting: BTreeMap<(u64, u64), (Did, u64)>,
+    /// Signers with at least one ready transaction.
+    ready: HashSet<Did>,
     next_arrival: u64,
+    /// The last finalized height this pool heard of.
+    height: u64,
     bytes: usize,
     outcomes: HashMap<TxId, Outcome>,
     outcome_order: VecDeque<TxId>,
     /// Relayed by another validator and not checked here ([`Mempool::insert_relayed`]).
-    unchecked: std::collections::HashSet<TxId>,
+    unchecked: HashSet<TxId>,
 }
 
 impl Mempool {
@@ -110,8 +173,9 @@ impl Mempool {
     pub fn twin(&self, tx: &SignedTx) -> Option<&SignedTx> {
         self.by_signer
             .get(&tx.signer.did)?
+            .txs
             .get(&slot(tx))
-            .map(|e| &e.2)
+            .map(|p| &p.tx)
             .filter(|t| t.bytes() == tx.bytes())
     }
 
@@ -125,6 +189,18 @@ impl Mempool {
         self.order.is_empty()
     }
 
+    /// Whether some pending transaction can be applied now: a signer's next expected slot is
+    /// filled. Transactions behind a gap alone do not count, so they cannot make a proposer
+    /// build block after empty block.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Transactions waiting behind a sequence gap.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Pending bytes.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -136,7 +212,7 @@ impl Mempool {
         // Slot s holds sequence number s - 1, so the last slot is the next free number.
         self.by_signer
             .get(did)
-            .and_then(|m| m.last_key_value())
+            .and_then(|q| q.txs.last_key_value())
             .map_or(finalized, |(last, _)| (*last).max(finalized))
     }
 
@@ -149,8 +225,8 @@ impl Mempool {
         let existing = self
             .by_signer
             .get(&did)
-            .and_then(|m| m.get(&slot))
-            .map(|e| e.1);
+            .and_then(|q| q.txs.get(&slot))
+            .map(|p| p.id);
         if existing == Some(id) {
             return Ok(id);
         }
@@ -177,38 +253,112 @@ impl Mempool {
             }
             None => {}
         }
-        let expected = expected_slot(state, &did);
-        self.place(tx, id, slot, expected)
+        self.place(tx, id, slot, state)
     }
 
-    /// Put `tx` (id `id`) in `slot` of its signer, whose next expected slot is `expected`,
-    /// within the look-ahead and the pool limits.
-    fn place(&mut self, tx: SignedTx, id: TxId, slot: u64, expected: u64) -> Result<TxId, Error> {
-        if slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
+    /// Put `tx` (id `id`) in `slot` of its signer, within the look-ahead, the waiting limits and
+    /// the pool limits.
+    fn place(&mut self, tx: SignedTx, id: TxId, slot: u64, state: &State) -> Result<TxId, Error> {
+        let did = tx.signer.did.clone();
+        let (expected, governance, run_end, waiting_here) = match self.by_signer.get(&did) {
+            Some(q) => (q.expected, q.governance, q.run_end(), q.waiting.len()),
+            None => {
+                let expected = expected_slot(state, &did);
+                (expected, state.governance().contains(&did), expected, 0)
+            }
+        };
+        if slot < expected || slot >= expected.saturating_add(self.limits.max_per_signer as u64) {
             return Err(Error::Refused(Refused::BadSequence {
                 got: tx.tx.seq,
                 expected: expected.saturating_sub(1),
             }));
         }
+        // Behind a gap: the signer's next slot is not filled up to this one.
+        if slot > run_end {
+            if waiting_here >= self.limits.max_waiting_per_signer {
+                return Err(Error::Busy(format!(
+                    "{did} already has {waiting_here} transactions waiting for an earlier \
+                     sequence number; send that one first"
+                )));
+            }
+            if self.waiting.len() >= self.limits.max_waiting {
+                return Err(Error::Busy(
+                    "too many transactions are waiting behind sequence gaps; send them in order"
+                        .into(),
+                ));
+            }
+        }
         let size = tx.bytes().len();
-        if self.order.len() >= self.limits.max_txs
-            || self.bytes.saturating_add(size) > self.limits.max_bytes
-        {
+        let (max_txs, max_bytes) = if governance {
+            (
+                self.limits
+                    .max_txs
+                    .saturating_add(self.limits.governance_reserve),
+                self.limits
+                    .max_bytes
+                    .saturating_add(GOVERNANCE_RESERVE_BYTES),
+            )
+        } else {
+            (self.limits.max_txs, self.limits.max_bytes)
+        };
+        if self.order.len() >= max_txs || self.bytes.saturating_add(size) > max_bytes {
             return Err(Error::Busy(
                 "the transaction pool is full; retry later".into(),
             ));
         }
-        let did = tx.signer.did.clone();
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        self.by_signer
+        let height = self.height;
+        let q = self
+            .by_signer
             .entry(did.clone())
-            .or_default()
-            .insert(slot, (arrival, id, tx));
-        self.order.insert(arrival, (did, slot));
+            .or_insert_with(|| SignerQueue {
+                expected,
+                governance,
+                txs: BTreeMap::new(),
+                waiting: Vec::new(),
+            });
+        q.txs.insert(
+            slot,
+            Pending {
+                arrival,
+                height,
+                id,
+                tx,
+            },
+        );
+        self.order.insert(arrival, (did.clone(), slot));
         self.bytes += size;
+        self.reclassify(&did);
         self.record(id, Outcome::Pending);
         Ok(id)
+    }
+
+    /// Recompute which of `did`'s transactions are ready and which wait, and the indexes that
+    /// follow from it. Costs the signer's pending count, which the look-ahead bounds.
+    fn reclassify(&mut self, did: &Did) {
+        let Some(q) = self.by_signer.get_mut(did) else {
+            self.ready.remove(did);
+            return;
+        };
+        for s in q.waiting.drain(..) {
+            if let Some(p) = q.txs.get(&s) {
+                self.waiting.remove(&(p.height, p.arrival));
+            }
+        }
+        let end = q.run_end();
+        q.waiting = q.txs.range(end..).map(|(s, _)| *s).collect();
+        for s in &q.waiting {
+            if let Some(p) = q.txs.get(s) {
+                self.waiting
+                    .insert((p.height, p.arrival), (did.clone(), *s));
+            }
+        }
+        if q.is_ready() {
+            self.ready.insert(did.clone());
+        } else {
+            self.ready.remove(did);
+        }
     }
 
     /// Hold a transaction another validator admitted and relayed. Only its place is checked here
@@ -222,36 +372,27 @@ impl Mempool {
         }
         let did = tx.signer.did.clone();
         let slot = slot(&tx);
-        if let Some(e) = self.by_signer.get(&did).and_then(|m| m.get(&slot)) {
-            return if e.1 == id {
+        if let Some(p) = self.by_signer.get(&did).and_then(|q| q.txs.get(&slot)) {
+            return if p.id == id {
                 Ok(id)
             } else {
                 Err(Error::Conflict(format!("{did} already has slot {slot}")))
             };
         }
-        let expected = expected_slot(state, &did);
-        if slot < expected {
-            return Err(Error::Refused(Refused::BadSequence {
-                got: tx.tx.seq,
-                expected: expected.saturating_sub(1),
-            }));
-        }
-        self.place(tx, id, slot, expected)?;
+        self.place(tx, id, slot, state)?;
         self.unchecked.insert(id);
         Ok(id)
     }
 
     fn admit_after_pending_create(&self, tx: &SignedTx) -> Result<(), Error> {
-        let Some((_, _, create)) = self.by_signer.get(&tx.signer.did).and_then(|m| m.get(&0))
-        else {
-            return Err(Error::Refused(Refused::UnknownSigner(
-                tx.signer.did.to_string(),
-            )));
-        };
-        let Op::CreateDid { key, .. } = &create.tx.op else {
-            return Err(Error::Refused(Refused::UnknownSigner(
-                tx.signer.did.to_string(),
-            )));
+        let unknown = || Error::Refused(Refused::UnknownSigner(tx.signer.did.to_string()));
+        let create = self
+            .by_signer
+            .get(&tx.signer.did)
+            .and_then(|q| q.txs.get(&0))
+            .ok_or_else(unknown)?;
+        let Op::CreateDid { key, .. } = &create.tx.tx.op else {
+            return Err(unknown());
         };
         if tx.signer != tx.signer.did.key_url(1) {
             return Err(Error::Refused(Refused::StaleKey(tx.signer.to_string())));
@@ -261,33 +402,27 @@ impl Mempool {
     }
 
     /// Up to `max` pending transactions that can apply in order: oldest first, and of each signer
-    /// only the run of consecutive slots starting at `next_slot(signer)` (a signer
-    /// takes the arrival slots of its transactions in sequence order). Transactions behind a gap
-    /// wait and cannot crowd out others.
-    pub fn pending(
-        &self,
-        max: usize,
-        next_slot: impl Fn(&Did) -> u64,
-        skip: &std::collections::HashSet<TxId>,
-    ) -> Vec<SignedTx> {
+    /// only the run of consecutive slots from its next expected slot (a signer takes the arrival
+    /// slots of its transactions in sequence order), minus what `skip` names (already in an
+    /// unfinalized block of the branch). Transactions behind a gap wait and cannot crowd out
+    /// others.
+    pub fn pending(&self, max: usize, skip: &HashSet<TxId>) -> Vec<SignedTx> {
         let mut runs: HashMap<&Did, std::vec::IntoIter<&SignedTx>> = HashMap::new();
         let mut out = Vec::new();
         for (did, _) in self.order.values() {
             if out.len() >= max {
                 break;
             }
-            let Some(txs) = self.by_signer.get(did) else {
+            let Some(q) = self.by_signer.get(did) else {
                 continue;
             };
-            // Each signer's contiguous run from its next slot, minus what `skip` names (already
-            // in an unfinalized block of the branch): filtered before anything is cloned.
+            // Filtered before anything is cloned.
             let run = runs.entry(did).or_insert_with(|| {
-                let first = next_slot(did);
-                txs.range(first..)
-                    .zip(first..)
-                    .take_while(|((slot, _), expected)| **slot == *expected)
-                    .filter(|((_, (_, id, _)), _)| !skip.contains(id))
-                    .map(|((_, (_, _, tx)), _)| tx)
+                let end = q.run_end();
+                q.txs
+                    .range(q.expected..end)
+                    .filter(|(_, p)| !skip.contains(&p.id))
+                    .map(|(_, p)| &p.tx)
                     .collect::<Vec<_>>()
                     .into_iter()
             });
@@ -299,15 +434,18 @@ impl Mempool {
     }
 
     fn remove(&mut self, did: &Did, slot: u64) -> Option<TxId> {
-        let mine = self.by_signer.get_mut(did)?;
-        let (arrival, id, tx) = mine.remove(&slot)?;
-        if mine.is_empty() {
+        let q = self.by_signer.get_mut(did)?;
+        let p = q.txs.remove(&slot)?;
+        self.order.remove(&p.arrival);
+        self.waiting.remove(&(p.height, p.arrival));
+        q.waiting.retain(|s| *s != slot);
+        self.bytes = self.bytes.saturating_sub(p.tx.bytes().len());
+        self.unchecked.remove(&p.id);
+        if q.txs.is_empty() {
             self.by_signer.remove(did);
         }
-        self.order.remove(&arrival);
-        self.bytes = self.bytes.saturating_sub(tx.bytes().len());
-        self.unchecked.remove(&id);
-        Some(id)
+        self.reclassify(did);
+        Some(p.id)
     }
 
     /// Drop a transaction a proposer refused, unless it may still apply later (its sequence
@@ -322,20 +460,23 @@ impl Mempool {
     }
 
     /// A block finalized at `height` with `txs`; `state` is the state after it. Removes what it
-    /// included and what it made stale.
+    /// included and what it made stale, and drops what waited behind a gap for more than
+    /// [`Limits::max_wait_blocks`] blocks.
     pub fn finalized(&mut self, height: u64, txs: &[SignedTx], state: &State) {
+        self.height = self.height.max(height);
         for tx in txs {
             self.remove(&tx.signer.did, slot(tx));
             self.record(TxId::of(tx), Outcome::Included(height));
         }
-        let signers: Vec<Did> = txs.iter().map(|t| t.signer.did.clone()).collect();
+        let signers: HashSet<Did> = txs.iter().map(|t| t.signer.did.clone()).collect();
         for did in signers {
             let next = expected_slot(state, &did);
-            let stale: Vec<u64> = self
-                .by_signer
-                .get(&did)
-                .map(|m| m.range(..next).map(|(s, _)| *s).collect())
-                .unwrap_or_default();
+            let Some(q) = self.by_signer.get_mut(&did) else {
+                continue;
+            };
+            q.expected = next;
+            let stale: Vec<u64> = q.txs.range(..next).map(|(s, _)| *s).collect();
+            self.reclassify(&did);
             for slot in stale {
                 if let Some(id) = self.remove(&did, slot) {
                     self.record(
@@ -347,27 +488,26 @@ impl Mempool {
                 }
             }
         }
+        self.evict_waiting();
     }
 
-    /// Drop transactions that waited more than `max_age` arrivals behind a sequence gap (their
-    /// predecessor never came), so a signer cannot park transactions forever.
-    pub fn evict_stuck(&mut self, max_age: u64, state: &State) {
-        let horizon = self.next_arrival.saturating_sub(max_age);
+    /// Drop transactions that waited behind a gap for more than the limit's blocks (their
+    /// predecessor never came), so nobody can park transactions forever.
+    fn evict_waiting(&mut self) {
+        let horizon = self.height.saturating_sub(self.limits.max_wait_blocks);
         let old: Vec<(Did, u64)> = self
-            .order
-            .range(..horizon)
+            .waiting
+            .range(..(horizon, 0))
             .map(|(_, k)| k.clone())
             .collect();
         for (did, slot) in old {
-            if slot > expected_slot(state, &did) {
-                if let Some(id) = self.remove(&did, slot) {
-                    self.record(
-                        id,
-                        Outcome::Refused(
-                            "waited too long for an earlier sequence number that never came".into(),
-                        ),
-                    );
-                }
+            if let Some(id) = self.remove(&did, slot) {
+                self.record(
+                    id,
+                    Outcome::Refused(
+                        "waited too long for an earlier sequence number that never came".into(),
+                    ),
+                );
             }
         }
     }

@@ -26,6 +26,7 @@ use crate::files::{RegistryDir, read_key};
 use crate::ledger::Ledger;
 use crate::mempool::Limits;
 use crate::store::{FaultPoint, SqlStore};
+use crate::sync_server::{SyncLimits, SyncServer};
 
 /// Largest p2p message: a full block plus framing.
 const MAX_MESSAGE: u32 = 20 * 1024 * 1024;
@@ -49,6 +50,8 @@ pub struct NodeOptions {
     pub stop: Option<Arc<tokio::sync::Notify>>,
     /// Print nothing on start and stop.
     pub quiet: bool,
+    /// Per-client limits and cache of `/v1/sync`.
+    pub sync_limits: SyncLimits,
 }
 
 /// Run until SIGINT/SIGTERM. Blocks the calling thread (commonware owns the runtime).
@@ -103,6 +106,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
     let crash_at = crash_point()?;
     let stop = opts.stop.clone();
     let quiet = opts.quiet;
+    let sync_limits = opts.sync_limits;
 
     let cfg = cw_tokio::Config::new()
         .with_storage_directory(data.join("consensus"))
@@ -197,6 +201,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
             }),
+            sync: SyncServer::new(sync_limits),
         });
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
@@ -208,7 +213,8 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                 endpoint.p2p
             );
         }
-        let server = axum::serve(listener, api::router(api)).with_graceful_shutdown(async move {
+        let app = api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             match stop {
                 Some(n) => tokio::select! {
                     _ = shutdown() => {}

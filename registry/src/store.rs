@@ -12,8 +12,9 @@ use std::sync::Mutex;
 
 use civis_core::chain::block::{Block, Header};
 use civis_core::chain::light::EpochChange;
-use civis_core::chain::smt::{self, Hash};
+use civis_core::chain::smt::Hash;
 use civis_core::chain::state::{Entry, Genesis, State};
+use civis_core::chain::table::Table;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 use thiserror::Error;
@@ -130,8 +131,22 @@ impl Commit {
     }
 }
 
-/// One kiosk-tree write to undo: `(tag, key, value before the write)`.
-pub type Undo = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+/// One kiosk-tree write to undo: `(table, key, value before the write)`.
+pub type Undo = (Table, Vec<u8>, Option<Vec<u8>>);
+
+/// How a table is stored in the `tag` columns: its one-byte code.
+fn table_column(t: Table) -> Vec<u8> {
+    vec![t.code()]
+}
+
+/// The table a stored `tag` column names.
+fn table_of(column: &[u8]) -> Result<Table, StoreError> {
+    match column {
+        [code] => Table::from_code(*code),
+        _ => None,
+    }
+    .ok_or_else(|| StoreError::Corrupt("a stored entry names an unknown table".into()))
+}
 
 /// A stored block with its finalization certificate, if it was finalized directly.
 pub type StoredBlock = (Block, Option<Vec<u8>>);
@@ -162,12 +177,15 @@ pub trait Store {
     /// The highest block that has its own finalization certificate.
     fn latest_certified(
         &self,
+        at_most: u64,
     ) -> impl Future<Output = Result<Option<(Block, Vec<u8>)>, StoreError>> + Send;
-    /// The kiosk-tree writes of blocks above `height`, newest block first: `(height, entry
-    /// replaced with its old value or None)`. Undoing them yields the kiosk tree at `height`.
+    /// The kiosk-tree writes of blocks in `(above, upto]`, newest block first: `(height, entry
+    /// replaced with its old value or None)`. Undoing them on the tree at `upto` yields the
+    /// kiosk tree at `above`.
     fn kiosk_undo(
         &self,
-        height: u64,
+        above: u64,
+        upto: u64,
     ) -> impl Future<Output = Result<Vec<(u64, Undo)>, StoreError>> + Send;
     /// The validator-set changes certified at heights in `(after, upto]`, oldest first.
     fn epoch_changes(
@@ -196,14 +214,16 @@ impl<T: Store + Send + Sync> Store for std::sync::Arc<T> {
     }
     fn latest_certified(
         &self,
+        at_most: u64,
     ) -> impl Future<Output = Result<Option<(Block, Vec<u8>)>, StoreError>> + Send {
-        T::latest_certified(self)
+        T::latest_certified(self, at_most)
     }
     fn kiosk_undo(
         &self,
-        height: u64,
+        above: u64,
+        upto: u64,
     ) -> impl Future<Output = Result<Vec<(u64, Undo)>, StoreError>> + Send {
-        T::kiosk_undo(self, height)
+        T::kiosk_undo(self, above, upto)
     }
     fn epoch_changes(
         &self,
@@ -237,10 +257,10 @@ fn check_resumed(
     let merge = |genesis_tree: &civis_core::chain::state::Tree, stored: Vec<Entry>| {
         let mut all: BTreeMap<Hash, Entry> = genesis_tree
             .entries()
-            .map(|e| (smt::key_path(&e.tag, &e.key), e.clone()))
+            .map(|e| (e.path(), e.clone()))
             .collect();
         for e in stored {
-            all.insert(smt::key_path(&e.tag, &e.key), e);
+            all.insert(e.path(), e);
         }
         all.into_values().collect::<Vec<_>>()
     };
@@ -321,8 +341,7 @@ impl Store for MemoryStore {
             .insert(h, (c.block.clone(), c.finalization.clone()));
         for (tree, entries) in [(KIOSK, &c.kiosk), (PUBLIC, &c.public)] {
             for e in entries {
-                g.entries
-                    .insert((tree, smt::key_path(&e.tag, &e.key)), e.clone());
+                g.entries.insert((tree, e.path()), e.clone());
             }
         }
         g.kiosk_history.insert(
@@ -330,7 +349,7 @@ impl Store for MemoryStore {
             c.kiosk
                 .iter()
                 .zip(&c.kiosk_before)
-                .map(|(e, old)| (e.tag.clone(), e.key.clone(), old.clone()))
+                .map(|(e, old)| (e.table, e.key.clone(), old.clone()))
                 .collect(),
         );
         if let Some(change) = &c.epoch_change {
@@ -353,18 +372,21 @@ impl Store for MemoryStore {
         Ok(g.blocks.get(&height).cloned())
     }
 
-    async fn latest_certified(&self) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
+    async fn latest_certified(&self, at_most: u64) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
         let g = self.inner.lock().map_err(poisoned)?;
         Ok(g.blocks
-            .values()
+            .range(..=at_most)
             .rev()
-            .find_map(|(b, f)| f.as_ref().map(|f| (b.clone(), f.clone()))))
+            .find_map(|(_, (b, f))| f.as_ref().map(|f| (b.clone(), f.clone()))))
     }
 
-    async fn kiosk_undo(&self, height: u64) -> Result<Vec<(u64, Undo)>, StoreError> {
+    async fn kiosk_undo(&self, above: u64, upto: u64) -> Result<Vec<(u64, Undo)>, StoreError> {
         let g = self.inner.lock().map_err(poisoned)?;
+        if upto <= above {
+            return Ok(Vec::new());
+        }
         Ok(g.kiosk_history
-            .range(height.saturating_add(1)..)
+            .range(above.saturating_add(1)..=upto)
             .rev()
             .flat_map(|(h, undos)| undos.iter().map(|u| (*h, u.clone())))
             .collect())
@@ -558,8 +580,8 @@ impl Store for SqlStore {
                 for e in chunk {
                     q = q
                         .bind(tree)
-                        .bind(smt::key_path(&e.tag, &e.key).to_vec())
-                        .bind(e.tag.clone())
+                        .bind(e.path().to_vec())
+                        .bind(table_column(e.table))
                         .bind(e.key.clone())
                         .bind(e.value.clone())
                         .bind(h64);
@@ -576,7 +598,7 @@ impl Store for SqlStore {
             for (e, old) in chunk {
                 q = q
                     .bind(h64)
-                    .bind(e.tag.clone())
+                    .bind(table_column(e.table))
                     .bind(e.key.clone())
                     .bind((*old).clone());
             }
@@ -615,11 +637,12 @@ impl Store for SqlStore {
         Ok(Some((block, fin)))
     }
 
-    async fn latest_certified(&self) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
+    async fn latest_certified(&self, at_most: u64) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
         let row = sqlx::query(
             "SELECT block, finalization FROM blocks WHERE finalization IS NOT NULL \
-             ORDER BY height DESC LIMIT 1",
+             AND height <= $1 ORDER BY height DESC LIMIT 1",
         )
+        .bind(height_i64(at_most)?)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -629,20 +652,22 @@ impl Store for SqlStore {
         Ok(Some((block, fin)))
     }
 
-    async fn kiosk_undo(&self, height: u64) -> Result<Vec<(u64, Undo)>, StoreError> {
+    async fn kiosk_undo(&self, above: u64, upto: u64) -> Result<Vec<(u64, Undo)>, StoreError> {
         let rows = sqlx::query(
             "SELECT height, tag, key, old_value FROM kiosk_history WHERE height > $1 \
-             ORDER BY height DESC",
+             AND height <= $2 ORDER BY height DESC",
         )
-        .bind(height_i64(height)?)
+        .bind(height_i64(above)?)
+        .bind(height_i64(upto)?)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(|row| {
                 let h: i64 = row.try_get(0)?;
+                let table: Vec<u8> = row.try_get(1)?;
                 Ok((
                     u64::try_from(h).unwrap_or(0),
-                    (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
+                    (table_of(&table)?, row.try_get(2)?, row.try_get(3)?),
                 ))
             })
             .collect()
@@ -680,8 +705,9 @@ impl Store for SqlStore {
         let (mut kiosk, mut public) = (Vec::new(), Vec::new());
         for row in rows {
             let tree: i16 = row.try_get(0)?;
+            let table: Vec<u8> = row.try_get(1)?;
             let e = Entry {
-                tag: row.try_get(1)?,
+                table: table_of(&table)?,
                 key: row.try_get(2)?,
                 value: row.try_get(3)?,
             };

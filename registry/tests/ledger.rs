@@ -255,3 +255,151 @@ async fn relayed_transactions_are_checked_when_proposed() {
     h.ledger.gossiped(stranger.create("another-chain").bytes());
     assert_eq!(h.ledger.mempool_size().0, 0);
 }
+
+/// The jam attack: free DIDs park transactions behind sequence gaps until the pool is full,
+/// so that nothing is ever admitted again. Waiting transactions have their own small bounds,
+/// so the pool keeps room: an honest new DID and a governance transaction are admitted and
+/// final in the next block; the parked ones never make a proposer think something is ready,
+/// and they are dropped after the wait limit.
+#[tokio::test]
+async fn transactions_parked_behind_gaps_cannot_jam_the_pool() {
+    let mut h = Harness::new().await;
+    let limits = Limits::default();
+    let mut spammers: Vec<Holder> = (0..40).map(|i| Holder::new(&format!("spam{i}"))).collect();
+    for s in &spammers {
+        h.ledger.submit(s.create(CHAIN).bytes()).unwrap();
+    }
+    h.block(true).await;
+    let (mut parked, mut busy) = (0usize, 0usize);
+    for s in &mut spammers {
+        // Sequence number 0 never comes: everything from 1 on waits behind the gap.
+        for seq in 1..1_000 {
+            s.seq = seq;
+            match h.ledger.submit(s.sign(CHAIN, Op::Deactivate).bytes()) {
+                Ok(_) => parked += 1,
+                Err(civis_registry::Error::Busy(_)) => busy += 1,
+                Err(e) => panic!("unexpected refusal: {e}"),
+            }
+        }
+    }
+    assert_eq!(parked, 40 * limits.max_waiting_per_signer);
+    assert!(parked <= limits.max_waiting);
+    assert_eq!(busy, 40 * 999 - parked);
+    assert!(
+        !h.ledger.has_pending(),
+        "parked transactions count as ready"
+    );
+
+    let honest = Holder::new("honest");
+    let mut gov = governance();
+    let created = h.ledger.submit(honest.create(CHAIN).bytes()).unwrap();
+    let election = h
+        .ledger
+        .submit(
+            gov.sign(
+                CHAIN,
+                Op::RegisterElection {
+                    id: "council-2026".into(),
+                    eligibility: vec![("age_over_18".into(), ciborium::Value::Bool(true))],
+                    opens: T0,
+                    closes: T0 + 86_400,
+                },
+            )
+            .bytes(),
+        )
+        .unwrap();
+    assert!(h.ledger.has_pending());
+    let height = h.block(true).await;
+    assert_eq!(h.ledger.outcome(&created), Some(Outcome::Included(height)));
+    assert_eq!(h.ledger.outcome(&election), Some(Outcome::Included(height)));
+
+    // After the wait limit the parked transactions are gone, each with its reason.
+    for _ in 0..limits.max_wait_blocks {
+        h.block(false).await;
+    }
+    assert_eq!(h.ledger.mempool_size().0, 0);
+    spammers[0].seq = 1;
+    let first = spammers[0].sign(CHAIN, Op::Deactivate);
+    let id = civis_registry::mempool::TxId::of(&first);
+    assert!(matches!(
+        h.ledger.outcome(&id),
+        Some(Outcome::Refused(why)) if why.contains("waited too long")
+    ));
+}
+
+/// A full pool still admits governance: its members have reserved room.
+#[tokio::test]
+async fn a_full_pool_keeps_room_for_governance() {
+    let limits = Limits {
+        max_txs: 20,
+        ..Limits::default()
+    };
+    let ledger: Ledger<Arc<MemoryStore>> =
+        Ledger::open(genesis(CHAIN, 4, T0), Arc::default(), limits)
+            .await
+            .unwrap();
+    for i in 0..20 {
+        ledger
+            .submit(Holder::new(&format!("fill{i}")).create(CHAIN).bytes())
+            .unwrap();
+    }
+    let late = Holder::new("late");
+    assert!(matches!(
+        ledger.submit(late.create(CHAIN).bytes()),
+        Err(civis_registry::Error::Busy(_))
+    ));
+    let mut gov = governance();
+    ledger
+        .submit(
+            gov.sign(
+                CHAIN,
+                Op::RegisterElection {
+                    id: "e".into(),
+                    eligibility: Vec::new(),
+                    opens: T0,
+                    closes: T0 + 10,
+                },
+            )
+            .bytes(),
+        )
+        .unwrap();
+}
+
+/// Free DIDs cost every kiosk nothing: a burst of them leaves the kiosk sub-root, and so the
+/// cold bundle's entries and size, as they were; only the public tree grows.
+#[tokio::test]
+async fn a_burst_of_free_dids_does_not_grow_what_kiosks_sync() {
+    let mut h = Harness::new().await;
+    h.block(true).await;
+    let before = h.ledger.sync_bundle(None).await.unwrap();
+    let (head, _) = h.ledger.head();
+    for round in 0..5 {
+        for i in 0..200 {
+            h.ledger
+                .submit(
+                    Holder::new(&format!("spam-{round}-{i}"))
+                        .create(CHAIN)
+                        .bytes(),
+                )
+                .unwrap();
+        }
+        h.block(false).await;
+    }
+    h.block(true).await;
+    let (after_head, state) = h.ledger.head();
+    let genesis_state = civis_core::chain::state::State::genesis(&genesis(CHAIN, 4, T0)).unwrap();
+    // Each DID's record and first key, in the public tree only.
+    assert_eq!(
+        state.public_tree().len(),
+        genesis_state.public_tree().len() + 2_000
+    );
+    assert_eq!(after_head.kiosk_root, head.kiosk_root);
+    let after = h.ledger.sync_bundle(None).await.unwrap();
+    assert_eq!(after.entries, before.entries);
+    assert_eq!(after.status, before.status);
+    let (a, b) = (before.encode().len(), after.encode().len());
+    assert!(
+        a.abs_diff(b) <= 8,
+        "cold bundle went from {a} to {b} bytes after 1,000 free DIDs"
+    );
+}

@@ -233,7 +233,7 @@ async fn check_real_certificate(store: &MemoryStore) {
     use civis_core::cbor::CborForm as _;
     use civis_core::chain::cert::{Finalization, ValidatorSet};
     let (block, fin) = store
-        .latest_certified()
+        .latest_certified(i64::MAX as u64)
         .await
         .unwrap()
         .expect("a certified block");
@@ -455,7 +455,7 @@ fn validator_set_change_hands_over_at_the_epoch_boundary() {
         let boundary_fin = Finalization::decode(&changes[0].finalization).unwrap();
         boundary_fin.verify(&old).unwrap();
         assert_eq!(boundary_fin.proposal.epoch, 0);
-        let (latest, fin) = stores[2].latest_certified().await.unwrap().unwrap();
+        let (latest, fin) = stores[2].latest_certified(i64::MAX as u64).await.unwrap().unwrap();
         assert!(latest.header.height >= LENGTH);
         let fin = Finalization::decode(&fin).unwrap();
         assert_eq!(fin.proposal.epoch, 1);

@@ -17,6 +17,9 @@ use civis_core::status::StatusDelta;
 use civis_registry::store::{Commit, FaultPoint, MemoryStore, SqlStore, Store, StoreError};
 use sha2::Digest;
 
+/// Every height a store can hold (heights are stored as i64).
+const ALL: u64 = i64::MAX as u64;
+
 const CHAIN: &str = "civis-store-test";
 const T0: i64 = 1_780_000_000;
 
@@ -215,7 +218,7 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
     let (blk, fin) = restarted.block(5).await.unwrap().unwrap();
     assert_eq!(blk.header, chain[4].0.block.header);
     assert_eq!(fin, Some(vec![4u8; 8]));
-    let (certified, fin) = restarted.latest_certified().await.unwrap().unwrap();
+    let (certified, fin) = restarted.latest_certified(ALL).await.unwrap().unwrap();
     assert_eq!((certified.header.height, fin), (5, vec![4u8; 8]));
     // The boundary block's validator-set change is kept with its certificate and proof.
     let changes = restarted.epoch_changes(0, 5).await.unwrap();
@@ -229,7 +232,7 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
     );
     civis_core::chain::smt::verify(
         &changes[0].header.kiosk_root,
-        &civis_core::chain::smt::key_path(civis_core::chain::state::tag::CHAIN, b"validators"),
+        &civis_core::chain::table::Table::Chain.path(b"validators"),
         Some(&civis_core::chain::smt::value_hash(&changes[0].record)),
         &changes[0].proof,
     )
@@ -239,10 +242,10 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
     // Undoing the kiosk writes above a height rebuilds that height's kiosk tree exactly.
     for base in 0..5 {
         let mut tree = chain[4].1.kiosk_tree().clone();
-        let undo = restarted.kiosk_undo(base as u64).await.unwrap();
+        let undo = restarted.kiosk_undo(base as u64, ALL).await.unwrap();
         assert!(undo.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
         for (_, (t, k, old)) in undo {
-            tree.restore_entry(&t, &k, old);
+            tree.restore_entry(t, &k, old);
         }
         let want = if base == 0 {
             State::genesis(&g).unwrap().kiosk_root()
@@ -251,8 +254,25 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
         };
         assert_eq!(tree.root(), want, "kiosk tree at height {base}");
     }
-    // A block larger than one multi-row statement (250 DIDs: 500 entries and 250 history rows).
-    let txs: Vec<SignedTx> = (0..250)
+    // A block larger than one multi-row statement: 250 DIDs (500 public entries) and a list of
+    // 250 chunks from the accredited issuer (250 kiosk entries and history rows).
+    let (i0, i1) = (key("issuer0"), key("issuer1"));
+    let issuer = Did::from_inception(i0.public_key(), &KeyCommitment::to(i1.public_key()));
+    let bulk_list = SignedTx::sign(
+        Tx {
+            chain: CHAIN.into(),
+            seq: 3,
+            op: Op::CreateStatusList {
+                list: "bulk".into(),
+                bits: 1,
+                size: 250 * 8192,
+            },
+        },
+        issuer.key_url(1),
+        &i0,
+    )
+    .unwrap();
+    let mut txs: Vec<SignedTx> = (0..250)
         .map(|i| {
             let (k0, k1) = (key(&format!("bulk{i}/0")), key(&format!("bulk{i}/1")));
             let did = Did::from_inception(k0.public_key(), &KeyCommitment::to(k1.public_key()));
@@ -271,10 +291,11 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
             .unwrap()
         })
         .collect();
+    txs.push(bulk_list);
     let (parent, parent_state) = (&chain[4].0.block.header, &chain[4].1);
     let built = block::build(parent_state, parent, txs, T0 + 10);
-    assert!(built.refused.is_empty());
-    assert_eq!(built.block.txs.len(), 250);
+    assert!(built.refused.is_empty(), "{:?}", built.refused);
+    assert_eq!(built.block.txs.len(), 251);
     let commit = Commit::new(built.block.clone(), None, parent_state, &built.state);
     assert!(commit.kiosk.len() >= 250 && commit.public.len() >= 250);
     restarted.commit(&commit).await.unwrap();
@@ -282,7 +303,7 @@ async fn contract<S: Store, F: AsyncFn() -> S>(
     let r = again.resume(&g).await.unwrap();
     assert_eq!(r.head, built.block.header);
     assert_eq!(r.state.root(), built.state.root());
-    let undo = again.kiosk_undo(5).await.unwrap();
+    let undo = again.kiosk_undo(5, ALL).await.unwrap();
     assert_eq!(undo.len(), commit.kiosk.len());
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use civis_core::Timestamp;
+use civis_core::api::TxOutcome;
 use civis_core::cbor::CborForm;
 use civis_core::chain::light::KioskSnapshot;
 use civis_core::chain::state::status_uri;
@@ -31,10 +32,12 @@ use civis_core::verify::{Policy, Presentation, TrustSnapshot, Verdict, verify_pr
 use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
 use civis_firmware_bridge::transport::InProcess;
 use civis_firmware_bridge::virtual_card;
-use civis_registry::client::{Client, field, sync_snapshot, verify_did_answer};
 use civis_registry::consensus::engine::Timing;
-use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir, read_key};
+use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir};
 use civis_registry::node::{self, NodeOptions};
+use civis_registry_client::Client;
+use civis_registry_client::keyfile::read_key;
+use civis_verifier::sync::sync_snapshot;
 use civis_wallet_core::applet::CardState;
 use civis_wallet_core::holder;
 use clap::Args;
@@ -133,6 +136,7 @@ impl Registry {
             gossip: true,
             stop: Some(Arc::clone(&stop)),
             quiet: true,
+            sync_limits: Default::default(),
         };
         let thread = std::thread::spawn(move || {
             if let Err(e) = node::run(opts) {
@@ -142,11 +146,7 @@ impl Registry {
         let client = Client::new(&format!("http://{}", endpoint.http))?;
         let mut up = false;
         for _ in 0..200 {
-            if client
-                .health()
-                .await
-                .is_ok_and(|h| field(&h, "height").as_u64() >= Some(1))
-            {
+            if client.health().await.is_ok_and(|h| h.height >= 1) {
                 up = true;
                 break;
             }
@@ -181,18 +181,16 @@ impl Registry {
             signer.clone(),
             key,
         )?;
-        let id = self.client.submit(tx.bytes().to_vec()).await?;
         let out = self
             .client
-            .wait(&id, std::time::Duration::from_secs(30))
+            .submit_and_wait(tx.bytes(), std::time::Duration::from_secs(30))
             .await?;
-        if field(&out, "status") != "included" {
-            return Err(format!("{name} was not included: {out}").into());
-        }
+        let TxOutcome::Included { height } = out.outcome else {
+            return Err(format!("{name} was not included: {:?}", out.outcome).into());
+        };
         println!(
-            "    {name:<18} tx {}…  final in block {}",
-            id.get(..12).unwrap_or(&id),
-            field(&out, "height")
+            "    {name:<18} tx {}…  final in block {height}",
+            out.id.get(..12).unwrap_or(&out.id),
         );
         Ok(())
     }
@@ -238,13 +236,9 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     let health = registry.client.health().await?;
     println!(
         "    chain {}   height {}   state root {}…",
-        field(&health, "chainId"),
-        field(&health, "height"),
-        field(&health, "stateRoot")
-            .as_str()
-            .unwrap_or_default()
-            .get(..16)
-            .unwrap_or_default()
+        health.chain_id,
+        health.height,
+        hex::encode(health.state_root).get(..16).unwrap_or_default()
     );
 
     step(
@@ -268,11 +262,10 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
             },
         )
         .await?;
-    let answer = registry.client.did(doc.id.as_str()).await?;
-    let header = verify_did_answer(&doc.id, &answer)?;
+    let resolved = registry.client.did(&doc.id).await?.verify(&doc.id)?;
     println!(
         "    resolved online with a Merkle proof against the state of block {}",
-        header.height
+        resolved.header.height
     );
 
     step(

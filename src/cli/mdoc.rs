@@ -131,7 +131,7 @@ fn anchor(raw: &[u8]) -> std::result::Result<TrustAnchor, String> {
             .kid
             .clone()
             .ok_or("trust JWK has no kid (the issuer's DID URL)")?;
-        DidUrl::parse(&kid).map_err(|e| format!("trust JWK kid: {e}"))?;
+        let kid = DidUrl::parse(&kid).map_err(|e| format!("trust JWK kid: {e}"))?;
         return Ok(TrustAnchor::DidKey {
             kid,
             key: jwk.public_key().map_err(|e| e.to_string())?,

@@ -5,14 +5,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use civis_core::api::TxOutcome;
 use civis_core::chain::tx::{ElementGrants, Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, DidUrl, KeyCommitment};
 use civis_core::status::StatusDelta;
-use civis_registry::client::{Client, field, sync_snapshot, verify_did_answer};
 use civis_registry::consensus::engine::Timing;
-use civis_registry::files::{RegistryDir, read_key, write_atomic, write_key};
+use civis_registry::files::RegistryDir;
 use civis_registry::node::{self, NodeOptions};
+use civis_registry::sync_server::SyncLimits;
+use civis_registry_client::Client;
+use civis_registry_client::keyfile::{read_key, write_key, write_secret};
+use civis_verifier::sync::sync_snapshot;
 use clap::{Args, Subcommand};
 
 /// Registry commands.
@@ -62,6 +66,12 @@ pub enum RegistryCommand {
         /// this node to lead a view, and is lost if this node is).
         #[arg(long)]
         no_gossip: bool,
+        /// `/v1/sync` requests one client address may make at once.
+        #[arg(long, default_value_t = 10)]
+        sync_burst: u32,
+        /// `/v1/sync` requests a client address regains per second.
+        #[arg(long, default_value_t = 1.0)]
+        sync_per_second: f64,
     },
     /// Generate a DID key pair: FILE (key-1) and FILE's `.next.jwk` (the pre-rotation key).
     Keygen {
@@ -238,11 +248,16 @@ fn validator_key(v: &str) -> Result<civis_core::crypto::EcPublicKey> {
 
 /// `alice.jwk` → `alice.next.jwk`.
 pub fn next_key_path(key: &Path) -> PathBuf {
+    sibling_key_path(key, "next")
+}
+
+/// `alice.jwk` → `alice.WHICH.jwk`.
+fn sibling_key_path(key: &Path, which: &str) -> PathBuf {
     let stem = key
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    key.with_file_name(format!("{stem}.next.jwk"))
+    key.with_file_name(format!("{stem}.{which}.jwk"))
 }
 
 fn execute(cmd: RegistryCommand) -> Result<()> {
@@ -288,6 +303,8 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             db,
             listen,
             no_gossip,
+            sync_burst,
+            sync_per_second,
         } => Ok(node::run(NodeOptions {
             dir: RegistryDir::new(dir),
             index: validator,
@@ -297,6 +314,11 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             gossip: !no_gossip,
             stop: None,
             quiet: false,
+            sync_limits: SyncLimits {
+                burst: sync_burst,
+                per_second: sync_per_second,
+                ..SyncLimits::default()
+            },
         })?),
         RegistryCommand::Keygen { out } => {
             let key = SoftwareKey::generate(&mut rand_core::OsRng);
@@ -315,16 +337,14 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
         RegistryCommand::Resolve { node, did } => runtime()?.block_on(async move {
             let did = Did::parse(&did)?;
             let client = Client::new(&node)?;
-            let answer = client.did(did.as_str()).await?;
-            let header = verify_did_answer(&did, &answer)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(field(&answer, "document"))?
-            );
+            let verified = client.did(&did).await?.verify(&did)?;
+            // The document printed is the one the proven record describes, not the node's.
+            println!("{}", serde_json::to_string_pretty(&verified.document)?);
             eprintln!(
-                "proof verified against public root {} of height {}",
-                hex::encode(header.public_root),
-                header.height
+                "record proven against public root {} of the header at height {} (the header \
+                 itself is as trusted as the node; a synced snapshot or certificate vouches for it)",
+                hex::encode(verified.header.public_root),
+                verified.header.height
             );
             Ok(())
         }),
@@ -400,11 +420,7 @@ fn json_to_cbor(v: &serde_json::Value) -> Result<ciborium::Value> {
 async fn tx(args: TxArgs) -> Result<()> {
     let (key, kid) = read_key(&args.key)?;
     let client = Client::new(&args.node)?;
-    let health = client.health().await?;
-    let chain = field(&health, "chainId")
-        .as_str()
-        .ok_or_else(|| anyhow!("node did not say its chain id"))?
-        .to_owned();
+    let chain = client.health().await?.chain_id;
     let next_path = next_key_path(&args.key);
     let mut rotated: Option<(SoftwareKey, SoftwareKey)> = None;
     let (signer, op) = match args.op {
@@ -428,7 +444,17 @@ async fn tx(args: TxArgs) -> Result<()> {
                 TxOp::CreateDid => unreachable!("handled above"),
                 TxOp::Rotate => {
                     let (next, _) = read_key(&next_path)?;
-                    let after = SoftwareKey::generate(&mut rand_core::OsRng);
+                    // The key after `next` is committed to by this transaction: it is on disk
+                    // before the transaction leaves (reused if an earlier attempt left it), so
+                    // no crash can lose the only key the chain will accept next.
+                    let after_path = sibling_key_path(&args.key, "after");
+                    let after = if after_path.exists() {
+                        read_key(&after_path)?.0
+                    } else {
+                        let k = SoftwareKey::generate(&mut rand_core::OsRng);
+                        write_key(&after_path, &k, None)?;
+                        k
+                    };
                     let op = Op::RotateKey {
                         key: next.public_key().clone(),
                         next: KeyCommitment::to(after.public_key()),
@@ -460,14 +486,7 @@ async fn tx(args: TxArgs) -> Result<()> {
                     // Cards check the statement against the kiosk's current key, so take it
                     // from the chain (with its proof), not from the operator.
                     let kiosk = Did::parse(&kiosk)?;
-                    let answer = client.did(kiosk.as_str()).await?;
-                    verify_did_answer(&kiosk, &answer)?;
-                    let record = hex::decode(
-                        field(field(&answer, "proof"), "record")
-                            .as_str()
-                            .unwrap_or_default(),
-                    )?;
-                    let record = civis_core::chain::state::DidRecord::decode(&record)?;
+                    let record = client.did(&kiosk).await?.verify(&kiosk)?.record;
                     let accreditation = civis_core::kiosk::KioskAccreditation {
                         chain: chain.clone(),
                         kiosk: kiosk.clone(),
@@ -543,20 +562,18 @@ async fn tx(args: TxArgs) -> Result<()> {
     let seq = match (args.seq, &op) {
         (Some(s), _) => s,
         (None, Op::CreateDid { .. }) => 0,
-        (None, _) => field(&client.did(signer.did.as_str()).await?, "nextSeq")
-            .as_u64()
-            .ok_or_else(|| anyhow!("node did not say the next sequence number"))?,
+        (None, _) => client.did(&signer.did).await?.next_seq,
     };
     let name = op.name();
     let signed = SignedTx::sign(Tx { chain, seq, op }, signer.clone(), &key)?;
-    let id = client.submit(signed.bytes().to_vec()).await?;
+    let submitted = client.submit(signed.bytes()).await?;
     if args.no_wait {
-        println!("{}", serde_json::json!({"id": id, "status": "pending"}));
+        println!("{}", serde_json::to_string(&submitted)?);
         return Ok(());
     }
-    let outcome = client.wait(&id, Duration::from_secs(60)).await?;
-    println!("{outcome}");
-    if field(&outcome, "status") != "included" {
+    let answer = client.wait(&submitted.id, Duration::from_secs(60)).await?;
+    println!("{}", serde_json::to_string(&answer)?);
+    if !matches!(answer.outcome, TxOutcome::Included { .. }) {
         bail!("{name} was not included");
     }
     if let Some((next, after)) = rotated {
@@ -569,8 +586,11 @@ async fn tx(args: TxArgs) -> Result<()> {
         let jwk = |k: &SoftwareKey, n: u32| {
             civis_core::jwk::Jwk::from_private(k, Some(signer.did.key_url(n).to_string())).to_json()
         };
-        write_atomic(&args.key, jwk(&next, index + 1).as_bytes())?;
-        write_atomic(&next_path, jwk(&after, index + 2).as_bytes())?;
+        // Each step leaves every key on disk: `after` stays in its own file until both
+        // replacements are durable.
+        write_secret(&args.key, jwk(&next, index + 1).as_bytes())?;
+        write_secret(&next_path, jwk(&after, index + 2).as_bytes())?;
+        let _ = std::fs::remove_file(sibling_key_path(&args.key, "after"));
     }
     if name == "create-did" {
         eprintln!("{}", signer.did);

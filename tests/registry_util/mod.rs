@@ -104,16 +104,21 @@ impl Cluster {
 
     /// Start validator `i` (SQLite unless `db`) and wait until its API answers.
     pub fn start(&mut self, i: usize, db: Option<&str>) {
-        self.spawn(i, db, None);
+        self.start_with(i, db, &[]);
+    }
+
+    /// Start validator `i` with extra `civis registry run` flags and wait until it answers.
+    pub fn start_with(&mut self, i: usize, db: Option<&str>, extra: &[&str]) {
+        self.spawn(i, db, None, extra);
         self.wait_up(i);
     }
 
     /// Start validator `i` with `CIVIS_CRASH_AT` set (it may die before its API answers).
     pub fn start_crashing(&mut self, i: usize, db: Option<&str>, crash_at: &str) {
-        self.spawn(i, db, Some(crash_at));
+        self.spawn(i, db, Some(crash_at), &[]);
     }
 
-    fn spawn(&mut self, i: usize, db: Option<&str>, crash_at: Option<&str>) {
+    fn spawn(&mut self, i: usize, db: Option<&str>, crash_at: Option<&str>, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,6 +127,7 @@ impl Cluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_civis"));
         cmd.args(["registry", "run", "--dir", self.dir.to_str().unwrap()])
             .args(["--validator", &i.to_string()])
+            .args(extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         if let Some(db) = db {

@@ -1,9 +1,12 @@
 //! The verifier kiosk.
 //!
-//! What will live here: the registry sync client (light client in `civis-core`), offline
-//! verification with [`civis_core::verify`], NFC and QR intake, the local kiosk screen, and the
-//! e-voting station profile.
+//! Today: [`sync`], the kiosk side of registry sync (the light client in `civis-core` advancing
+//! a snapshot file from sync bundles). To come: offline verification with
+//! [`civis_core::verify`], NFC and QR intake, the local kiosk screen, and the e-voting station
+//! profile.
 #![forbid(unsafe_code)]
+
+pub mod sync;
 
 pub use civis_core as core;
 pub use civis_firmware_bridge as bridge;

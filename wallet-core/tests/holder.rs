@@ -53,7 +53,7 @@ fn citizen_wallet() -> (Wallet, SoftwareKey, SoftwareKey) {
             key_authorizations: None,
         },
         &issuer,
-        &IssuerKeyId::Kid("did:civis:issuer#key-1".into()),
+        &IssuerKeyId::Kid(issuer_kid(&issuer).to_string()),
         &mut OsRng,
     )
     .unwrap();
@@ -66,9 +66,15 @@ fn citizen_wallet() -> (Wallet, SoftwareKey, SoftwareKey) {
     (wallet, device, issuer)
 }
 
+/// The issuer's DID URL (a DID incepted from its key).
+fn issuer_kid(issuer: &SoftwareKey) -> civis_core::did::DidUrl {
+    let next = civis_core::did::KeyCommitment::to(issuer.public_key());
+    civis_core::did::Did::from_inception(issuer.public_key(), &next).key_url(1)
+}
+
 fn anchors(issuer: &SoftwareKey) -> [TrustAnchor; 1] {
     [TrustAnchor::DidKey {
-        kid: "did:civis:issuer#key-1".into(),
+        kid: issuer_kid(issuer),
         key: issuer.public_key().clone(),
     }]
 }

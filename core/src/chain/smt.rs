@@ -1,8 +1,8 @@
 //! The authenticated map of the registry state: a compacted binary sparse Merkle tree over
 //! SHA-256 (`specs/chain-state.md`).
 //!
-//! Keys are 256-bit paths (SHA-256 of a domain tag and the canonical key), read most significant
-//! bit first. An empty subtree hashes to [`PLACEHOLDER`]; a subtree holding exactly one leaf is
+//! Keys are 256-bit paths ([`super::table::Table::path`]: SHA-256 of a domain, a one-byte table
+//! code and the canonical key), read most significant bit first. An empty subtree hashes to [`PLACEHOLDER`]; a subtree holding exactly one leaf is
 //! that leaf's hash, at whatever depth; any other subtree is an internal node. The root therefore
 //! depends only on the set of entries, never on the order they were written. Hashing follows the
 //! Jellyfish Merkle Tree's domain strings, so the roots can be cross-checked against that design.
@@ -26,15 +26,6 @@ const INTERNAL_DOMAIN: &[u8] = b"JMT::IntrnalNode";
 
 /// Longest proof accepted: one sibling per bit of the key path.
 pub const MAX_PROOF_DEPTH: usize = 256;
-
-/// The path of `key` in the table named by `tag`: SHA-256(tag || 0x00 || key).
-pub fn key_path(tag: &[u8], key: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update(tag);
-    h.update([0]);
-    h.update(key);
-    h.finalize().into()
-}
 
 /// The hash a leaf commits to for `value`.
 pub fn value_hash(value: &[u8]) -> Hash {

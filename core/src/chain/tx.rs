@@ -19,8 +19,8 @@ use crate::status::StatusDelta;
 /// Largest signed transaction accepted (a status delta of ~100k changes fits).
 pub const MAX_TX_LEN: usize = 512 * 1024;
 
-/// What an accredited kiosk may read: docType → namespace → elements.
-pub type ElementGrants = Vec<(String, Vec<(String, Vec<String>)>)>;
+pub use crate::kiosk::ElementGrants;
+use crate::kiosk::{grants_from_value, grants_value};
 
 /// A registry operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,44 +365,6 @@ pub(crate) fn eligibility_value(rule: &[(String, Value)]) -> Value {
     Value::Map(rule.iter().map(|(e, v)| (text(e), v.clone())).collect())
 }
 
-/// The CBOR form of kiosk grants: `{docType: {namespace: [element]}}`.
-pub fn grants_value(g: &ElementGrants) -> Value {
-    Value::Map(
-        g.iter()
-            .map(|(dt, nss)| {
-                (
-                    text(dt),
-                    Value::Map(
-                        nss.iter()
-                            .map(|(ns, els)| {
-                                (
-                                    text(ns),
-                                    Value::Array(els.iter().map(|e| text(e)).collect()),
-                                )
-                            })
-                            .collect(),
-                    ),
-                )
-            })
-            .collect(),
-    )
-}
-
-/// Parse the CBOR form of kiosk grants.
-pub fn grants_from_value(v: &Value) -> Result<ElementGrants> {
-    const W: &str = "kiosk grants";
-    access::map(W, v)?
-        .iter()
-        .map(|(dt, nss)| {
-            let nss = access::map(W, nss)?
-                .iter()
-                .map(|(ns, els)| Ok((access::text(W, ns)?.to_owned(), texts(W, els)?)))
-                .collect::<Result<_>>()?;
-            Ok((access::text(W, dt)?.to_owned(), nss))
-        })
-        .collect()
-}
-
 /// The signed content of a transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tx {
@@ -465,10 +427,11 @@ impl PartialEq for Verified {
 }
 
 impl SignedTx {
-    /// Sign `tx` as `signer` (kid) with `key`.
+    /// Sign `tx` as `signer` (kid) with `key`. The signature is stored in its low-S form, the
+    /// only one [`SignedTx::decode`] accepts (whatever form the signer produced).
     pub fn sign(tx: Tx, signer: DidUrl, key: &dyn Signer) -> Result<Self> {
         let payload = tx.to_vec();
-        let sign1 = cose::sign1(
+        let mut sign1 = cose::sign1(
             key,
             Domain::RegistryTransaction,
             HeaderBuilder::new().key_id(signer.to_string().into_bytes()),
@@ -476,6 +439,9 @@ impl SignedTx {
             Some(payload),
             None,
         )?;
+        sign1.signature = crate::crypto::low_s(&sign1.signature)
+            .ok_or_else(|| Error::Signer("not an ES256 signature".into()))?
+            .to_vec();
         let bytes = cose::encode_sign1(&sign1);
         Ok(Self {
             signer,
@@ -487,9 +453,25 @@ impl SignedTx {
     }
 
     /// Decode (the signature is checked by [`SignedTx::verify`] against the signer's key on chain).
+    ///
+    /// A transaction's id is the hash of its bytes, so the bytes must be the only encoding of
+    /// its signed content: the signature must be low-S (ECDSA's `(r, n − s)` verifies too) and the
+    /// unprotected header empty (anything in it is unsigned).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let sign1 = cose::decode_sign1_within(bytes, MAX_TX_LEN)?;
         cose::check_alg(&sign1)?;
+        if !sign1.unprotected.is_empty() {
+            return Err(Error::malformed(
+                "transaction",
+                "the unprotected header must be empty",
+            ));
+        }
+        if !crate::crypto::is_low_s(&sign1.signature) {
+            return Err(Error::malformed(
+                "transaction",
+                "the signature must be 64 bytes in low-S form",
+            ));
+        }
         let kid =
             cose::kid(&sign1).ok_or_else(|| Error::malformed("transaction", "no protected kid"))?;
         let signer = DidUrl::parse(

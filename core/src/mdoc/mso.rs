@@ -6,6 +6,7 @@ use crate::cbor::{CborForm, access, text, text_map};
 use crate::cose;
 use crate::crypto::EcPublicKey;
 use crate::error::{Error, Result};
+pub use crate::status::StatusRef;
 use crate::timestamp::Timestamp;
 
 /// Digest algorithms 18013-5 allows.
@@ -94,37 +95,6 @@ pub struct ValidityInfo {
     pub valid_until: TDate,
     /// When the issuer expects to re-issue.
     pub expected_update: Option<TDate>,
-}
-
-/// The MSO's reference into a Token Status List: `{"status_list": {"idx": uint, "uri": tstr}}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusRef {
-    /// Index of this credential in the list.
-    pub idx: u64,
-    /// Which list (for Civis, the list id on the registry chain).
-    pub uri: String,
-}
-
-impl StatusRef {
-    fn from_value(v: &Value) -> Result<Self> {
-        const WHAT: &str = "MSO status";
-        let m = access::map(WHAT, v)?;
-        let sl = access::map(WHAT, access::req(WHAT, m, "status_list")?)?;
-        Ok(Self {
-            idx: access::uint(WHAT, access::req(WHAT, sl, "idx")?)?,
-            uri: access::text(WHAT, access::req(WHAT, sl, "uri")?)?.to_owned(),
-        })
-    }
-
-    fn to_value(&self) -> Value {
-        text_map(vec![(
-            "status_list",
-            text_map(vec![
-                ("idx", Value::Integer(self.idx.into())),
-                ("uri", text(&self.uri)),
-            ]),
-        )])
-    }
 }
 
 /// Digests by namespace: `[(namespace, [(digestID, digest)])]`.

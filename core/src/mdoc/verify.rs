@@ -16,10 +16,11 @@ use super::response::{DeviceAuth, DeviceResponse, Document, Errors, NameSpaced};
 use crate::cbor::{self, CborForm, Limits};
 use crate::cose::{self, Domain};
 use crate::crypto::{EcPublicKey, SoftwareKey};
+use crate::did::DidUrl;
 use crate::error::Error;
 use crate::session;
 use crate::timestamp::Timestamp;
-use crate::verify::{Refusal, RejectReason, UndeterminedReason};
+use crate::verdict::{Refusal, RejectReason, UndeterminedReason};
 use crate::x509::Cert;
 
 /// A key or certificate the verifier trusts to sign credentials.
@@ -30,7 +31,7 @@ pub enum TrustAnchor {
     /// A `did:civis` issuer key, matched by `kid` (the DID URL) in issuerAuth.
     DidKey {
         /// The DID URL, e.g. `did:civis:…#key-1`.
-        kid: String,
+        kid: DidUrl,
         /// The key.
         key: EcPublicKey,
     },
@@ -40,7 +41,7 @@ pub enum TrustAnchor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IssuerId {
     /// The DID URL of the issuer key.
-    Did(String),
+    Did(DidUrl),
     /// The subject of the document-signer certificate.
     Certificate(String),
 }
@@ -123,10 +124,14 @@ pub fn verify(
 /// Find the issuer key: a DID key named by `kid`, else an `x5chain` leaf issued by a trusted IACA.
 fn issuer_key(doc: &Document, ctx: &VerifyContext<'_>) -> Result<(EcPublicKey, IssuerId), Refusal> {
     let auth = &doc.issuer_signed.issuer_auth.cose;
-    if let Some(kid) = cose::kid(auth) {
+    // A kid that is not a DID URL names no DID key; the x5chain path may still apply.
+    if let Some(kid) = cose::kid(auth)
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| DidUrl::parse(k).ok())
+    {
         for anchor in ctx.anchors {
             if let TrustAnchor::DidKey { kid: k, key } = anchor
-                && k.as_bytes() == kid
+                && *k == kid
             {
                 return Ok((key.clone(), IssuerId::Did(k.clone())));
             }

@@ -88,7 +88,7 @@ impl Fixture {
     /// Trust in the fixture's issuer key, named by its DID URL.
     pub fn anchors(&self) -> Vec<mdoc::TrustAnchor> {
         vec![mdoc::TrustAnchor::DidKey {
-            kid: self.issuer_kid.clone(),
+            kid: civis_core::did::DidUrl::parse(&self.issuer_kid).unwrap(),
             key: self.issuer_key.public_key().clone(),
         }]
     }

@@ -155,7 +155,7 @@ impl World {
         request: &DeviceRequest,
     ) -> Result<Vec<VerifiedDocument>, civis_core::verify::Refusal> {
         let anchors = [TrustAnchor::DidKey {
-            kid: self.issuer_kid.clone(),
+            kid: civis_core::did::DidUrl::parse(&self.issuer_kid).unwrap(),
             key: self.issuer.public_key().clone(),
         }];
         mdoc::verify_bytes(

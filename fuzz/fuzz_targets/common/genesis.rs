@@ -16,5 +16,6 @@ pub fn genesis() -> Genesis {
             KeyCommitment::to(k(3).public_key()),
         )],
         governance_threshold: 1,
+        epoch_length: 100,
     }
 }

@@ -1,0 +1,414 @@
+//! The kiosk's light client: a pinned genesis, a certified header, and the kiosk subtree it
+//! commits, advanced by sync bundles and turned into the verification engine's trust snapshot.
+
+use std::collections::BTreeMap;
+
+use super::bundle::SyncBundle;
+use super::{MAX_SYNTHESIZED_BYTES, SyncError, malformed};
+use crate::chain::block::Header;
+use crate::chain::cert::{Finalization, ValidatorSet};
+use crate::chain::smt::{self, Hash};
+use crate::chain::state::{
+    CHAIN_RECORD, ChainRecord, Entry, Genesis, ListInfo, MAX_STATUS_ENTRIES, STATUS_CHUNK, State,
+    Tree, chunk_key, decode_accreditation, epoch_of, is_boundary, status_lists,
+};
+use crate::chain::table::Table;
+use crate::crypto::EcPublicKey;
+use crate::did::{Did, DidUrl};
+use crate::mdoc::TrustAnchor;
+use crate::status::StatusList;
+use crate::timestamp::Timestamp;
+use crate::verify::{Accreditation, TrustSnapshot};
+
+/// What a kiosk holds: the pinned genesis, its current certified header, validator set, and the
+/// kiosk subtree.
+#[derive(Debug, Clone)]
+pub struct KioskSnapshot {
+    pub(super) chain_id: String,
+    pub(super) genesis_digest: Hash,
+    pub(super) epoch_length: u64,
+    pub(super) epoch: u64,
+    pub(super) validators: ValidatorSet,
+    pub(super) header: Header,
+    pub(super) tree: Tree,
+    pub(super) genesis_tree: Tree,
+    /// The tree's status lists, reassembled and checked whole when the tree was adopted.
+    pub(super) lists: BTreeMap<String, (ListInfo, StatusList)>,
+    pub(super) evidence: Vec<(Header, Header)>,
+}
+
+/// The status lists of `tree`, checked whole: every list's chunks exactly 0..n-1 with the
+/// sizes its metadata implies, no chunk of an unknown list.
+pub(super) fn checked_lists(
+    tree: &Tree,
+) -> Result<BTreeMap<String, (ListInfo, StatusList)>, SyncError> {
+    status_lists(tree).map_err(|e| SyncError::Lists(e.to_string()))
+}
+
+impl KioskSnapshot {
+    /// Start from `genesis.json`'s content: the kiosk recomputes the genesis state itself.
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self, SyncError> {
+        let state = State::genesis(genesis).map_err(|e| malformed(e.to_string()))?;
+        let header = Header::genesis(&state, genesis.time);
+        let validators = ValidatorSet::new(genesis.chain_id.as_bytes(), genesis.validators.clone())
+            .map_err(|e| SyncError::Certificate(e.to_string()))?;
+        Ok(Self {
+            chain_id: genesis.chain_id.clone(),
+            genesis_digest: header.digest(),
+            epoch_length: genesis.epoch_length,
+            epoch: 0,
+            validators,
+            header,
+            tree: state.kiosk_tree().clone(),
+            genesis_tree: state.kiosk_tree().clone(),
+            lists: BTreeMap::new(),
+            evidence: Vec::new(),
+        })
+    }
+
+    /// The certified header the kiosk's state is at.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The digest of the pinned genesis header.
+    pub fn genesis_digest(&self) -> Hash {
+        self.genesis_digest
+    }
+
+    /// The first consensus epoch of the validator set the kiosk follows.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The validator set the kiosk follows.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// Conflicting certified headers seen (kept as evidence of equivocation).
+    pub fn evidence(&self) -> &[(Header, Header)] {
+        &self.evidence
+    }
+
+    /// The kiosk subtree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    fn check_certificate(
+        &self,
+        set: &ValidatorSet,
+        epoch: u64,
+        header: &Header,
+        cert: &[u8],
+    ) -> Result<(), SyncError> {
+        let fin = Finalization::decode(cert).map_err(|e| SyncError::Certificate(e.to_string()))?;
+        if fin.proposal.payload != header.digest() {
+            return Err(SyncError::CertificateMismatch);
+        }
+        if fin.proposal.epoch != header.epoch {
+            return Err(SyncError::Certificate(format!(
+                "signed in epoch {}, the header is of epoch {}",
+                fin.proposal.epoch, header.epoch
+            )));
+        }
+        if header.epoch != epoch_of(header.height, self.epoch_length) {
+            return Err(SyncError::Certificate(format!(
+                "header {} claims epoch {}",
+                header.height, header.epoch
+            )));
+        }
+        // A set signs from its first epoch on, until a certified change names the next one.
+        if header.epoch < epoch {
+            return Err(SyncError::Certificate(format!(
+                "header of epoch {} predates the validator set of epoch {epoch}",
+                header.epoch
+            )));
+        }
+        fin.verify(set)
+            .map_err(|e| SyncError::Certificate(e.to_string()))
+    }
+
+    /// Verify and apply a bundle; on any failure the snapshot is unchanged.
+    pub fn apply(&mut self, bundle: &SyncBundle) -> Result<(), SyncError> {
+        if bundle.header.chain != self.chain_id {
+            return Err(SyncError::ForeignChain(bundle.header.chain.clone()));
+        }
+        if bundle.epochs.is_empty()
+            && bundle.header.digest() == self.header.digest()
+            && bundle.entries.is_empty()
+            && bundle.status.is_empty()
+        {
+            // Nothing certified since the last sync (possibly the boundary block whose new set
+            // the kiosk already follows): nothing to check or change.
+            return Ok(());
+        }
+        // Follow certified validator-set changes first.
+        let mut epoch = self.epoch;
+        let mut set = self.validators.clone();
+        // The set, its epoch and the header of the last change followed: the newest certified
+        // block may be that boundary itself, certified by the set before it.
+        let mut before_last: Option<(ValidatorSet, u64, Hash)> = None;
+        for change in &bundle.epochs {
+            if change.header.chain != self.chain_id {
+                return Err(SyncError::ForeignChain(change.header.chain.clone()));
+            }
+            self.check_certificate(&set, epoch, &change.header, &change.finalization)?;
+            if !is_boundary(change.header.height, self.epoch_length) {
+                return Err(SyncError::EpochChange(format!(
+                    "block {} is not the last of its epoch",
+                    change.header.height
+                )));
+            }
+            let path = Table::Chain.path(CHAIN_RECORD);
+            smt::verify(
+                &change.header.kiosk_root,
+                &path,
+                Some(&smt::value_hash(&change.record)),
+                &change.proof,
+            )
+            .map_err(|e| SyncError::EpochChange(e.to_string()))?;
+            let ChainRecord {
+                epoch: next_epoch,
+                validators: keys,
+                epoch_length,
+            } = ChainRecord::decode(&change.record)
+                .map_err(|e| SyncError::EpochChange(e.to_string()))?;
+            if next_epoch != change.header.epoch.saturating_add(1)
+                || epoch_length != self.epoch_length
+            {
+                return Err(SyncError::EpochChange(format!(
+                    "boundary of epoch {} names a set for epoch {next_epoch}",
+                    change.header.epoch
+                )));
+            }
+            let next = ValidatorSet::new(self.chain_id.as_bytes(), keys)
+                .map_err(|e| SyncError::EpochChange(e.to_string()))?;
+            before_last = Some((
+                std::mem::replace(&mut set, next),
+                epoch,
+                change.header.digest(),
+            ));
+            epoch = next_epoch;
+        }
+        let header = &bundle.header;
+        match &before_last {
+            Some((old, old_epoch, boundary)) if *boundary == header.digest() => {
+                self.check_certificate(old, *old_epoch, header, &bundle.finalization)?;
+            }
+            _ => self.check_certificate(&set, epoch, header, &bundle.finalization)?,
+        }
+        if header.height < self.header.height {
+            return Err(SyncError::Rollback {
+                have: self.header.height,
+                got: header.height,
+            });
+        }
+        if header.height == self.header.height && header.digest() != self.header.digest() {
+            // Both are certified: a safety failure of the validators. Keep the proof, trust neither.
+            let pair = (self.header.clone(), header.clone());
+            if !self.evidence.contains(&pair) {
+                self.evidence.push(pair);
+            }
+            return Err(SyncError::Equivocation(header.height));
+        }
+        let cold = match bundle.since {
+            None => true,
+            Some(base) if base == self.header.height => false,
+            Some(base) => {
+                return Err(SyncError::WrongBase {
+                    have: self.header.height,
+                    got: base,
+                });
+            }
+        };
+        let (base, known) = if cold {
+            (&self.genesis_tree, BTreeMap::new())
+        } else {
+            (
+                &self.tree,
+                self.lists
+                    .iter()
+                    .map(|(uri, (info, _))| (info.id, (uri.clone(), *info)))
+                    .collect(),
+            )
+        };
+        let staged = stage(base, &known, bundle)?;
+        let mut tree = if cold {
+            // A first sync rebuilds the subtree in one pass over sorted leaves.
+            let mut all = self.genesis_tree.to_map();
+            all.extend(staged);
+            Tree::from_map(all)
+        } else {
+            // A delta writes the paths it touches into a copy that shares everything else.
+            let mut tree = self.tree.clone();
+            for entry in staged.into_values() {
+                tree.put_entry(entry);
+            }
+            tree
+        };
+        if tree.root() != header.kiosk_root {
+            return Err(SyncError::SubRootMismatch);
+        }
+        // The certified state must name the set that signed it; otherwise the bundle left out
+        // a validator-set change.
+        let record = tree
+            .get(Table::Chain, CHAIN_RECORD)
+            .and_then(|r| ChainRecord::decode(r).ok());
+        let names_signers = record.is_some_and(|r| {
+            r.epoch == epoch
+                && ValidatorSet::new(self.chain_id.as_bytes(), r.validators)
+                    .is_ok_and(|named| named.keys() == set.keys())
+        });
+        if !names_signers {
+            return Err(SyncError::EpochChange(
+                "the certified state names another validator set than the one that signed it"
+                    .into(),
+            ));
+        }
+        // A certified root proves each entry is the chain's, not that the entries add up: the
+        // lists must be whole before anything reads them.
+        let lists = checked_lists(&tree)?;
+        tree.clear_touched();
+        self.tree = tree;
+        self.lists = lists;
+        self.header = header.clone();
+        self.validators = set;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// The trust snapshot the verification engine uses: every DID key as a trust anchor, the
+    /// issuer accreditations, the status lists, and the certified header time.
+    pub fn trust_snapshot(&self) -> TrustSnapshot {
+        let mut anchors = Vec::new();
+        let mut accreditations = Vec::new();
+        for e in self.tree.entries() {
+            match e.table {
+                Table::Key => {
+                    if let (Some(kid), Ok(key)) = (
+                        std::str::from_utf8(&e.key)
+                            .ok()
+                            .and_then(|k| DidUrl::parse(k).ok()),
+                        EcPublicKey::from_sec1(&e.value),
+                    ) {
+                        anchors.push(TrustAnchor::DidKey { kid, key });
+                    }
+                }
+                Table::Issuer => {
+                    if let (Some(issuer), Some((doc_types, until))) = (
+                        std::str::from_utf8(&e.key)
+                            .ok()
+                            .and_then(|d| Did::parse(d).ok()),
+                        decode_accreditation(&e.value),
+                    ) {
+                        accreditations.push(Accreditation {
+                            issuer,
+                            doc_types,
+                            valid_until: Timestamp(until),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let status_lists = self
+            .lists
+            .iter()
+            .map(|(uri, (_, list))| (uri.clone(), list.clone()))
+            .collect();
+        TrustSnapshot {
+            anchors,
+            accreditations: Some(accreditations),
+            status_lists,
+            as_of: Some(Timestamp(self.header.time)),
+        }
+    }
+}
+
+/// Every change a bundle makes, keyed by path, before anything is hashed: entries as sent, zero
+/// chunks for new lists, and chunks rewritten by status changes.
+fn stage(
+    base: &Tree,
+    known: &BTreeMap<u64, (String, ListInfo)>,
+    bundle: &SyncBundle,
+) -> Result<BTreeMap<Hash, Entry>, SyncError> {
+    let mut staged: BTreeMap<Hash, Entry> = BTreeMap::new();
+    let mut new_lists: BTreeMap<u64, (String, ListInfo)> = BTreeMap::new();
+    let mut synthesized = 0usize;
+    for e in &bundle.entries {
+        staged.insert(e.path(), e.clone());
+        if e.table != Table::StatusMeta {
+            continue;
+        }
+        let (Ok(uri), Some(meta)) = (std::str::from_utf8(&e.key), ListInfo::decode(&e.value))
+        else {
+            continue;
+        };
+        // A new list starts as zero chunks; its non-zero entries come as status changes.
+        if base.get(Table::StatusMeta, e.key.as_slice()).is_none() {
+            if meta.size > MAX_STATUS_ENTRIES {
+                return Err(SyncError::Malformed(format!(
+                    "list {} larger than the chain allows",
+                    meta.id
+                )));
+            }
+            let zero = StatusList::new(meta.bits, meta.size).map_err(malformed)?;
+            synthesized = synthesized.saturating_add(zero.as_bytes().len());
+            if synthesized > MAX_SYNTHESIZED_BYTES {
+                return Err(SyncError::Malformed(
+                    "new lists exceed the synthesis budget".into(),
+                ));
+            }
+            for (i, chunk) in (0u64..).zip(zero.as_bytes().chunks(STATUS_CHUNK)) {
+                let entry = Entry {
+                    table: Table::StatusChunk,
+                    key: chunk_key(uri, i),
+                    value: chunk.to_vec(),
+                };
+                staged.insert(entry.path(), entry);
+            }
+        }
+        new_lists.insert(meta.id, (uri.to_owned(), meta));
+    }
+    for (id, delta) in &bundle.status {
+        let (uri, meta) = new_lists
+            .get(id)
+            .or_else(|| known.get(id))
+            .ok_or_else(|| SyncError::Malformed(format!("status changes for unknown list {id}")))?;
+        let per_chunk = (STATUS_CHUNK as u64).saturating_mul(meta.bits.per_byte());
+        let mut by_chunk: BTreeMap<u64, Vec<(u64, u8)>> = BTreeMap::new();
+        for (idx, value) in delta.changes() {
+            if *idx >= meta.size {
+                return Err(SyncError::Malformed(format!(
+                    "status index {idx} outside list {id}"
+                )));
+            }
+            by_chunk
+                .entry(idx / per_chunk)
+                .or_default()
+                .push((idx % per_chunk, *value));
+        }
+        for (n, changes) in by_chunk {
+            let key = chunk_key(uri, n);
+            let path = Table::StatusChunk.path(&key);
+            let bytes = staged
+                .get(&path)
+                .or_else(|| base.get_at(&path))
+                .map(|e| e.value.clone())
+                .ok_or_else(|| SyncError::Malformed(format!("list {id} has no chunk {n}")))?;
+            let mut chunk = StatusList::from_bytes(meta.bits, bytes);
+            for (local, value) in changes {
+                chunk.set(local, value).map_err(malformed)?;
+            }
+            let entry = Entry {
+                table: Table::StatusChunk,
+                key,
+                value: chunk.as_bytes().to_vec(),
+            };
+            staged.insert(path, entry);
+        }
+    }
+    Ok(staged)
+}

@@ -1,0 +1,220 @@
+//! The Civis application: card info, INTERNAL AUTHENTICATE, root rotation, and
+//! personalization under the batch transport key until LOCK.
+
+use civis_core::apdu::{Response, StatusWord};
+use civis_core::card::{
+    self, CHALLENGE_LEN, CREDENTIAL_SLOTS, CardInfo, MAX_CREDENTIAL_LEN, PERSO_MAC_LEN, PIN_TRIES,
+    PUK_TRIES,
+};
+use civis_core::crypto::SoftwareKey;
+use civis_core::kiosk::RootRotation;
+use rand_core::CryptoRngCore;
+
+use super::secrets::valid_digits;
+use super::{Card, CardState, Root, Secret, VERSION, sw};
+use crate::holder::StoredCredential;
+
+impl Card {
+    pub(super) fn info(&self, state: &CardState) -> CardInfo {
+        CardInfo {
+            version: VERSION.into(),
+            serial: state.serial,
+            locked: state.locked,
+            perso_counter: state.perso_counter,
+            public_key: state.public_key().map(|k| k.uncompressed().to_vec()),
+            pin_tries: state.pin.as_ref().map(|p| p.tries_left),
+            puk_tries: state.puk.as_ref().map(|p| p.tries_left),
+            credentials: state
+                .credentials
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_some())
+                .filter_map(|(i, _)| u8::try_from(i).ok())
+                .collect(),
+            has_root: state.root.is_some(),
+            time_floor: state.time_floor,
+        }
+    }
+
+    pub(super) fn internal_authenticate(&self, challenge: &[u8]) -> Response {
+        let Some(key) = &self.state.card_key else {
+            return sw(StatusWord::ConditionsNotSatisfied);
+        };
+        if !CHALLENGE_LEN.contains(&challenge.len()) {
+            return sw(StatusWord::WrongLength);
+        }
+        Response::ok(
+            key.sign_es256(&card::internal_authenticate_message(challenge))
+                .to_vec(),
+        )
+    }
+
+    /// Personalization: only before LOCK, and every command MAC'd under the transport key with
+    /// the current counter (which then advances, so nothing can be replayed).
+    pub(super) fn personalize(
+        &mut self,
+        header: [u8; 4],
+        data: &[u8],
+        next: &mut CardState,
+        rng: &mut impl CryptoRngCore,
+    ) -> Response {
+        if next.locked {
+            return sw(StatusWord::ConditionsNotSatisfied);
+        }
+        let Some(split) = data.len().checked_sub(PERSO_MAC_LEN) else {
+            return sw(StatusWord::SecurityStatusNotSatisfied);
+        };
+        let (body, mac) = data.split_at(split);
+        if !next
+            .transport_key
+            .check(&next.serial, next.perso_counter, header, body, mac)
+        {
+            return sw(StatusWord::SecurityStatusNotSatisfied);
+        }
+        let before = next.clone();
+        // The counter never wraps: a card that used up 2^32 MACs personalizes no more.
+        let Some(advanced) = next.perso_counter.checked_add(1) else {
+            return sw(StatusWord::ConditionsNotSatisfied);
+        };
+        let result = perso_command(header, body, next, rng);
+        match result {
+            Ok(data) => {
+                next.perso_counter = advanced;
+                Response::ok(data)
+            }
+            Err(status) => {
+                // A refused command (after its MAC passed) changes nothing but still uses up
+                // its counter value.
+                *next = before;
+                next.perso_counter = advanced;
+                sw(status)
+            }
+        }
+    }
+}
+
+pub(super) fn rotate_root(data: &[u8], next: &mut CardState) -> Response {
+    let Some(root) = next.root.clone() else {
+        return sw(StatusWord::ConditionsNotSatisfied);
+    };
+    match RootRotation::verify(data, &root.key) {
+        Ok(r) if r.chain == root.chain && r.sequence > root.rotation => {
+            next.root = Some(Root {
+                chain: root.chain,
+                key: r.new_root,
+                rotation: r.sequence,
+            });
+            sw(StatusWord::Ok)
+        }
+        Ok(_) => sw(StatusWord::ConditionsNotSatisfied),
+        Err(_) => sw(StatusWord::SecurityStatusNotSatisfied),
+    }
+}
+
+/// The personalization commands proper, after the MAC passed.
+fn perso_command(
+    header: [u8; 4],
+    body: &[u8],
+    next: &mut CardState,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Vec<u8>, StatusWord> {
+    let [_, ins, p1, p2] = header;
+    match ins {
+        card::ins::GENERATE_KEY => {
+            if next.card_key.is_some() {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            let key = SoftwareKey::generate(rng);
+            let public = key.public_key().uncompressed().to_vec();
+            next.card_key = Some(key);
+            Ok(public)
+        }
+        card::ins::PUT_DATA => {
+            match u16::from_be_bytes([p1, p2]) {
+                card::item::PIN => {
+                    let pin = std::str::from_utf8(body).map_err(|_| StatusWord::IncorrectData)?;
+                    if !valid_digits(pin, 4..=12) {
+                        return Err(StatusWord::IncorrectData);
+                    }
+                    next.pin = Some(Secret {
+                        hash: Secret::hash("pin", &next.serial, body),
+                        tries_left: PIN_TRIES,
+                    });
+                }
+                card::item::PUK => {
+                    let puk = std::str::from_utf8(body).map_err(|_| StatusWord::IncorrectData)?;
+                    if !valid_digits(puk, 8..=16) {
+                        return Err(StatusWord::IncorrectData);
+                    }
+                    next.puk = Some(Secret {
+                        hash: Secret::hash("puk", &next.serial, body),
+                        tries_left: PUK_TRIES,
+                    });
+                }
+                card::item::ROOT => {
+                    let (chain, key) =
+                        card::root_from_bytes(body).map_err(|_| StatusWord::IncorrectData)?;
+                    next.root = Some(Root {
+                        chain,
+                        key,
+                        rotation: 0,
+                    });
+                }
+                card::item::PIN_ELEMENTS => {
+                    next.pin_elements = card::pin_elements_from_bytes(body)
+                        .map_err(|_| StatusWord::IncorrectData)?;
+                }
+                _ => return Err(StatusWord::IncorrectP1P2),
+            }
+            Ok(Vec::new())
+        }
+        card::ins::PUT_CREDENTIAL => {
+            let slot = usize::from(p1);
+            if p1 >= CREDENTIAL_SLOTS || p2 != 0 {
+                return Err(StatusWord::IncorrectP1P2);
+            }
+            let Some(public) = next.public_key() else {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            };
+            if body.is_empty() {
+                // An empty body clears the slot.
+                if let Some(s) = next.credentials.get_mut(slot) {
+                    *s = None;
+                }
+                return Ok(Vec::new());
+            }
+            if body.len() > MAX_CREDENTIAL_LEN {
+                return Err(StatusWord::WrongLength);
+            }
+            // Only a credential bound to this card's key: anything else could never be
+            // presented, and storing it would waste a slot.
+            let credential =
+                StoredCredential::from_bytes(body).map_err(|_| StatusWord::IncorrectData)?;
+            let bound = civis_core::mdoc::MobileSecurityObject::from_issuer_auth(
+                &credential.issuer_signed.issuer_auth,
+            )
+            .and_then(|m| m.device_public_key())
+            .map_err(|_| StatusWord::IncorrectData)?;
+            if &bound != public {
+                return Err(StatusWord::IncorrectData);
+            }
+            if let Some(s) = next.credentials.get_mut(slot) {
+                *s = Some(body.to_vec());
+            }
+            Ok(Vec::new())
+        }
+        card::ins::LOCK => {
+            // A locked card without a PUK could never unblock its PIN.
+            if next.card_key.is_none()
+                || next.root.is_none()
+                || next.pin.is_none()
+                || next.puk.is_none()
+            {
+                return Err(StatusWord::ConditionsNotSatisfied);
+            }
+            next.locked = true;
+            Ok(Vec::new())
+        }
+        _ => Err(StatusWord::InsNotSupported),
+    }
+}

@@ -1,0 +1,333 @@
+//! The mdoc application: ENVELOPE / GET RESPONSE carrying ISO 18013-5 session messages,
+//! ReaderAuth against the kiosk accreditation, release of accredited elements only, and card
+//! management (PIN change and unblock) inside the encrypted session.
+
+use ciborium::Value;
+use civis_core::apdu;
+use civis_core::card::{MANAGEMENT_KEY, PIN_TRIES, REQUEST_INFO_PIN};
+use civis_core::cbor::{self, CborForm, Limits, access, text, text_map};
+use civis_core::cose::{self, Domain};
+use civis_core::kiosk::{self, KioskAccreditation};
+use civis_core::mdoc::engagement::{
+    STATUS_DECODING_ERROR, STATUS_ENCRYPTION_ERROR, STATUS_TERMINATION,
+};
+use civis_core::mdoc::{
+    DeviceNameSpaces, DeviceRequest, DocRequest, SessionData, SessionEstablishment,
+    SessionTranscript,
+};
+use civis_core::session::{Role, Session};
+
+use super::secrets::{SecretCheck, SecretKind, valid_digits, verify_secret};
+use super::{Card, CardState, MAX_ENVELOPE, MdocSession, Nvm, Secret};
+use crate::holder::{self, Release, StoredCredential, codes};
+
+impl Card {
+    /// One assembled ENVELOPE message; returns the DO'53' reply (empty: answer 9000 only).
+    pub(super) fn envelope(
+        &mut self,
+        data: &[u8],
+        next: &mut CardState,
+        nvm: &mut dyn Nvm,
+    ) -> Vec<u8> {
+        let Ok(message) = apdu::do53_unwrap(data) else {
+            return self.status_reply(STATUS_DECODING_ERROR);
+        };
+        let plaintext = if self.ram.session.is_none() {
+            // A termination after the card already ended the session needs no answer.
+            if let Ok(SessionData {
+                data: None,
+                status: Some(STATUS_TERMINATION),
+            }) = SessionData::from_slice(message)
+            {
+                return Vec::new();
+            }
+            let Some(engagement) = self.ram.engagement.as_ref().filter(|e| !e.used) else {
+                // No fresh engagement this tap: nothing the reader could have encrypted for.
+                return self.status_reply(STATUS_ENCRYPTION_ERROR);
+            };
+            let Ok(est) = SessionEstablishment::from_slice(message) else {
+                return self.status_reply(STATUS_DECODING_ERROR);
+            };
+            let transcript = SessionTranscript::new(
+                Some(&engagement.device_engagement),
+                Some(&est.e_reader_key_bytes),
+                Value::Array(vec![Value::Bytes(engagement.handover.clone()), Value::Null]),
+            );
+            let mut session = Session::new(
+                Role::Device,
+                &engagement.e_device,
+                &est.e_reader_key,
+                &transcript.tagged_bytes(),
+            );
+            let Ok(plaintext) = session.decrypt(&est.data) else {
+                return self.status_reply(STATUS_ENCRYPTION_ERROR);
+            };
+            // Only an establishment that decrypts uses the engagement up, so a stray reader
+            // cannot spoil the tap by sending garbage first.
+            if let Some(e) = self.ram.engagement.as_mut() {
+                e.used = true;
+            }
+            self.ram.session = Some(MdocSession {
+                session,
+                transcript,
+                pin_verified: false,
+                reader_authenticated: false,
+            });
+            plaintext
+        } else {
+            // A second SessionEstablishment decodes as SessionData here (its `data` then fails
+            // to decrypt under the advanced counter): a session is never re-keyed.
+            let Ok(sd) = SessionData::from_slice(message) else {
+                return self.status_reply(STATUS_DECODING_ERROR);
+            };
+            if sd.status == Some(STATUS_TERMINATION) || sd.data.is_none() {
+                self.ram.session = None;
+                return Vec::new();
+            }
+            let Some(s) = self.ram.session.as_mut() else {
+                return self.status_reply(STATUS_ENCRYPTION_ERROR);
+            };
+            match s.session.decrypt(sd.data.as_deref().unwrap_or_default()) {
+                Ok(p) => p,
+                Err(_) => return self.status_reply(STATUS_ENCRYPTION_ERROR),
+            }
+        };
+        let answer = match self.handle_message(&plaintext, next, nvm) {
+            Some(a) => a,
+            None => return self.status_reply(STATUS_DECODING_ERROR),
+        };
+        let Some(s) = self.ram.session.as_mut() else {
+            return self.status_reply(STATUS_ENCRYPTION_ERROR);
+        };
+        let Ok(ciphertext) = s.session.encrypt(&answer) else {
+            return self.status_reply(STATUS_ENCRYPTION_ERROR);
+        };
+        let reply = SessionData {
+            data: Some(ciphertext),
+            status: None,
+        };
+        apdu::do53_wrap(&reply.to_vec()).unwrap_or_default()
+    }
+
+    /// A SessionData with only a status; any status ends the session.
+    fn status_reply(&mut self, status: u64) -> Vec<u8> {
+        self.ram.session = None;
+        let reply = SessionData {
+            data: None,
+            status: Some(status),
+        };
+        apdu::do53_wrap(&reply.to_vec()).unwrap_or_default()
+    }
+
+    /// A decrypted message: a DeviceRequest, or a card-management message.
+    fn handle_message(
+        &mut self,
+        plaintext: &[u8],
+        next: &mut CardState,
+        nvm: &mut dyn Nvm,
+    ) -> Option<Vec<u8>> {
+        let value = cbor::decode("session message", plaintext, Limits::new(MAX_ENVELOPE)).ok()?;
+        let map = access::map("session message", &value).ok()?;
+        if let Ok(Some(m)) = access::get("session message", map, MANAGEMENT_KEY) {
+            let answer = self.manage(m, next, nvm);
+            return Some(cbor::encode(&text_map(vec![(MANAGEMENT_KEY, answer)])));
+        }
+        let request = DeviceRequest::from_value(&value).ok()?;
+        self.device_response(&request, next, nvm).ok()
+    }
+
+    fn device_response(
+        &mut self,
+        request: &DeviceRequest,
+        next: &mut CardState,
+        nvm: &mut dyn Nvm,
+    ) -> crate::Result<Vec<u8>> {
+        let session = self
+            .ram
+            .session
+            .as_mut()
+            .ok_or_else(|| crate::Error::State("no session".into()))?;
+        let readers: Vec<Option<KioskAccreditation>> = request
+            .doc_requests
+            .iter()
+            .map(|d| check_reader(d, &session.transcript, next))
+            .collect();
+        if readers.iter().any(Option::is_some) {
+            session.reader_authenticated = true;
+        }
+        // The PIN travels in requestInfo, so only inside the encrypted session, and counts
+        // only from an accredited reader.
+        let mut pin_result = None;
+        // The PIN counts only from a DocRequest whose own ReaderAuth verified, so a kiosk
+        // signature always covers it.
+        let pin = request
+            .doc_requests
+            .iter()
+            .zip(&readers)
+            .find_map(|(d, r)| r.as_ref().and(presented_pin(d)));
+        if let Some(pin) = pin {
+            let r = verify_secret(next, SecretKind::Pin, pin.as_bytes(), nvm);
+            if r == SecretCheck::Torn {
+                self.ram.torn = true;
+                return Err(crate::Error::State("power lost".into()));
+            }
+            session.pin_verified = r == SecretCheck::Ok;
+            pin_result = Some(r);
+        }
+        let credentials: Vec<StoredCredential> = next
+            .credentials
+            .iter()
+            .flatten()
+            .filter_map(|c| StoredCredential::from_bytes(c).ok())
+            .collect();
+        let pin_verified = session.pin_verified;
+        let pin_elements = next.pin_elements.clone();
+        let key = next
+            .card_key
+            .clone()
+            .ok_or_else(|| crate::Error::State("no card key".into()))?;
+        let response = holder::respond(
+            &credentials,
+            request,
+            &session.transcript,
+            &key,
+            &|index| match (readers.get(index), request.doc_requests.get(index)) {
+                // A docType the accreditation does not cover gets no Document either: not even
+                // the MSO of a credential the kiosk may not read.
+                (Some(Some(acc)), Some(d)) => {
+                    let doc_type = &d.items_request.inner().doc_type;
+                    (!acc.grants.iter().any(|(dt, _)| dt == doc_type))
+                        .then_some(codes::NOT_ACCREDITED)
+                }
+                _ => Some(codes::READER_NOT_AUTHENTICATED),
+            },
+            &mut |item| {
+                let Some(Some(acc)) = readers.get(item.doc_request) else {
+                    return Release::Withhold(codes::READER_NOT_AUTHENTICATED);
+                };
+                if !acc.allows(item.doc_type, item.namespace, item.element) {
+                    return Release::Withhold(codes::NOT_ACCREDITED);
+                }
+                let protected = pin_elements
+                    .iter()
+                    .any(|(n, e)| n == item.namespace && e == item.element);
+                if protected && !pin_verified {
+                    return Release::Withhold(match pin_result {
+                        Some(SecretCheck::Wrong) => codes::PIN_WRONG,
+                        Some(SecretCheck::Blocked) => codes::PIN_BLOCKED,
+                        _ => codes::PIN_REQUIRED,
+                    });
+                }
+                Release::Release
+            },
+            &|_| DeviceNameSpaces::default(),
+        )?;
+        Ok(response.to_vec())
+    }
+
+    /// Card management inside the session: change or unblock the PIN. Only after a request of
+    /// this session proved a kiosk accreditation.
+    fn manage(&mut self, message: &Value, next: &mut CardState, nvm: &mut dyn Nvm) -> Value {
+        const W: &str = "card management";
+        let authenticated = self
+            .ram
+            .session
+            .as_ref()
+            .is_some_and(|s| s.reader_authenticated);
+        let result = (|| -> Option<(&'static str, Option<u8>)> {
+            if !authenticated {
+                return Some(("reader-not-authenticated", None));
+            }
+            let m = access::map(W, message).ok()?;
+            let op = access::text(W, access::req(W, m, "op").ok()?).ok()?;
+            let new_pin = access::text(W, access::req(W, m, "newPin").ok()?).ok()?;
+            if !valid_digits(new_pin, 4..=12) {
+                return Some(("invalid-pin", None));
+            }
+            let (kind, presented) = match op {
+                "change-pin" => (
+                    SecretKind::Pin,
+                    access::text(W, access::req(W, m, "pin").ok()?).ok()?,
+                ),
+                "unblock-pin" => (
+                    SecretKind::Puk,
+                    access::text(W, access::req(W, m, "puk").ok()?).ok()?,
+                ),
+                _ => return Some(("unknown-op", None)),
+            };
+            let check = verify_secret(next, kind, presented.as_bytes(), nvm);
+            let tries = |s: &Option<Secret>| s.as_ref().map(|s| s.tries_left);
+            Some(match check {
+                SecretCheck::Ok => {
+                    next.pin = Some(Secret {
+                        hash: Secret::hash("pin", &next.serial, new_pin.as_bytes()),
+                        tries_left: PIN_TRIES,
+                    });
+                    if let Some(s) = self.ram.session.as_mut() {
+                        s.pin_verified = true;
+                    }
+                    ("ok", tries(&next.pin))
+                }
+                SecretCheck::Wrong => {
+                    if let Some(s) = self.ram.session.as_mut() {
+                        s.pin_verified = false;
+                    }
+                    (
+                        "wrong",
+                        tries(if kind == SecretKind::Pin {
+                            &next.pin
+                        } else {
+                            &next.puk
+                        }),
+                    )
+                }
+                SecretCheck::Blocked => ("blocked", Some(0)),
+                SecretCheck::NotSet => ("not-set", None),
+                SecretCheck::Torn => {
+                    self.ram.torn = true;
+                    ("torn", None)
+                }
+            })
+        })();
+        let (status, tries) = result.unwrap_or(("malformed", None));
+        let mut e = vec![("result", text(status))];
+        if let Some(t) = tries {
+            e.push(("triesLeft", Value::Integer(t.into())));
+        }
+        text_map(e)
+    }
+}
+
+fn presented_pin(doc_request: &DocRequest) -> Option<String> {
+    let info = doc_request.items_request.inner().request_info.as_ref()?;
+    let map = access::map("requestInfo", info).ok()?;
+    access::get("requestInfo", map, REQUEST_INFO_PIN)
+        .ok()
+        .flatten()?
+        .as_text()
+        .map(str::to_owned)
+}
+
+/// The accreditation a DocRequest's ReaderAuth proves, or `None`. On success the card's time
+/// floor moves up to the accreditation's notBefore (a time governance vouched has come).
+fn check_reader(
+    doc_request: &DocRequest,
+    transcript: &SessionTranscript,
+    next: &mut CardState,
+) -> Option<KioskAccreditation> {
+    let auth = &doc_request.reader_auth.as_ref()?.cose;
+    let root = next.root.as_ref()?;
+    if auth.payload.is_some() {
+        return None;
+    }
+    let statement = kiosk::attached(auth).ok()??;
+    let acc = KioskAccreditation::verify_sign1(&statement, &root.key).ok()?;
+    if acc.chain != root.chain || acc.not_after <= next.time_floor {
+        return None;
+    }
+    cose::check_alg(auth).ok()?;
+    let payload = transcript.reader_authentication_bytes(&doc_request.items_request);
+    cose::verify_sign1(auth, &acc.key, Domain::IsoReaderAuth, Some(&payload)).ok()?;
+    next.time_floor = next.time_floor.max(acc.not_before);
+    Some(acc)
+}
