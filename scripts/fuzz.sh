@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 secs="${1:-300}"; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle applet qr)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle applet qr ndef_handover device_engagement card_info session_data device_request block gossip_batch card_reader)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR   # cargo-fuzz keeps its own target dir under fuzz/
@@ -37,7 +37,21 @@ for f in "$v"/token-status-list/status_list_encoding*_cbor.md; do
   [ -s "fuzz/corpus/status_list/$(basename "$f" .md).bin" ] || tr -cd '0-9a-fA-F' < "$f" | xxd -r -p > "fuzz/corpus/status_list/$(basename "$f" .md).bin"
 done
 seed status_list specs/vectors/citizen/status_list.cbor
-# Chain seeds come from the chain tests' wire forms (written by `cargo test -p civis-core --test
+# Civis's own golden vectors (specs/vectors, pinned by core's wire_golden test) seed the targets
+# of the formats they pin.
+seed registry_tx specs/vectors/chain/tx-*.cbor
+seed sync_bundle specs/vectors/chain/bundle-*.cbor
+seed block specs/vectors/chain/block.cbor
+seed ndef_handover specs/vectors/card/ndef-handover.bin
+seed device_request specs/vectors/card/kiosk-accreditation.cbor specs/vectors/citizen/device_request.cbor
+seed device_engagement "$v"/iso18013-5/D.3.1_device_engagement.hex
+seed qr specs/vectors/qr/engagement.txt specs/vectors/qr/presentation.txt
+mkdir -p fuzz/corpus/gossip_batch
+for f in specs/vectors/chain/tx-*.cbor; do
+  python3 -c 'import sys,struct; d=open(sys.argv[1],"rb").read(); sys.stdout.buffer.write(struct.pack(">I",len(d))+d)' "$f" \
+    > "fuzz/corpus/gossip_batch/$(basename "$f" .cbor).bin"
+done
+# Chain seeds also come from the chain tests' wire forms (written by `cargo test -p civis-core --test
 # chain_light` when CIVIS_FUZZ_SEEDS names a folder), else the fuzzer starts from scratch.
 if [ -n "${CIVIS_FUZZ_SEEDS:-}" ] && [ -d "$CIVIS_FUZZ_SEEDS" ]; then
   for t in registry_tx sync_bundle; do mkdir -p "fuzz/corpus/$t"; cp "$CIVIS_FUZZ_SEEDS/$t".* "fuzz/corpus/$t/" 2>/dev/null || true; done

@@ -547,6 +547,51 @@ fn a_lying_registry_cannot_refile_a_status_chunk() {
     assert_eq!(verdict(&s, &kiosk), Verdict::Reject(RejectReason::Revoked));
 }
 
+/// Defense in depth against a certified lie (a faulty validator quorum): a delta that adds a
+/// chunk past a list's size, or re-sizes a known list, reproduces its (certified) root and is
+/// still refused, because the lists it touches are checked whole.
+#[test]
+fn a_certified_delta_that_breaks_a_list_is_refused() {
+    let mut s = setup();
+    let mut kiosk = KioskSnapshot::from_genesis(&s.chain.genesis).unwrap();
+    kiosk.apply(&s.chain.full_bundle()).unwrap();
+    let (base_header, base_state) = (s.chain.head.clone(), s.chain.state.clone());
+    s.chain.block(vec![]);
+    let uri = status_uri(&s.issuer.did, "batch-1");
+    let lie = |extra: civis_core::chain::state::Entry| {
+        let mut bundle = s.chain.delta_bundle(&base_header, &base_state);
+        let mut entries: Vec<_> = s.chain.state.kiosk_tree().entries().cloned().collect();
+        entries.retain(|e| e.path() != extra.path());
+        entries.push(extra.clone());
+        bundle.header.kiosk_root = Tree::from_entries(entries).root();
+        bundle.finalization = s.chain.cert(&bundle.header);
+        bundle.entries.push(extra);
+        bundle
+    };
+    let past_the_end = lie(civis_core::chain::state::Entry {
+        table: Table::StatusChunk,
+        key: chunk_key(&uri, 99),
+        value: vec![0; 16],
+    });
+    let mut k = kiosk.clone();
+    assert!(matches!(k.apply(&past_the_end), Err(SyncError::Lists(_))));
+    assert_eq!(k.header(), kiosk.header());
+    let info = civis_core::chain::state::ListInfo {
+        id: 0,
+        bits: civis_core::status::Bits::new(2).unwrap(),
+        size: 100,
+    };
+    let resized = lie(civis_core::chain::state::Entry {
+        table: Table::StatusMeta,
+        key: uri.as_bytes().to_vec(),
+        value: info.encode(),
+    });
+    assert!(matches!(k.apply(&resized), Err(SyncError::Lists(_))));
+    // The honest delta still applies.
+    k.apply(&s.chain.delta_bundle(&base_header, &base_state))
+        .unwrap();
+}
+
 /// A root proves each entry is the chain's, not that the entries add up: a tampered snapshot
 /// file without chunk 0 of a list, its header's sub-root recomputed to match, is refused on
 /// load because the list's chunks are not 0..n-1.

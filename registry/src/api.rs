@@ -231,24 +231,43 @@ async fn did<S: Store + Send + Sync + 'static>(
 
 async fn status_list<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
+    extensions: axum::http::Extensions,
     Path(id): Path<String>,
 ) -> Result<Json<StatusListAnswer>, Error> {
+    // A bulk read like a sync bundle: compressing a list of millions of entries costs
+    // milliseconds, so it shares the per-client allowance and runs off the runtime threads.
+    admit_bulk_read(&api, &extensions)?;
     let (head, state) = api.ledger.head();
     let wanted: Option<u64> = id.parse().ok();
     let (uri, info, list) = state
         .status_lists()
         .find(|(uri, info, _)| wanted.map_or(*uri == id, |n| info.id == n))
+        .map(|(uri, info, list)| (uri.to_owned(), *info, list.clone()))
         .ok_or_else(|| Error::NotFound(format!("no status list {id}")))?;
+    let (size, bits) = (list.len(), list.bits().get());
+    let lst = tokio::task::spawn_blocking(move || {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed())
+    })
+    .await
+    .map_err(|e| Error::Consensus(format!("status list encoding failed: {e}")))?;
     Ok(Json(StatusListAnswer {
         id: info.id,
-        uri: uri.to_owned(),
-        size: list.len(),
+        uri,
+        size,
         height: head.height,
-        status_list: StatusListBody {
-            bits: list.bits().get(),
-            lst: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed()),
-        },
+        status_list: StatusListBody { bits, lst },
     }))
+}
+
+/// Take one request from the caller's allowance for bulk reads (sync bundles, status lists).
+/// Without a peer address (a handler called in-process) there is no client to limit.
+fn admit_bulk_read<S>(api: &Api<S>, extensions: &axum::http::Extensions) -> Result<(), Error> {
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+        api.sync
+            .admit(peer.ip(), std::time::Instant::now())
+            .map_err(|wait| Error::RateLimited(wait.as_secs().max(1)))?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -261,12 +280,7 @@ async fn sync<S: Store + Send + Sync + 'static>(
     extensions: axum::http::Extensions,
     Query(q): Query<SyncQuery>,
 ) -> Result<Response, Error> {
-    // Without a peer address (a handler called in-process) there is no client to limit.
-    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
-        api.sync
-            .admit(peer.ip(), std::time::Instant::now())
-            .map_err(|wait| Error::RateLimited(wait.as_secs().max(1)))?;
-    }
+    admit_bulk_read(&api, &extensions)?;
     let bundle = api.sync.bundle(&api.ledger, q.since).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/cbor")],

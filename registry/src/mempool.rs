@@ -9,7 +9,7 @@
 //!
 //! A signer's transactions from its next expected slot on, without a gap, are **ready**: a block
 //! can apply them. The rest **wait** behind a sequence gap, and they are what a stranger could
-//! park for free, so they are bounded on their own (`specs/registry-node.md` §3): a few per
+//! park for free, so they are bounded on their own (`specs/chain-transactions.md` §7.3): a few per
 //! signer, a small share of the pool in total, and evicted after a number of finalized blocks.
 //! Governance members have reserved room, so a full pool never locks governance out.
 

@@ -4,7 +4,7 @@
 //! diff), so: encoded bundles are cached per `(since, certified height)` and served to every
 //! kiosk asking the same; at most one bundle is built at a time, on a blocking thread, never on
 //! the threads that run consensus; and each client address has a token bucket, so one client
-//! looping cannot starve the others (`specs/registry-node.md` §6).
+//! looping cannot starve the others (`specs/registry-node.md` §13).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! The mempool gossip batch validators exchange (`specs/registry-node.md` §3.3): a
+//! The mempool gossip batch validators exchange (`specs/registry-node.md` §7.3): a
 //! concatenation of `u32 BE length ‖ COSE_Sign1 bytes`, at most [`MAX_BATCH_BYTES`] and
 //! [`MAX_BATCH_TXS`] entries, none empty. A batch that breaks a rule is dropped whole.
 

@@ -164,6 +164,20 @@ impl Nvm for MemoryNvm {
     }
 }
 
+/// The host's memory, remembering the last state committed during one command.
+struct Tracked<'a> {
+    inner: &'a mut dyn Nvm,
+    last: Option<CardState>,
+}
+
+impl Nvm for Tracked<'_> {
+    fn commit(&mut self, state: &CardState) -> Result<(), Torn> {
+        self.inner.commit(state)?;
+        self.last = Some(state.clone());
+        Ok(())
+    }
+}
+
 /// The card: persistent state plus this power-on's RAM.
 pub struct Card {
     state: CardState,
@@ -219,11 +233,20 @@ impl Card {
             return Err(Torn);
         }
         let mut next = self.state.clone();
+        let mut memory = Tracked {
+            inner: nvm,
+            last: None,
+        };
         let response = match Command::parse(apdu_bytes) {
-            Ok(cmd) => self.dispatch(&cmd, &mut next, rng, nvm),
+            Ok(cmd) => self.dispatch(&cmd, &mut next, rng, &mut memory),
             Err(_) => sw(StatusWord::WrongLength),
         };
-        if self.ram.torn || (next != self.state && nvm.commit(&next).is_err()) {
+        // Compared with what memory holds now: a PIN check commits mid-command, and a right PIN
+        // then gives the try back, so the final state may equal the one before the command
+        // while memory holds the spent try.
+        let durable = memory.last.as_ref().unwrap_or(&self.state);
+        let changed = next != *durable;
+        if self.ram.torn || (changed && memory.commit(&next).is_err()) {
             self.off = true;
             self.ram = Transient::new();
             return Err(Torn);

@@ -8,9 +8,10 @@ use super::{MAX_SYNTHESIZED_BYTES, SyncError, malformed};
 use crate::chain::block::Header;
 use crate::chain::cert::{Finalization, ValidatorSet};
 use crate::chain::smt::{self, Hash};
+use crate::chain::state::lists::{chunk_count, list_bytes};
 use crate::chain::state::{
     CHAIN_RECORD, ChainRecord, Entry, Genesis, ListInfo, MAX_STATUS_ENTRIES, STATUS_CHUNK, State,
-    Tree, chunk_key, decode_accreditation, epoch_of, is_boundary, status_lists,
+    Tree, chunk_key, decode_accreditation, epoch_of, is_boundary, split_chunk_key, status_lists,
 };
 use crate::chain::table::Table;
 use crate::crypto::EcPublicKey;
@@ -235,6 +236,8 @@ impl KioskSnapshot {
             )
         };
         let staged = stage(base, &known, bundle)?;
+        // The lists a delta touches (the others were checked whole when the kiosk adopted them).
+        let touched = touched_lists(staged.values())?;
         let mut tree = if cold {
             // A first sync rebuilds the subtree in one pass over sorted leaves.
             let mut all = self.genesis_tree.to_map();
@@ -269,10 +272,17 @@ impl KioskSnapshot {
         }
         // A certified root proves each entry is the chain's, not that the entries add up: the
         // lists must be whole before anything reads them.
-        let lists = checked_lists(&tree)?;
-        tree.clear_touched();
-        self.tree = tree;
-        self.lists = lists;
+        if cold {
+            let lists = checked_lists(&tree)?;
+            tree.clear_touched();
+            self.tree = tree;
+            self.lists = lists;
+        } else {
+            let updates = self.recheck_lists(&tree, &touched)?;
+            tree.clear_touched();
+            self.tree = tree;
+            self.lists.extend(updates);
+        }
         self.header = header.clone();
         self.validators = set;
         self.epoch = epoch;
@@ -324,6 +334,88 @@ impl KioskSnapshot {
             status_lists,
             as_of: Some(Timestamp(self.header.time)),
         }
+    }
+}
+
+/// A status list reassembled from the tree and checked whole, with its metadata.
+type CheckedList = (ListInfo, StatusList);
+
+/// The lists whose metadata or chunks an entry set writes, by URI, each with the highest chunk
+/// number written (`None`: only its metadata).
+type Touched = BTreeMap<String, Option<u64>>;
+
+fn touched_lists<'a>(entries: impl Iterator<Item = &'a Entry>) -> Result<Touched, SyncError> {
+    let mut out = Touched::new();
+    for e in entries {
+        match e.table {
+            Table::StatusMeta => {
+                let uri = String::from_utf8(e.key.clone())
+                    .map_err(|_| SyncError::Lists("a list URI is not UTF-8".into()))?;
+                out.entry(uri).or_insert(None);
+            }
+            Table::StatusChunk => {
+                let (uri, n) = split_chunk_key(&e.key)
+                    .ok_or_else(|| SyncError::Lists("a status chunk has a malformed key".into()))?;
+                let highest = out.entry(uri).or_insert(None);
+                *highest = Some(highest.map_or(n, |h| h.max(n)));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+impl KioskSnapshot {
+    /// After a delta: each touched list of `tree` reassembled and checked whole (metadata
+    /// present and unchanged for a known list, a fresh id for a new one, chunks `0..n−1` of the
+    /// right sizes and none beyond). The untouched lists were checked when they were adopted and
+    /// the delta wrote none of their entries, so the cost is that of the touched lists.
+    fn recheck_lists(
+        &self,
+        tree: &Tree,
+        touched: &Touched,
+    ) -> Result<Vec<(String, CheckedList)>, SyncError> {
+        let refuse = |uri: &str, what: &str| SyncError::Lists(format!("status list {uri}: {what}"));
+        let mut ids: std::collections::BTreeSet<u64> =
+            self.lists.values().map(|(info, _)| info.id).collect();
+        let mut out = Vec::new();
+        for (uri, highest) in touched {
+            let info = tree
+                .get(Table::StatusMeta, uri.as_bytes())
+                .and_then(ListInfo::decode)
+                .filter(|i| i.size > 0 && i.size <= MAX_STATUS_ENTRIES)
+                .ok_or_else(|| refuse(uri, "chunks without valid metadata"))?;
+            match self.lists.get(uri) {
+                Some((old, _)) if *old != info => return Err(refuse(uri, "metadata changed")),
+                Some(_) => {}
+                None if !ids.insert(info.id) => return Err(refuse(uri, "id already in use")),
+                None => {}
+            }
+            let total = list_bytes(&info);
+            let n = chunk_count(&info);
+            let mut bytes = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+            for c in 0..n {
+                let want = total.saturating_sub(c.saturating_mul(STATUS_CHUNK as u64));
+                let want = want.min(STATUS_CHUNK as u64);
+                match tree.get(Table::StatusChunk, &chunk_key(uri, c)) {
+                    Some(chunk) if chunk.len() as u64 == want => bytes.extend_from_slice(chunk),
+                    _ => {
+                        return Err(refuse(
+                            uri,
+                            &format!("chunk {c} missing or of the wrong size"),
+                        ));
+                    }
+                }
+            }
+            if highest.is_some_and(|h| h >= n) {
+                return Err(refuse(uri, "a chunk beyond its size"));
+            }
+            out.push((
+                uri.clone(),
+                (info, StatusList::from_bytes(info.bits, bytes)),
+            ));
+        }
+        Ok(out)
     }
 }
 
