@@ -288,7 +288,7 @@ fn validator_set_change_between_processes() {
 #[test]
 fn sync_flood_key_files_and_absurd_heights() {
     use std::os::unix::fs::PermissionsExt as _;
-    let mut c = Cluster::init("flood", 1, 17500);
+    let mut c = Cluster::init("flood", 1, 17700);
     c.start_with(
         0,
         None,
@@ -396,4 +396,60 @@ fn sync_flood_key_files_and_absurd_heights() {
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"], "not_found");
     }
+}
+
+/// Review of issue #10: a client holding idle connections from many loopback addresses used to
+/// exhaust a validator's file descriptors; consensus could then not open its journal, panicked,
+/// and the node died. The server now accepts at most a quarter of the descriptor limit (the
+/// rest wait in the kernel's backlog) and closes idle connections: under the same siege, with a
+/// limit of 512 files, the node stays up and keeps finalizing.
+#[test]
+fn idle_connections_cannot_exhaust_a_validators_files() {
+    let mut c = Cluster::init("fds", 1, 17900);
+    c.start_with_fd_limit(0, 512);
+    let before = c.wait_height(0, 2);
+    let port = 17900 + 100;
+    // 600 idle connections (fewer if this test process may not open that many files), 50 from
+    // each of 12 loopback addresses: more than the node's 512 descriptors could hold.
+    let own_limit: usize = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024);
+    let wanted = 600.min(own_limit.saturating_sub(200));
+    let mut held = Vec::new();
+    'open: for a in 1..=12u8 {
+        for _ in 0..50 {
+            if held.len() >= wanted {
+                break 'open;
+            }
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(&std::net::SocketAddr::from(([127, 0, 2, a], 0)).into())
+                .unwrap();
+            let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if socket
+                .connect_timeout(&target.into(), Duration::from_secs(2))
+                .is_ok()
+            {
+                held.push(socket);
+            }
+        }
+    }
+    assert!(
+        held.len() >= wanted / 2,
+        "only {} connections opened",
+        held.len()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(c.alive(0), "the validator died under idle connections");
+    drop(held);
+    // Freed slots: the API answers again, and blocks were finalized all along.
+    let after = c.wait_height(0, before + 6);
+    assert!(after >= before + 6);
+    assert!(c.alive(0));
 }

@@ -11,7 +11,7 @@
 use civis_core::cbor::CborForm;
 use civis_core::chain::block::{self, Header};
 use civis_core::chain::cert::{Finalization, Proposal, ValidatorSet};
-use civis_core::chain::light::{EpochChange, KioskSnapshot, SyncBundle, SyncError};
+use civis_core::chain::light::{EpochChange, KioskSnapshot, StatusChanges, SyncBundle, SyncError};
 use civis_core::chain::state::{Genesis, State, Tree, chunk_key, status_uri};
 use civis_core::chain::table::Table;
 use civis_core::chain::tx::{self, Op, SignedTx, Tx};
@@ -329,8 +329,9 @@ fn cold_sync_then_delta_drive_the_verdicts() {
     }
     let delta = s.chain.delta_bundle(&base_header, &base_state);
     assert!(delta.entries.is_empty(), "no entry but the status change");
-    assert_eq!(delta.status.len(), 1);
-    assert_eq!(delta.status[0].1.changes(), &[(42, 1)]);
+    let status = delta.status.to_deltas();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].1.changes(), &[(42, 1)]);
     let wire = SyncBundle::decode(&delta.encode()).unwrap();
     // Seeds for the fuzzers (scripts/fuzz.sh), only when asked for.
     if let Some(dir) = std::env::var_os("CIVIS_FUZZ_SEEDS") {
@@ -429,13 +430,14 @@ fn certificate_refusals_leave_the_kiosk_unchanged() {
     e.value[last] ^= 1;
     assert_eq!(check(&tampered), SyncError::SubRootMismatch);
     let mut revoked = good.clone();
-    revoked.status = vec![(0, StatusDelta::from_changes(vec![(42, 1)]))];
+    revoked.status = StatusChanges::from_deltas(&[(0, StatusDelta::from_changes(vec![(42, 1)]))]);
     assert_eq!(check(&revoked), SyncError::SubRootMismatch);
     let mut unknown = good.clone();
-    unknown.status = vec![(77, StatusDelta::from_changes(vec![(1, 1)]))];
+    unknown.status = StatusChanges::from_deltas(&[(77, StatusDelta::from_changes(vec![(1, 1)]))]);
     assert!(matches!(check(&unknown), SyncError::Malformed(_)));
     let mut outside = good.clone();
-    outside.status = vec![(0, StatusDelta::from_changes(vec![(10_000, 1)]))];
+    outside.status =
+        StatusChanges::from_deltas(&[(0, StatusDelta::from_changes(vec![(10_000, 1)]))]);
     assert!(matches!(check(&outside), SyncError::Malformed(_)));
     // Forged list metadata asking the kiosk to synthesize a huge list before the root check.
     let mut huge = good.clone();

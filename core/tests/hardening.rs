@@ -16,6 +16,9 @@ use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, KeyCommitment};
 use coset::{CborSerializable, HeaderBuilder, RegisteredLabelWithPrivate, iana};
 
+/// The tests that read the process's peak memory run one at a time.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Peak resident memory of this process, in KiB.
 fn peak_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -31,6 +34,7 @@ fn peak_kib() -> u64 {
 /// (2.2 GB measured before the item budget). The budget refuses it before allocating.
 #[test]
 fn a_bundle_of_one_byte_items_is_refused_without_the_memory() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let n: u32 = (MAX_BUNDLE_LEN - 16) as u32;
     let mut bomb = vec![0x9a];
     bomb.extend_from_slice(&n.to_be_bytes());
@@ -182,4 +186,44 @@ fn crit_is_enforced() {
     let mut loose = signed_with_crit(None);
     loose.unprotected.crit = vec![RegisteredLabelWithPrivate::PrivateUse(-65_537)];
     assert!(verify(&loose).is_err());
+}
+
+/// A lying registry's bundle of tens of millions of status changes (two bytes each on the wire)
+/// made a kiosk hold sixteen bytes per change once decoded (631 MB for a 62 MB bundle). The
+/// changes now stay in their wire form and are applied as they are read.
+#[test]
+fn millions_of_status_changes_cost_their_wire_size() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    use civis_core::chain::light::StatusChanges;
+    let n: u64 = 15_000_000;
+    let mut raw = vec![0x00]; // list id 0
+    let mut count = Vec::new();
+    let mut c = n;
+    loop {
+        let b = (c & 0x7f) as u8;
+        c >>= 7;
+        if c == 0 {
+            count.push(b);
+            break;
+        }
+        count.push(b | 0x80);
+    }
+    raw.extend_from_slice(&count);
+    raw.reserve(2 * n as usize);
+    raw.push(0x00); // first index 0
+    raw.push(0x01);
+    for _ in 1..n {
+        raw.extend_from_slice(&[0x01, 0x01]); // next index, value 1
+    }
+    let before = peak_kib();
+    let changes = StatusChanges::decode(&raw).unwrap();
+    assert_eq!(changes.count(), n as usize);
+    let grew_mib = peak_kib().saturating_sub(before) / 1024;
+    // The copy of the 30 MB wire form, not 240 MB of decoded pairs.
+    assert!(grew_mib < 100, "decoding grew the peak by {grew_mib} MiB");
+    let (id, mut first) = changes.lists().next().unwrap();
+    assert_eq!(
+        (id, first.next(), first.next()),
+        (0, Some((0, 1)), Some((1, 1)))
+    );
 }

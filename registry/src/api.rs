@@ -25,11 +25,11 @@ use civis_core::chain::tx::MAX_TX_LEN;
 use civis_core::did::Did;
 use serde::Deserialize;
 
+use crate::bulk_reads::{BulkReads, Kind};
 use crate::error::Error;
 use crate::ledger::Ledger;
 use crate::mempool::{Outcome, TxId};
 use crate::store::Store;
-use crate::sync_server::SyncServer;
 
 /// The OpenAPI document served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -47,8 +47,8 @@ pub struct Api<S> {
     pub metrics: Option<MetricsSource>,
     /// Unix seconds now (a parameter so tests can fix it).
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
-    /// Sync bundles: cache, build permit, per-client limits.
-    pub sync: SyncServer,
+    /// Bulk reads (sync bundles, status lists, blocks): caches, work permit, per-client limits.
+    pub bulk: BulkReads,
 }
 
 impl IntoResponse for Error {
@@ -165,8 +165,20 @@ async fn transaction<S: Store + Send + Sync + 'static>(
 
 async fn block<S: Store + Send + Sync + 'static>(
     AxumState(api): AxumState<Arc<Api<S>>>,
+    extensions: axum::http::Extensions,
     Path(height): Path<u64>,
-) -> Result<Json<BlockAnswer>, Error> {
+) -> Result<Response, Error> {
+    admit(&api, Kind::Blocks, &extensions)?;
+    let json = |bytes: Arc<Vec<u8>>| {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Bytes::from_owner(ArcBytes(bytes)),
+        )
+            .into_response()
+    };
+    if let Some(hit) = api.bulk.cached_block(height) {
+        return Ok(json(hit));
+    }
     // No chain reaches such heights; stores index heights as i64, so ask them nothing.
     if i64::try_from(height).is_err() {
         return Err(Error::NotFound(format!(
@@ -179,27 +191,35 @@ async fn block<S: Store + Send + Sync + 'static>(
         .block(height)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no committed block at height {height}")))?;
-    let h = &block.header;
-    Ok(Json(BlockAnswer {
-        height: h.height,
-        digest: h.digest(),
-        parent: h.parent,
-        time: h.time,
-        epoch: h.epoch,
-        state_root: h.state_root(),
-        kiosk_root: h.kiosk_root,
-        public_root: h.public_root,
-        transactions: block
-            .txs
-            .iter()
-            .map(|t| BlockTx {
-                id: TxId::of(t).to_string(),
-                cose: t.bytes().to_vec(),
-            })
-            .collect(),
-        header: civis_core::cbor::CborForm::to_vec(h),
-        finalization,
-    }))
+    // Rendering a large block is CPU work: off the runtime threads, one at a time, cached.
+    let rendered = api
+        .bulk
+        .render_block(height, move || {
+            let h = &block.header;
+            let answer = BlockAnswer {
+                height: h.height,
+                digest: h.digest(),
+                parent: h.parent,
+                time: h.time,
+                epoch: h.epoch,
+                state_root: h.state_root(),
+                kiosk_root: h.kiosk_root,
+                public_root: h.public_root,
+                transactions: block
+                    .txs
+                    .iter()
+                    .map(|t| BlockTx {
+                        id: TxId::of(t).to_string(),
+                        cose: t.bytes().to_vec(),
+                    })
+                    .collect(),
+                header: civis_core::cbor::CborForm::to_vec(h),
+                finalization,
+            };
+            serde_json::to_vec(&answer).map_err(|e| Error::Malformed(e.to_string()))
+        })
+        .await?;
+    Ok(json(rendered))
 }
 
 async fn did<S: Store + Send + Sync + 'static>(
@@ -236,7 +256,7 @@ async fn status_list<S: Store + Send + Sync + 'static>(
 ) -> Result<Json<StatusListAnswer>, Error> {
     // A bulk read like a sync bundle: compressing a list of millions of entries costs
     // milliseconds, so it shares the per-client allowance and runs off the runtime threads.
-    admit_bulk_read(&api, &extensions)?;
+    admit(&api, Kind::Sync, &extensions)?;
     let (head, state) = api.ledger.head();
     let wanted: Option<u64> = id.parse().ok();
     let (uri, info, list) = state
@@ -245,11 +265,10 @@ async fn status_list<S: Store + Send + Sync + 'static>(
         .map(|(uri, info, list)| (uri.to_owned(), *info, list.clone()))
         .ok_or_else(|| Error::NotFound(format!("no status list {id}")))?;
     let (size, bits) = (list.len(), list.bits().get());
-    let lst = tokio::task::spawn_blocking(move || {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed())
-    })
-    .await
-    .map_err(|e| Error::Consensus(format!("status list encoding failed: {e}")))?;
+    let lst = api
+        .bulk
+        .run(move || Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(list.compressed())))
+        .await?;
     Ok(Json(StatusListAnswer {
         id: info.id,
         uri,
@@ -259,12 +278,12 @@ async fn status_list<S: Store + Send + Sync + 'static>(
     }))
 }
 
-/// Take one request from the caller's allowance for bulk reads (sync bundles, status lists).
-/// Without a peer address (a handler called in-process) there is no client to limit.
-fn admit_bulk_read<S>(api: &Api<S>, extensions: &axum::http::Extensions) -> Result<(), Error> {
+/// Take one request from the caller's allowance of `kind`. Without a peer address (a handler
+/// called in-process) there is no client to limit.
+fn admit<S>(api: &Api<S>, kind: Kind, extensions: &axum::http::Extensions) -> Result<(), Error> {
     if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
-        api.sync
-            .admit(peer.ip(), std::time::Instant::now())
+        api.bulk
+            .admit(kind, peer.ip(), std::time::Instant::now())
             .map_err(|wait| Error::RateLimited(wait.as_secs().max(1)))?;
     }
     Ok(())
@@ -280,8 +299,8 @@ async fn sync<S: Store + Send + Sync + 'static>(
     extensions: axum::http::Extensions,
     Query(q): Query<SyncQuery>,
 ) -> Result<Response, Error> {
-    admit_bulk_read(&api, &extensions)?;
-    let bundle = api.sync.bundle(&api.ledger, q.since).await?;
+    admit(&api, Kind::Sync, &extensions)?;
+    let bundle = api.bulk.bundle(&api.ledger, q.since).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/cbor")],
         axum::body::Bytes::from_owner(ArcBytes(bundle)),
@@ -382,17 +401,22 @@ async fn metrics<S: Store + Send + Sync + 'static>(
         (
             "civis_sync_bundles_built_total",
             "Sync bundles built.",
-            &api.sync.counters().built,
+            &api.bulk.counters().built,
         ),
         (
             "civis_sync_bundles_cached_total",
             "Sync bundles served from the cache.",
-            &api.sync.counters().cached,
+            &api.bulk.counters().cached,
         ),
         (
-            "civis_sync_rate_limited_total",
-            "Sync requests refused by a client's rate limit.",
-            &api.sync.counters().limited,
+            "civis_bulk_rate_limited_total",
+            "Bulk reads (sync, status lists, blocks) refused by a client's allowance.",
+            &api.bulk.counters().limited,
+        ),
+        (
+            "civis_bulk_busy_total",
+            "Bulk reads refused because too many waited for the work permit.",
+            &api.bulk.counters().busy,
         ),
     ] {
         metric(name, "counter", help, v.load(Ordering::Relaxed));

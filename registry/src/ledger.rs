@@ -48,9 +48,10 @@ pub trait Application: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Height of the last committed block.
     fn committed_height(&self) -> u64;
-    /// Whether some pending transaction can be applied (transactions behind a sequence gap
-    /// do not count: they must not make a leader propose empty block after empty block).
-    fn has_pending(&self) -> bool;
+    /// Whether some pending transaction can be applied on top of `parent`: ready, and not
+    /// already in an unfinalized block of that branch. Transactions behind a sequence gap, or
+    /// in flight, must not make a leader propose empty block after empty block.
+    fn has_pending(&self, parent: &Hash) -> bool;
     /// Blocks per consensus epoch (from genesis).
     fn epoch_length(&self) -> u64;
     /// The validator set of consensus `epoch`, once the committed chain has decided it (every
@@ -561,8 +562,12 @@ impl<S: Store + Send + Sync + 'static> Application for Ledger<S> {
         self.lock().head.height
     }
 
-    fn has_pending(&self) -> bool {
-        self.lock().mempool.has_ready()
+    fn has_pending(&self, parent: &Hash) -> bool {
+        if !self.lock().mempool.has_ready() {
+            return false;
+        }
+        let skip = self.in_flight(parent);
+        self.lock().mempool.has_ready_outside(&skip)
     }
 
     fn epoch_length(&self) -> u64 {

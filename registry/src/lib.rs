@@ -6,8 +6,9 @@
 //! - [`store`]: finalized blocks and state through sqlx (SQLite, PostgreSQL) or in memory, one
 //!   database transaction per block.
 //! - [`mempool`]: bounded pending transactions.
-//! - [`api`]: the HTTP API (axum).
-//! - [`sync_server`]: sync bundles cached, built off the consensus threads, rate-limited.
+//! - [`api`]: the HTTP API (axum); [`http_server`] serves it within connection limits.
+//! - [`bulk_reads`]: sync bundles, status lists and blocks cached, built off the consensus
+//!   threads one at a time, limited per client.
 //! - [`files`]: the registry directory (`genesis.json`, keys, `network.json`).
 //! - [`node`]: a validator process on tokio with authenticated p2p.
 //!
@@ -15,14 +16,15 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bulk_reads;
 pub mod consensus;
 pub mod error;
 pub mod files;
+pub mod http_server;
 pub mod ledger;
 pub mod mempool;
 pub mod node;
 pub mod store;
-pub mod sync_server;
 
 pub use civis_core as core;
 pub use error::Error;

@@ -44,7 +44,8 @@ impl std::fmt::Display for TxId {
 pub struct Limits {
     /// Most pending transactions (governance may use [`Limits::governance_reserve`] more).
     pub max_txs: usize,
-    /// Most pending bytes (governance may use a reserve on top, see [`GOVERNANCE_RESERVE_BYTES`]).
+    /// Most pending bytes, counted as [`cost`] (what a transaction holds in memory, not only its
+    /// encoded size); governance may use a reserve on top ([`GOVERNANCE_RESERVE_BYTES`]).
     pub max_bytes: usize,
     /// How far past the signer's next sequence number a transaction may be; so also the most
     /// pending transactions of one signer.
@@ -53,6 +54,8 @@ pub struct Limits {
     pub max_waiting: usize,
     /// Most transactions of one signer waiting behind a gap.
     pub max_waiting_per_signer: usize,
+    /// Most bytes ([`cost`]) waiting behind gaps, all signers together.
+    pub max_waiting_bytes: usize,
     /// A transaction still waiting this many finalized blocks after it arrived is dropped.
     pub max_wait_blocks: u64,
     /// Room only governance members may use once the pool is full.
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_per_signer: 1_000,
             max_waiting: 5_000,
             max_waiting_per_signer: 16,
+            max_waiting_bytes: 4 * 1024 * 1024,
             max_wait_blocks: 600,
             governance_reserve: 1_000,
         }
@@ -93,6 +97,20 @@ fn slot(tx: &SignedTx) -> u64 {
         Op::CreateDid { .. } => 0,
         _ => tx.tx.seq.saturating_add(1),
     }
+}
+
+/// What a pending transaction costs the pool in memory: its encoded bytes twice (the bytes and
+/// the decoded COSE structure hold the payload each) and 16 bytes per decoded status change,
+/// the one field that decodes much larger than it travels.
+pub fn cost(tx: &SignedTx) -> usize {
+    let changes = match &tx.tx.op {
+        Op::UpdateStatus { delta, .. } => delta.changes().len(),
+        _ => 0,
+    };
+    tx.bytes()
+        .len()
+        .saturating_mul(2)
+        .saturating_add(changes.saturating_mul(16))
 }
 
 /// The next slot `state` expects from `did`.
@@ -122,6 +140,8 @@ struct SignerQueue {
     txs: BTreeMap<u64, Pending>,
     /// Slots behind a gap (not in the run from `expected`).
     waiting: Vec<u64>,
+    /// Their [`cost`].
+    waiting_cost: usize,
 }
 
 impl SignerQueue {
@@ -148,6 +168,8 @@ pub struct Mempool {
     by_signer: HashMap<Did, SignerQueue>,
     /// Waiting transactions by (arrival height, arrival): the eviction order.
     waiting: BTreeMap<(u64, u64), (Did, u64)>,
+    /// Their [`cost`].
+    waiting_cost: usize,
     /// Signers with at least one ready transaction.
     ready: HashSet<Did>,
     next_arrival: u64,
@@ -196,12 +218,25 @@ impl Mempool {
         !self.ready.is_empty()
     }
 
+    /// Whether a transaction outside `skip` (those already in unfinalized blocks of the branch)
+    /// is ready: what a proposer building on that branch has to include. Costs the ready
+    /// signers' runs until one is found.
+    pub fn has_ready_outside(&self, skip: &HashSet<TxId>) -> bool {
+        self.ready.iter().any(|did| {
+            self.by_signer.get(did).is_some_and(|q| {
+                q.txs
+                    .range(q.expected..q.run_end())
+                    .any(|(_, p)| !skip.contains(&p.id))
+            })
+        })
+    }
+
     /// Transactions waiting behind a sequence gap.
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
     }
 
-    /// Pending bytes.
+    /// Pending bytes, counted as [`cost`].
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -260,6 +295,7 @@ impl Mempool {
     /// the pool limits.
     fn place(&mut self, tx: SignedTx, id: TxId, slot: u64, state: &State) -> Result<TxId, Error> {
         let did = tx.signer.did.clone();
+        let size = cost(&tx);
         let (expected, governance, run_end, waiting_here) = match self.by_signer.get(&did) {
             Some(q) => (q.expected, q.governance, q.run_end(), q.waiting.len()),
             None => {
@@ -281,14 +317,15 @@ impl Mempool {
                      sequence number; send that one first"
                 )));
             }
-            if self.waiting.len() >= self.limits.max_waiting {
+            if self.waiting.len() >= self.limits.max_waiting
+                || self.waiting_cost.saturating_add(size) > self.limits.max_waiting_bytes
+            {
                 return Err(Error::Busy(
                     "too many transactions are waiting behind sequence gaps; send them in order"
                         .into(),
                 ));
             }
         }
-        let size = tx.bytes().len();
         let (max_txs, max_bytes) = if governance {
             (
                 self.limits
@@ -317,6 +354,7 @@ impl Mempool {
                 governance,
                 txs: BTreeMap::new(),
                 waiting: Vec::new(),
+                waiting_cost: 0,
             });
         q.txs.insert(
             slot,
@@ -346,14 +384,18 @@ impl Mempool {
                 self.waiting.remove(&(p.height, p.arrival));
             }
         }
+        self.waiting_cost = self.waiting_cost.saturating_sub(q.waiting_cost);
         let end = q.run_end();
         q.waiting = q.txs.range(end..).map(|(s, _)| *s).collect();
+        q.waiting_cost = 0;
         for s in &q.waiting {
             if let Some(p) = q.txs.get(s) {
                 self.waiting
                     .insert((p.height, p.arrival), (did.clone(), *s));
+                q.waiting_cost = q.waiting_cost.saturating_add(cost(&p.tx));
             }
         }
+        self.waiting_cost = self.waiting_cost.saturating_add(q.waiting_cost);
         if q.is_ready() {
             self.ready.insert(did.clone());
         } else {
@@ -439,13 +481,43 @@ impl Mempool {
         self.order.remove(&p.arrival);
         self.waiting.remove(&(p.height, p.arrival));
         q.waiting.retain(|s| *s != slot);
-        self.bytes = self.bytes.saturating_sub(p.tx.bytes().len());
+        self.bytes = self.bytes.saturating_sub(cost(&p.tx));
         self.unchecked.remove(&p.id);
         if q.txs.is_empty() {
+            self.waiting_cost = self.waiting_cost.saturating_sub(q.waiting_cost);
             self.by_signer.remove(did);
         }
         self.reclassify(did);
         Some(p.id)
+    }
+
+    /// Hold the waiting limits after transactions moved from ready to waiting without passing
+    /// admission (a proposer dropped the head of a signer's run, so the rest waits behind the
+    /// new gap): the signer's highest slots, then the pool's newest waiting transactions, leave.
+    fn enforce_waiting_limits(&mut self, did: &Did) {
+        const WHY: &str = "too many transactions waiting for an earlier sequence number";
+        while let Some(&slot) = self
+            .by_signer
+            .get(did)
+            .filter(|q| q.waiting.len() > self.limits.max_waiting_per_signer)
+            .and_then(|q| q.waiting.last())
+        {
+            match self.remove(did, slot) {
+                Some(id) => self.record(id, Outcome::Refused(WHY.into())),
+                None => break,
+            }
+        }
+        while self.waiting.len() > self.limits.max_waiting
+            || self.waiting_cost > self.limits.max_waiting_bytes
+        {
+            let Some((d, slot)) = self.waiting.values().next_back().cloned() else {
+                break;
+            };
+            match self.remove(&d, slot) {
+                Some(id) => self.record(id, Outcome::Refused(WHY.into())),
+                None => break,
+            }
+        }
     }
 
     /// Drop a transaction a proposer refused, unless it may still apply later (its sequence
@@ -457,6 +529,7 @@ impl Mempool {
         if let Some(id) = self.remove(&tx.signer.did, slot(tx)) {
             self.record(id, Outcome::Refused(why.to_string()));
         }
+        self.enforce_waiting_limits(&tx.signer.did);
     }
 
     /// A block finalized at `height` with `txs`; `state` is the state after it. Removes what it
@@ -487,6 +560,7 @@ impl Mempool {
                     );
                 }
             }
+            self.enforce_waiting_limits(&did);
         }
         self.evict_waiting();
     }

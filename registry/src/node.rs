@@ -17,16 +17,17 @@ use commonware_utils::ordered::Map;
 use commonware_utils::{NZU32, NZUsize, TryCollect as _};
 
 use crate::api::{self, Api};
+use crate::bulk_reads::{BulkLimits, BulkReads};
 use crate::consensus::engine::{
     Channels, PeerTracker, Timing, ValidatorConfig, channel, start_validator,
 };
 use crate::consensus::keys;
 use crate::error::Error;
 use crate::files::{RegistryDir, read_key};
+use crate::http_server::{self, ServeLimits};
 use crate::ledger::Ledger;
 use crate::mempool::Limits;
 use crate::store::{FaultPoint, SqlStore};
-use crate::sync_server::{SyncLimits, SyncServer};
 
 /// Largest p2p message: a full block plus framing.
 const MAX_MESSAGE: u32 = 20 * 1024 * 1024;
@@ -50,8 +51,8 @@ pub struct NodeOptions {
     pub stop: Option<Arc<tokio::sync::Notify>>,
     /// Print nothing on start and stop.
     pub quiet: bool,
-    /// Per-client limits and cache of `/v1/sync`.
-    pub sync_limits: SyncLimits,
+    /// Per-client allowances, caches and queue of the bulk reads (sync, status lists, blocks).
+    pub bulk_limits: BulkLimits,
 }
 
 /// Run until SIGINT/SIGTERM. Blocks the calling thread (commonware owns the runtime).
@@ -106,7 +107,8 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
     let crash_at = crash_point()?;
     let stop = opts.stop.clone();
     let quiet = opts.quiet;
-    let sync_limits = opts.sync_limits;
+    let bulk_limits = opts.bulk_limits;
+    let serve_limits = ServeLimits::for_this_process();
 
     let cfg = cw_tokio::Config::new()
         .with_storage_directory(data.join("consensus"))
@@ -201,7 +203,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
             }),
-            sync: SyncServer::new(sync_limits),
+            bulk: BulkReads::new(bulk_limits),
         });
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
@@ -213,8 +215,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                 endpoint.p2p
             );
         }
-        let app = api::router(api).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let stopped = async move {
             match stop {
                 Some(n) => tokio::select! {
                     _ = shutdown() => {}
@@ -222,8 +223,9 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                 },
                 None => shutdown().await,
             }
-        });
-        if let Err(e) = server.await {
+        };
+        if let Err(e) = http_server::serve(listener, api::router(api), serve_limits, stopped).await
+        {
             fail(Error::Io(e));
         }
         if !quiet {

@@ -286,7 +286,7 @@ async fn transactions_parked_behind_gaps_cannot_jam_the_pool() {
     assert!(parked <= limits.max_waiting);
     assert_eq!(busy, 40 * 999 - parked);
     assert!(
-        !h.ledger.has_pending(),
+        !h.ledger.has_pending(&h.ledger.head().0.digest()),
         "parked transactions count as ready"
     );
 
@@ -308,7 +308,7 @@ async fn transactions_parked_behind_gaps_cannot_jam_the_pool() {
             .bytes(),
         )
         .unwrap();
-    assert!(h.ledger.has_pending());
+    assert!(h.ledger.has_pending(&h.ledger.head().0.digest()));
     let height = h.block(true).await;
     assert_eq!(h.ledger.outcome(&created), Some(Outcome::Included(height)));
     assert_eq!(h.ledger.outcome(&election), Some(Outcome::Included(height)));
@@ -402,4 +402,99 @@ async fn a_burst_of_free_dids_does_not_grow_what_kiosks_sync() {
         a.abs_diff(b) <= 8,
         "cold bundle went from {a} to {b} bytes after 1,000 free DIDs"
     );
+}
+
+/// Review of issue #10: a transaction already in a proposed, unfinalized block is not pending
+/// on top of that block, so a leader building on it waits for new work instead of proposing an
+/// empty block at once (with commits lagging, that was ~50 empty blocks a second).
+#[tokio::test]
+async fn in_flight_transactions_do_not_make_a_leader_hurry() {
+    let mut h = Harness::new().await;
+    let alice = Holder::new("alice");
+    h.ledger.submit(alice.create(CHAIN).bytes()).unwrap();
+    let (head, _) = h.ledger.head();
+    assert!(h.ledger.has_pending(&head.digest()));
+    let proposed = h.ledger.propose(&head.digest(), &[], T0 + 1).unwrap();
+    assert_eq!(proposed.txs.len(), 1);
+    // On top of the proposal, nothing is left to do; on the head, the transaction still is.
+    assert!(!h.ledger.has_pending(&proposed.header.digest()));
+    assert!(h.ledger.has_pending(&head.digest()));
+    h.ledger.finalized(proposed, None).await.unwrap();
+    let (head, _) = h.ledger.head();
+    assert!(!h.ledger.has_pending(&head.digest()));
+    h.time += 1;
+    h.block(true).await;
+}
+
+/// Review of issue #10: a signer queues a run whose head a proposer will refuse (a status list
+/// by an issuer that is not accredited) and 150 transactions behind it. They were ready at
+/// admission, so no waiting limit applied; once the head is refused they wait behind a gap.
+/// The waiting limits now hold then too: all but 16 leave, each with its reason.
+#[tokio::test]
+async fn a_refused_head_leaves_no_more_waiting_transactions_than_the_limit() {
+    let mut h = Harness::new().await;
+    let limits = Limits::default();
+    let mut mallory = Holder::new("mallory");
+    h.ledger.submit(mallory.create(CHAIN).bytes()).unwrap();
+    h.block(true).await;
+    let head = mallory.sign(
+        CHAIN,
+        Op::CreateStatusList {
+            list: "x".into(),
+            bits: 1,
+            size: 8,
+        },
+    );
+    h.ledger.submit(head.bytes()).unwrap();
+    let mut last = None;
+    for _ in 0..150 {
+        let tx = mallory.sign(CHAIN, Op::Deactivate);
+        last = Some(h.ledger.submit(tx.bytes()).unwrap());
+    }
+    assert_eq!(h.ledger.mempool_size().0, 151);
+    h.block(true).await;
+    assert_eq!(h.ledger.mempool_size().0, limits.max_waiting_per_signer);
+    assert!(matches!(
+        h.ledger.outcome(&last.unwrap()),
+        Some(Outcome::Refused(why)) if why.contains("too many transactions waiting")
+    ));
+    assert!(!h.ledger.has_pending(&h.ledger.head().0.digest()));
+}
+
+/// Review of issue #10: waiting transactions are bounded in bytes too. Sixteen gap
+/// transactions of half a megabyte each from a few free DIDs filled the 64 MiB pool and locked
+/// out honest DIDs for the 600-block wait; the waiting bytes (counted as memory: encoded bytes
+/// twice, plus 16 bytes per status change) now stop at 4 MiB, and an honest DID gets in.
+#[tokio::test]
+async fn big_gap_transactions_cannot_fill_the_pool_by_bytes() {
+    let mut h = Harness::new().await;
+    let mut spammers: Vec<Holder> = (0..9).map(|i| Holder::new(&format!("big{i}"))).collect();
+    for s in &spammers {
+        h.ledger.submit(s.create(CHAIN).bytes()).unwrap();
+    }
+    h.block(true).await;
+    let (mut parked, mut busy) = (0usize, 0usize);
+    for s in &mut spammers {
+        for seq in 1..=16 {
+            s.seq = seq;
+            let tx = s.sign(
+                CHAIN,
+                Op::CreateStatusList {
+                    list: "l".repeat(500 * 1024),
+                    bits: 1,
+                    size: 8,
+                },
+            );
+            match h.ledger.submit(tx.bytes()) {
+                Ok(_) => parked += 1,
+                Err(civis_registry::Error::Busy(_)) => busy += 1,
+                Err(e) => panic!("unexpected refusal: {e}"),
+            }
+        }
+    }
+    assert!(parked <= 4, "{parked} half-megabyte transactions parked");
+    assert_eq!(parked + busy, 9 * 16);
+    assert!(h.ledger.mempool_size().1 <= 4 * 1024 * 1024);
+    let honest = Holder::new("honest-after-bytes");
+    h.ledger.submit(honest.create(CHAIN).bytes()).unwrap();
 }

@@ -136,7 +136,7 @@ impl Registry {
             gossip: true,
             stop: Some(Arc::clone(&stop)),
             quiet: true,
-            sync_limits: Default::default(),
+            bulk_limits: Default::default(),
         };
         let thread = std::thread::spawn(move || {
             if let Err(e) = node::run(opts) {

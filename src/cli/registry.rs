@@ -10,10 +10,10 @@ use civis_core::chain::tx::{ElementGrants, Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, DidUrl, KeyCommitment};
 use civis_core::status::StatusDelta;
+use civis_registry::bulk_reads::{Allowance, BulkLimits};
 use civis_registry::consensus::engine::Timing;
 use civis_registry::files::RegistryDir;
 use civis_registry::node::{self, NodeOptions};
-use civis_registry::sync_server::SyncLimits;
 use civis_registry_client::Client;
 use civis_registry_client::keyfile::{read_key, write_key, write_secret};
 use civis_verifier::sync::sync_snapshot;
@@ -314,10 +314,12 @@ fn execute(cmd: RegistryCommand) -> Result<()> {
             gossip: !no_gossip,
             stop: None,
             quiet: false,
-            sync_limits: SyncLimits {
-                burst: sync_burst,
-                per_second: sync_per_second,
-                ..SyncLimits::default()
+            bulk_limits: BulkLimits {
+                sync: Allowance {
+                    burst: sync_burst,
+                    per_second: sync_per_second,
+                },
+                ..BulkLimits::default()
             },
         })?),
         RegistryCommand::Keygen { out } => {

@@ -55,6 +55,8 @@ pub struct Cluster {
     base: u16,
     procs: Vec<Option<Child>>,
     rt: tokio::runtime::Runtime,
+    /// Open-file limit for the next process started.
+    fd_limit: Option<u64>,
 }
 
 impl Cluster {
@@ -94,6 +96,7 @@ impl Cluster {
             base,
             procs: (0..n).map(|_| None).collect(),
             rt: runtime(),
+            fd_limit: None,
         }
     }
 
@@ -113,6 +116,22 @@ impl Cluster {
         self.wait_up(i);
     }
 
+    /// Start validator `i` with at most `fds` open files (`ulimit -n` in a shell that then
+    /// execs the node) and wait until it answers.
+    pub fn start_with_fd_limit(&mut self, i: usize, fds: u64) {
+        self.fd_limit = Some(fds);
+        self.spawn(i, None, None, &[]);
+        self.fd_limit = None;
+        self.wait_up(i);
+    }
+
+    /// Whether validator `i`'s process is still running.
+    pub fn alive(&mut self, i: usize) -> bool {
+        self.procs[i]
+            .as_mut()
+            .is_some_and(|p| p.try_wait().ok().flatten().is_none())
+    }
+
     /// Start validator `i` with `CIVIS_CRASH_AT` set (it may die before its API answers).
     pub fn start_crashing(&mut self, i: usize, db: Option<&str>, crash_at: &str) {
         self.spawn(i, db, Some(crash_at), &[]);
@@ -124,7 +143,15 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("validator-{i}.log")))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_civis"));
+        let mut cmd = match self.fd_limit {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_civis"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_civis")),
+        };
         cmd.args(["registry", "run", "--dir", self.dir.to_str().unwrap()])
             .args(["--validator", &i.to_string()])
             .args(extra)

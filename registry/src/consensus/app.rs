@@ -102,14 +102,14 @@ where
         _: (),
     ) -> Option<Digested<ChainBlock>> {
         let start = rt.current();
-        let deadline = start + self.idle;
-        while !self.app.has_pending() && rt.current() < deadline {
-            rt.sleep(Duration::from_millis(20)).await;
-        }
-        let waited = rt.current();
         let mut ancestry = ancestry;
         let parent = ancestry.next().await?;
         let parent_digest = parent.digest().0;
+        let deadline = start + self.idle;
+        while !self.app.has_pending(&parent_digest) && rt.current() < deadline {
+            rt.sleep(Duration::from_millis(20)).await;
+        }
+        let waited = rt.current();
         let path = unknown_path(&self.app, parent, &mut ancestry).await?;
         let fetched = rt.current();
         let block = self

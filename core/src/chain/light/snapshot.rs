@@ -464,42 +464,48 @@ fn stage(
         }
         new_lists.insert(meta.id, (uri.to_owned(), meta));
     }
-    for (id, delta) in &bundle.status {
+    for (id, changes) in bundle.status.lists() {
         let (uri, meta) = new_lists
-            .get(id)
-            .or_else(|| known.get(id))
+            .get(&id)
+            .or_else(|| known.get(&id))
             .ok_or_else(|| SyncError::Malformed(format!("status changes for unknown list {id}")))?;
         let per_chunk = (STATUS_CHUNK as u64).saturating_mul(meta.bits.per_byte());
-        let mut by_chunk: BTreeMap<u64, Vec<(u64, u8)>> = BTreeMap::new();
-        for (idx, value) in delta.changes() {
-            if *idx >= meta.size {
+        // Changes come in increasing index, so chunk by chunk: one chunk open at a time, and
+        // memory that grows with the chunks touched, never with the number of changes.
+        let mut open: Option<(u64, StatusList)> = None;
+        let stage_chunk = |staged: &mut BTreeMap<Hash, Entry>, n: u64, chunk: StatusList| {
+            let entry = Entry {
+                table: Table::StatusChunk,
+                key: chunk_key(uri, n),
+                value: chunk.as_bytes().to_vec(),
+            };
+            staged.insert(entry.path(), entry);
+        };
+        for (idx, value) in changes {
+            if idx >= meta.size {
                 return Err(SyncError::Malformed(format!(
                     "status index {idx} outside list {id}"
                 )));
             }
-            by_chunk
-                .entry(idx / per_chunk)
-                .or_default()
-                .push((idx % per_chunk, *value));
-        }
-        for (n, changes) in by_chunk {
-            let key = chunk_key(uri, n);
-            let path = Table::StatusChunk.path(&key);
-            let bytes = staged
-                .get(&path)
-                .or_else(|| base.get_at(&path))
-                .map(|e| e.value.clone())
-                .ok_or_else(|| SyncError::Malformed(format!("list {id} has no chunk {n}")))?;
-            let mut chunk = StatusList::from_bytes(meta.bits, bytes);
-            for (local, value) in changes {
-                chunk.set(local, value).map_err(malformed)?;
+            let n = idx / per_chunk;
+            if open.as_ref().is_none_or(|(m, _)| *m != n) {
+                if let Some((m, chunk)) = open.take() {
+                    stage_chunk(&mut staged, m, chunk);
+                }
+                let path = Table::StatusChunk.path(&chunk_key(uri, n));
+                let bytes = staged
+                    .get(&path)
+                    .or_else(|| base.get_at(&path))
+                    .map(|e| e.value.clone())
+                    .ok_or_else(|| SyncError::Malformed(format!("list {id} has no chunk {n}")))?;
+                open = Some((n, StatusList::from_bytes(meta.bits, bytes)));
             }
-            let entry = Entry {
-                table: Table::StatusChunk,
-                key,
-                value: chunk.as_bytes().to_vec(),
-            };
-            staged.insert(path, entry);
+            if let Some((_, chunk)) = open.as_mut() {
+                chunk.set(idx % per_chunk, value).map_err(malformed)?;
+            }
+        }
+        if let Some((m, chunk)) = open.take() {
+            stage_chunk(&mut staged, m, chunk);
         }
     }
     Ok(staged)
