@@ -302,6 +302,9 @@ fn sync_flood_key_files_and_absurd_heights() {
             .status
             .success()
     );
+    // The directory holding them is the owner's alone, whatever the umask.
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode & 0o077, 0, "registry directory is {dir_mode:o}");
     for f in [
         "governance.jwk",
         "governance.next.jwk",

@@ -68,6 +68,20 @@ fn key_error(e: civis_registry_client::Error) -> Error {
     Error::Config(e.to_string())
 }
 
+/// Create `path` (and missing parents) readable by its owner only: it holds private keys and
+/// validator data, whatever the umask.
+pub fn create_private_dir(path: &Path) -> Result<(), Error> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(path)?;
+    Ok(())
+}
+
 /// A registry directory.
 #[derive(Debug, Clone)]
 pub struct RegistryDir {
@@ -179,7 +193,7 @@ impl RegistryDir {
                 self.genesis_path().display()
             )));
         }
-        std::fs::create_dir_all(&self.root)?;
+        create_private_dir(&self.root)?;
         let gov = SoftwareKey::generate(rng);
         let gov_next = SoftwareKey::generate(rng);
         let commitment = KeyCommitment::to(gov_next.public_key());

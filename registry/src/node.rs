@@ -72,7 +72,7 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
     let (key, _) = read_key(&opts.dir.validator_key(opts.index))?;
     let sk = keys::private_key(&key)?;
     let data: PathBuf = opts.dir.validator_data(opts.index);
-    std::fs::create_dir_all(&data)?;
+    crate::files::create_private_dir(&data)?;
     let db = opts
         .db
         .clone()

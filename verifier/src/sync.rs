@@ -24,7 +24,15 @@ pub enum SyncError {
     Registry(#[from] civis_registry_client::Error),
     /// The bundle does not check against the snapshot (forged, rolled back, another chain).
     #[error("sync bundle refused: {0}")]
-    Refused(#[from] civis_core::chain::light::SyncError),
+    Refused(civis_core::chain::light::SyncError),
+}
+
+// Not `#[from]`: that would also make the refusal the error's source, and reports that print
+// the chain of sources would say it twice.
+impl From<civis_core::chain::light::SyncError> for SyncError {
+    fn from(e: civis_core::chain::light::SyncError) -> Self {
+        Self::Refused(e)
+    }
 }
 
 /// What a sync did.

@@ -60,9 +60,7 @@ impl KioskSnapshot {
         let (digest, epoch, keys, header, entries, evidence) =
             Self::decode_parts(bytes).map_err(malformed)?;
         if digest != snap.genesis_digest {
-            return Err(SyncError::ForeignChain(
-                "snapshot was made for another genesis".into(),
-            ));
+            return Err(SyncError::ForeignGenesis);
         }
         if header.chain != snap.chain_id {
             return Err(SyncError::ForeignChain(header.chain));

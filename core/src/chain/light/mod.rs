@@ -43,6 +43,9 @@ pub enum SyncError {
     /// A bundle of another chain.
     #[error("bundle is for chain {0:?}")]
     ForeignChain(String),
+    /// A snapshot file made for another genesis than the one the kiosk pins.
+    #[error("the snapshot was made for another genesis")]
+    ForeignGenesis,
     /// A certificate that does not verify against the kiosk's validator set.
     #[error("certificate refused: {0}")]
     Certificate(String),
