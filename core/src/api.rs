@@ -251,6 +251,13 @@ impl DidAnswer {
         )
         .map_err(|e| Error::malformed(W, format!("proof does not verify: {e}")))?;
         let record = DidRecord::decode(&self.proof.record)?;
+        // The plain fields must say what the proven parts say.
+        if header.state_root() != self.state_root || record.seq != self.seq {
+            return Err(Error::malformed(
+                W,
+                "stateRoot or seq differs from the proven header and record",
+            ));
+        }
         Ok(VerifiedDid {
             document: record.document(did),
             header,
@@ -360,4 +367,102 @@ pub struct StatusListAnswer {
     pub height: u64,
     /// The list.
     pub status_list: StatusListBody,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::chain::state::{Genesis, State};
+    use crate::chain::tx::{Op, SignedTx, Tx};
+    use crate::crypto::SoftwareKey;
+    use crate::did::KeyCommitment;
+
+    /// A state with one DID besides governance, and the node's answer for it.
+    fn answer() -> (Did, DidAnswer) {
+        let k = |i: u8| SoftwareKey::from_scalar(&[i; 32]).unwrap();
+        let genesis = Genesis {
+            chain_id: "api".into(),
+            time: 0,
+            validators: vec![k(1).public_key().clone()],
+            governance: vec![(
+                k(2).public_key().clone(),
+                KeyCommitment::to(k(3).public_key()),
+            )],
+            governance_threshold: 1,
+            epoch_length: 100,
+        };
+        let mut state = State::genesis(&genesis).unwrap();
+        let next = KeyCommitment::to(k(5).public_key());
+        let did = Did::from_inception(k(4).public_key(), &next);
+        let tx = SignedTx::sign(
+            Tx {
+                chain: "api".into(),
+                seq: 0,
+                op: Op::CreateDid {
+                    key: k(4).public_key().clone(),
+                    next,
+                },
+            },
+            did.key_url(1),
+            &k(4),
+        )
+        .unwrap();
+        state.apply(&tx, 1).unwrap();
+        let header = Header::genesis(&state, 1);
+        let key = did.as_str().as_bytes();
+        let record = state.public_tree().get(Table::Did, key).unwrap().to_vec();
+        let answer = DidAnswer {
+            did: did.to_string(),
+            document: serde_json::Value::Null,
+            seq: 0,
+            next_seq: 0,
+            height: header.height,
+            header: header.to_vec(),
+            state_root: header.state_root(),
+            proof: DidProof {
+                tree: "public".into(),
+                record,
+                merkle: MerkleProof::from(&state.public_tree().prove(Table::Did, key)),
+            },
+        };
+        (did, answer)
+    }
+
+    #[test]
+    fn a_proven_answer_verifies_and_every_lie_is_refused() {
+        let (did, good) = answer();
+        let verified = good.verify(&did).unwrap();
+        assert_eq!(verified.document.id, did);
+        // Through JSON, as a client reads it.
+        let json = serde_json::to_string(&good).unwrap();
+        let back: DidAnswer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.verify(&did).unwrap(), verified);
+
+        let (other, _) = {
+            let k = SoftwareKey::from_scalar(&[9; 32]).unwrap();
+            let d = Did::from_inception(k.public_key(), &KeyCommitment::to(k.public_key()));
+            (d, ())
+        };
+        assert!(good.verify(&other).is_err(), "an answer for another DID");
+        let mut lie = good.clone();
+        let last = lie.proof.record.len() - 1;
+        lie.proof.record[last] ^= 1;
+        assert!(lie.verify(&did).is_err(), "a changed record");
+        let mut lie = good.clone();
+        lie.proof.merkle.siblings.push([0; 32]);
+        assert!(lie.verify(&did).is_err(), "a changed proof");
+        let mut lie = good.clone();
+        lie.seq = 7;
+        assert!(lie.verify(&did).is_err(), "a seq the record does not say");
+        let mut lie = good.clone();
+        lie.state_root = [1; 32];
+        assert!(
+            lie.verify(&did).is_err(),
+            "a state root the header does not say"
+        );
+        let mut lie = good;
+        lie.proof.tree = "kiosk".into();
+        assert!(lie.verify(&did).is_err(), "another tree");
+    }
 }

@@ -145,18 +145,23 @@ fn certify(header: &Header) -> Vec<u8> {
     set.certify(proposal, &signers).unwrap().encode()
 }
 
+/// What the library kiosk may read.
+fn library_grants() -> civis_core::kiosk::ElementGrants {
+    vec![(
+        mdoc::citizen::DOC_TYPE.into(),
+        vec![(
+            mdoc::citizen::NAMESPACE.into(),
+            vec!["age_over_18".into(), "resident_district".into()],
+        )],
+    )]
+}
+
 fn statement(gov: &Holder, kiosk: &Holder) -> Vec<u8> {
     KioskAccreditation {
         chain: CHAIN.into(),
         kiosk: kiosk.did.clone(),
         key: kiosk.key.public_key().clone(),
-        grants: vec![(
-            mdoc::citizen::DOC_TYPE.into(),
-            vec![(
-                mdoc::citizen::NAMESPACE.into(),
-                vec!["age_over_18".into(), "resident_district".into()],
-            )],
-        )],
+        grants: library_grants(),
         purpose: "library membership".into(),
         not_before: T0,
         not_after: T0 + 365 * 86_400,
@@ -208,13 +213,7 @@ fn every_operation(gov: &mut Holder, issuer: &mut Holder, kiosk: &Holder) -> Vec
         }),
         gov.sign(Op::AccreditKiosk {
             kiosk: kiosk.did.clone(),
-            grants: vec![(
-                mdoc::citizen::DOC_TYPE.into(),
-                vec![(
-                    mdoc::citizen::NAMESPACE.into(),
-                    vec!["age_over_18".into(), "resident_district".into()],
-                )],
-            )],
+            grants: library_grants(),
             purpose: "library membership".into(),
             not_before: T0,
             not_after: T0 + 365 * 86_400,

@@ -7,31 +7,10 @@
 use civis_core::card::TransportKey;
 use civis_wallet_core::applet::{Card, CardState, MemoryNvm};
 use libfuzzer_sys::fuzz_target;
-use rand_core::{CryptoRng, RngCore};
 
-/// Deterministic randomness, so a crash reproduces.
-struct Counter(u64);
-
-impl RngCore for Counter {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = self.next_u64() as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl CryptoRng for Counter {}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Counter;
 
 fuzz_target!(|data: &[u8]| {
     let blank = CardState::blank([1; 16], TransportKey([0x42; 32]));

@@ -1,12 +1,11 @@
 //! The reader side against a lying card: every answer APDU comes from the input (split at
-//! 0xFF 0xFF), and the reader reads the engagement, opens a session, sends a request and reads
+//! each 0xFF byte), and the reader reads the engagement, opens a session, sends a request and reads
 //! the card info. Never panics, whatever the card says.
 #![no_main]
 
 use civis_firmware_bridge::CardTransport;
 use civis_firmware_bridge::reader::{CardClient, MdocSession};
 use libfuzzer_sys::fuzz_target;
-use rand_core::{CryptoRng, RngCore};
 
 struct Script<'a>(std::vec::IntoIter<&'a [u8]>);
 
@@ -19,28 +18,9 @@ impl CardTransport for Script<'_> {
     }
 }
 
-struct Counter(u64);
-
-impl RngCore for Counter {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = self.next_u64() as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl CryptoRng for Counter {}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Counter;
 
 fuzz_target!(|data: &[u8]| {
     let answers: Vec<&[u8]> = data.split(|b| *b == 0xFF).collect();
