@@ -100,6 +100,24 @@ impl TransportKey {
         out
     }
 
+    /// One personalization command as the APDUs to send: `body ‖ MAC` under `counter`, chained
+    /// in pieces of at most `max_chunk` bytes; `[ins, p1, p2]` names the command (255 keeps to short APDUs). The reader and the
+    /// issuer service (which relays commands to a card at a counter) build them the same way.
+    pub fn command(
+        &self,
+        serial: &[u8; 16],
+        counter: u32,
+        [ins, p1, p2]: [u8; 3],
+        body: &[u8],
+        max_chunk: usize,
+    ) -> Vec<crate::apdu::Command> {
+        let mac = self.mac(serial, counter, [CLA_PERSO, ins, p1, p2], body);
+        let mut data = Vec::with_capacity(body.len() + PERSO_MAC_LEN);
+        data.extend_from_slice(body);
+        data.extend_from_slice(&mac);
+        crate::apdu::chain(CLA_PERSO, ins, p1, p2, &data, max_chunk, Some(256))
+    }
+
     /// Check a MAC in constant time.
     pub fn check(
         &self,

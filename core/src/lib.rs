@@ -3,6 +3,7 @@
 //! No I/O, no async, no clock: time, randomness, keys and trust state are parameters.
 //!
 //! - [`api`]: the registry's HTTP request and answer bodies.
+//! - [`issuer_api`]: the issuer service's HTTP request and answer bodies.
 //! - [`cose`]: COSE_Sign1 / ES256 with per-structure signing domains and a [`cose::Signer`] trait.
 //! - [`mdoc`]: ISO 18013-5 credentials — issue, present, verify.
 //! - [`session`]: ISO 18013-5 session encryption and MAC keys.
@@ -28,6 +29,7 @@ pub mod cose;
 pub mod crypto;
 pub mod did;
 pub mod error;
+pub mod issuer_api;
 pub mod jwk;
 pub mod kiosk;
 pub mod mdoc;

@@ -5,7 +5,7 @@
 use ciborium::Value;
 use civis_core::apdu::{self, CLA_CHAINING, Command, Response, StatusWord};
 use civis_core::card::{
-    self, AID_CIVIS, AID_MDOC, AID_NDEF, CLA_PERSO, CLA_PROPRIETARY, CardInfo, FILE_CC, FILE_NDEF,
+    self, AID_CIVIS, AID_MDOC, AID_NDEF, CLA_PROPRIETARY, CardInfo, FILE_CC, FILE_NDEF,
     TransportKey,
 };
 use civis_core::cbor::{self, CborForm, Limits, text, text_map};
@@ -404,13 +404,14 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
         p2: u8,
         body: &[u8],
     ) -> Result<Vec<u8>> {
-        let mac = self
-            .key
-            .mac(&self.serial, self.counter, [CLA_PERSO, ins, p1, p2], body);
+        let commands = self.key.command(
+            &self.serial,
+            self.counter,
+            [ins, p1, p2],
+            body,
+            self.max_chunk,
+        );
         self.counter = self.counter.wrapping_add(1);
-        let mut data = body.to_vec();
-        data.extend_from_slice(&mac);
-        let commands = apdu::chain(CLA_PERSO, ins, p1, p2, &data, self.max_chunk, Some(256));
         let mut out = Vec::new();
         for cmd in &commands {
             match self.client.expect_ok(what, cmd) {

@@ -3,6 +3,7 @@
 mod card;
 mod demo;
 mod input;
+mod issuer;
 mod mdoc;
 mod registry;
 
@@ -27,6 +28,9 @@ enum Command {
     /// The registry chain: run validators, submit transactions, resolve, sync kiosks.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// The agency issuer service: run it, enroll, personalize cards, manage status, audit.
+    #[command(subcommand)]
+    Issuer(issuer::IssuerCommand),
     /// Citizen cards: the virtual card behind pcscd, real readers through libnfc.
     #[command(subcommand)]
     Card(card::CardCommand),
@@ -49,5 +53,6 @@ pub fn run() -> i32 {
         Command::Demo(args) => demo::run(&args),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Card(cmd) => card::run(cmd),
+        Command::Issuer(cmd) => issuer::run(cmd),
     }
 }

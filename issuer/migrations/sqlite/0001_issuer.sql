@@ -1,0 +1,126 @@
+-- The issuer's records (specs/issuer-storage.md). Nothing here holds a PIN, a PUK, a private
+-- key or a transport key; resident attributes live only in residents.attributes.
+
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    hash BLOB NOT NULL,
+    agency TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER
+);
+
+CREATE TABLE residents (
+    id TEXT PRIMARY KEY,
+    agency TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    attributes BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE (agency, request_key)
+);
+
+-- Status indexes are handed out from reserved ranges; a reserved index is never reserved again.
+CREATE TABLE index_reservations (
+    agency TEXT NOT NULL,
+    list TEXT NOT NULL,
+    next_index INTEGER NOT NULL,
+    PRIMARY KEY (agency, list)
+);
+
+-- Every card key ever seen, from any batch of any agency: a key seen twice is a cloned or badly
+-- generated chip.
+CREATE TABLE card_keys (
+    public_key BLOB PRIMARY KEY,
+    serial BLOB NOT NULL,
+    agency TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    seen INTEGER NOT NULL
+);
+
+CREATE TABLE credentials (
+    id TEXT PRIMARY KEY,
+    agency TEXT NOT NULL,
+    resident TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    list TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    card_serial BLOB,
+    batch TEXT,
+    issuer_signed BLOB NOT NULL,
+    state TEXT NOT NULL,
+    wanted INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL,
+    UNIQUE (agency, request_key),
+    UNIQUE (agency, list, idx)
+);
+CREATE INDEX credentials_batch ON credentials (agency, batch);
+CREATE INDEX credentials_card ON credentials (card_serial);
+
+CREATE TABLE personalizations (
+    id TEXT PRIMARY KEY,
+    agency TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    resident TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    serial BLOB NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    card_key BLOB,
+    list TEXT,
+    idx INTEGER,
+    credential TEXT,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    UNIQUE (agency, request_key)
+);
+
+CREATE TABLE batch_suspensions (
+    agency TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (agency, batch)
+);
+
+-- One row per requested status change, pending until the block that anchors it.
+CREATE TABLE status_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agency TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    list TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    tx TEXT,
+    height INTEGER,
+    created INTEGER NOT NULL,
+    UNIQUE (agency, request_key, credential)
+);
+CREATE INDEX status_changes_pending ON status_changes (agency, state, id);
+CREATE INDEX status_changes_credential ON status_changes (credential, id);
+
+-- Transactions signed for the chain, written before they are sent so a crash re-sends the same
+-- bytes (the same sequence number) instead of signing a second, different transaction.
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    agency TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    state TEXT NOT NULL,
+    height INTEGER,
+    created INTEGER NOT NULL,
+    UNIQUE (agency, seq)
+);
+
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    agency TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    object TEXT NOT NULL,
+    request_key TEXT NOT NULL
+);
+CREATE INDEX audit_agency ON audit (agency, id);

@@ -1,0 +1,116 @@
+//! An agency at run time: its issuer identity and signing key, card batches with their
+//! transport keys, and the weak-key list — loaded once from the config's files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use civis_core::card::TransportKey;
+use civis_core::cose::Signer;
+use civis_core::crypto::EcPublicKey;
+use civis_core::did::{DidUrl, KeyCommitment};
+use civis_registry_client::keyfile;
+
+use crate::config::AgencyConfig;
+use crate::error::{Error, Result};
+
+/// An agency ready to issue.
+pub struct Agency {
+    /// Its config.
+    pub config: AgencyConfig,
+    /// The key URL credentials name (`did:civis:…#key-N`).
+    pub kid: DidUrl,
+    /// The signing key (a key file; PKCS#11 tokens implement the same trait).
+    pub signer: Arc<dyn Signer + Send + Sync>,
+    /// Commitment to the next key (for the DID's inception).
+    pub next: KeyCommitment,
+    /// Batch id → transport key.
+    batches: BTreeMap<String, TransportKey>,
+    /// Refused card keys (uncompressed SEC1).
+    weak_keys: HashSet<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Agency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agency")
+            .field("id", &self.config.id)
+            .field("kid", &self.kid.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agency {
+    /// Load the agency's key files, transport keys and weak-key list.
+    pub fn load(config: &AgencyConfig) -> Result<Self> {
+        let (key, kid) = keyfile::read_key(&config.key)
+            .map_err(|e| Error::Config(format!("agency {}: {e}", config.id)))?;
+        let kid = kid.ok_or_else(|| {
+            Error::Config(format!(
+                "agency {}: key file has no kid (run `civis issuer init`)",
+                config.id
+            ))
+        })?;
+        let kid = DidUrl::parse(&kid)
+            .map_err(|e| Error::Config(format!("agency {}: kid: {e}", config.id)))?;
+        let (next_key, _) = keyfile::read_key(&config.next_key)
+            .map_err(|e| Error::Config(format!("agency {}: {e}", config.id)))?;
+        let mut batches = BTreeMap::new();
+        for (id, path) in &config.batches {
+            batches.insert(id.clone(), read_transport_key(path)?);
+        }
+        let mut weak_keys = HashSet::new();
+        if let Some(path) = &config.weak_keys {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let key = hex::decode(line)
+                    .ok()
+                    .and_then(|b| EcPublicKey::from_sec1(&b).ok())
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{} line {}: not a P-256 key",
+                            path.display(),
+                            n + 1
+                        ))
+                    })?;
+                weak_keys.insert(key.uncompressed().to_vec());
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            kid,
+            next: KeyCommitment::to(next_key.public_key()),
+            signer: Arc::new(key),
+            batches,
+            weak_keys,
+        })
+    }
+
+    /// The agency's short id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// A batch's transport key.
+    pub fn transport_key(&self, batch: &str) -> Option<&TransportKey> {
+        self.batches.get(batch)
+    }
+
+    /// Whether a card key is on the weak-key list.
+    pub fn is_weak(&self, key: &EcPublicKey) -> bool {
+        self.weak_keys.contains(key.uncompressed().as_slice())
+    }
+}
+
+/// Read a transport key file: 64 hex digits.
+pub fn read_transport_key(path: &std::path::Path) -> Result<TransportKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| Error::Config(format!("{}: not 64 hex digits", path.display())))?;
+    Ok(TransportKey(key))
+}

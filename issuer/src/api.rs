@@ -1,0 +1,568 @@
+//! The HTTP API (axum): routes, the JSON body extractor, token authentication, scopes and the
+//! per-token rate limit. Routes and bodies are in specs/issuer-api.md and `openapi.json`.
+//!
+//! Every object route looks the object up *within the token's agency*, so another agency's
+//! object is `404 not_found`, exactly like one that does not exist: a stranger learns nothing.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use civis_core::crypto::EcPublicKey;
+use civis_core::issuer_api::{
+    AuditPage, CredentialAnswer, EnrollAnswer, EnrollRequest, ErrorBody, IssuerHealth,
+    KeyedRequest, MintRequest, PersonalizeRequest, SCOPES, StatusRequest, valid_request_key,
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::Digest as _;
+
+use crate::agency::Agency;
+use crate::enroll::Attributes;
+use crate::error::{Error, Result};
+use crate::service::{Actor, Service};
+use crate::store::CredentialRow;
+
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route: method and path template (the OpenAPI test checks both ways).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/residents"),
+    ("post", "/v1/credentials"),
+    ("get", "/v1/credentials/{id}"),
+    ("get", "/v1/credentials/{id}/status"),
+    ("post", "/v1/credentials/{id}/status"),
+    ("post", "/v1/personalizations"),
+    ("post", "/v1/batches/{id}/suspend"),
+    ("post", "/v1/cards/{serial}/lost"),
+    ("get", "/v1/audit"),
+    ("post", "/v1/tokens"),
+];
+
+/// What handlers share.
+pub struct Api {
+    /// The service.
+    pub svc: Arc<Service>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    /// Look-ups of tokens not yet known, limited all together.
+    failures: governor::DefaultDirectRateLimiter,
+    /// Tokens that authenticated (bounded by the tokens in the database).
+    tokens: std::sync::Mutex<std::collections::HashMap<String, crate::store::TokenRow>>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), "{self}");
+        }
+        let body = ErrorBody {
+            code: self.code().to_owned(),
+            message: self.public_message(),
+        };
+        let mut r = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// A JSON body: `application/json` (415 otherwise), within the size limit (413), parsed into
+/// `T` (400 with a message that never echoes the body's values).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::TooLarge(0)
+                } else {
+                    Error::InvalidBody("the body could not be read".into())
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            use serde_json::error::Category;
+            Error::InvalidBody(match e.classify() {
+                Category::Syntax | Category::Eof => {
+                    format!("not JSON (line {}, column {})", e.line(), e.column())
+                }
+                Category::Data | Category::Io => format!(
+                    "a field is missing, unknown or of the wrong type (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            })
+        })
+    }
+}
+
+/// The router over a service.
+pub fn router(svc: Arc<Service>) -> Router {
+    let limits = &svc.config.limits;
+    let quota = Quota::per_second(NonZeroU32::new(limits.per_second).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN));
+    let failures = Quota::per_second(NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN));
+    let max_body = limits.max_body;
+    let api = Arc::new(Api {
+        svc,
+        limiter: RateLimiter::keyed(quota),
+        failures: RateLimiter::direct(failures),
+        tokens: std::sync::Mutex::default(),
+    });
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/residents", post(enroll))
+        .route("/v1/credentials", post(mint))
+        .route("/v1/credentials/{id}", get(credential))
+        .route(
+            "/v1/credentials/{id}/status",
+            get(status).post(change_status),
+        )
+        .route("/v1/personalizations", post(personalize))
+        .route("/v1/batches/{id}/suspend", post(suspend_batch))
+        .route("/v1/cards/{serial}/lost", post(card_lost))
+        .route("/v1/audit", get(audit))
+        .route("/v1/tokens", post(create_token))
+        .fallback(|| async { Error::NotFound("route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(api)
+}
+
+/// A token's secret part and its stored hash.
+pub fn token_hash(secret: &str) -> Vec<u8> {
+    sha2::Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Authenticate the bearer token, require `scope`, and charge the token's allowance.
+async fn authorize(
+    api: &Api,
+    headers: &HeaderMap,
+    scope: &'static str,
+) -> Result<(Actor, Arc<Agency>)> {
+    let refuse = |e: Error| {
+        api.svc
+            .metrics
+            .auth_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        e
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.strip_prefix("civis_"))
+        .and_then(|v| v.split_once('.'))
+        .filter(|(id, secret)| id.len() == 16 && secret.len() == 64);
+    let Some((id, secret)) = token else {
+        return Err(refuse(Error::Unauthorized));
+    };
+    let cached = api.tokens.lock().ok().and_then(|t| t.get(id).cloned());
+    let row = match cached {
+        Some(row) => Some(row),
+        None => {
+            // Only tokens not seen before cost a database look-up, and those are limited all
+            // together, so a flood of made-up tokens cannot keep the database busy.
+            if api.failures.check().is_err() {
+                api.svc
+                    .metrics
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Error::RateLimited);
+            }
+            api.svc.store.token(id).await?
+        }
+    };
+    let Some(row) =
+        row.filter(|r| r.revoked.is_none() && constant_time_eq(&r.hash, &token_hash(secret)))
+    else {
+        return Err(refuse(Error::Unauthorized));
+    };
+    if let Ok(mut t) = api.tokens.lock() {
+        t.entry(row.id.clone()).or_insert_with(|| row.clone());
+    }
+    let scopes: Vec<String> = row.scopes.split(',').map(str::to_owned).collect();
+    if !scopes.iter().any(|s| s == scope) {
+        return Err(refuse(Error::Forbidden(scope)));
+    }
+    if api.limiter.check_key(&row.id).is_err() {
+        api.svc
+            .metrics
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(Error::RateLimited);
+    }
+    let agency = Arc::clone(api.svc.agency(&row.agency)?);
+    Ok((
+        Actor {
+            token: row.id,
+            agency: row.agency,
+            scopes,
+        },
+        agency,
+    ))
+}
+
+async fn health(State(api): State<Arc<Api>>) -> Result<Json<IssuerHealth>> {
+    let pending = api.svc.store.unanchored_count().await?;
+    Ok(Json(IssuerHealth {
+        status: "ok".into(),
+        pending_changes: u64::try_from(pending).unwrap_or(0),
+    }))
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Result<Response> {
+    let pending = api.svc.store.unanchored_count().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.svc.metrics.render(pending),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn enroll(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Body(req): Body<EnrollRequest>,
+) -> Result<(StatusCode, Json<EnrollAnswer>)> {
+    let (actor, agency) = authorize(&api, &headers, "enroll").await?;
+    check_request_key(&req.request_key)?;
+    let now = api.svc.now();
+    let today = time::OffsetDateTime::from_unix_timestamp(now)
+        .map_err(|_| Error::Config("clock out of range".into()))?
+        .date();
+    let attributes = Attributes::check(&req, &agency.config, today)?;
+    let id = api.svc.new_id();
+    let audit = actor.audit(&agency, "enroll", &id, &req.request_key, now);
+    let (resident, created) = api
+        .svc
+        .store
+        .enroll(&id, &attributes.to_bytes(), &audit)
+        .await?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(EnrollAnswer { resident, created })))
+}
+
+fn check_request_key(key: &str) -> Result<()> {
+    if valid_request_key(key) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: "requestKey",
+            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
+        })
+    }
+}
+
+fn answer(row: &CredentialRow, agency: &Agency, with_bytes: bool) -> CredentialAnswer {
+    CredentialAnswer {
+        credential: row.id.clone(),
+        resident: row.resident.clone(),
+        status_list: civis_core::chain::state::status_uri(&agency.kid.did, &row.list),
+        status_index: u64::try_from(row.idx).unwrap_or(0),
+        state: row.state.clone(),
+        issuer_signed: with_bytes
+            .then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&row.issuer_signed)),
+    }
+}
+
+async fn mint(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Body(req): Body<MintRequest>,
+) -> Result<Json<CredentialAnswer>> {
+    let (actor, agency) = authorize(&api, &headers, "personalize").await?;
+    check_request_key(&req.request_key)?;
+    Ok(Json(mint_for_key(&api.svc, &agency, &actor, &req).await?))
+}
+
+/// Mint for a device key, once per request key.
+pub async fn mint_for_key(
+    svc: &Service,
+    agency: &Agency,
+    actor: &Actor,
+    req: &MintRequest,
+) -> Result<CredentialAnswer> {
+    let store = &svc.store;
+    if let Some(row) = store
+        .credential_by_request(agency.id(), &req.request_key)
+        .await?
+    {
+        return Ok(answer(&row, agency, true));
+    }
+    let device_key = EcPublicKey::from_sec1(&req.device_key).map_err(|_| Error::Invalid {
+        field: "deviceKey",
+        why: "must be a P-256 point (SEC1)",
+    })?;
+    let attributes = store
+        .resident(agency.id(), &req.resident)
+        .await?
+        .ok_or(Error::NotFound("resident"))?;
+    let attributes = Attributes::from_bytes(&attributes)?;
+    let idx = svc.pool.next(store, agency).await?;
+    let now = svc.now();
+    let bytes = crate::mint::mint(
+        agency,
+        &attributes,
+        &device_key,
+        u64::try_from(idx).map_err(|_| Error::Corrupt("index"))?,
+        civis_core::Timestamp(now),
+        &mut rand_core::OsRng,
+    )?;
+    let row = CredentialRow {
+        id: svc.new_id(),
+        agency: agency.id().to_owned(),
+        resident: req.resident.clone(),
+        request_key: req.request_key.clone(),
+        list: agency.config.status_list.clone(),
+        idx,
+        card_serial: None,
+        batch: None,
+        issuer_signed: bytes,
+        state: "issued".into(),
+        wanted: 0,
+    };
+    let audit = actor.audit(agency, "mint", &row.id, &req.request_key, now);
+    match store.insert_credential(&row, &audit).await {
+        Ok(()) => {
+            svc.metrics.minted();
+            Ok(answer(&row, agency, true))
+        }
+        Err(e) if e.is_unique_violation() => {
+            // A concurrent duplicate won; its credential is the one (this index is burned).
+            let row = store
+                .credential_by_request(agency.id(), &req.request_key)
+                .await?
+                .ok_or(Error::Conflict("concurrent request"))?;
+            Ok(answer(&row, agency, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn credential(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CredentialAnswer>> {
+    let (_, agency) = authorize(&api, &headers, "status").await?;
+    let row = api
+        .svc
+        .store
+        .credential(agency.id(), &id)
+        .await?
+        .ok_or(Error::NotFound("credential"))?;
+    Ok(Json(answer(&row, &agency, false)))
+}
+
+async fn status(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
+    let (_, agency) = authorize(&api, &headers, "status").await?;
+    Ok(Json(
+        crate::status::status_of(&api.svc, &agency, &id).await?,
+    ))
+}
+
+async fn change_status(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(req): Body<StatusRequest>,
+) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
+    let (actor, agency) = authorize(&api, &headers, "status").await?;
+    Ok(Json(
+        crate::status::change(&api.svc, &agency, &actor, &id, &req).await?,
+    ))
+}
+
+async fn personalize(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Body(req): Body<PersonalizeRequest>,
+) -> Result<Json<civis_core::issuer_api::PersonalizeStep>> {
+    let (actor, agency) = authorize(&api, &headers, "personalize").await?;
+    Ok(Json(
+        crate::perso::advance(&api.svc, &agency, &actor, &req).await?,
+    ))
+}
+
+async fn suspend_batch(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(req): Body<KeyedRequest>,
+) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
+    let (actor, agency) = authorize(&api, &headers, "status").await?;
+    Ok(Json(
+        crate::status::suspend_batch(&api.svc, &agency, &actor, &id, &req.request_key).await?,
+    ))
+}
+
+async fn card_lost(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    Body(req): Body<KeyedRequest>,
+) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
+    let (actor, agency) = authorize(&api, &headers, "status").await?;
+    Ok(Json(
+        crate::status::card_lost(&api.svc, &agency, &actor, &serial, &req.request_key).await?,
+    ))
+}
+
+/// `GET /v1/audit` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+async fn audit(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>> {
+    let (_, agency) = authorize(&api, &headers, "audit").await?;
+    let Query(q) =
+        query.map_err(|_| Error::InvalidBody("query: after and limit must be integers".into()))?;
+    let entries = api
+        .svc
+        .store
+        .audit_page(agency.id(), q.after.max(0), q.limit.clamp(1, 1000))
+        .await?;
+    Ok(Json(AuditPage { entries }))
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    label: String,
+    scopes: Vec<String>,
+}
+
+/// `POST /v1/tokens` answer: the token, shown once.
+#[derive(Debug, serde::Serialize)]
+struct TokenAnswer {
+    id: String,
+    token: String,
+}
+
+async fn create_token(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Body(req): Body<TokenRequest>,
+) -> Result<(StatusCode, Json<TokenAnswer>)> {
+    let (actor, agency) = authorize(&api, &headers, "admin").await?;
+    if req.scopes.is_empty() || req.scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(Error::Invalid {
+            field: "scopes",
+            why: "must name enroll, personalize, status, audit or admin",
+        });
+    }
+    if req.label.is_empty()
+        || req.label.len() > 64
+        || !req
+            .label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b' '))
+    {
+        return Err(Error::Invalid {
+            field: "label",
+            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . and space",
+        });
+    }
+    let (id, token) = issue_token(
+        &api.svc.store,
+        agency.id(),
+        &req.scopes.join(","),
+        &req.label,
+        api.svc.now(),
+    )
+    .await?;
+    api.svc
+        .store
+        .audit(&actor.audit(&agency, "token", &id, "-", api.svc.now()))
+        .await?;
+    Ok((StatusCode::CREATED, Json(TokenAnswer { id, token })))
+}
+
+/// Create a token for an agency; returns its id and the whole token (shown once, stored only
+/// hashed).
+pub async fn issue_token(
+    store: &crate::store::Store,
+    agency: &str,
+    scopes: &str,
+    label: &str,
+    now: i64,
+) -> Result<(String, String)> {
+    use rand_core::RngCore as _;
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut id);
+    rand_core::OsRng.fill_bytes(&mut secret);
+    let (id, secret) = (hex::encode(id), hex::encode(secret));
+    store
+        .insert_token(&id, &token_hash(&secret), agency, scopes, label, now)
+        .await?;
+    Ok((id.clone(), format!("civis_{id}.{secret}")))
+}

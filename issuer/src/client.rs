@@ -1,0 +1,221 @@
+//! The HTTP client of the issuer API, used by `civis issuer …` (a counter's CLI) and the tests.
+
+use std::time::Duration;
+
+use civis_core::issuer_api::{
+    AuditPage, BulkStatusAnswer, CredentialAnswer, CredentialStatus, EnrollAnswer, EnrollRequest,
+    ErrorBody, IssuerHealth, KeyedRequest, MintRequest, PersonalizeRequest, PersonalizeStep,
+    StatusRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Largest answer read.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
+/// A client bound to one service and one operator token.
+#[derive(Debug, Clone)]
+pub struct IssuerClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl IssuerClient {
+    /// A client for `base` (`http://host:port`) acting with `token`.
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.trim().to_owned(),
+        })
+    }
+
+    async fn read<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+        let status = resp.status().as_u16();
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(Error::Unreachable("answer too large".into()));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        if bytes.len() > MAX_ANSWER {
+            return Err(Error::Unreachable("answer too large".into()));
+        }
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Unreachable(format!("malformed answer: {e}")))
+        } else {
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
+                code: "http".into(),
+                message: format!("HTTP {status}"),
+            });
+            Err(Error::Remote {
+                status,
+                code: body.code,
+                message: body.message,
+            })
+        }
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        Self::read(resp).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        Self::read(resp).await
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<IssuerHealth> {
+        self.get("/health").await
+    }
+
+    /// `POST /v1/residents`.
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollAnswer> {
+        self.post("/v1/residents", req).await
+    }
+
+    /// `POST /v1/credentials`.
+    pub async fn mint(&self, req: &MintRequest) -> Result<CredentialAnswer> {
+        self.post("/v1/credentials", req).await
+    }
+
+    /// `GET /v1/credentials/{id}`.
+    pub async fn credential(&self, id: &str) -> Result<CredentialAnswer> {
+        self.get(&format!("/v1/credentials/{id}")).await
+    }
+
+    /// `POST /v1/personalizations`.
+    pub async fn personalize(&self, req: &PersonalizeRequest) -> Result<PersonalizeStep> {
+        self.post("/v1/personalizations", req).await
+    }
+
+    /// `GET /v1/credentials/{id}/status`.
+    pub async fn status(&self, id: &str) -> Result<CredentialStatus> {
+        self.get(&format!("/v1/credentials/{id}/status")).await
+    }
+
+    /// `POST /v1/credentials/{id}/status`.
+    pub async fn change_status(&self, id: &str, req: &StatusRequest) -> Result<CredentialStatus> {
+        self.post(&format!("/v1/credentials/{id}/status"), req)
+            .await
+    }
+
+    /// `POST /v1/batches/{id}/suspend`.
+    pub async fn suspend_batch(&self, batch: &str, request_key: &str) -> Result<BulkStatusAnswer> {
+        let body = KeyedRequest {
+            request_key: request_key.to_owned(),
+        };
+        self.post(&format!("/v1/batches/{batch}/suspend"), &body)
+            .await
+    }
+
+    /// `POST /v1/cards/{serial}/lost`.
+    pub async fn card_lost(&self, serial: &str, request_key: &str) -> Result<BulkStatusAnswer> {
+        let body = KeyedRequest {
+            request_key: request_key.to_owned(),
+        };
+        self.post(&format!("/v1/cards/{serial}/lost"), &body).await
+    }
+
+    /// `GET /v1/audit`.
+    pub async fn audit(&self, after: u64, limit: u32) -> Result<AuditPage> {
+        self.get(&format!("/v1/audit?after={after}&limit={limit}"))
+            .await
+    }
+}
+
+/// Rounds of read-facts → ask → play commands before the relay gives up (a whole
+/// personalization takes five).
+const MAX_ROUNDS: usize = 12;
+
+/// What the counter enters for one personalization.
+#[derive(Debug, Clone)]
+pub struct Counter<'a> {
+    /// Idempotency key: the same key resumes an interrupted personalization.
+    pub request_key: &'a str,
+    /// Resident id.
+    pub resident: &'a str,
+    /// Card batch.
+    pub batch: &'a str,
+    /// The resident's PIN.
+    pub pin: &'a str,
+    /// The PUK.
+    pub puk: &'a str,
+}
+
+impl IssuerClient {
+    /// Personalize the card in `card` by relaying between it and the service until the card is
+    /// locked and its credential recorded as issued. Safe to run again with the same request
+    /// key after any interruption. `progress` sees every step.
+    pub async fn relay<T: civis_firmware_bridge::transport::CardTransport>(
+        &self,
+        card: &mut civis_firmware_bridge::reader::CardClient<T>,
+        counter: &Counter<'_>,
+        progress: &mut dyn FnMut(&PersonalizeStep),
+    ) -> Result<PersonalizeStep> {
+        use civis_core::apdu::{Response, StatusWord};
+        let card_err = |e: civis_firmware_bridge::Error| Error::Card(e.to_string());
+        // The PIN and PUK go to the service only when it asks for them.
+        let mut secrets = false;
+        for _ in 0..MAX_ROUNDS {
+            let info = card.info().map_err(card_err)?;
+            let req = PersonalizeRequest {
+                request_key: counter.request_key.to_owned(),
+                resident: counter.resident.to_owned(),
+                batch: counter.batch.to_owned(),
+                card: (&info).into(),
+                pin: secrets.then(|| counter.pin.to_owned()),
+                puk: secrets.then(|| counter.puk.to_owned()),
+            };
+            let step = self.personalize(&req).await?;
+            progress(&step);
+            if step.done {
+                return Ok(step);
+            }
+            secrets = !step.needs.is_empty();
+            if secrets {
+                continue;
+            }
+            if step.commands.is_empty() {
+                return Err(Error::CardRefused("the service sent nothing to do"));
+            }
+            for hex_cmd in &step.commands {
+                let cmd = hex::decode(hex_cmd)
+                    .map_err(|_| Error::Unreachable("malformed command from the service".into()))?;
+                let answer = card.transport().transmit(&cmd).map_err(card_err)?;
+                let r = Response::parse(&answer).map_err(Error::Core)?;
+                if r.sw != StatusWord::Ok {
+                    // Read the facts again and let the service decide.
+                    break;
+                }
+            }
+        }
+        Err(Error::CardRefused(
+            "personalization did not finish; run it again with the same request key",
+        ))
+    }
+}

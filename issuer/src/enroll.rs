@@ -1,0 +1,218 @@
+//! Enrollment: checking a resident's attributes and the minimal record the issuer keeps
+//! (specs/issuer-storage.md § Residents). Errors name the field, never its value.
+
+use civis_core::issuer_api::EnrollRequest;
+use civis_core::mdoc::citizen::CitizenRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::config::AgencyConfig;
+use crate::error::{Error, Result};
+
+/// What is stored per resident: exactly what a credential needs and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Attributes {
+    /// Family name.
+    pub family_name: String,
+    /// Given name.
+    pub given_name: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// District.
+    pub resident_district: String,
+    /// Document number.
+    pub document_number: String,
+}
+
+const DATE: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+fn name(field: &'static str, s: &str) -> Result<()> {
+    let n = s.chars().count();
+    if n == 0 || n > 64 {
+        return Err(Error::Invalid {
+            field,
+            why: "must be 1 to 64 characters",
+        });
+    }
+    // Letters of any script, and the few marks names use. No control characters, so nothing
+    // an operator types can forge a log line or a terminal sequence.
+    let ok = s
+        .chars()
+        .all(|c| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.'))
+        && !s.starts_with(' ')
+        && !s.ends_with(' ');
+    if !ok {
+        return Err(Error::Invalid {
+            field,
+            why: "only letters, single inner spaces, - ' and . are allowed",
+        });
+    }
+    Ok(())
+}
+
+impl Attributes {
+    /// Check an enrollment against the agency's rules on day `today`.
+    pub fn check(req: &EnrollRequest, agency: &AgencyConfig, today: time::Date) -> Result<Self> {
+        name("familyName", &req.family_name)?;
+        name("givenName", &req.given_name)?;
+        let birth = time::Date::parse(&req.birth_date, DATE).map_err(|_| Error::Invalid {
+            field: "birthDate",
+            why: "must be a date YYYY-MM-DD",
+        })?;
+        if birth > today || birth.year() < 1900 {
+            return Err(Error::Invalid {
+                field: "birthDate",
+                why: "must be between 1900-01-01 and today",
+            });
+        }
+        if !agency.districts.contains(&req.resident_district) {
+            return Err(Error::Invalid {
+                field: "residentDistrict",
+                why: "is not one of the agency's districts",
+            });
+        }
+        let doc = &req.document_number;
+        if doc.is_empty()
+            || doc.len() > 32
+            || !doc
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Error::Invalid {
+                field: "documentNumber",
+                why: "must be 1 to 32 of A-Z 0-9 -",
+            });
+        }
+        Ok(Self {
+            family_name: req.family_name.clone(),
+            given_name: req.given_name.clone(),
+            birth_date: req.birth_date.clone(),
+            resident_district: req.resident_district.clone(),
+            document_number: req.document_number.clone(),
+        })
+    }
+
+    /// The stored form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// From the stored form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|_| Error::Corrupt("resident attributes"))
+    }
+
+    /// The citizen record a credential issued on `today` carries.
+    pub fn record(&self, agency: &AgencyConfig, today: time::Date) -> Result<CitizenRecord> {
+        let expiry = today
+            .checked_add(time::Duration::days(i64::from(agency.validity_days)))
+            .ok_or(Error::Config("validity_days too large".into()))?;
+        let fmt = |d: time::Date| d.format(DATE).unwrap_or_default();
+        Ok(CitizenRecord {
+            family_name: self.family_name.clone(),
+            given_name: self.given_name.clone(),
+            birth_date: self.birth_date.clone(),
+            resident_city: agency.city.clone(),
+            resident_district: self.resident_district.clone(),
+            document_number: self.document_number.clone(),
+            issue_date: fmt(today),
+            expiry_date: fmt(expiry),
+            issuing_authority: agency.name.clone(),
+            portrait: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn agency() -> AgencyConfig {
+        toml::from_str(
+            r#"id = "a"
+name = "A"
+city = "Civitas"
+districts = ["Harbour"]
+key = "k"
+next_key = "n""#,
+        )
+        .unwrap()
+    }
+
+    fn req() -> EnrollRequest {
+        EnrollRequest {
+            request_key: "k".into(),
+            family_name: "Jansen".into(),
+            given_name: "Mira".into(),
+            birth_date: "1990-04-12".into(),
+            resident_district: "Harbour".into(),
+            document_number: "CIV-000042".into(),
+        }
+    }
+
+    #[test]
+    fn each_rule_refuses_without_echoing_the_value() {
+        let today = time::macros::date!(2026 - 12 - 05);
+        assert!(Attributes::check(&req(), &agency(), today).is_ok());
+        type Mutation = Box<dyn Fn(&mut EnrollRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "familyName",
+                Box::new(|r| r.family_name = "Eve\nINFO forged".into()),
+            ),
+            ("familyName", Box::new(|r| r.family_name = String::new())),
+            ("givenName", Box::new(|r| r.given_name = "x".repeat(65))),
+            (
+                "givenName",
+                Box::new(|r| r.given_name = "\u{1b}[31mred".into()),
+            ),
+            (
+                "birthDate",
+                Box::new(|r| r.birth_date = "2030-01-01".into()),
+            ),
+            (
+                "birthDate",
+                Box::new(|r| r.birth_date = "1990-02-30".into()),
+            ),
+            (
+                "birthDate",
+                Box::new(|r| r.birth_date = "1899-12-31".into()),
+            ),
+            (
+                "residentDistrict",
+                Box::new(|r| r.resident_district = "Nowhere".into()),
+            ),
+            (
+                "documentNumber",
+                Box::new(|r| r.document_number = "civ 1".into()),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut r = req();
+            mutate(&mut r);
+            let e = Attributes::check(&r, &agency(), today).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(field), "{field}: {text}");
+            assert!(!text.contains("Eve") && !text.contains("Nowhere"), "{text}");
+        }
+        // Names of other scripts are names.
+        let mut r = req();
+        r.family_name = "Ñúñez-O'Brien".into();
+        r.given_name = "Zoë Ångström".into();
+        assert!(Attributes::check(&r, &agency(), today).is_ok());
+    }
+
+    #[test]
+    fn the_record_carries_the_agency_and_the_validity() {
+        let today = time::macros::date!(2026 - 12 - 05);
+        let a = Attributes::check(&req(), &agency(), today).unwrap();
+        let back = Attributes::from_bytes(&a.to_bytes()).unwrap();
+        assert_eq!(back, a);
+        let rec = a.record(&agency(), today).unwrap();
+        assert_eq!(rec.resident_city, "Civitas");
+        assert_eq!(rec.issue_date, "2026-12-05");
+        assert_eq!(rec.expiry_date, "2031-12-04");
+    }
+}

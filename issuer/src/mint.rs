@@ -1,0 +1,95 @@
+//! Minting: a citizen credential for a device key, with its status reference, signed by the
+//! agency's key. Pure apart from the signer; time and randomness are parameters.
+//!
+//! Status indexes come from [`IndexPool`]: ranges reserved durably in the database before any
+//! index in them is used, so an index is never handed out twice, whatever crashes where. A
+//! crash burns the rest of a range (documented in specs/issuer-storage.md).
+
+use std::collections::HashMap;
+
+use civis_core::Timestamp;
+use civis_core::chain::state::status_uri;
+use civis_core::crypto::EcPublicKey;
+use civis_core::mdoc::citizen;
+use civis_core::mdoc::{self, IssueParams, IssuerKeyId, StatusRef, TDate, ValidityInfo};
+use rand_core::CryptoRngCore;
+use tokio::sync::Mutex;
+
+use crate::agency::Agency;
+use crate::enroll::Attributes;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Indexes reserved per round trip to the database.
+pub const RESERVE: i64 = 256;
+
+/// Reserved, not yet used status indexes, per (agency, list).
+#[derive(Debug, Default)]
+pub struct IndexPool {
+    ranges: Mutex<HashMap<(String, String), std::ops::Range<i64>>>,
+}
+
+impl IndexPool {
+    /// The next fresh index of the agency's list.
+    pub async fn next(&self, store: &Store, agency: &Agency) -> Result<i64> {
+        let key = (agency.id().to_owned(), agency.config.status_list.clone());
+        let mut ranges = self.ranges.lock().await;
+        let range = ranges.entry(key).or_insert(0..0);
+        if range.is_empty() {
+            let size = i64::try_from(agency.config.status_list_size)
+                .map_err(|_| Error::Config("status_list_size too large".into()))?;
+            *range = store
+                .reserve_indexes(agency.id(), &agency.config.status_list, RESERVE, size)
+                .await?;
+        }
+        let idx = range.start;
+        range.start += 1;
+        Ok(idx)
+    }
+}
+
+/// Sign a credential for `device_key` with status entry `idx` of the agency's list, valid from
+/// `now` for the agency's validity period. Returns the IssuerSigned bytes the card stores.
+pub fn mint(
+    agency: &Agency,
+    attributes: &Attributes,
+    device_key: &EcPublicKey,
+    idx: u64,
+    now: Timestamp,
+    rng: &mut dyn CryptoRngCore,
+) -> Result<Vec<u8>> {
+    let today = time::OffsetDateTime::from_unix_timestamp(now.0)
+        .map_err(|_| Error::Config("clock out of range".into()))?
+        .date();
+    let record = attributes.record(&agency.config, today)?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let name_spaces = record.to_name_spaces(&today.format(fmt).unwrap_or_default())?;
+    let until = now.plus_secs(i64::from(agency.config.validity_days) * 86_400);
+    let params = IssueParams {
+        doc_type: citizen::DOC_TYPE,
+        name_spaces: &name_spaces,
+        device_key,
+        validity: ValidityInfo {
+            signed: TDate::new(now),
+            valid_from: TDate::new(now),
+            valid_until: TDate::new(until),
+            expected_update: None,
+        },
+        status: Some(StatusRef {
+            idx,
+            uri: status_uri(&agency.kid.did, &agency.config.status_list),
+        }),
+        key_authorizations: None,
+    };
+    let signed = mdoc::issue(
+        &params,
+        agency.signer.as_ref(),
+        &IssuerKeyId::Kid(agency.kid.to_string()),
+        rng,
+    )
+    .map_err(|e| match e {
+        civis_core::Error::Signer(m) => Error::Signing(m),
+        other => Error::Core(other),
+    })?;
+    Ok(mdoc::issue::encode_issuer_signed(&signed))
+}

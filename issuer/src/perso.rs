@@ -1,0 +1,414 @@
+//! Card personalization as one resumable state machine recorded in the database
+//! (specs/issuer-personalization.md). The counter relays: it reads the card's facts, sends
+//! them, and plays the commands it gets back; the issuer keeps the transport key, the state
+//! and every decision. Each transition is a compare-and-set on the recorded state, so retried
+//! and concurrent requests for one card converge on one credential.
+//!
+//! ```text
+//! started ──card key checked──▶ key_checked ──index reserved──▶ index_allocated
+//!    ──credential signed and recorded──▶ minted ──PIN, PUK, root, elements, credential
+//!    written──▶ written ──LOCK seen──▶ issued
+//! ```
+
+use civis_core::Timestamp;
+use civis_core::card::{self, TransportKey};
+use civis_core::crypto::EcPublicKey;
+use civis_core::issuer_api::{CardFacts, PersonalizeRequest, PersonalizeStep, valid_request_key};
+use rand_core::OsRng;
+
+use crate::agency::Agency;
+use crate::enroll::Attributes;
+use crate::error::{Error, Result};
+use crate::service::{Actor, CrashPoint, Service};
+use crate::store::{Audit, CredentialRow, PersoRow};
+
+/// The slot the citizen credential goes in.
+pub const SLOT: u8 = 0;
+
+/// Transitions tried per request before answering (a request moves at most through every
+/// state once).
+const MAX_TRANSITIONS: usize = 8;
+
+fn step(row: &PersoRow, commands: Vec<Vec<u8>>, needs: Vec<String>) -> PersonalizeStep {
+    PersonalizeStep {
+        personalization: row.id.clone(),
+        state: row.state.clone(),
+        commands: commands.iter().map(hex::encode).collect(),
+        needs,
+        credential: row.credential.clone(),
+        done: row.state == "issued",
+    }
+}
+
+fn serial_of(facts: &CardFacts) -> Result<[u8; 16]> {
+    facts
+        .serial
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Invalid {
+            field: "card.serial",
+            why: "must be 16 bytes",
+        })
+}
+
+fn card_key_of(facts: &CardFacts) -> Result<Option<Vec<u8>>> {
+    facts
+        .public_key
+        .as_deref()
+        .map(|h| {
+            hex::decode(h).map_err(|_| Error::Invalid {
+                field: "card.publicKey",
+                why: "must be hex",
+            })
+        })
+        .transpose()
+}
+
+fn digits(field: &'static str, s: &str, len: std::ops::RangeInclusive<usize>) -> Result<()> {
+    if len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field,
+            why: if field == "pin" {
+                "must be 4 to 12 digits"
+            } else {
+                "must be 8 to 16 digits"
+            },
+        })
+    }
+}
+
+/// The commands that write everything but LOCK, skipping what the card's facts show written,
+/// credential last (so a credential in its slot means everything before it was written).
+#[allow(clippy::too_many_arguments)]
+fn write_commands(
+    key: &TransportKey,
+    serial: &[u8; 16],
+    facts: &CardFacts,
+    pin: &str,
+    puk: &str,
+    root: &[u8],
+    pin_elements: &[u8],
+    credential: &[u8],
+) -> Vec<Vec<u8>> {
+    let items: [(bool, u8, u16, &[u8]); 5] = [
+        (
+            facts.pin_set,
+            card::ins::PUT_DATA,
+            card::item::PIN,
+            pin.as_bytes(),
+        ),
+        (
+            facts.puk_set,
+            card::ins::PUT_DATA,
+            card::item::PUK,
+            puk.as_bytes(),
+        ),
+        (facts.has_root, card::ins::PUT_DATA, card::item::ROOT, root),
+        // Not visible in the facts: written every time (it is small).
+        (
+            false,
+            card::ins::PUT_DATA,
+            card::item::PIN_ELEMENTS,
+            pin_elements,
+        ),
+        (
+            false,
+            card::ins::PUT_CREDENTIAL,
+            u16::from(SLOT) << 8,
+            credential,
+        ),
+    ];
+    let counter = facts.perso_counter;
+    let mut out = Vec::new();
+    let todo = items.into_iter().filter(|(done, ..)| !done);
+    for (n, (_, ins, p1p2, body)) in todo.enumerate() {
+        let [p1, p2] = p1p2.to_be_bytes();
+        let c = counter.wrapping_add(u32::try_from(n).unwrap_or(0));
+        for cmd in key.command(serial, c, [ins, p1, p2], body, 255) {
+            out.push(cmd.encode().unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn single(key: &TransportKey, serial: &[u8; 16], counter: u32, ins: u8) -> Vec<Vec<u8>> {
+    key.command(serial, counter, [ins, 0, 0], &[], 255)
+        .iter()
+        .map(|c| c.encode().unwrap_or_default())
+        .collect()
+}
+
+/// Start or continue a personalization; returns what the counter does next.
+pub async fn advance(
+    svc: &Service,
+    agency: &Agency,
+    actor: &Actor,
+    req: &PersonalizeRequest,
+) -> Result<PersonalizeStep> {
+    if !valid_request_key(&req.request_key) {
+        return Err(Error::Invalid {
+            field: "requestKey",
+            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
+        });
+    }
+    let serial = serial_of(&req.card)?;
+    let transport = agency
+        .transport_key(&req.batch)
+        .ok_or(Error::NotFound("batch"))?;
+    let store = &svc.store;
+    let now = svc.now();
+    let mut row = match store
+        .perso_by_request(agency.id(), &req.request_key)
+        .await?
+    {
+        Some(row) => row,
+        None => {
+            if store.resident(agency.id(), &req.resident).await?.is_none() {
+                return Err(Error::NotFound("resident"));
+            }
+            if req.card.locked {
+                return Err(Error::CardRefused("the card is locked"));
+            }
+            let row = PersoRow {
+                id: svc.new_id(),
+                agency: agency.id().to_owned(),
+                request_key: req.request_key.clone(),
+                resident: req.resident.clone(),
+                batch: req.batch.clone(),
+                serial: serial.to_vec(),
+                state: "started".into(),
+                card_key: None,
+                list: None,
+                idx: None,
+                credential: None,
+            };
+            let audit = actor.audit(agency, "personalize", &row.id, &req.request_key, now);
+            match store.insert_perso(&row, &audit).await {
+                Ok(()) => row,
+                Err(e) if e.is_unique_violation() => {
+                    // A concurrent duplicate of this request, or another request for this card.
+                    store
+                        .perso_by_request(agency.id(), &req.request_key)
+                        .await?
+                        .ok_or(Error::Conflict(
+                            "this card is already personalized under another request key",
+                        ))?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if row.serial != serial || row.resident != req.resident || row.batch != req.batch {
+        return Err(Error::Conflict(
+            "this request key was used for another card, resident or batch",
+        ));
+    }
+    let facts = &req.card;
+    let facts_key = card_key_of(facts)?;
+    for _ in 0..MAX_TRANSITIONS {
+        match row.state.as_str() {
+            "started" => {
+                let Some(key) = &facts_key else {
+                    return Ok(step(
+                        &row,
+                        single(
+                            transport,
+                            &serial,
+                            facts.perso_counter,
+                            card::ins::GENERATE_KEY,
+                        ),
+                        vec![],
+                    ));
+                };
+                let checked = match check_card_key(svc, agency, &row, key).await {
+                    Ok(()) => store.record_card_key(&row, key, now).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checked {
+                    // A concurrent request of this same personalization may have recorded
+                    // the key first; then the key is ours and the state has moved on.
+                    let seen = e.is_unique_violation() || matches!(e, Error::CardKeyRefused(_));
+                    let fresh = store
+                        .perso_by_request(agency.id(), &req.request_key)
+                        .await?;
+                    match fresh {
+                        Some(f) if seen && f.state != "started" => {}
+                        _ if e.is_unique_violation() => {
+                            return Err(Error::CardKeyRefused("seen before on another card"));
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+            "key_checked" => {
+                same_key(&row, facts_key.as_deref())?;
+                let idx = svc.pool.next(store, agency).await?;
+                store
+                    .record_index(&row.id, &agency.config.status_list, idx, now)
+                    .await?;
+                svc.crash_point(CrashPoint::AfterIndex);
+            }
+            "index_allocated" => {
+                same_key(&row, facts_key.as_deref())?;
+                mint_for_card(svc, agency, actor, &row, now).await?;
+            }
+            "minted" => {
+                same_key(&row, facts_key.as_deref())?;
+                let written = facts.pin_set
+                    && facts.puk_set
+                    && facts.has_root
+                    && facts.credentials.contains(&SLOT);
+                if written {
+                    svc.crash_point(CrashPoint::AfterWrite);
+                    store.move_perso(&row.id, "minted", "written", now).await?;
+                } else if facts.locked {
+                    return Err(Error::CardRefused(
+                        "the card was locked without its credential",
+                    ));
+                } else {
+                    let (Some(pin), Some(puk)) = (&req.pin, &req.puk) else {
+                        return Ok(step(&row, vec![], vec!["pin".into(), "puk".into()]));
+                    };
+                    digits("pin", pin, 4..=12)?;
+                    digits("puk", puk, 8..=16)?;
+                    let credential = svc.credential_bytes(agency, &row).await?;
+                    let elements = agency
+                        .config
+                        .pin_elements
+                        .iter()
+                        .map(|e| (civis_core::mdoc::citizen::NAMESPACE.to_owned(), e.clone()))
+                        .collect::<Vec<_>>();
+                    let commands = write_commands(
+                        transport,
+                        &serial,
+                        facts,
+                        pin,
+                        puk,
+                        &card::root_value(&svc.chain_id, &svc.governance_root),
+                        &card::pin_elements_value(&elements),
+                        &credential,
+                    );
+                    return Ok(step(&row, commands, vec![]));
+                }
+            }
+            "written" => {
+                same_key(&row, facts_key.as_deref())?;
+                if facts.locked {
+                    let audit = actor.audit(
+                        agency,
+                        "issue",
+                        row.credential.as_deref().unwrap_or_default(),
+                        &req.request_key,
+                        now,
+                    );
+                    store.record_issued(&row, &audit).await?;
+                    svc.metrics.issued();
+                } else {
+                    let lock = single(transport, &serial, facts.perso_counter, card::ins::LOCK);
+                    svc.crash_point(CrashPoint::BeforeLock);
+                    return Ok(step(&row, lock, vec![]));
+                }
+            }
+            "issued" => return Ok(step(&row, vec![], vec![])),
+            _ => return Err(Error::Corrupt("personalization state")),
+        }
+        row = store
+            .perso_by_request(agency.id(), &req.request_key)
+            .await?
+            .ok_or(Error::Corrupt("personalization vanished"))?;
+    }
+    Ok(step(&row, vec![], vec![]))
+}
+
+fn same_key(row: &PersoRow, facts_key: Option<&[u8]>) -> Result<()> {
+    match (&row.card_key, facts_key) {
+        (Some(k), Some(f))
+            if EcPublicKey::from_sec1(f)
+                .is_ok_and(|f| f.uncompressed().as_slice() == k.as_slice()) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::CardRefused(
+            "the card's key is not the one checked for this personalization",
+        )),
+    }
+}
+
+async fn check_card_key(svc: &Service, agency: &Agency, row: &PersoRow, key: &[u8]) -> Result<()> {
+    let point = EcPublicKey::from_sec1(key)
+        .map_err(|_| Error::CardKeyRefused("not a valid P-256 point"))?;
+    if key.len() != 65 {
+        return Err(Error::CardKeyRefused("not an uncompressed SEC1 point"));
+    }
+    if agency.is_weak(&point) {
+        return Err(Error::CardKeyRefused("on the weak-key list"));
+    }
+    if svc.store.card_key_seen(key).await? {
+        return Err(Error::CardKeyRefused("seen before on another card"));
+    }
+    if svc.store.batch_suspended(agency.id(), &row.batch).await? {
+        return Err(Error::CardRefused("the card's batch is suspended"));
+    }
+    Ok(())
+}
+
+async fn mint_for_card(
+    svc: &Service,
+    agency: &Agency,
+    actor: &Actor,
+    row: &PersoRow,
+    now: i64,
+) -> Result<()> {
+    let (Some(card_key), Some(idx)) = (&row.card_key, row.idx) else {
+        return Err(Error::Corrupt("personalization without key or index"));
+    };
+    let attributes = svc
+        .store
+        .resident(agency.id(), &row.resident)
+        .await?
+        .ok_or(Error::NotFound("resident"))?;
+    let attributes = Attributes::from_bytes(&attributes)?;
+    let device_key = EcPublicKey::from_sec1(card_key)?;
+    let idx_u = u64::try_from(idx).map_err(|_| Error::Corrupt("index"))?;
+    let bytes = crate::mint::mint(
+        agency,
+        &attributes,
+        &device_key,
+        idx_u,
+        Timestamp(now),
+        &mut OsRng,
+    )?;
+    svc.crash_point(CrashPoint::AfterSign);
+    let credential = CredentialRow {
+        id: svc.new_id(),
+        agency: agency.id().to_owned(),
+        resident: row.resident.clone(),
+        request_key: row.request_key.clone(),
+        list: row.list.clone().unwrap_or_default(),
+        idx,
+        card_serial: Some(row.serial.clone()),
+        batch: Some(row.batch.clone()),
+        issuer_signed: bytes,
+        state: "minted".into(),
+        wanted: 0,
+    };
+    let audit = Audit {
+        agency: agency.id(),
+        actor: &actor.token,
+        action: "mint",
+        object: &credential.id,
+        request_key: &row.request_key,
+        at: now,
+    };
+    match svc.store.record_minted(&row.id, &credential, &audit).await {
+        Ok(_) => {
+            svc.metrics.minted();
+            Ok(())
+        }
+        // A concurrent request minted first; its credential is the one.
+        Err(e) if e.is_unique_violation() => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,284 @@
+//! The service's shared state: store, agencies, index pool, the chain's governance root,
+//! clock and metrics. Handlers and workers take `&Service`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use civis_core::crypto::EcPublicKey;
+use rand_core::{OsRng, RngCore};
+
+use crate::agency::Agency;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::mint::IndexPool;
+use crate::store::{Audit, PersoRow, Store};
+
+/// Where the crash tests kill the process (`CIVIS_ISSUER_CRASH_AT`), as a power cut would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After a status index is recorded for a personalization.
+    AfterIndex,
+    /// After the credential is signed, before it is recorded.
+    AfterSign,
+    /// After the card reports the credential written, before that is recorded.
+    AfterWrite,
+    /// After LOCK is built, before the counter gets it.
+    BeforeLock,
+}
+
+impl CrashPoint {
+    /// From the environment variable's value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "after-index" => Self::AfterIndex,
+            "after-sign" => Self::AfterSign,
+            "after-write" => Self::AfterWrite,
+            "before-lock" => Self::BeforeLock,
+            _ => return None,
+        })
+    }
+}
+
+/// Who is acting: the token id and its agency.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Token id (public part).
+    pub token: String,
+    /// Agency id.
+    pub agency: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+}
+
+impl Actor {
+    /// An audit entry by this actor.
+    pub fn audit<'a>(
+        &'a self,
+        agency: &'a Agency,
+        action: &'a str,
+        object: &'a str,
+        request_key: &'a str,
+        at: i64,
+    ) -> Audit<'a> {
+        Audit {
+            agency: agency.id(),
+            actor: &self.token,
+            action,
+            object,
+            request_key,
+            at,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Credentials minted.
+    pub minted: AtomicU64,
+    /// Cards issued (locked with their credential).
+    pub issued: AtomicU64,
+    /// Status changes recorded.
+    pub status_changes: AtomicU64,
+    /// Status changes anchored.
+    pub anchored: AtomicU64,
+    /// `update-status` transactions final.
+    pub anchor_txs: AtomicU64,
+    /// Registry failures seen by the anchoring worker.
+    pub registry_errors: AtomicU64,
+    /// Requests refused for the rate limit.
+    pub rate_limited: AtomicU64,
+    /// Requests refused for authentication or authorization.
+    pub auth_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// One credential minted.
+    pub fn minted(&self) {
+        self.minted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One card issued.
+    pub fn issued(&self) {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, pending: i64) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rows: [(&str, &str, &str, u64); 9] = [
+            (
+                "civis_issuer_credentials_minted_total",
+                "counter",
+                "Credentials signed and recorded.",
+                g(&self.minted),
+            ),
+            (
+                "civis_issuer_cards_issued_total",
+                "counter",
+                "Cards locked with their credential.",
+                g(&self.issued),
+            ),
+            (
+                "civis_issuer_status_changes_total",
+                "counter",
+                "Status changes recorded.",
+                g(&self.status_changes),
+            ),
+            (
+                "civis_issuer_status_anchored_total",
+                "counter",
+                "Status changes anchored on the chain.",
+                g(&self.anchored),
+            ),
+            (
+                "civis_issuer_anchor_transactions_total",
+                "counter",
+                "update-status transactions final on the chain.",
+                g(&self.anchor_txs),
+            ),
+            (
+                "civis_issuer_registry_errors_total",
+                "counter",
+                "Registry calls that failed.",
+                g(&self.registry_errors),
+            ),
+            (
+                "civis_issuer_rate_limited_total",
+                "counter",
+                "Requests refused by the per-token rate limit.",
+                g(&self.rate_limited),
+            ),
+            (
+                "civis_issuer_auth_refused_total",
+                "counter",
+                "Requests refused with 401 or 403.",
+                g(&self.auth_refused),
+            ),
+            (
+                "civis_issuer_status_pending",
+                "gauge",
+                "Status changes not yet anchored.",
+                u64::try_from(pending).unwrap_or(0),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, v) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Everything a request or worker needs.
+pub struct Service {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// Agencies by id.
+    pub agencies: BTreeMap<String, Arc<Agency>>,
+    /// Reserved status indexes.
+    pub pool: IndexPool,
+    /// The chain id (from genesis).
+    pub chain_id: String,
+    /// The governance root cards are given.
+    pub governance_root: EcPublicKey,
+    /// Unix seconds now (a parameter so tests can fix it).
+    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Crash-test hook.
+    pub crash: Option<CrashPoint>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("agencies", &self.agencies.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Service {
+    /// Open the store, load the agencies' keys and the genesis.
+    pub async fn open(config: Config) -> Result<Self> {
+        let text = std::fs::read_to_string(&config.genesis)
+            .map_err(|e| Error::Config(format!("{}: {e}", config.genesis.display())))?;
+        let genesis = civis_core::chain::state::Genesis::from_json(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", config.genesis.display())))?;
+        let governance_root = genesis
+            .governance
+            .first()
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| Error::Config("genesis names no governance key".into()))?;
+        let mut agencies = BTreeMap::new();
+        for a in &config.agencies {
+            agencies.insert(a.id.clone(), Arc::new(Agency::load(a)?));
+        }
+        let store = Store::connect(&config.database).await?;
+        let crash = std::env::var("CIVIS_ISSUER_CRASH_AT")
+            .ok()
+            .and_then(|v| CrashPoint::parse(&v));
+        Ok(Self {
+            config,
+            store,
+            agencies,
+            pool: IndexPool::default(),
+            chain_id: genesis.chain_id,
+            governance_root,
+            clock: Arc::new(system_now),
+            crash,
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// A fresh random id (16 bytes, hex): carries nothing about the object.
+    pub fn new_id(&self) -> String {
+        let mut b = [0u8; 16];
+        OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    }
+
+    /// Kill the process here if the crash test asks for it.
+    pub fn crash_point(&self, at: CrashPoint) {
+        if self.crash == Some(at) {
+            eprintln!("crash test: aborting at {at:?}");
+            std::process::abort();
+        }
+    }
+
+    /// An agency by id.
+    pub fn agency(&self, id: &str) -> Result<&Arc<Agency>> {
+        self.agencies.get(id).ok_or(Error::Unauthorized)
+    }
+
+    /// The IssuerSigned bytes of a personalization's credential.
+    pub async fn credential_bytes(&self, agency: &Agency, row: &PersoRow) -> Result<Vec<u8>> {
+        let id = row
+            .credential
+            .as_deref()
+            .ok_or(Error::Corrupt("minted without credential"))?;
+        Ok(self
+            .store
+            .credential(agency.id(), id)
+            .await?
+            .ok_or(Error::Corrupt("credential missing"))?
+            .issuer_signed)
+    }
+}

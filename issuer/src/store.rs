@@ -1,0 +1,946 @@
+//! The issuer's database: SQLite (embedded default) or PostgreSQL through sqlx, the same SQL for
+//! both (`$n` placeholders, `ON CONFLICT`, `RETURNING`). Every change that must be audited is
+//! written in the same database transaction as its audit entry, so a crash leaves both or
+//! neither. What is stored is listed in specs/issuer-storage.md.
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+use crate::error::{Error, Result};
+
+/// A connection pool with the migrations applied.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+/// An operator token as stored (the secret only as its hash).
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Public token id.
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub hash: Vec<u8>,
+    /// Agency it acts for.
+    pub agency: String,
+    /// Comma-separated scopes.
+    pub scopes: String,
+    /// Revoked at (Unix seconds).
+    pub revoked: Option<i64>,
+}
+
+/// A credential as stored.
+#[derive(Debug, Clone)]
+pub struct CredentialRow {
+    /// Id.
+    pub id: String,
+    /// Agency.
+    pub agency: String,
+    /// Resident id.
+    pub resident: String,
+    /// The request key that minted it.
+    pub request_key: String,
+    /// Status list name.
+    pub list: String,
+    /// Status index.
+    pub idx: i64,
+    /// The card it is on, if any.
+    pub card_serial: Option<Vec<u8>>,
+    /// The card's batch, if any.
+    pub batch: Option<String>,
+    /// IssuerSigned bytes.
+    pub issuer_signed: Vec<u8>,
+    /// `minted` or `issued`.
+    pub state: String,
+    /// Status the issuer decided (0 valid, 1 revoked, 2 suspended).
+    pub wanted: i64,
+}
+
+/// A personalization as stored.
+#[derive(Debug, Clone)]
+pub struct PersoRow {
+    /// Id.
+    pub id: String,
+    /// Agency.
+    pub agency: String,
+    /// Request key.
+    pub request_key: String,
+    /// Resident id.
+    pub resident: String,
+    /// Batch.
+    pub batch: String,
+    /// Card serial.
+    pub serial: Vec<u8>,
+    /// State name (see [`crate::perso::State`]).
+    pub state: String,
+    /// The card key, once checked.
+    pub card_key: Option<Vec<u8>>,
+    /// Status list, once an index is allocated.
+    pub list: Option<String>,
+    /// Status index, once allocated.
+    pub idx: Option<i64>,
+    /// Credential id, once minted.
+    pub credential: Option<String>,
+}
+
+/// A status change as stored.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    /// Id (increasing).
+    pub id: i64,
+    /// Credential id.
+    pub credential: String,
+    /// List.
+    pub list: String,
+    /// Index.
+    pub idx: i64,
+    /// Value (0 valid, 1 revoked, 2 suspended).
+    pub value: i64,
+    /// `pending`, `submitted` or `anchored`.
+    pub state: String,
+    /// The transaction that carries it.
+    pub tx: Option<String>,
+    /// The block that anchored it.
+    pub height: Option<i64>,
+}
+
+/// A chain transaction the issuer signed.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Transaction id (hex SHA-256 of its bytes).
+    pub id: String,
+    /// Its sequence number.
+    pub seq: i64,
+    /// `create-did`, `create-status-list`, `update-status`, `rotate-key`.
+    pub kind: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One audit entry to write.
+#[derive(Debug, Clone)]
+pub struct Audit<'a> {
+    /// Agency.
+    pub agency: &'a str,
+    /// Token id.
+    pub actor: &'a str,
+    /// What.
+    pub action: &'a str,
+    /// Which object.
+    pub object: &'a str,
+    /// Request key.
+    pub request_key: &'a str,
+    /// When.
+    pub at: i64,
+}
+
+/// One status change to record.
+#[derive(Debug, Clone)]
+pub struct NewChange {
+    /// Credential id.
+    pub credential: String,
+    /// List.
+    pub list: String,
+    /// Index.
+    pub idx: i64,
+    /// Value.
+    pub value: i64,
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn audit_in(tx: &mut Tx<'_>, a: &Audit<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (at, agency, actor, action, object, request_key) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(a.at)
+    .bind(a.agency)
+    .bind(a.actor)
+    .bind(a.action)
+    .bind(a.object)
+    .bind(a.request_key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn credential_of(r: &sqlx::any::AnyRow) -> Result<CredentialRow> {
+    Ok(CredentialRow {
+        id: r.try_get("id")?,
+        agency: r.try_get("agency")?,
+        resident: r.try_get("resident")?,
+        request_key: r.try_get("request_key")?,
+        list: r.try_get("list")?,
+        idx: r.try_get("idx")?,
+        card_serial: r.try_get("card_serial")?,
+        batch: r.try_get("batch")?,
+        issuer_signed: r.try_get("issuer_signed")?,
+        state: r.try_get("state")?,
+        wanted: r.try_get("wanted")?,
+    })
+}
+
+fn perso_of(r: &sqlx::any::AnyRow) -> Result<PersoRow> {
+    Ok(PersoRow {
+        id: r.try_get("id")?,
+        agency: r.try_get("agency")?,
+        request_key: r.try_get("request_key")?,
+        resident: r.try_get("resident")?,
+        batch: r.try_get("batch")?,
+        serial: r.try_get("serial")?,
+        state: r.try_get("state")?,
+        card_key: r.try_get("card_key")?,
+        list: r.try_get("list")?,
+        idx: r.try_get("idx")?,
+        credential: r.try_get("credential")?,
+    })
+}
+
+fn change_of(r: &sqlx::any::AnyRow) -> Result<ChangeRow> {
+    Ok(ChangeRow {
+        id: r.try_get("id")?,
+        credential: r.try_get("credential")?,
+        list: r.try_get("list")?,
+        idx: r.try_get("idx")?,
+        value: r.try_get("value")?,
+        state: r.try_get("state")?,
+        tx: r.try_get("tx")?,
+        height: r.try_get("height")?,
+    })
+}
+
+const CREDENTIAL_COLS: &str = "id, agency, resident, request_key, list, idx, card_serial, batch, \
+                               issuer_signed, state, wanted";
+const PERSO_COLS: &str =
+    "id, agency, request_key, resident, batch, serial, state, card_key, list, idx, credential";
+const CHANGE_COLS: &str = "id, credential, list, idx, value, state, tx, height";
+
+impl Store {
+    /// Connect to `sqlite:PATH` (created if missing) or `postgres://…` and migrate.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let url = if url.starts_with("sqlite:") {
+            if url.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        } else if postgres {
+            url.to_owned()
+        } else {
+            return Err(Error::Config(
+                "database must be sqlite:PATH or postgres://…".into(),
+            ));
+        };
+        // SQLite serializes writers anyway; one connection avoids busy errors.
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 16 } else { 1 })
+            .connect(&url)
+            .await?;
+        if postgres {
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        } else {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        }
+        Ok(Self { pool, postgres })
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- tokens ----
+
+    /// Store a token (its secret only hashed).
+    pub async fn insert_token(
+        &self,
+        id: &str,
+        hash: &[u8],
+        agency: &str,
+        scopes: &str,
+        label: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, hash, agency, scopes, label, created) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(agency)
+        .bind(scopes)
+        .bind(label)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A token by its public id.
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query("SELECT id, hash, agency, scopes, revoked FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TokenRow {
+                id: r.try_get("id")?,
+                hash: r.try_get("hash")?,
+                agency: r.try_get("agency")?,
+                scopes: r.try_get("scopes")?,
+                revoked: r.try_get("revoked")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many tokens an agency has (init creates the first only once).
+    pub async fn token_count(&self, agency: &str) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM tokens WHERE agency = $1")
+            .bind(agency)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    // ---- residents ----
+
+    /// Enroll a resident unless the request key already did; returns the resident id and
+    /// whether it was created now.
+    pub async fn enroll(
+        &self,
+        id: &str,
+        attributes: &[u8],
+        audit: &Audit<'_>,
+    ) -> Result<(String, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO residents (id, agency, request_key, attributes, created) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agency, request_key) DO NOTHING",
+        )
+        .bind(id)
+        .bind(audit.agency)
+        .bind(audit.request_key)
+        .bind(attributes)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            audit_in(&mut tx, audit).await?;
+            tx.commit().await?;
+            return Ok((id.to_owned(), true));
+        }
+        let existing: String =
+            sqlx::query("SELECT id FROM residents WHERE agency = $1 AND request_key = $2")
+                .bind(audit.agency)
+                .bind(audit.request_key)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        tx.commit().await?;
+        Ok((existing, false))
+    }
+
+    /// A resident's stored attributes, if the resident is the agency's.
+    pub async fn resident(&self, agency: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT attributes FROM residents WHERE agency = $1 AND id = $2")
+            .bind(agency)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    // ---- status indexes ----
+
+    /// Reserve `count` fresh indexes of a list of `size` entries, durably: the range is never
+    /// handed out again, whatever happens to the process afterwards.
+    pub async fn reserve_indexes(
+        &self,
+        agency: &str,
+        list: &str,
+        count: i64,
+        size: i64,
+    ) -> Result<std::ops::Range<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let end: i64 = sqlx::query(
+            "INSERT INTO index_reservations (agency, list, next_index) VALUES ($1, $2, $3) \
+             ON CONFLICT (agency, list) DO UPDATE \
+             SET next_index = index_reservations.next_index + excluded.next_index \
+             RETURNING next_index",
+        )
+        .bind(agency)
+        .bind(list)
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let start = end - count;
+        if start >= size {
+            // Roll back: a full list stays full, the counter does not run on.
+            return Err(Error::ListFull);
+        }
+        tx.commit().await?;
+        Ok(start..end.min(size))
+    }
+
+    // ---- credentials ----
+
+    /// A credential of the agency by its request key.
+    pub async fn credential_by_request(
+        &self,
+        agency: &str,
+        request_key: &str,
+    ) -> Result<Option<CredentialRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CREDENTIAL_COLS} FROM credentials WHERE agency = $1 AND request_key = $2"
+        ))
+        .bind(agency)
+        .bind(request_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_of).transpose()
+    }
+
+    /// A credential of the agency by id.
+    pub async fn credential(&self, agency: &str, id: &str) -> Result<Option<CredentialRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CREDENTIAL_COLS} FROM credentials WHERE agency = $1 AND id = $2"
+        ))
+        .bind(agency)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_of).transpose()
+    }
+
+    /// Record a minted credential with its audit entry. A duplicate request key or index is a
+    /// unique violation (see [`Error::is_unique_violation`]).
+    pub async fn insert_credential(&self, c: &CredentialRow, audit: &Audit<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_credential_in(&mut tx, c, audit.at).await?;
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- personalizations ----
+
+    /// A personalization of the agency by request key.
+    pub async fn perso_by_request(
+        &self,
+        agency: &str,
+        request_key: &str,
+    ) -> Result<Option<PersoRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PERSO_COLS} FROM personalizations WHERE agency = $1 AND request_key = $2"
+        ))
+        .bind(agency)
+        .bind(request_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(perso_of).transpose()
+    }
+
+    /// Start a personalization (unique per request key and per card serial).
+    pub async fn insert_perso(&self, p: &PersoRow, audit: &Audit<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO personalizations \
+             (id, agency, request_key, resident, batch, serial, state, created, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&p.id)
+        .bind(&p.agency)
+        .bind(&p.request_key)
+        .bind(&p.resident)
+        .bind(&p.batch)
+        .bind(&p.serial)
+        .bind(&p.state)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record a checked card key and move `started` → `key_checked`. The key's uniqueness
+    /// across every card ever seen is the `card_keys` primary key.
+    pub async fn record_card_key(&self, p: &PersoRow, key: &[u8], now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE personalizations SET state = 'key_checked', card_key = $1, updated = $2 \
+             WHERE id = $3 AND state = 'started'",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(&p.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO card_keys (public_key, serial, agency, batch, seen) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key)
+        .bind(&p.serial)
+        .bind(&p.agency)
+        .bind(&p.batch)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether a card key was ever seen.
+    pub async fn card_key_seen(&self, key: &[u8]) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM card_keys WHERE public_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Move `key_checked` → `index_allocated` with the allocated index.
+    pub async fn record_index(&self, id: &str, list: &str, idx: i64, now: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE personalizations SET state = 'index_allocated', list = $1, idx = $2, \
+             updated = $3 WHERE id = $4 AND state = 'key_checked'",
+        )
+        .bind(list)
+        .bind(idx)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Record the minted credential and move `index_allocated` → `minted`, in one transaction.
+    pub async fn record_minted(
+        &self,
+        perso: &str,
+        c: &CredentialRow,
+        audit: &Audit<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE personalizations SET state = 'minted', credential = $1, updated = $2 \
+             WHERE id = $3 AND state = 'index_allocated'",
+        )
+        .bind(&c.id)
+        .bind(audit.at)
+        .bind(perso)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
+        insert_credential_in(&mut tx, c, audit.at).await?;
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Move a personalization between two states (compare-and-set).
+    pub async fn move_perso(&self, id: &str, from: &str, to: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE personalizations SET state = $1, updated = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// The card is locked: the personalization and its credential become `issued`.
+    pub async fn record_issued(&self, p: &PersoRow, audit: &Audit<'_>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE personalizations SET state = 'issued', updated = $1 \
+             WHERE id = $2 AND state = 'written'",
+        )
+        .bind(audit.at)
+        .bind(&p.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE credentials SET state = 'issued' WHERE id = $1")
+            .bind(&p.credential)
+            .execute(&mut *tx)
+            .await?;
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // ---- status ----
+
+    /// Record status changes for credentials (the caller checked the transitions) and set each
+    /// credential's wanted value, unless this request key already did.
+    /// Returns how many were recorded now (0 for a repeated request key).
+    pub async fn record_changes(&self, changes: &[NewChange], audit: &Audit<'_>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for c in changes {
+            let inserted = sqlx::query(
+                "INSERT INTO status_changes \
+                 (agency, request_key, credential, list, idx, value, state, created) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) \
+                 ON CONFLICT (agency, request_key, credential) DO NOTHING",
+            )
+            .bind(audit.agency)
+            .bind(audit.request_key)
+            .bind(&c.credential)
+            .bind(&c.list)
+            .bind(c.idx)
+            .bind(c.value)
+            .bind(audit.at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            // Revocation is final: nothing moves a revoked credential again.
+            sqlx::query("UPDATE credentials SET wanted = $1 WHERE id = $2 AND wanted <> 1")
+                .bind(c.value)
+                .bind(&c.credential)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        if n > 0 {
+            audit_in(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// A credential's status changes, oldest first.
+    pub async fn changes_of(&self, credential: &str) -> Result<Vec<ChangeRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANGE_COLS} FROM status_changes WHERE credential = $1 ORDER BY id"
+        ))
+        .bind(credential)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_of).collect()
+    }
+
+    /// Pending changes of an agency's list, oldest first.
+    pub async fn pending_changes(
+        &self,
+        agency: &str,
+        list: &str,
+        limit: i64,
+    ) -> Result<Vec<ChangeRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANGE_COLS} FROM status_changes \
+             WHERE agency = $1 AND list = $2 AND state = 'pending' ORDER BY id LIMIT $3"
+        ))
+        .bind(agency)
+        .bind(list)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_of).collect()
+    }
+
+    /// How many changes are not yet anchored.
+    pub async fn unanchored_count(&self) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM status_changes WHERE state <> 'anchored'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
+    }
+
+    /// Write a signed transaction to the outbox and bind the changes it carries to it, in one
+    /// database transaction (so a crash re-sends these bytes, never signs a second set).
+    pub async fn stage_tx(
+        &self,
+        agency: &str,
+        row: &OutboxRow,
+        change_ids: &[i64],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO outbox (id, agency, seq, kind, bytes, state, created) \
+             VALUES ($1, $2, $3, $4, $5, 'submitted', $6)",
+        )
+        .bind(&row.id)
+        .bind(agency)
+        .bind(row.seq)
+        .bind(&row.kind)
+        .bind(&row.bytes)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for chunk in change_ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            // Ids are integers from our own rows, never outside text.
+            sqlx::query(&format!(
+                "UPDATE status_changes SET state = 'submitted', tx = $1 \
+                 WHERE state = 'pending' AND id IN ({list})"
+            ))
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The agency's outbox transactions not yet final, by sequence number.
+    pub async fn unfinished_txs(&self, agency: &str) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, kind, bytes FROM outbox WHERE agency = $1 AND state = 'submitted' \
+             ORDER BY seq",
+        )
+        .bind(agency)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    seq: r.try_get("seq")?,
+                    kind: r.try_get("kind")?,
+                    bytes: r.try_get("bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest sequence number the agency has signed with, if any.
+    pub async fn last_seq(&self, agency: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT MAX(seq) FROM outbox WHERE agency = $1")
+            .bind(agency)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    /// A transaction is final at `height` (or was refused: `height` None): its changes are
+    /// anchored, or go back to pending to be sent again.
+    pub async fn finish_tx(&self, id: &str, height: Option<i64>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET state = $1, height = $2 WHERE id = $3")
+            .bind(if height.is_some() { "final" } else { "refused" })
+            .bind(height)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = match height {
+            Some(h) => {
+                sqlx::query(
+                    "UPDATE status_changes SET state = 'anchored', height = $1 WHERE tx = $2",
+                )
+                .bind(h)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE status_changes SET state = 'pending', tx = NULL WHERE tx = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        }
+        .rows_affected();
+        tx.commit().await?;
+        Ok(if height.is_some() { n } else { 0 })
+    }
+
+    /// Credentials of an agency's batch that are not revoked, with a change to suspend
+    /// recorded for each, unless the batch was suspended before. Returns the count and
+    /// whether it happened now.
+    pub async fn suspend_batch(&self, batch: &str, audit: &Audit<'_>) -> Result<(u64, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO batch_suspensions (agency, batch, request_key, at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (agency, batch) DO NOTHING",
+        )
+        .bind(audit.agency)
+        .bind(batch)
+        .bind(audit.request_key)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let rows = sqlx::query(
+            "SELECT id, list, idx FROM credentials \
+             WHERE agency = $1 AND batch = $2 AND wanted <> 1",
+        )
+        .bind(audit.agency)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if inserted == 0 {
+            return Ok((rows.len() as u64, false));
+        }
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let list: String = r.try_get("list")?;
+            let idx: i64 = r.try_get("idx")?;
+            sqlx::query(
+                "INSERT INTO status_changes \
+                 (agency, request_key, credential, list, idx, value, state, created) \
+                 VALUES ($1, $2, $3, $4, $5, 2, 'pending', $6) \
+                 ON CONFLICT (agency, request_key, credential) DO NOTHING",
+            )
+            .bind(audit.agency)
+            .bind(audit.request_key)
+            .bind(&id)
+            .bind(&list)
+            .bind(idx)
+            .bind(audit.at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE credentials SET wanted = 2 WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok((rows.len() as u64, true))
+    }
+
+    /// Whether the agency suspended this batch.
+    pub async fn batch_suspended(&self, agency: &str, batch: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM batch_suspensions WHERE agency = $1 AND batch = $2")
+                .bind(agency)
+                .bind(batch)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// The agency's credentials on the card with this serial.
+    pub async fn credentials_on_card(
+        &self,
+        agency: &str,
+        serial: &[u8],
+    ) -> Result<Vec<CredentialRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CREDENTIAL_COLS} FROM credentials WHERE agency = $1 AND card_serial = $2"
+        ))
+        .bind(agency)
+        .bind(serial)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_of).collect()
+    }
+
+    // ---- audit ----
+
+    /// Write an audit entry on its own.
+    pub async fn audit(&self, a: &Audit<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        audit_in(&mut tx, a).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The agency's audit entries after `after`, oldest first.
+    pub async fn audit_page(
+        &self,
+        agency: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<civis_core::issuer_api::AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, object, request_key FROM audit \
+             WHERE agency = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(agency)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                Ok(civis_core::issuer_api::AuditEntry {
+                    id: u64::try_from(id).map_err(|_| Error::Corrupt("audit id"))?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    object: r.try_get("object")?,
+                    request_key: r.try_get("request_key")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts for tests and metrics: (credentials, distinct status indexes).
+    pub async fn credential_counts(&self, agency: &str) -> Result<(i64, i64)> {
+        let r =
+            sqlx::query("SELECT COUNT(*), COUNT(DISTINCT idx) FROM credentials WHERE agency = $1")
+                .bind(agency)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    }
+}
+
+async fn insert_credential_in(tx: &mut Tx<'_>, c: &CredentialRow, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO credentials (id, agency, resident, request_key, list, idx, card_serial, \
+         batch, issuer_signed, state, wanted, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&c.id)
+    .bind(&c.agency)
+    .bind(&c.resident)
+    .bind(&c.request_key)
+    .bind(&c.list)
+    .bind(c.idx)
+    .bind(&c.card_serial)
+    .bind(&c.batch)
+    .bind(&c.issuer_signed)
+    .bind(&c.state)
+    .bind(c.wanted)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

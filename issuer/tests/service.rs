@@ -1,0 +1,818 @@
+//! The issuer service over real HTTP on loopback, on SQLite and (when `CIVIS_TEST_POSTGRES_URL`
+//! is set, as `scripts/test.sh` does) PostgreSQL, with an in-process citizen card (the real
+//! applet) behind the counter relay. The registry is not needed here: the anchoring worker is
+//! not started (tests/issuer_e2e.rs runs the whole chain).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use civis_core::card::TransportKey;
+use civis_core::chain::state::Genesis;
+use civis_core::crypto::SoftwareKey;
+use civis_core::did::{DidDocument, KeyCommitment};
+use civis_core::issuer_api::{
+    CardFacts, EnrollRequest, MintRequest, PersonalizeRequest, StatusRequest,
+};
+use civis_firmware_bridge::CardTransport as _;
+use civis_firmware_bridge::reader::CardClient;
+use civis_firmware_bridge::transport::InProcess;
+use civis_issuer::client::{Counter, IssuerClient};
+use civis_issuer::{Config, Error, Service};
+use civis_registry_client::keyfile;
+use civis_wallet_core::applet::CardState;
+use rand_core::{OsRng, RngCore};
+use serde_json::{Value, json};
+
+const TK: [u8; 32] = [0x42; 32];
+static N: AtomicU32 = AtomicU32::new(0);
+
+struct Env {
+    dir: PathBuf,
+    svc: Arc<Service>,
+    base: String,
+    /// Agency alpha, every scope.
+    alpha: String,
+    /// Agency alpha, enroll only.
+    alpha_enroll: String,
+    /// Agency beta, every scope.
+    beta: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write_agency_keys(dir: &Path, name: &str) {
+    let key = SoftwareKey::generate(&mut OsRng);
+    let next = SoftwareKey::generate(&mut OsRng);
+    let doc = DidDocument::inception(key.public_key(), &KeyCommitment::to(next.public_key()));
+    keyfile::write_key(
+        &dir.join(format!("{name}.jwk")),
+        &key,
+        Some(doc.id.key_url(1).to_string()),
+    )
+    .unwrap();
+    keyfile::write_key(&dir.join(format!("{name}.next.jwk")), &next, None).unwrap();
+}
+
+async fn database(dir: &Path, postgres: bool) -> Option<String> {
+    if !postgres {
+        return Some(format!("sqlite:{}", dir.join("issuer.db").display()));
+    }
+    let admin = std::env::var("CIVIS_TEST_POSTGRES_URL").ok()?;
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "issuer_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+async fn env_with(postgres: bool, weak: Option<&[u8]>, limits: &str) -> Option<Env> {
+    let dir = std::env::temp_dir().join(format!(
+        "civis-issuer-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = database(&dir, postgres).await?;
+    let gov = SoftwareKey::generate(&mut OsRng);
+    let genesis = Genesis {
+        chain_id: "civis-test".into(),
+        time: 0,
+        validators: vec![SoftwareKey::generate(&mut OsRng).public_key().clone()],
+        governance: vec![(
+            gov.public_key().clone(),
+            KeyCommitment::to(SoftwareKey::generate(&mut OsRng).public_key()),
+        )],
+        governance_threshold: 1,
+        epoch_length: 100,
+    };
+    std::fs::write(dir.join("genesis.json"), genesis.to_json()).unwrap();
+    write_agency_keys(&dir, "alpha");
+    write_agency_keys(&dir, "beta");
+    std::fs::write(dir.join("b1.key"), hex::encode(TK)).unwrap();
+    std::fs::write(dir.join("b9.key"), hex::encode([0x43; 32])).unwrap();
+    let weak_line = weak.map(hex::encode).unwrap_or_default();
+    std::fs::write(dir.join("weak.txt"), format!("# known bad\n{weak_line}\n")).unwrap();
+    let text = format!(
+        r#"database = "{db}"
+registry = ["http://127.0.0.1:1"]
+genesis = "genesis.json"
+{limits}
+
+[[agency]]
+id = "alpha"
+name = "Alpha Registry"
+city = "Civitas"
+districts = ["Harbour", "Old Town"]
+key = "alpha.jwk"
+next_key = "alpha.next.jwk"
+status_list_size = 100000
+pin_elements = ["birth_date"]
+weak_keys = "weak.txt"
+[agency.batches]
+b1 = "b1.key"
+
+[[agency]]
+id = "beta"
+name = "Beta Registry"
+city = "Elsewhere"
+districts = ["North"]
+key = "beta.jwk"
+next_key = "beta.next.jwk"
+[agency.batches]
+b9 = "b9.key"
+"#
+    );
+    let path = dir.join("issuer.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let svc = Arc::new(Service::open(config).await.unwrap());
+    let all = "enroll,personalize,status,audit,admin";
+    let tok = |agency: &'static str, scopes: &'static str| {
+        let svc = Arc::clone(&svc);
+        async move {
+            civis_issuer::api::issue_token(&svc.store, agency, scopes, "test", 0)
+                .await
+                .unwrap()
+                .1
+        }
+    };
+    let alpha = tok("alpha", all).await;
+    let alpha_enroll = tok("alpha", "enroll").await;
+    let beta = tok("beta", all).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = civis_issuer::router(Arc::clone(&svc));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Some(Env {
+        dir,
+        svc,
+        base,
+        alpha,
+        alpha_enroll,
+        beta,
+        http: reqwest::Client::new(),
+    })
+}
+
+async fn env(postgres: bool) -> Option<Env> {
+    env_with(postgres, None, "").await
+}
+
+fn mira(key: &str) -> EnrollRequest {
+    EnrollRequest {
+        request_key: key.into(),
+        family_name: "Jansen".into(),
+        given_name: "Mira".into(),
+        birth_date: "1990-04-12".into(),
+        resident_district: "Harbour".into(),
+        document_number: "CIV-000042".into(),
+    }
+}
+
+fn blank_card() -> CardClient<InProcess> {
+    let mut serial = [0u8; 16];
+    OsRng.fill_bytes(&mut serial);
+    CardClient::new(InProcess::new(CardState::blank(serial, TransportKey(TK))))
+}
+
+impl Env {
+    fn client(&self, token: &str) -> IssuerClient {
+        IssuerClient::new(&self.base, token).unwrap()
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut r = match method {
+            "GET" => self.http.get(format!("{}{path}", self.base)),
+            _ => self.http.post(format!("{}{path}", self.base)).body(body),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.raw(
+            "POST",
+            path,
+            Some(token),
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    async fn enroll(&self) -> String {
+        self.client(&self.alpha)
+            .enroll(&mira("enroll-1"))
+            .await
+            .unwrap()
+            .resident
+    }
+
+    async fn personalize(
+        &self,
+        card: &mut CardClient<InProcess>,
+        key: &str,
+        resident: &str,
+    ) -> String {
+        let step = self
+            .client(&self.alpha)
+            .relay(
+                card,
+                &Counter {
+                    request_key: key,
+                    resident,
+                    batch: "b1",
+                    pin: "246810",
+                    puk: "1357913579",
+                },
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+        assert!(step.done);
+        step.credential.unwrap()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn both(test: impl Fn(bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
+    for postgres in [false, true] {
+        rt().block_on(test(postgres));
+    }
+}
+
+#[test]
+fn a_card_is_personalized_once_and_resumes_after_interruptions() {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let alpha = env.client(&env.alpha);
+            let first = alpha.enroll(&mira("enroll-1")).await.unwrap();
+            assert!(first.created);
+            let again = alpha.enroll(&mira("enroll-1")).await.unwrap();
+            assert_eq!(
+                (again.resident.as_str(), again.created),
+                (first.resident.as_str(), false)
+            );
+
+            // Interrupt the counter again and again (round k plays only k commands, as if the
+            // card left the field): each run resumes where the recorded state and the card's
+            // facts say.
+            let mut card = blank_card();
+            let mut states = Vec::new();
+            for round in 1..40 {
+                let info = card.info().unwrap();
+                let step = alpha
+                    .personalize(&PersonalizeRequest {
+                        request_key: "perso-1".into(),
+                        resident: first.resident.clone(),
+                        batch: "b1".into(),
+                        card: (&info).into(),
+                        pin: Some("246810".into()),
+                        puk: Some("1357913579".into()),
+                    })
+                    .await
+                    .unwrap();
+                states.push(step.state.clone());
+                if step.done {
+                    break;
+                }
+                for c in step.commands.iter().take(round) {
+                    let _ = card.transport().transmit(&hex::decode(c).unwrap());
+                }
+            }
+            assert_eq!(
+                states.last().map(String::as_str),
+                Some("issued"),
+                "{states:?}"
+            );
+            let info = card.info().unwrap();
+            assert!(info.locked && info.credentials == vec![0] && info.pin_tries == Some(3));
+            // The relay with the same key now only confirms.
+            let again = env.personalize(&mut card, "perso-1", &first.resident).await;
+            let (creds, distinct) = env.svc.store.credential_counts("alpha").await.unwrap();
+            assert_eq!((creds, distinct), (1, 1));
+            let c = alpha.credential(&again).await.unwrap();
+            assert_eq!(c.state, "issued");
+            assert!(c.status_list.ends_with("/status/citizen-1"));
+            // The stored credential is the one on the card, bound to the card's key.
+            let stored = card.transport().state().credentials[0].clone().unwrap();
+            let row = env
+                .svc
+                .store
+                .credential("alpha", &again)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored, row.issuer_signed);
+            // The audit names each step, the actor and the request key, and nothing personal.
+            let audit = alpha.audit(0, 100).await.unwrap().entries;
+            let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+            assert_eq!(actions, ["enroll", "personalize", "mint", "issue"]);
+            assert!(
+                audit
+                    .iter()
+                    .all(|e| !e.actor.is_empty() && !e.request_key.is_empty())
+            );
+            let text = serde_json::to_string(&audit).unwrap();
+            assert!(!text.contains("Jansen") && !text.contains("246810"));
+        })
+    });
+}
+
+#[test]
+fn concurrent_requests_for_one_card_yield_one_credential() {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let resident = env.enroll().await;
+            let mut card = blank_card();
+            let alpha = env.client(&env.alpha);
+            let req = |facts: CardFacts, key: &str| PersonalizeRequest {
+                request_key: key.into(),
+                resident: resident.clone(),
+                batch: "b1".into(),
+                card: facts,
+                pin: None,
+                puk: None,
+            };
+            let first = alpha
+                .personalize(&req((&card.info().unwrap()).into(), "p"))
+                .await
+                .unwrap();
+            card.transport()
+                .transmit(&hex::decode(&first.commands[0]).unwrap())
+                .unwrap();
+            let facts: CardFacts = (&card.info().unwrap()).into();
+            // 100 at once with one request key: one credential, one index.
+            let mut tasks = Vec::new();
+            for _ in 0..100 {
+                let (c, r) = (alpha.clone(), req(facts.clone(), "p"));
+                tasks.push(tokio::spawn(async move { c.personalize(&r).await }));
+            }
+            let mut credentials = std::collections::BTreeSet::new();
+            for t in tasks {
+                let step = t.await.unwrap().unwrap();
+                assert_eq!(step.state, "minted");
+                assert_eq!(step.needs, ["pin", "puk"]);
+                credentials.insert(step.credential.unwrap());
+            }
+            assert_eq!(credentials.len(), 1);
+            assert_eq!(
+                env.svc.store.credential_counts("alpha").await.unwrap(),
+                (1, 1)
+            );
+            // Other request keys for the same card are refused, concurrently too.
+            let mut tasks = Vec::new();
+            for n in 0..20 {
+                let (c, r) = (alpha.clone(), req(facts.clone(), &format!("other-{n}")));
+                tasks.push(tokio::spawn(async move { c.personalize(&r).await }));
+            }
+            for t in tasks {
+                let e = t.await.unwrap().unwrap_err();
+                assert!(matches!(e, Error::Remote { status: 409, .. }), "{e}");
+            }
+            assert_eq!(
+                env.svc.store.credential_counts("alpha").await.unwrap(),
+                (1, 1)
+            );
+        })
+    });
+}
+
+#[test]
+fn concurrent_mints_get_unique_indexes_and_one_credential_per_key() {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let resident = env.enroll().await;
+            let alpha = env.client(&env.alpha);
+            let device = SoftwareKey::generate(&mut OsRng)
+                .public_key()
+                .uncompressed()
+                .to_vec();
+            let mut tasks = Vec::new();
+            for n in 0..200 {
+                let c = alpha.clone();
+                let req = MintRequest {
+                    // Every key twice: 100 credentials.
+                    request_key: format!("mint-{}", n % 100),
+                    resident: resident.clone(),
+                    device_key: device.clone(),
+                };
+                tasks.push(tokio::spawn(async move { c.mint(&req).await }));
+            }
+            let mut by_key = std::collections::BTreeMap::new();
+            for t in tasks {
+                let a = t.await.unwrap().unwrap();
+                by_key
+                    .entry(a.status_index)
+                    .or_insert_with(Vec::new)
+                    .push(a.credential);
+            }
+            for ids in by_key.values() {
+                assert!(
+                    ids.iter().all(|i| *i == ids[0]),
+                    "one index, one credential"
+                );
+            }
+            assert_eq!(by_key.len(), 100);
+            assert_eq!(
+                env.svc.store.credential_counts("alpha").await.unwrap(),
+                (100, 100)
+            );
+        })
+    });
+}
+
+#[test]
+fn cloned_and_weak_card_keys_are_refused() {
+    let weak = SoftwareKey::generate(&mut OsRng);
+    rt().block_on(async {
+        let env = env_with(false, Some(weak.public_key().uncompressed()), "")
+            .await
+            .unwrap();
+        let resident = env.enroll().await;
+        let mut card = blank_card();
+        env.personalize(&mut card, "p1", &resident).await;
+        let alpha = env.client(&env.alpha);
+        let clone_key = card.info().unwrap().public_key;
+        // A second chip claiming the first one's key.
+        let mut other = blank_card();
+        let mut facts: CardFacts = (&other.info().unwrap()).into();
+        facts.public_key = clone_key.as_ref().map(hex::encode);
+        let req = |facts: CardFacts, key: &str| PersonalizeRequest {
+            request_key: key.into(),
+            resident: resident.clone(),
+            batch: "b1".into(),
+            card: facts,
+            pin: None,
+            puk: None,
+        };
+        let e = alpha
+            .personalize(&req(facts.clone(), "p2"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Remote { code, .. } if code == "card_key_refused"),
+            "{e}"
+        );
+        // A key on the weak-key list.
+        let mut weak_facts: CardFacts = (&blank_card().info().unwrap()).into();
+        weak_facts.public_key = Some(hex::encode(weak.public_key().uncompressed()));
+        let e = alpha.personalize(&req(weak_facts, "p3")).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Remote { message, .. } if message.contains("weak")),
+            "{e}"
+        );
+        // Not a point on the curve.
+        let mut bad: CardFacts = (&blank_card().info().unwrap()).into();
+        bad.public_key = Some(format!("04{}", "11".repeat(64)));
+        let e = alpha.personalize(&req(bad, "p4")).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Remote { message, .. } if message.contains("point")),
+            "{e}"
+        );
+        assert_eq!(
+            env.svc.store.credential_counts("alpha").await.unwrap(),
+            (1, 1)
+        );
+        let _ = other.info();
+    });
+}
+
+#[test]
+fn an_agency_reaches_nothing_of_another_on_any_route() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let resident = env.enroll().await;
+        let mut card = blank_card();
+        let credential = env.personalize(&mut card, "p1", &resident).await;
+        let serial = hex::encode(card.info().unwrap().serial);
+        let facts: CardFacts = (&blank_card().info().unwrap()).into();
+        let b = &env.beta;
+        let perso = json!({"requestKey":"x","resident":resident,"batch":"b1","card":facts});
+        let mint = json!({"requestKey":"x","resident":resident,
+            "deviceKey": hex::encode(SoftwareKey::generate(&mut OsRng).public_key().uncompressed())});
+        let cases: Vec<(&str, String, Option<Value>)> = vec![
+            ("GET", format!("/v1/credentials/{credential}"), None),
+            ("GET", format!("/v1/credentials/{credential}/status"), None),
+            ("POST", format!("/v1/credentials/{credential}/status"), Some(json!({"requestKey":"x","action":"revoke"}))),
+            ("POST", "/v1/personalizations".into(), Some(perso)),
+            ("POST", "/v1/credentials".into(), Some(mint)),
+            ("POST", "/v1/batches/b1/suspend".into(), Some(json!({"requestKey":"x"}))),
+            ("POST", format!("/v1/cards/{serial}/lost"), Some(json!({"requestKey":"x"}))),
+        ];
+        for (method, path, body) in &cases {
+            let (status, answer) = env
+                .raw(
+                    method,
+                    path,
+                    Some(b),
+                    Some("application/json"),
+                    body.as_ref().map(|v| v.to_string().into_bytes()).unwrap_or_default(),
+                )
+                .await;
+            assert_eq!(status, 404, "{method} {path}: {answer}");
+            assert_eq!(answer["code"], "not_found", "{method} {path}");
+        }
+        // Beta's audit shows nothing of alpha's; alpha's credential is untouched.
+        let audit = env.client(b).audit(0, 100).await.unwrap();
+        assert!(audit.entries.is_empty());
+        let st = env.client(&env.alpha).status(&credential).await.unwrap();
+        assert_eq!((st.wanted.as_str(), st.pending.len()), ("valid", 0));
+    });
+}
+
+#[test]
+fn hostile_requests_get_clear_errors_and_no_internals() {
+    rt().block_on(async {
+        let env = env_with(
+            false,
+            None,
+            "[limits]\nmax_body = 2048\nper_second = 1\nburst = 30",
+        )
+        .await
+        .unwrap();
+        let good = serde_json::to_vec(&mira("k")).unwrap();
+        let p = "/v1/residents";
+        let j = Some("application/json");
+        // No token, a malformed one, a made-up one.
+        assert_eq!(env.raw("POST", p, None, j, good.clone()).await.0, 401);
+        assert_eq!(
+            env.raw("POST", p, Some("nope"), j, good.clone()).await.0,
+            401
+        );
+        let forged = format!("civis_{}.{}", "0".repeat(16), "1".repeat(64));
+        let (s, a) = env.raw("POST", p, Some(&forged), j, good.clone()).await;
+        assert_eq!((s, a["code"].as_str()), (401, Some("unauthorized")));
+        // A real token id with a wrong secret.
+        let (id, _) = env
+            .alpha
+            .trim_start_matches("civis_")
+            .split_once('.')
+            .unwrap();
+        let wrong = format!("civis_{id}.{}", "2".repeat(64));
+        assert_eq!(
+            env.raw("POST", p, Some(&wrong), j, good.clone()).await.0,
+            401
+        );
+        // Wrong scope.
+        let (s, a) = env
+            .raw("GET", "/v1/audit", Some(&env.alpha_enroll), None, vec![])
+            .await;
+        assert_eq!((s, a["code"].as_str()), (403, Some("forbidden")));
+        // Wrong content type, invalid bodies, oversized body.
+        let t = Some(env.alpha.as_str());
+        let (s, a) = env
+            .raw("POST", p, t, Some("text/plain"), good.clone())
+            .await;
+        assert_eq!(
+            (s, a["code"].as_str()),
+            (415, Some("unsupported_media_type"))
+        );
+        let (s, a) = env.raw("POST", p, t, j, b"{not json".to_vec()).await;
+        assert_eq!((s, a["code"].as_str()), (400, Some("invalid_body")));
+        let mut typed = serde_json::to_value(mira("k")).unwrap();
+        typed["familyName"] = json!(12345);
+        typed["givenName"] = json!("SecretGiven");
+        let (s, a) = env
+            .raw("POST", p, t, j, typed.to_string().into_bytes())
+            .await;
+        assert_eq!(s, 400);
+        assert!(
+            !a.to_string().contains("12345") && !a.to_string().contains("SecretGiven"),
+            "{a}"
+        );
+        let mut bad = mira("k");
+        bad.birth_date = "1990-13-45".into();
+        let (s, a) = env
+            .post(p, &env.alpha, serde_json::to_value(&bad).unwrap())
+            .await;
+        assert_eq!((s, a["code"].as_str()), (400, Some("invalid_field")));
+        assert!(!a["message"].as_str().unwrap().contains("1990-13-45"));
+        let big = json!({"requestKey": "k", "familyName": "x".repeat(4096)});
+        let (s, a) = env.raw("POST", p, t, j, big.to_string().into_bytes()).await;
+        assert_eq!((s, a["code"].as_str()), (413, Some("body_too_large")));
+        // Names that would forge log lines are refused, with the field named.
+        let mut inject = mira("k2");
+        inject.family_name = "Eve\n2026-12-05T00:00:00Z INFO forged".into();
+        let (s, a) = env
+            .post(p, &env.alpha, serde_json::to_value(&inject).unwrap())
+            .await;
+        assert_eq!(s, 400);
+        assert!(a["message"].as_str().unwrap().contains("familyName"));
+        assert!(!a.to_string().contains("forged"));
+        // The per-token allowance: a burst of 30, then 429 with Retry-After; another token is
+        // unaffected.
+        let mut limited = 0;
+        for _ in 0..40 {
+            let (s, _) = env.raw("GET", "/v1/audit", t, None, vec![]).await;
+            if s == 429 {
+                limited += 1;
+            }
+        }
+        assert!(limited >= 5, "{limited}");
+        let (s, _) = env
+            .raw("GET", "/v1/audit", Some(&env.beta), None, vec![])
+            .await;
+        assert_eq!(s, 200);
+        // Unknown routes answer JSON 404.
+        let (s, a) = env.raw("GET", "/v1/nothing", t, None, vec![]).await;
+        assert_eq!((s, a["code"].as_str()), (404, Some("not_found")));
+    });
+}
+
+#[test]
+fn status_changes_are_recorded_once_and_revocation_is_final() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let resident = env.enroll().await;
+        let alpha = env.client(&env.alpha);
+        let mut card = blank_card();
+        let on_card = env.personalize(&mut card, "p1", &resident).await;
+        let act = |action: &str, key: &str| StatusRequest {
+            request_key: key.into(),
+            action: action.into(),
+        };
+        let s = alpha
+            .change_status(&on_card, &act("suspend", "s1"))
+            .await
+            .unwrap();
+        assert_eq!((s.wanted.as_str(), s.pending.len()), ("suspended", 1));
+        // The same request key again changes nothing.
+        let s = alpha
+            .change_status(&on_card, &act("suspend", "s1"))
+            .await
+            .unwrap();
+        assert_eq!(s.pending.len(), 1);
+        let s = alpha
+            .change_status(&on_card, &act("unsuspend", "s2"))
+            .await
+            .unwrap();
+        assert_eq!((s.wanted.as_str(), s.pending.len()), ("valid", 2));
+        let s = alpha
+            .change_status(&on_card, &act("revoke", "s3"))
+            .await
+            .unwrap();
+        assert_eq!(s.wanted, "revoked");
+        for (action, key) in [("unsuspend", "s4"), ("suspend", "s5")] {
+            let e = alpha
+                .change_status(&on_card, &act(action, key))
+                .await
+                .unwrap_err();
+            assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        }
+        let e = alpha
+            .change_status(&on_card, &act("delete", "s6"))
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 400, .. }), "{e}");
+        // A lost card: its valid credential is suspended at once, once.
+        let mut lost = blank_card();
+        let lost_id = env.personalize(&mut lost, "lost-card", &resident).await;
+        let serial = hex::encode(lost.info().unwrap().serial);
+        let done = alpha.card_lost(&serial, "l1").await.unwrap();
+        assert_eq!((done.credentials, done.created), (1, true));
+        assert_eq!(alpha.status(&lost_id).await.unwrap().wanted, "suspended");
+        let again = alpha.card_lost(&serial, "l1").await.unwrap();
+        assert_eq!(again.credentials, 0);
+        let e = alpha.card_lost(&"00".repeat(16), "l2").await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 404, .. }), "{e}");
+        // A batch: three more cards; suspending the batch suspends every credential not
+        // revoked, in one step, once.
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let mut c = blank_card();
+            ids.push(env.personalize(&mut c, &format!("b{n}"), &resident).await);
+        }
+        let done = alpha.suspend_batch("b1", "batch-1").await.unwrap();
+        assert_eq!((done.credentials, done.created), (4, true));
+        let again = alpha.suspend_batch("b1", "batch-2").await.unwrap();
+        assert!(!again.created);
+        for id in &ids {
+            assert_eq!(alpha.status(id).await.unwrap().wanted, "suspended");
+        }
+        assert_eq!(alpha.status(&on_card).await.unwrap().wanted, "revoked");
+        // A suspended batch's blank cards are refused at personalization.
+        let mut late = blank_card();
+        let e = alpha
+            .relay(
+                &mut late,
+                &Counter {
+                    request_key: "late",
+                    resident: &resident,
+                    batch: "b1",
+                    pin: "1234",
+                    puk: "12345678",
+                },
+                &mut |_| {},
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("suspended"), "{e}");
+        // Every change is pending until the anchoring worker carries it to the chain.
+        let pending = env.svc.store.unanchored_count().await.unwrap();
+        assert_eq!(pending, 3 + 1 + 4);
+    });
+}
+
+#[test]
+fn the_openapi_document_names_exactly_the_routes_served() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let doc: Value = serde_json::from_str(civis_issuer::api::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let served: std::collections::BTreeSet<(String, String)> = civis_issuer::api::ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(documented, served);
+        // Every documented route is really routed: an unknown object is "no such credential",
+        // never the router's "no such route"; every schema reference resolves.
+        for (method, path) in &served {
+            let concrete = path.replace("{id}", "x").replace("{serial}", "00");
+            let (status, answer) = env
+                .raw(
+                    &method.to_uppercase(),
+                    &concrete,
+                    Some(&env.alpha),
+                    Some("application/json"),
+                    b"{}".to_vec(),
+                )
+                .await;
+            assert_ne!(
+                answer["message"], "no such route",
+                "{method} {path}: {status}"
+            );
+            assert_ne!(status, 405, "{method} {path}");
+        }
+        let text = civis_issuer::api::OPENAPI;
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+        }
+        let (status, _) = env
+            .raw("GET", "/v1/unknown", Some(&env.alpha), None, vec![])
+            .await;
+        assert_eq!(status, 404);
+    });
+}
