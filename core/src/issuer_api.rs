@@ -264,6 +264,10 @@ pub struct IssuerHealth {
     pub status: String,
     /// Status changes recorded and not yet anchored.
     pub pending_changes: u64,
+    /// Agencies whose DID and status list are not yet seen on chain (awaiting governance's
+    /// accreditation, or the registry).
+    #[serde(default)]
+    pub unregistered: Vec<String>,
 }
 
 /// Whether a request key is acceptable: 1–64 of `A–Z a–z 0–9 - _ . :`.

@@ -76,42 +76,19 @@ pub async fn run(svc: Arc<Service>, client: Client, stop: Arc<tokio::sync::Notif
 pub async fn round(svc: &Service, client: &Client, agency: &Agency) -> Result<Round> {
     let mut out = Round::default();
     for row in svc.store.unfinished_txs(agency.id()).await? {
-        if !finish(svc, client, &row).await? {
+        if !finish(svc, client, &row, false).await? {
             // Still pending: keep the order, try again next round.
             return Ok(out);
         }
         out.final_txs += 1;
     }
-    let answer = match client.did(&agency.kid.did).await {
-        Ok(a) => Some(a),
-        Err(ClientError::NotFound(_)) => None,
-        Err(e) => return Err(registry(e)),
-    };
-    let Some(answer) = answer else {
-        let key = agency.signer.public_key();
-        let op = Op::CreateDid {
-            key,
-            next: agency.next,
-        };
-        send(svc, client, agency, 0, "create-did", op, &[]).await?;
-        out.final_txs += 1;
-        return Ok(out);
-    };
-    let seq = answer.next_seq;
-    let uri = status_uri(&agency.kid.did, &agency.config.status_list);
-    match client.status_list(&uri.replace('/', "%2F")).await {
-        Ok(_) => {}
-        Err(ClientError::NotFound(_)) => {
-            let op = Op::CreateStatusList {
-                list: agency.config.status_list.clone(),
-                bits: BITS,
-                size: agency.config.status_list_size,
-            };
-            send(svc, client, agency, seq, "create-status-list", op, &[]).await?;
+    if !svc.is_registered(agency.id()) {
+        if register(svc, client, agency).await? {
+            svc.set_registered(agency.id());
+        } else {
             out.final_txs += 1;
             return Ok(out);
         }
-        Err(e) => return Err(registry(e)),
     }
     let max = i64::try_from(svc.config.anchoring.max_changes_per_tx).unwrap_or(i64::MAX);
     let pending = svc
@@ -121,6 +98,11 @@ pub async fn round(svc: &Service, client: &Client, agency: &Agency) -> Result<Ro
     if pending.is_empty() {
         return Ok(out);
     }
+    let seq = client
+        .did(&agency.kid.did)
+        .await
+        .map_err(registry)?
+        .next_seq;
     let mut changes = Vec::with_capacity(pending.len());
     for c in &pending {
         let idx = u64::try_from(c.idx).map_err(|_| Error::Corrupt("index"))?;
@@ -136,6 +118,56 @@ pub async fn round(svc: &Service, client: &Client, agency: &Agency) -> Result<Ro
     out.final_txs += 1;
     out.anchored += ids.len() as u64;
     Ok(out)
+}
+
+/// Make sure the agency's DID and status list are on chain; true once both are. Each
+/// registration transaction goes through the outbox like any other; a final one is not sent
+/// again even while a lagging node does not show it yet.
+async fn register(svc: &Service, client: &Client, agency: &Agency) -> Result<bool> {
+    let store = &svc.store;
+    let answer = match client.did(&agency.kid.did).await {
+        Ok(a) => Some(a),
+        Err(ClientError::NotFound(_)) => None,
+        Err(e) => return Err(registry(e)),
+    };
+    let Some(answer) = answer else {
+        if !store.has_final(agency.id(), "create-did").await? {
+            let op = Op::CreateDid {
+                key: agency.signer.public_key(),
+                next: agency.next,
+            };
+            send(svc, client, agency, 0, "create-did", op, &[]).await?;
+        }
+        return Ok(false);
+    };
+    if store.has_final(agency.id(), "create-status-list").await? {
+        return Ok(true);
+    }
+    let uri = status_uri(&agency.kid.did, &agency.config.status_list);
+    match client.status_list(&uri.replace('/', "%2F")).await {
+        Ok(_) => Ok(true),
+        Err(ClientError::NotFound(_)) => {
+            let op = Op::CreateStatusList {
+                list: agency.config.status_list.clone(),
+                bits: BITS,
+                size: agency.config.status_list_size,
+            };
+            // Refused until governance accredits the issuer; the worker backs off and asks
+            // again.
+            send(
+                svc,
+                client,
+                agency,
+                answer.next_seq,
+                "create-status-list",
+                op,
+                &[],
+            )
+            .await?;
+            Ok(true)
+        }
+        Err(e) => Err(registry(e)),
+    }
 }
 
 /// Sign, stage in the outbox (with the changes it carries), send, and wait for the outcome.
@@ -168,19 +200,26 @@ async fn send(
     svc.store
         .stage_tx(agency.id(), &row, change_ids, svc.now())
         .await?;
-    if !finish(svc, client, &row).await? {
+    if !finish(svc, client, &row, true).await? {
         return Err(Error::Registry(format!("{kind} not final yet; will retry")));
     }
     Ok(())
 }
 
 /// Send a staged transaction if the registry does not know it, and record its outcome.
-/// Returns false while it is still pending.
-async fn finish(svc: &Service, client: &Client, row: &OutboxRow) -> Result<bool> {
-    let known = match client.transaction(&row.id).await {
-        Ok(a) => Some(a.outcome),
-        Err(ClientError::NotFound(_)) => None,
-        Err(e) => return Err(registry(e)),
+/// Returns false while it is still pending. A `fresh` one was just staged and is sent without
+/// asking first: signatures are deterministic, so a transaction refused earlier (say, before
+/// governance accredited the issuer) has the same id, and the registry would answer with that
+/// old refusal.
+async fn finish(svc: &Service, client: &Client, row: &OutboxRow, fresh: bool) -> Result<bool> {
+    let known = if fresh {
+        None
+    } else {
+        match client.transaction(&row.id).await {
+            Ok(a) => Some(a.outcome),
+            Err(ClientError::NotFound(_)) => None,
+            Err(e) => return Err(registry(e)),
+        }
     };
     let outcome = match known {
         Some(TxOutcome::Pending) | None => {

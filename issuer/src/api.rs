@@ -249,6 +249,13 @@ async fn health(State(api): State<Arc<Api>>) -> Result<Json<IssuerHealth>> {
     Ok(Json(IssuerHealth {
         status: "ok".into(),
         pending_changes: u64::try_from(pending).unwrap_or(0),
+        unregistered: api
+            .svc
+            .agencies
+            .keys()
+            .filter(|a| !api.svc.is_registered(a))
+            .cloned()
+            .collect(),
     }))
 }
 

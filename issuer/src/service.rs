@@ -193,6 +193,8 @@ pub struct Service {
     pub crash: Option<CrashPoint>,
     /// Counters.
     pub metrics: Metrics,
+    /// Agencies whose DID and status list are known to be on chain.
+    registered: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -240,6 +242,7 @@ impl Service {
             clock: Arc::new(system_now),
             crash,
             metrics: Metrics::default(),
+            registered: std::sync::Mutex::default(),
         })
     }
 
@@ -260,6 +263,21 @@ impl Service {
         if self.crash == Some(at) {
             eprintln!("crash test: aborting at {at:?}");
             std::process::abort();
+        }
+    }
+
+    /// Whether the agency's DID and status list are known to be on chain.
+    pub fn is_registered(&self, agency: &str) -> bool {
+        self.registered
+            .lock()
+            .map(|r| r.contains(agency))
+            .unwrap_or(false)
+    }
+
+    /// Remember that the agency is registered.
+    pub fn set_registered(&self, agency: &str) {
+        if let Ok(mut r) = self.registered.lock() {
+            r.insert(agency.to_owned());
         }
     }
 

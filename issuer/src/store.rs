@@ -695,8 +695,11 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
+            // Signatures are deterministic: the same operation at the same sequence number
+            // after a refusal is the same transaction, sent again.
             "INSERT INTO outbox (id, agency, seq, kind, bytes, state, created) \
-             VALUES ($1, $2, $3, $4, $5, 'submitted', $6)",
+             VALUES ($1, $2, $3, $4, $5, 'submitted', $6) \
+             ON CONFLICT (id) DO UPDATE SET state = 'submitted', height = NULL",
         )
         .bind(&row.id)
         .bind(agency)
@@ -744,6 +747,18 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Whether a transaction of this kind became final for the agency.
+    pub async fn has_final(&self, agency: &str, kind: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM outbox WHERE agency = $1 AND kind = $2 AND state = 'final' LIMIT 1",
+        )
+        .bind(agency)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
     }
 
     /// The highest sequence number the agency has signed with, if any.

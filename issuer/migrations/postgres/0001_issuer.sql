@@ -101,7 +101,8 @@ CREATE INDEX status_changes_pending ON status_changes (agency, state, id);
 CREATE INDEX status_changes_credential ON status_changes (credential, id);
 
 -- Transactions signed for the chain, written before they are sent so a crash re-sends the same
--- bytes (the same sequence number) instead of signing a second, different transaction.
+-- bytes (the same sequence number) instead of signing a second, different transaction. A refused
+-- transaction stays as a record; its sequence number is used again by the next one.
 CREATE TABLE outbox (
     id TEXT PRIMARY KEY,
     agency TEXT NOT NULL,
@@ -110,9 +111,9 @@ CREATE TABLE outbox (
     bytes BYTEA NOT NULL,
     state TEXT NOT NULL,
     height BIGINT,
-    created BIGINT NOT NULL,
-    UNIQUE (agency, seq)
+    created BIGINT NOT NULL
 );
+CREATE INDEX outbox_agency ON outbox (agency, state, seq);
 
 CREATE TABLE audit (
     id BIGSERIAL PRIMARY KEY,

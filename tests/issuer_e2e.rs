@@ -1,0 +1,596 @@
+//! The issuer service end to end, every part real and in its own process: a registry validator
+//! (`civis registry run`), the issuer (`civis issuer run`, SQLite and PostgreSQL), the virtual
+//! card behind pcscd + vpcd (`civis card serve`), and the counter's CLI
+//! (`civis issuer personalize --reader`, through nfc1 → libnfc → PC/SC). Then a kiosk syncs and
+//! verifies the card's presentation with core, the issuer revokes, the change is anchored, and
+//! a new snapshot rejects. The personalization is also killed (SIGKILL-like abort) at each
+//! crash point and resumed. Needs pcscd with vpcd (`scripts/test.sh` starts it).
+#![cfg(feature = "nfc")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod registry_util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use civis_core::Timestamp;
+use civis_core::chain::light::KioskSnapshot;
+use civis_core::chain::state::Genesis;
+use civis_core::crypto::SoftwareKey;
+use civis_core::did::{Did, DidUrl, KeyCommitment};
+use civis_core::kiosk::KioskAccreditation;
+use civis_core::mdoc::citizen;
+use civis_core::mdoc::{DeviceRequest, ItemsRequest, reader_auth};
+use civis_core::verify::{Policy, Presentation, Verdict, verify_presentation};
+use civis_firmware_bridge::nfc;
+use civis_firmware_bridge::reader::{CardClient, MdocSession};
+use civis_firmware_bridge::transport::InProcess;
+use civis_registry_client::keyfile::read_key;
+use civis_wallet_core::applet::CardState;
+use rand_core::OsRng;
+use registry_util::{Cluster, civis, fresh_postgres};
+use serde_json::Value;
+
+const READER: &str = "Virtual PCD 00 00";
+
+/// vpcd has one slot: one card process at a time.
+static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn slot() -> std::sync::MutexGuard<'static, ()> {
+    SLOT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A `civis issuer run` process, killed on drop.
+struct Issuer {
+    child: Option<Child>,
+    log: PathBuf,
+    url: String,
+}
+
+impl Issuer {
+    fn start(dir: &Path, port: u16, crash_at: Option<&str>) -> Self {
+        let config = dir.join("issuer.toml");
+        let log = dir.join("issuer.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_civis"));
+        cmd.args(["issuer", "run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out));
+        if let Some(at) = crash_at {
+            cmd.env("CIVIS_ISSUER_CRASH_AT", at);
+        }
+        let issuer = Self {
+            child: Some(cmd.spawn().unwrap()),
+            log,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::blocking_get(&format!("{}/health", issuer.url)) {
+                if r {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "issuer did not start: {}",
+                issuer.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        issuer
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for the process to end by itself (a crash point); true if it did.
+    fn exited(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(c) = &mut self.child
+                && c.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn cli(&self, dir: &Path, args: &[&str]) -> (bool, Value, String) {
+        let token = dir.join("operator.token");
+        let mut all = vec!["issuer".to_owned(), args[0].to_owned()];
+        let mut rest: Vec<String> = args[1..].iter().map(|s| (*s).to_owned()).collect();
+        // `status` has a subcommand before its flags.
+        if args[0] == "status" {
+            all.push(rest.remove(0));
+        }
+        all.extend([
+            "--url".to_owned(),
+            self.url.clone(),
+            "--token-file".to_owned(),
+            token.display().to_string(),
+        ]);
+        all.extend(rest);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = civis(&refs);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        (
+            out.status.success(),
+            json,
+            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+mod reqwest {
+    /// A tiny blocking GET for readiness checks (true on 2xx).
+    pub fn blocking_get(url: &str) -> Result<bool, ()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(drop)?;
+        rt.block_on(async {
+            ::reqwest::get(url)
+                .await
+                .map(|r| r.status().is_success())
+                .map_err(drop)
+        })
+    }
+
+    /// GET returning the JSON body (Null on any failure).
+    pub fn json_of(url: &str) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            match ::reqwest::get(url).await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            }
+        })
+    }
+
+    /// GET returning the status code.
+    pub fn status_of(url: &str) -> u16 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            ::reqwest::get(url)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    }
+}
+
+/// `civis card serve` behind vpcd, killed on drop.
+struct VirtualCard {
+    child: Option<Child>,
+    state: PathBuf,
+}
+
+impl VirtualCard {
+    fn start(state: &Path) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nfc::card_present(READER).unwrap_or(false) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_civis"))
+            .args(["card", "serve", "--state"])
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let card = Self {
+            child: Some(child),
+            state: state.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nfc::card_present(READER).unwrap_or(false) {
+            assert!(Instant::now() < deadline, "the virtual card never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        card
+    }
+
+    fn state(&mut self) -> CardState {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        CardState::decode(&std::fs::read(&self.state).unwrap()).unwrap()
+    }
+}
+
+impl Drop for VirtualCard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A kiosk's tap of the card (in-process, from the card's stored memory) and its verdict
+/// against a freshly synced snapshot.
+fn kiosk_verdict(reg: &Cluster, state: &CardState, genesis: &Genesis, dir: &Path) -> Verdict {
+    let snapshot = dir.join("kiosk.snapshot");
+    let _ = std::fs::remove_file(&snapshot);
+    reg.sync(&reg.dir.join("genesis.json"), &snapshot).unwrap();
+    let snap = KioskSnapshot::decode(genesis, &std::fs::read(&snapshot).unwrap())
+        .unwrap()
+        .trust_snapshot();
+    let (gov, gov_kid) = read_key(&reg.dir.join("governance.jwk")).unwrap();
+    let kiosk = SoftwareKey::generate(&mut OsRng);
+    let wanted = ["given_name", "age_over_18", "resident_district"];
+    let statement = KioskAccreditation {
+        chain: genesis.chain_id.clone(),
+        kiosk: Did::from_inception(kiosk.public_key(), &KeyCommitment::to(kiosk.public_key())),
+        key: kiosk.public_key().clone(),
+        grants: vec![(
+            citizen::DOC_TYPE.into(),
+            vec![(
+                citizen::NAMESPACE.into(),
+                wanted.iter().map(|e| (*e).to_owned()).collect(),
+            )],
+        )],
+        purpose: "counter".into(),
+        not_before: now() - 60,
+        not_after: now() + 86_400,
+    }
+    .sign(&DidUrl::parse(&gov_kid.unwrap()).unwrap(), &gov)
+    .unwrap();
+    let mut card = CardClient::new(InProcess::new(state.clone()));
+    let engaged = card.read_engagement().unwrap();
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let transcript = session.transcript().clone();
+    let items = ItemsRequest {
+        doc_type: citizen::DOC_TYPE.into(),
+        name_spaces: vec![(
+            citizen::NAMESPACE.into(),
+            wanted.iter().map(|e| ((*e).to_owned(), false)).collect(),
+        )],
+        request_info: None,
+    };
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![
+            reader_auth::sign_with_accreditation(items, &transcript, &kiosk, &statement).unwrap(),
+        ],
+    };
+    let response = session
+        .establish(&mut card, e_reader.public_key(), e_bytes, &request)
+        .unwrap();
+    let p = Presentation {
+        device_response: &response,
+        transcript: &transcript,
+        reader_key: None,
+        request: Some(&request),
+    };
+    verify_presentation(&p, &snap, &Policy::default(), Timestamp(now()))
+}
+
+struct Agency {
+    dir: PathBuf,
+    did: String,
+    port: u16,
+}
+
+fn init_agency(reg: &Cluster, name: &str, port: u16, database: Option<String>) -> Agency {
+    let dir = std::env::temp_dir().join(format!("civis-issuer-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let genesis = reg.dir.join("genesis.json");
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "issuer",
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        // A dead node first: issuance and anchoring go on through the next.
+        "--registry",
+        "http://127.0.0.1:9",
+        "--registry",
+    ];
+    let url = reg.url(0);
+    args.push(&url);
+    args.extend(["--listen", &listen, "--dev-batch", "--agency", name]);
+    let db;
+    if let Some(d) = &database {
+        db = d.clone();
+        args.extend(["--database", &db]);
+    }
+    let out = civis(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let did = text
+        .lines()
+        .find_map(|l| l.strip_prefix("issuer DID"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // Secrets are 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in [
+        "agency.jwk",
+        "agency.next.jwk",
+        "operator.token",
+        "batch-dev.key",
+    ] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    Agency { dir, did, port }
+}
+
+/// Register the agency on chain: the issuer creates its DID by itself, governance accredits
+/// it, then the issuer creates its status list.
+fn register(reg: &Cluster, agency: &Agency) {
+    let did_url = format!("{}/v1/dids/{}", reg.url(0), agency.did);
+    wait_until("the issuer's DID on chain", Duration::from_secs(60), || {
+        reqwest::status_of(&did_url) == 200
+    });
+    reg.tx(
+        &reg.dir.join("governance.jwk"),
+        &[
+            "accredit-issuer",
+            "--issuer",
+            &agency.did,
+            "--doc-type",
+            citizen::DOC_TYPE,
+            "--until",
+            &(now() + 365 * 86_400).to_string(),
+        ],
+    )
+    .unwrap();
+    // The issuer's health says when its DID and list are on chain (polling the registry's
+    // status-list route here would spend the allowance the issuer shares on loopback).
+    let health = format!("http://127.0.0.1:{}/health", agency.port);
+    wait_until(
+        "the issuer's status list on chain",
+        Duration::from_secs(60),
+        || {
+            reqwest::json_of(&health)["unregistered"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+    );
+}
+
+fn personalize(
+    issuer: &Issuer,
+    agency: &Agency,
+    resident: &str,
+    key: &str,
+) -> (bool, Value, String) {
+    let pin = agency.dir.join("pin");
+    let puk = agency.dir.join("puk");
+    std::fs::write(&pin, "246810\n").unwrap();
+    std::fs::write(&puk, "1357913579\n").unwrap();
+    issuer.cli(
+        &agency.dir,
+        &[
+            "personalize",
+            "--reader",
+            READER,
+            "--resident",
+            resident,
+            "--batch",
+            "dev",
+            "--request-key",
+            key,
+            "--pin-file",
+            pin.to_str().unwrap(),
+            "--puk-file",
+            puk.to_str().unwrap(),
+        ],
+    )
+}
+
+fn enroll(issuer: &Issuer, agency: &Agency) -> String {
+    let (ok, json, text) = issuer.cli(
+        &agency.dir,
+        &[
+            "enroll",
+            "--family-name",
+            "Jansen",
+            "--given-name",
+            "Mira",
+            "--birth-date",
+            "1990-04-12",
+            "--district",
+            "Harbour",
+            "--document-number",
+            "CIV-000042",
+        ],
+    );
+    assert!(ok, "{text}");
+    json["resident"].as_str().unwrap().to_owned()
+}
+
+fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Option<String>) {
+    let agency = init_agency(reg, name, port, db);
+    let mut issuer = Issuer::start(&agency.dir, agency.port, None);
+    register(reg, &agency);
+    let resident = enroll(&issuer, &agency);
+    let mut card = VirtualCard::start(&agency.dir.join("card.state"));
+    let (ok, step, text) = personalize(&issuer, &agency, &resident, "counter-1");
+    assert!(ok && step["done"] == true, "{text}");
+    let credential = step["credential"].as_str().unwrap().to_owned();
+    let state = card.state();
+    assert!(state.locked);
+
+    // A kiosk that synced accepts the card; the issuer revokes; once anchored, a new
+    // snapshot rejects.
+    let v = kiosk_verdict(reg, &state, genesis, &agency.dir);
+    assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+    let (ok, _, text) = issuer.cli(
+        &agency.dir,
+        &[
+            "status",
+            "revoke",
+            "--credential",
+            &credential,
+            "--request-key",
+            "rv-1",
+        ],
+    );
+    assert!(ok, "{text}");
+    wait_until("the revocation anchored", Duration::from_secs(60), || {
+        let (_, s, _) = issuer.cli(
+            &agency.dir,
+            &["status", "show", "--credential", &credential],
+        );
+        s["pending"].as_array().is_some_and(Vec::is_empty) && s["anchored"]["value"] == "revoked"
+    });
+    let v = kiosk_verdict(reg, &state, genesis, &agency.dir);
+    assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
+
+    // The audit trail has the whole story, by the operator token's id.
+    let (ok, _, lines) = issuer.cli(&agency.dir, &["audit"]);
+    assert!(ok, "{lines}");
+    for action in [
+        "\"enroll\"",
+        "\"personalize\"",
+        "\"mint\"",
+        "\"issue\"",
+        "\"status\"",
+    ] {
+        assert!(lines.contains(action), "{action}: {lines}");
+    }
+
+    // Nothing personal or secret in any log line.
+    issuer.stop();
+    let log = issuer.log_text();
+    assert!(log.contains("issuer listening"), "{log}");
+    let jwk: Value =
+        serde_json::from_str(&std::fs::read_to_string(agency.dir.join("agency.jwk")).unwrap())
+            .unwrap();
+    let d = jwk["d"].as_str().unwrap();
+    for secret in [
+        "Jansen",
+        "Mira",
+        "1990-04-12",
+        "246810",
+        "1357913579",
+        "CIV-000042",
+        d,
+    ] {
+        assert!(!log.contains(secret), "the log holds {secret:?}");
+    }
+    let token = std::fs::read_to_string(agency.dir.join("operator.token")).unwrap();
+    let (_, secret) = token.trim().split_once('.').unwrap();
+    assert!(!log.contains(secret), "the log holds the token");
+    let _ = std::fs::remove_dir_all(&agency.dir);
+}
+
+#[test]
+fn enroll_personalize_verify_revoke_on_sqlite_and_postgres() {
+    let _slot = slot();
+    let mut reg = Cluster::init("issuer-e2e", 1, 18200);
+    reg.start(0, None);
+    let genesis =
+        Genesis::from_json(&std::fs::read_to_string(reg.dir.join("genesis.json")).unwrap())
+            .unwrap();
+    whole_flow(&reg, &genesis, "sqlite-agency", 18281, None);
+    if let Ok(admin) = std::env::var("CIVIS_TEST_POSTGRES_URL") {
+        let db = fresh_postgres(&admin, &format!("issuer_e2e_{}", std::process::id()));
+        whole_flow(&reg, &genesis, "postgres-agency", 18282, Some(db));
+    }
+}
+
+#[test]
+fn a_personalization_killed_at_each_crash_point_resumes_to_one_credential() {
+    let _slot = slot();
+    let mut reg = Cluster::init("issuer-crash", 1, 18400);
+    reg.start(0, None);
+    let agency = init_agency(&reg, "crash-agency", 18481, None);
+    let mut issuer = Issuer::start(&agency.dir, agency.port, None);
+    register(&reg, &agency);
+    let resident = enroll(&issuer, &agency);
+    issuer.stop();
+    for point in ["after-index", "after-sign", "after-write", "before-lock"] {
+        let mut card = VirtualCard::start(&agency.dir.join(format!("{point}.state")));
+        let mut crashing = Issuer::start(&agency.dir, agency.port, Some(point));
+        let key = format!("perso-{point}");
+        let (ok, _, text) = personalize(&crashing, &agency, &resident, &key);
+        assert!(!ok, "{point}: the crash point was not reached: {text}");
+        assert!(
+            crashing.exited(Duration::from_secs(10)),
+            "{point}: still running"
+        );
+        assert!(
+            crashing.log_text().contains("crash test: aborting"),
+            "{point}"
+        );
+        drop(crashing);
+        let again = Issuer::start(&agency.dir, agency.port, None);
+        let (ok, step, text) = personalize(&again, &agency, &resident, &key);
+        assert!(ok && step["done"] == true, "{point}: {text}");
+        assert!(card.state().locked, "{point}");
+        // Exactly one credential minted and issued for this personalization.
+        let (ok, _, lines) = again.cli(&agency.dir, &["audit", "--limit", "1000"]);
+        assert!(ok);
+        let count = |action: &str| {
+            lines
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["requestKey"] == key.as_str() && e["action"] == action)
+                .count()
+        };
+        assert_eq!((count("mint"), count("issue")), (1, 1), "{point}: {lines}");
+    }
+    let _ = std::fs::remove_dir_all(&agency.dir);
+}
