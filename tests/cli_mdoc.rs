@@ -322,4 +322,17 @@ fn demo_runs_and_reports_every_outcome() {
     assert!(text.contains("UNDETERMINED  (registry state is"));
     assert!(text.contains("the card refused birth_date"), "{text}");
     assert!(text.contains("signed on the card"));
+    // The card is personalized through the issuer service, and another agency is refused.
+    assert!(
+        text.contains("LOCK") && text.contains("card locked: true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Tax Office asks for this credential: 404 not_found"),
+        "{text}"
+    );
+    assert!(
+        text.contains("anchored it in an update-status transaction"),
+        "{text}"
+    );
 }

@@ -43,12 +43,21 @@ use civis_registry_client::keyfile;
 /// Run the service until `stop` fires (or Ctrl-C): the HTTP API and the anchoring worker.
 pub async fn serve(config: Config, stop: Arc<tokio::sync::Notify>) -> Result<()> {
     let listen = config.listen;
-    let registry = config.registry.clone();
     let svc = Arc::new(Service::open(config).await?);
-    let urls: Vec<&str> = registry.iter().map(String::as_str).collect();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    run_service(svc, listener, stop).await
+}
+
+/// Run an opened service on a bound listener until `stop` fires (or Ctrl-C).
+pub async fn run_service(
+    svc: Arc<Service>,
+    listener: tokio::net::TcpListener,
+    stop: Arc<tokio::sync::Notify>,
+) -> Result<()> {
+    let urls: Vec<&str> = svc.config.registry.iter().map(String::as_str).collect();
     let client = civis_registry_client::Client::with_nodes(&urls)
         .map_err(|e| Error::Config(format!("registry URLs: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listen = listener.local_addr()?;
     tracing::info!(%listen, agencies = svc.agencies.len(), "issuer listening");
     let worker = tokio::spawn(anchor::run(Arc::clone(&svc), client, Arc::clone(&stop)));
     let app = router(Arc::clone(&svc));

@@ -17,26 +17,25 @@ use civis_core::Timestamp;
 use civis_core::api::TxOutcome;
 use civis_core::cbor::CborForm;
 use civis_core::chain::light::KioskSnapshot;
-use civis_core::chain::state::status_uri;
 use civis_core::chain::tx::{Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
-use civis_core::did::{DidDocument, DidUrl, KeyCommitment};
+use civis_core::did::{Did, DidDocument, DidUrl, KeyCommitment};
+use civis_core::issuer_api::{EnrollRequest, StatusRequest};
 use civis_core::kiosk::KioskAccreditation;
 use civis_core::mdoc::citizen::{self, CitizenRecord};
 use civis_core::mdoc::{
-    self, DeviceRequest, DeviceResponse, IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript,
-    StatusRef, TDate, ValidityInfo, reader_auth,
+    self, DeviceRequest, DeviceResponse, ItemsRequest, SessionTranscript, reader_auth,
 };
-use civis_core::status::{Status, StatusDelta};
 use civis_core::verify::{Policy, Presentation, TrustSnapshot, Verdict, verify_presentation};
 use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
 use civis_firmware_bridge::transport::InProcess;
 use civis_firmware_bridge::virtual_card;
+use civis_issuer::client::{Counter, IssuerClient};
 use civis_registry::consensus::engine::Timing;
 use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir};
 use civis_registry::node::{self, NodeOptions};
 use civis_registry_client::Client;
-use civis_registry_client::keyfile::read_key;
+use civis_registry_client::keyfile::{read_key, write_key};
 use civis_verifier::sync::sync_snapshot;
 use civis_wallet_core::applet::CardState;
 use civis_wallet_core::holder;
@@ -89,6 +88,7 @@ type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// A one-validator registry in a temporary directory, running on a background thread.
 struct Registry {
     dir: std::path::PathBuf,
+    url: String,
     client: Client,
     chain: String,
     gov_key: SoftwareKey,
@@ -143,7 +143,8 @@ impl Registry {
                 eprintln!("registry node failed: {e}");
             }
         });
-        let client = Client::new(&format!("http://{}", endpoint.http))?;
+        let url = format!("http://{}", endpoint.http);
+        let client = Client::new(&url)?;
         let mut up = false;
         for _ in 0..200 {
             if client.health().await.is_ok_and(|h| h.height >= 1) {
@@ -159,6 +160,7 @@ impl Registry {
         let gov_kid = DidUrl::parse(&kid.ok_or("governance key has no kid")?)?;
         Ok(Self {
             dir,
+            url,
             client,
             chain: genesis.chain_id,
             gov_key,
@@ -213,6 +215,104 @@ impl Drop for Registry {
     }
 }
 
+/// The issuer service, in this process on a free port: the Civil Registry (accredited in the
+/// demo) and the Tax Office (another agency sharing the service, never accredited here).
+struct IssuerService {
+    did: Did,
+    url: String,
+    token: String,
+    other_token: String,
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<civis_issuer::Result<()>>,
+}
+
+impl IssuerService {
+    async fn start(registry: &Registry) -> DemoResult<Self> {
+        let dir = registry.dir.join("issuer");
+        let port = free_port()?;
+        let done = civis_issuer::init(
+            &civis_issuer::InitOptions {
+                dir: dir.clone(),
+                agency: "civil-registry".into(),
+                name: "Civitas Civil Registry".into(),
+                city: "Civitas".into(),
+                districts: vec!["Harbour".into(), "Old Town".into(), "Riverside".into()],
+                registry: vec![registry.url.clone()],
+                genesis: registry.dir.join("genesis.json"),
+                database: None,
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                batch: Some(("dev".into(), virtual_card::development_transport_key().0)),
+            },
+            &mut OsRng,
+        )
+        .await?;
+        // A second agency in the same service.
+        let tax = SoftwareKey::generate(&mut OsRng);
+        let tax_next = SoftwareKey::generate(&mut OsRng);
+        let tax_doc =
+            DidDocument::inception(tax.public_key(), &KeyCommitment::to(tax_next.public_key()));
+        write_key(
+            &dir.join("tax.jwk"),
+            &tax,
+            Some(tax_doc.id.key_url(1).to_string()),
+        )?;
+        write_key(&dir.join("tax.next.jwk"), &tax_next, None)?;
+        let mut text = std::fs::read_to_string(&done.config)?;
+        text.push_str(
+            "\n[[agency]]\nid = \"tax-office\"\nname = \"Civitas Tax Office\"\ncity = \"Civitas\"\n\
+             districts = [\"Harbour\"]\nkey = \"tax.jwk\"\nnext_key = \"tax.next.jwk\"\n",
+        );
+        std::fs::write(&done.config, text)?;
+        let svc =
+            Arc::new(civis_issuer::Service::open(civis_issuer::Config::load(&done.config)?).await?);
+        let (_, other_token) = civis_issuer::api::issue_token(
+            &svc.store,
+            "tax-office",
+            "enroll,personalize,status,audit",
+            "tax clerk",
+            now_secs(),
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(civis_issuer::run_service(svc, listener, Arc::clone(&stop)));
+        Ok(Self {
+            did: Did::parse(&done.did)?,
+            url: format!("http://127.0.0.1:{port}"),
+            token: done.token,
+            other_token,
+            stop,
+            task,
+        })
+    }
+
+    fn client(&self, token: &str) -> DemoResult<IssuerClient> {
+        Ok(IssuerClient::new(&self.url, token)?)
+    }
+
+    /// Until the Civil Registry's DID and status list are on chain.
+    async fn wait_registered(&self) -> DemoResult<()> {
+        let c = self.client(&self.token)?;
+        for _ in 0..400 {
+            if c.health()
+                .await
+                .is_ok_and(|h| !h.unregistered.iter().any(|a| a == "civil-registry"))
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err("the issuer's status list never reached the chain".into())
+    }
+}
+
+impl Drop for IssuerService {
+    fn drop(&mut self) {
+        self.stop.notify_waiters();
+        self.task.abort();
+    }
+}
+
 fn now_secs() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -243,28 +343,22 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
 
     step(
         1,
-        "The Civil Registry registers its issuer identity on chain (did:civis, pre-rotation)",
+        "The Civil Registry's issuer service starts (embedded SQLite, key file) and registers its DID on chain",
     );
-    let issuer_key = SoftwareKey::generate(&mut rng);
-    let next_key = SoftwareKey::generate(&mut rng);
-    let commitment = KeyCommitment::to(next_key.public_key());
-    let doc = DidDocument::inception(issuer_key.public_key(), &commitment);
-    let kid = doc.id.key_url(1);
-    println!("    issuer DID      {}", doc.id);
-    registry
-        .tx(
-            &kid,
-            &issuer_key,
-            0,
-            Op::CreateDid {
-                key: issuer_key.public_key().clone(),
-                next: commitment,
-            },
-        )
-        .await?;
-    let resolved = registry.client.did(&doc.id).await?.verify(&doc.id)?;
+    let issuer = IssuerService::start(&registry).await?;
+    let did = issuer.did.clone();
+    println!("    issuer DID      {did}");
+    let mut resolved = None;
+    for _ in 0..200 {
+        if let Ok(answer) = registry.client.did(&did).await {
+            resolved = Some(answer.verify(&did)?);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let resolved = resolved.ok_or("the issuer's DID never reached the chain")?;
     println!(
-        "    resolved online with a Merkle proof against the state of block {}",
+        "    created by the service itself; resolved online with a Merkle proof against block {}",
         resolved.header.height
     );
 
@@ -274,26 +368,13 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     );
     registry
         .governance(Op::AccreditIssuer {
-            issuer: doc.id.clone(),
+            issuer: did.clone(),
             doc_types: vec![citizen::DOC_TYPE.into()],
             until: now.0 + 365 * 86_400,
         })
         .await?;
-    let list_name = "citizen-2026";
-    registry
-        .tx(
-            &kid,
-            &issuer_key,
-            0,
-            Op::CreateStatusList {
-                list: list_name.into(),
-                bits: 2,
-                size: 1024,
-            },
-        )
-        .await?;
-    let status_uri = status_uri(&doc.id, list_name);
-
+    issuer.wait_registered().await?;
+    println!("    the issuer service created its status list once accredited");
     // A kiosk: its own DID, accredited by governance to read three elements. The accreditation
     // statement is what the card checks; the chain records the same.
     let kiosk_key = SoftwareKey::generate(&mut rng);
@@ -347,59 +428,70 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
 
     step(
         3,
-        "A blank citizen card generates its key on the card; the issuer mints a credential and personalizes the card",
+        "A blank card generates its key; the counter relays it to the issuer service, which checks the key, mints and personalizes",
     );
-    let kid = kid.to_string();
     let mut card = CardClient::new(InProcess::new(CardState::blank(
         [0x5A; 16],
         virtual_card::development_transport_key(),
     )));
-    let mut perso = Personalizer::start(&mut card, virtual_card::development_transport_key())?;
-    let card_public = perso.generate_key()?;
+    let operator = issuer.client(&issuer.token)?;
+    let record = CitizenRecord::example();
+    let resident = operator
+        .enroll(&EnrollRequest {
+            request_key: "demo-enroll-1".into(),
+            family_name: record.family_name.clone(),
+            given_name: record.given_name.clone(),
+            birth_date: record.birth_date.clone(),
+            resident_district: record.resident_district.clone(),
+            document_number: record.document_number.clone(),
+        })
+        .await?
+        .resident;
+    println!("    enrolled: resident {resident} (the issuer keeps only what a credential needs)");
+    let counter = Counter {
+        request_key: "demo-counter-1",
+        resident: &resident,
+        batch: "dev",
+        pin: "246810",
+        puk: "1357913579",
+    };
+    let done = operator
+        .relay(&mut card, &counter, &mut |s| {
+            let what = match s.state.as_str() {
+                "started" => "GENERATE KEY on the card",
+                "minted" if !s.needs.is_empty() => "minted; the counter enters PIN and PUK",
+                "minted" => "PIN, PUK, governance root, PIN elements, credential",
+                "written" => "LOCK",
+                "issued" => "recorded as issued",
+                _ => "",
+            };
+            println!("    {:<16} {} APDU(s)  {what}", s.state, s.commands.len());
+        })
+        .await?;
+    let credential = done.credential.ok_or("no credential")?;
+    let card_info = card.info()?;
+    let recorded = operator.credential(&credential).await?;
     println!(
-        "    card key        {}… (the private key never leaves the card)",
-        hex::encode(card_public.compressed())
+        "    issued: credential {}…, status list entry {}; card locked: {}",
+        credential.get(..12).unwrap_or_default(),
+        recorded.status_index,
+        card_info.locked
+    );
+    println!(
+        "    card key {}… was generated on the card and never seen on any other card",
+        hex::encode(card_info.public_key.unwrap_or_default())
             .get(..24)
             .unwrap_or_default()
     );
-    let record = CitizenRecord::example();
-    let name_spaces = record.to_name_spaces("2026-01-01")?;
-    let params = IssueParams {
-        doc_type: citizen::DOC_TYPE,
-        name_spaces: &name_spaces,
-        device_key: &card_public,
-        validity: ValidityInfo {
-            signed: TDate::new(now.plus_secs(-60)),
-            valid_from: TDate::new(now.plus_secs(-60)),
-            valid_until: TDate::new(now.plus_secs(5 * 365 * 86_400)),
-            expected_update: None,
-        },
-        status: Some(StatusRef {
-            idx: 7,
-            uri: status_uri.clone(),
-        }),
-        key_authorizations: None,
-    };
-    let issuer_signed = mdoc::issue(
-        &params,
-        &issuer_key,
-        &IssuerKeyId::Kid(kid.clone()),
-        &mut rng,
-    )?;
-    let stored = mdoc::issue::encode_issuer_signed(&issuer_signed);
-    perso.put_credential(0, &stored)?;
-    perso.set_pin("246810")?;
-    perso.set_puk("1357913579")?;
-    perso.set_root(&registry.chain, registry.gov_key.public_key())?;
-    perso.lock()?;
-    println!(
-        "    {} elements, each salted and digested; {} bytes stored on the card; status list entry 7",
-        name_spaces.iter().map(|(_, e)| e.len()).sum::<usize>(),
-        stored.len()
-    );
-    println!(
-        "    personalized under the batch transport key (PIN, PUK, governance root), then LOCKed"
-    );
+    let stranger = issuer.client(&issuer.other_token)?;
+    match stranger.credential(&credential).await {
+        Err(civis_issuer::Error::Remote { status, code, .. }) => println!(
+            "    an operator of the Tax Office asks for this credential: {status} {code} (it is not theirs)"
+        ),
+        other => {
+            return Err(format!("another agency's operator was not refused: {other:?}").into());
+        }
+    }
 
     step(
         4,
@@ -521,17 +613,29 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
         8,
         "The issuer revokes the credential on chain; the kiosk's delta sync carries it",
     );
-    registry
-        .tx(
-            &doc.id.key_url(1),
-            &issuer_key,
-            1,
-            Op::UpdateStatus {
-                list: list_name.into(),
-                delta: StatusDelta::from_changes(vec![(7, Status::Invalid.value())]),
+    operator
+        .change_status(
+            &credential,
+            &StatusRequest {
+                request_key: "demo-revoke-1".into(),
+                action: "revoke".into(),
             },
         )
         .await?;
+    let mut anchored = None;
+    for _ in 0..600 {
+        let st = operator.status(&credential).await?;
+        if st.pending.is_empty() {
+            anchored = st.anchored;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let anchored = anchored.ok_or("the revocation was never anchored")?;
+    println!(
+        "    the issuer recorded the revocation and anchored it in an update-status transaction (block {})",
+        anchored.height.unwrap_or_default()
+    );
     let delta = sync_snapshot(&registry.client, &genesis, &snapshot_file).await?;
     println!(
         "    delta sync: {} bytes, height {} -> {}",
