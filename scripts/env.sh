@@ -59,3 +59,20 @@ start_pcscd() {
   echo "pcscd did not start; see ${CARGO_TARGET_DIR}/pcscd.log" >&2
   exit 1
 }
+
+# A private SoftHSM2 token for the PKCS#11 tests and benchmarks: its own config and token
+# folder under the build cache, a token labelled civis-test (user PIN 1234). Exports
+# SOFTHSM2_CONF and CIVIS_TEST_PKCS11_MODULE.
+start_softhsm() {
+  need_packages softhsm2
+  local dir="${CARGO_TARGET_DIR}/softhsm"
+  mkdir -p "$dir/tokens"
+  printf 'directories.tokendir = %s/tokens/\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir" >"$dir/softhsm2.conf"
+  export SOFTHSM2_CONF="$dir/softhsm2.conf"
+  if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*civis-test"; then
+    softhsm2-util --init-token --free --label civis-test --so-pin 12345678 --pin 1234 </dev/null >/dev/null
+  fi
+  export CIVIS_TEST_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+  export CIVIS_TEST_PKCS11_TOKEN=civis-test
+  export CIVIS_TEST_PKCS11_PIN=1234
+}

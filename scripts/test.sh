@@ -18,6 +18,9 @@ fi
 echo "== PostgreSQL"
 start_postgres
 echo "   $CIVIS_TEST_POSTGRES_URL"
+echo "== SoftHSM2 token"
+start_softhsm
+echo "   $SOFTHSM2_CONF"
 echo "== pcscd + vpcd"
 mkdir -p "$CARGO_TARGET_DIR"
 start_pcscd

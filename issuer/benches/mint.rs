@@ -21,7 +21,20 @@ use rand_core::OsRng;
 
 static KEYS: AtomicU64 = AtomicU64::new(0);
 
-async fn service(dir: &std::path::Path, database: &str) -> Arc<Service> {
+/// A SoftHSM2 token from `scripts/env.sh`'s `start_softhsm`: module, token, PIN.
+fn softhsm() -> Option<(String, String, String)> {
+    Some((
+        std::env::var("CIVIS_TEST_PKCS11_MODULE").ok()?,
+        std::env::var("CIVIS_TEST_PKCS11_TOKEN").ok()?,
+        std::env::var("CIVIS_TEST_PKCS11_PIN").ok()?,
+    ))
+}
+
+async fn service(
+    dir: &std::path::Path,
+    database: &str,
+    hsm: Option<&(String, String, String)>,
+) -> Arc<Service> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let genesis = Genesis {
@@ -36,20 +49,41 @@ async fn service(dir: &std::path::Path, database: &str) -> Arc<Service> {
         epoch_length: 100,
     };
     std::fs::write(dir.join("genesis.json"), genesis.to_json()).unwrap();
-    let key = SoftwareKey::generate(&mut OsRng);
     let next = SoftwareKey::generate(&mut OsRng);
-    let doc = DidDocument::inception(key.public_key(), &KeyCommitment::to(next.public_key()));
-    keyfile::write_key(
-        &dir.join("a.jwk"),
-        &key,
-        Some(doc.id.key_url(1).to_string()),
-    )
-    .unwrap();
     keyfile::write_key(&dir.join("a.next.jwk"), &next, None).unwrap();
+    let key_lines = match hsm {
+        None => {
+            let key = SoftwareKey::generate(&mut OsRng);
+            let doc =
+                DidDocument::inception(key.public_key(), &KeyCommitment::to(next.public_key()));
+            keyfile::write_key(
+                &dir.join("a.jwk"),
+                &key,
+                Some(doc.id.key_url(1).to_string()),
+            )
+            .unwrap();
+            "key = \"a.jwk\"\n".to_owned()
+        }
+        Some((module, token, pin)) => {
+            let label = format!(
+                "bench-{}-{}",
+                std::process::id(),
+                KEYS.fetch_add(1, Ordering::Relaxed)
+            );
+            let public = civis_issuer::hsm::generate(module.as_ref(), token, pin, &label).unwrap();
+            let doc = DidDocument::inception(&public, &KeyCommitment::to(next.public_key()));
+            std::fs::write(dir.join("pin"), pin).unwrap();
+            format!(
+                "[agency.pkcs11]\nmodule = {module:?}\ntoken = {token:?}\npin_file = \"pin\"\n\
+                 label = {label:?}\nkid = {:?}\n",
+                doc.id.key_url(1).to_string()
+            )
+        }
+    };
     let text = format!(
         "database = \"{database}\"\nregistry = [\"http://127.0.0.1:1\"]\ngenesis = \"genesis.json\"\n\
          [[agency]]\nid = \"a\"\nname = \"A\"\ncity = \"C\"\ndistricts = [\"Harbour\"]\n\
-         key = \"a.jwk\"\nnext_key = \"a.next.jwk\"\nstatus_list_size = 100000000\n"
+         next_key = \"a.next.jwk\"\nstatus_list_size = 100000000\n{key_lines}"
     );
     std::fs::write(dir.join("issuer.toml"), text).unwrap();
     let config = Config::load(&dir.join("issuer.toml")).unwrap();
@@ -128,8 +162,28 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(8));
+    let hsm = softhsm();
+    let mut runs: Vec<(&str, &str, String)> = Vec::new();
     for (name, url) in &stores {
-        let svc = rt.block_on(service(&base.join(name), url));
+        runs.push(("key-file", name, url.clone()));
+        if hsm.is_some() {
+            runs.push(("softhsm2", name, url.clone()));
+        }
+    }
+    for (key, name, url) in &runs {
+        let url = if *name == "sqlite" {
+            format!(
+                "sqlite:{}",
+                base.join(format!("{key}-{name}/issuer.db")).display()
+            )
+        } else {
+            url.clone()
+        };
+        let svc = rt.block_on(service(
+            &base.join(format!("{key}-{name}")),
+            &url,
+            (*key == "softhsm2").then_some(hsm.as_ref()).flatten(),
+        ));
         let actor_token = rt.block_on(async {
             civis_issuer::api::issue_token(&svc.store, "a", "enroll", "b", 0).await
         });
@@ -165,7 +219,7 @@ fn bench(c: &mut Criterion) {
                 .0
         });
         for clients in [1u64, 8] {
-            g.bench_function(format!("key-file/{name}/{clients}-clients"), |b| {
+            g.bench_function(format!("{key}/{name}/{clients}-clients"), |b| {
                 b.iter_custom(|iters| rt.block_on(run(&svc, &resident, iters, clients)))
             });
         }

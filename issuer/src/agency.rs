@@ -41,8 +41,22 @@ impl std::fmt::Debug for Agency {
 impl Agency {
     /// Load the agency's key files, transport keys and weak-key list.
     pub fn load(config: &AgencyConfig) -> Result<Self> {
-        let (key, kid) = keyfile::read_key(&config.key)
-            .map_err(|e| Error::Config(format!("agency {}: {e}", config.id)))?;
+        let cfg = |e: &dyn std::fmt::Display| Error::Config(format!("agency {}: {e}", config.id));
+        let (signer, kid): (Arc<dyn Signer + Send + Sync>, Option<String>) =
+            match (&config.key, &config.pkcs11) {
+                (Some(path), None) => {
+                    let (key, kid) = keyfile::read_key(path).map_err(|e| cfg(&e))?;
+                    (Arc::new(key), kid)
+                }
+                (None, Some(h)) => {
+                    let pin = std::fs::read_to_string(&h.pin_file)
+                        .map_err(|e| cfg(&format!("{}: {e}", h.pin_file.display())))?;
+                    let pin = pin.lines().next().unwrap_or_default().trim().to_owned();
+                    let key = crate::hsm::Pkcs11Key::open(&h.module, &h.token, &pin, &h.label)?;
+                    (Arc::new(key), Some(h.kid.clone()))
+                }
+                _ => return Err(cfg(&"give exactly one of key and [agency.pkcs11]")),
+            };
         let kid = kid.ok_or_else(|| {
             Error::Config(format!(
                 "agency {}: key file has no kid (run `civis issuer init`)",
@@ -83,7 +97,7 @@ impl Agency {
             config: config.clone(),
             kid,
             next: KeyCommitment::to(next_key.public_key()),
-            signer: Arc::new(key),
+            signer,
             batches,
             weak_keys,
         })

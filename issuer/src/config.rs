@@ -90,8 +90,12 @@ pub struct AgencyConfig {
     pub city: String,
     /// Districts an enrollment may name.
     pub districts: Vec<String>,
-    /// The issuer DID's current key (JWK file with `d`, and `kid` once registered).
-    pub key: PathBuf,
+    /// The issuer DID's current key (JWK file with `d` and `kid`); absent with `pkcs11`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The current key in a PKCS#11 token instead of a file.
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Config>,
     /// The pre-committed next key (JWK file), used by rotation.
     pub next_key: PathBuf,
     /// The status list its credentials point into.
@@ -112,6 +116,22 @@ pub struct AgencyConfig {
     /// A file of refused card keys (one SEC1 hex key per line), e.g. a faulty batch's.
     #[serde(default)]
     pub weak_keys: Option<PathBuf>,
+}
+
+/// A signing key in a PKCS#11 token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The module (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// A file holding the user PIN (first line).
+    pub pin_file: PathBuf,
+    /// The key pair's label.
+    pub label: String,
+    /// The key URL credentials name (`did:civis:…#key-N`).
+    pub kid: String,
 }
 
 fn default_listen() -> SocketAddr {
@@ -157,7 +177,12 @@ impl Config {
             self.database = format!("sqlite:{}", base.join(rest).display());
         }
         for a in &mut self.agencies {
-            fix(&mut a.key);
+            if let Some(k) = &mut a.key {
+                fix(k);
+            }
+            if let Some(h) = &mut a.pkcs11 {
+                fix(&mut h.pin_file);
+            }
             fix(&mut a.next_key);
             for p in a.batches.values_mut() {
                 fix(p);
@@ -191,6 +216,12 @@ impl Config {
             }
             if !ids.insert(a.id.as_str()) {
                 return Err(Error::Config(format!("agency {} twice", a.id)));
+            }
+            if a.key.is_some() == a.pkcs11.is_some() {
+                return Err(Error::Config(format!(
+                    "agency {}: give exactly one of key and [agency.pkcs11]",
+                    a.id
+                )));
             }
             if a.districts.is_empty() {
                 return Err(Error::Config(format!("agency {}: no districts", a.id)));

@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod hsm;
 pub mod mint;
 pub mod perso;
 pub mod service;
@@ -102,6 +103,8 @@ pub struct InitOptions {
     pub listen: std::net::SocketAddr,
     /// A first card batch: id and its transport key.
     pub batch: Option<(String, [u8; 32])>,
+    /// Generate the agency's key on a PKCS#11 token instead of a key file.
+    pub pkcs11: Option<config::Pkcs11Config>,
 }
 
 /// What [`init`] wrote.
@@ -130,13 +133,34 @@ pub async fn init(
             config_path.display()
         )));
     }
-    let key = SoftwareKey::generate(rng);
     let next = SoftwareKey::generate(rng);
-    let doc = DidDocument::inception(key.public_key(), &KeyCommitment::to(next.public_key()));
-    let kid = doc.id.key_url(1);
-    let key_path = dir.join("agency.jwk");
     let next_path = dir.join("agency.next.jwk");
-    keyfile::write_key(&key_path, &key, Some(kid.to_string())).map_err(keyfile_err(&key_path))?;
+    let (key_lines, doc) = match &opts.pkcs11 {
+        None => {
+            let key = SoftwareKey::generate(rng);
+            let doc =
+                DidDocument::inception(key.public_key(), &KeyCommitment::to(next.public_key()));
+            let key_path = dir.join("agency.jwk");
+            keyfile::write_key(&key_path, &key, Some(doc.id.key_url(1).to_string()))
+                .map_err(keyfile_err(&key_path))?;
+            ("key = \"agency.jwk\"\n".to_owned(), doc)
+        }
+        Some(h) => {
+            let pin = std::fs::read_to_string(&h.pin_file)?;
+            let pin = pin.lines().next().unwrap_or_default().trim().to_owned();
+            let public = hsm::generate(&h.module, &h.token, &pin, &h.label)?;
+            let doc = DidDocument::inception(&public, &KeyCommitment::to(next.public_key()));
+            let lines = format!(
+                "[agency.pkcs11]\nmodule = {:?}\ntoken = {:?}\npin_file = {:?}\nlabel = {:?}\nkid = {:?}\n",
+                h.module.display().to_string(),
+                h.token,
+                h.pin_file.display().to_string(),
+                h.label,
+                doc.id.key_url(1).to_string(),
+            );
+            (lines, doc)
+        }
+    };
     keyfile::write_key(&next_path, &next, None).map_err(keyfile_err(&next_path))?;
     let mut batches = String::new();
     if let Some((id, tk)) = &opts.batch {
@@ -164,10 +188,9 @@ pub async fn init(
          name = {name:?}\n\
          city = {city:?}\n\
          districts = {districts:?}\n\
-         key = \"agency.jwk\"\n\
          next_key = \"agency.next.jwk\"\n\
          status_list = \"citizen-1\"\n\
-         {batches}",
+         {key_lines}{batches}",
         listen = opts.listen.to_string(),
         registry = opts.registry,
         genesis = opts.genesis.display().to_string(),

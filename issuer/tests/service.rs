@@ -816,3 +816,140 @@ fn the_openapi_document_names_exactly_the_routes_served() {
         assert_eq!(status, 404);
     });
 }
+
+#[test]
+fn a_pkcs11_key_on_softhsm_signs_credentials_that_verify() {
+    let (Ok(module), Ok(token), Ok(pin)) = (
+        std::env::var("CIVIS_TEST_PKCS11_MODULE"),
+        std::env::var("CIVIS_TEST_PKCS11_TOKEN"),
+        std::env::var("CIVIS_TEST_PKCS11_PIN"),
+    ) else {
+        eprintln!("skipped: no SoftHSM2 token (scripts/test.sh sets one up)");
+        return;
+    };
+    rt().block_on(async {
+        let dir = std::env::temp_dir().join(format!(
+            "civis-issuer-hsm-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let genesis = Genesis {
+            chain_id: "civis-test".into(),
+            time: 0,
+            validators: vec![SoftwareKey::generate(&mut OsRng).public_key().clone()],
+            governance: vec![(
+                SoftwareKey::generate(&mut OsRng).public_key().clone(),
+                KeyCommitment::to(SoftwareKey::generate(&mut OsRng).public_key()),
+            )],
+            governance_threshold: 1,
+            epoch_length: 100,
+        };
+        std::fs::write(dir.join("genesis.json"), genesis.to_json()).unwrap();
+        std::fs::write(dir.join("hsm.pin"), format!("{pin}\n")).unwrap();
+        let label = format!("issuer-{}-{}", std::process::id(), OsRng.next_u32());
+        let hsm = civis_issuer::config::Pkcs11Config {
+            module: module.clone().into(),
+            token: token.clone(),
+            pin_file: dir.join("hsm.pin"),
+            label: label.clone(),
+            kid: String::new(),
+        };
+        let done = civis_issuer::init(
+            &civis_issuer::InitOptions {
+                dir: dir.join("iss"),
+                agency: "hsm".into(),
+                name: "HSM Registry".into(),
+                city: "Civitas".into(),
+                districts: vec!["Harbour".into()],
+                registry: vec!["http://127.0.0.1:1".into()],
+                genesis: dir.join("genesis.json"),
+                database: None,
+                listen: "127.0.0.1:0".parse().unwrap(),
+                batch: None,
+                pkcs11: Some(hsm),
+            },
+            &mut OsRng,
+        )
+        .await
+        .unwrap();
+        // No private key file: the key lives on the token, generated there.
+        assert!(!dir.join("iss/agency.jwk").exists());
+        let text = std::fs::read_to_string(&done.config).unwrap();
+        assert!(text.contains("[agency.pkcs11]"), "{text}");
+        let svc = Service::open(Config::load(&done.config).unwrap())
+            .await
+            .unwrap();
+        let agency = Arc::clone(svc.agency("hsm").unwrap());
+        let public = agency.signer.public_key();
+        assert_eq!(agency.kid.did.to_string(), done.did);
+        assert!(
+            civis_issuer::hsm::generate(module.as_ref(), &token, &pin, &label).is_err(),
+            "a second key under one label"
+        );
+        // Mint; the credential's MSO verifies with the token's public key, and only with it.
+        let (resident, _) = {
+            let req = mira("e");
+            let today = time::macros::date!(2026 - 12 - 05);
+            let attrs =
+                civis_issuer::enroll::Attributes::check(&req, &agency.config, today).unwrap();
+            let audit = civis_issuer::store::Audit {
+                agency: "hsm",
+                actor: "t",
+                action: "enroll",
+                object: "r",
+                request_key: "e",
+                at: 0,
+            };
+            svc.store
+                .enroll("r", &attrs.to_bytes(), &audit)
+                .await
+                .unwrap()
+        };
+        let actor = civis_issuer::service::Actor {
+            token: "t".into(),
+            agency: "hsm".into(),
+            scopes: vec![],
+        };
+        let device = SoftwareKey::generate(&mut OsRng);
+        for n in 0..20 {
+            let answer = civis_issuer::api::mint_for_key(
+                &svc,
+                &agency,
+                &actor,
+                &MintRequest {
+                    request_key: format!("m{n}"),
+                    resident: resident.clone(),
+                    device_key: device.public_key().uncompressed().to_vec(),
+                },
+            )
+            .await
+            .unwrap();
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(answer.issuer_signed.unwrap())
+                .unwrap();
+            let stored = civis_wallet_core::holder::StoredCredential::from_bytes(&bytes).unwrap();
+            let sign1 = &stored.issuer_signed.issuer_auth.cose;
+            civis_core::cose::verify_sign1(
+                sign1,
+                &public,
+                civis_core::cose::Domain::IsoIssuerAuth,
+                None,
+            )
+            .unwrap();
+            let other = SoftwareKey::generate(&mut OsRng);
+            assert!(
+                civis_core::cose::verify_sign1(
+                    sign1,
+                    other.public_key(),
+                    civis_core::cose::Domain::IsoIssuerAuth,
+                    None
+                )
+                .is_err()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -242,6 +242,7 @@ impl IssuerService {
                 database: None,
                 listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 batch: Some(("dev".into(), virtual_card::development_transport_key().0)),
+                pkcs11: None,
             },
             &mut OsRng,
         )

@@ -136,6 +136,19 @@ pub struct InitArgs {
     /// Also configure batch `dev` with the development transport key of virtual cards.
     #[arg(long)]
     dev_batch: bool,
+    /// Generate the agency's key on a PKCS#11 token (an HSM) with this module instead of a
+    /// key file (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, requires_all = ["pkcs11_token", "pkcs11_pin_file", "pkcs11_label"])]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long)]
+    pkcs11_token: Option<String>,
+    /// File holding the token's user PIN.
+    #[arg(long)]
+    pkcs11_pin_file: Option<PathBuf>,
+    /// Label of the key pair to create on the token.
+    #[arg(long)]
+    pkcs11_label: Option<String>,
 }
 
 /// Status subcommands.
@@ -253,6 +266,23 @@ fn execute(cmd: IssuerCommand) -> Result<()> {
                         civis_firmware_bridge::virtual_card::development_transport_key().0,
                     )
                 }),
+                pkcs11: match (
+                    a.pkcs11_module,
+                    a.pkcs11_token,
+                    a.pkcs11_pin_file,
+                    a.pkcs11_label,
+                ) {
+                    (Some(module), Some(token), Some(pin_file), Some(label)) => {
+                        Some(civis_issuer::config::Pkcs11Config {
+                            module,
+                            token,
+                            pin_file: std::path::absolute(pin_file)?,
+                            label,
+                            kid: String::new(),
+                        })
+                    }
+                    _ => None,
+                },
             };
             let done = rt.block_on(civis_issuer::init(&opts, &mut rand_core::OsRng))?;
             println!("config         {}", done.config.display());
