@@ -88,7 +88,7 @@ fn main() {
         let started = Instant::now();
         loop {
             let _ = civis_issuer::anchor::round(&svc, &client, &agency).await;
-            if client.did(&agency.kid.did).await.is_ok() {
+            if client.did(&agency.did).await.is_ok() {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "registry never came up");

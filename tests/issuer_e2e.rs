@@ -476,6 +476,47 @@ fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Optio
     // snapshot rejects.
     let v = kiosk_verdict(reg, &state, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+
+    // The issuer rotates its key on chain (pre-rotation). A card personalized afterwards
+    // carries a credential signed with key-2; the card signed with key-1 before the rotation
+    // stays valid; a kiosk that synced after the rotation accepts both.
+    let out = civis(&[
+        "issuer",
+        "rotate-key",
+        "--url",
+        &issuer.url,
+        "--token-file",
+        agency.dir.join("operator.token").to_str().unwrap(),
+    ]);
+    let kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(kid, format!("{}#key-2", agency.did));
+    assert!(!agency.dir.join("agency.after.jwk").exists());
+    let mut second = VirtualCard::start(&agency.dir.join("card2.state"));
+    let (ok, step2, text) = personalize(&issuer, &agency, &resident, "counter-2");
+    assert!(ok && step2["done"] == true, "{text}");
+    let state2 = second.state();
+    let stored = civis_wallet_core::holder::StoredCredential::from_bytes(
+        state2.credentials[0].as_ref().unwrap(),
+    )
+    .unwrap();
+    let signed_kid = &stored
+        .issuer_signed
+        .issuer_auth
+        .cose
+        .protected
+        .header
+        .key_id;
+    assert_eq!(String::from_utf8_lossy(signed_kid), kid);
+    for s in [&state, &state2] {
+        let v = kiosk_verdict(reg, s, genesis, &agency.dir);
+        assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+    }
+
     let (ok, _, text) = issuer.cli(
         &agency.dir,
         &[

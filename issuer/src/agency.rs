@@ -13,16 +13,27 @@ use civis_registry_client::keyfile;
 use crate::config::AgencyConfig;
 use crate::error::{Error, Result};
 
+/// The agency's current key: it changes only by rotation.
+#[derive(Clone)]
+pub struct Keys {
+    /// The key URL credentials name (`did:civis:…#key-N`).
+    pub kid: DidUrl,
+    /// The signing key (a key file or a PKCS#11 token).
+    pub signer: Arc<dyn Signer + Send + Sync>,
+    /// Commitment to the next key.
+    pub next: KeyCommitment,
+}
+
 /// An agency ready to issue.
 pub struct Agency {
     /// Its config.
     pub config: AgencyConfig,
-    /// The key URL credentials name (`did:civis:…#key-N`).
-    pub kid: DidUrl,
-    /// The signing key (a key file; PKCS#11 tokens implement the same trait).
-    pub signer: Arc<dyn Signer + Send + Sync>,
-    /// Commitment to the next key (for the DID's inception).
-    pub next: KeyCommitment,
+    /// Its issuer DID (stable across rotations).
+    pub did: civis_core::did::Did,
+    keys: std::sync::RwLock<Keys>,
+    /// Held by whoever signs chain transactions for the agency (the anchoring worker, a
+    /// rotation), so one transaction is in flight at a time.
+    pub chain: tokio::sync::Mutex<()>,
     /// Batch id → transport key.
     batches: BTreeMap<String, TransportKey>,
     /// Refused card keys (uncompressed SEC1).
@@ -33,7 +44,7 @@ impl std::fmt::Debug for Agency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agency")
             .field("id", &self.config.id)
-            .field("kid", &self.kid.to_string())
+            .field("did", &self.did.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -95,12 +106,32 @@ impl Agency {
         }
         Ok(Self {
             config: config.clone(),
-            kid,
-            next: KeyCommitment::to(next_key.public_key()),
-            signer,
+            did: kid.did.clone(),
+            keys: std::sync::RwLock::new(Keys {
+                kid,
+                signer,
+                next: KeyCommitment::to(next_key.public_key()),
+            }),
+            chain: tokio::sync::Mutex::new(()),
             batches,
             weak_keys,
         })
+    }
+
+    /// The current key.
+    pub fn keys(&self) -> Keys {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Switch to the key a rotation made current.
+    pub fn rotated(&self, keys: Keys) {
+        match self.keys.write() {
+            Ok(mut k) => *k = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
     }
 
     /// The agency's short id.

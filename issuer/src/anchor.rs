@@ -74,7 +74,12 @@ pub async fn run(svc: Arc<Service>, client: Client, stop: Arc<tokio::sync::Notif
 /// One round for one agency: finish what is in flight, register what is missing, then send
 /// the next batch of pending changes.
 pub async fn round(svc: &Service, client: &Client, agency: &Agency) -> Result<Round> {
+    let _chain = agency.chain.lock().await;
     let mut out = Round::default();
+    if crate::rotate::in_progress(agency) {
+        // A rotation was cut short: finish it before signing anything else.
+        crate::rotate::finish(svc, client, agency).await?;
+    }
     for row in svc.store.unfinished_txs(agency.id()).await? {
         if !finish(svc, client, &row, false).await? {
             // Still pending: keep the order, try again next round.
@@ -98,11 +103,7 @@ pub async fn round(svc: &Service, client: &Client, agency: &Agency) -> Result<Ro
     if pending.is_empty() {
         return Ok(out);
     }
-    let seq = client
-        .did(&agency.kid.did)
-        .await
-        .map_err(registry)?
-        .next_seq;
+    let seq = client.did(&agency.did).await.map_err(registry)?.next_seq;
     let mut changes = Vec::with_capacity(pending.len());
     for c in &pending {
         let idx = u64::try_from(c.idx).map_err(|_| Error::Corrupt("index"))?;
@@ -125,7 +126,7 @@ pub async fn round(svc: &Service, client: &Client, agency: &Agency) -> Result<Ro
 /// again even while a lagging node does not show it yet.
 async fn register(svc: &Service, client: &Client, agency: &Agency) -> Result<bool> {
     let store = &svc.store;
-    let answer = match client.did(&agency.kid.did).await {
+    let answer = match client.did(&agency.did).await {
         Ok(a) => Some(a),
         Err(ClientError::NotFound(_)) => None,
         Err(e) => return Err(registry(e)),
@@ -133,8 +134,8 @@ async fn register(svc: &Service, client: &Client, agency: &Agency) -> Result<boo
     let Some(answer) = answer else {
         if !store.has_final(agency.id(), "create-did").await? {
             let op = Op::CreateDid {
-                key: agency.signer.public_key(),
-                next: agency.next,
+                key: agency.keys().signer.public_key(),
+                next: agency.keys().next,
             };
             send(svc, client, agency, 0, "create-did", op, &[]).await?;
         }
@@ -143,7 +144,7 @@ async fn register(svc: &Service, client: &Client, agency: &Agency) -> Result<boo
     if store.has_final(agency.id(), "create-status-list").await? {
         return Ok(true);
     }
-    let uri = status_uri(&agency.kid.did, &agency.config.status_list);
+    let uri = status_uri(&agency.did, &agency.config.status_list);
     match client.status_list(&uri.replace('/', "%2F")).await {
         Ok(_) => Ok(true),
         Err(ClientError::NotFound(_)) => {
@@ -172,7 +173,7 @@ async fn register(svc: &Service, client: &Client, agency: &Agency) -> Result<boo
 
 /// Sign, stage in the outbox (with the changes it carries), send, and wait for the outcome.
 #[allow(clippy::too_many_arguments)]
-async fn send(
+pub(crate) async fn send(
     svc: &Service,
     client: &Client,
     agency: &Agency,
@@ -181,14 +182,15 @@ async fn send(
     op: Op,
     change_ids: &[i64],
 ) -> Result<()> {
+    let keys = agency.keys();
     let tx = SignedTx::sign(
         Tx {
             chain: svc.chain_id.clone(),
             seq,
             op,
         },
-        agency.kid.clone(),
-        agency.signer.as_ref(),
+        keys.kid.clone(),
+        keys.signer.as_ref(),
     )?;
     let bytes = tx.bytes().to_vec();
     let row = OutboxRow {

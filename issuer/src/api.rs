@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/cards/{serial}/lost"),
     ("get", "/v1/audit"),
     ("post", "/v1/tokens"),
+    ("post", "/v1/keys/rotate"),
 ];
 
 /// What handlers share.
@@ -161,6 +162,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/cards/{serial}/lost", post(card_lost))
         .route("/v1/audit", get(audit))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/keys/rotate", post(rotate_key))
         .fallback(|| async { Error::NotFound("route") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(api)
@@ -314,7 +316,7 @@ fn answer(row: &CredentialRow, agency: &Agency, with_bytes: bool) -> CredentialA
     CredentialAnswer {
         credential: row.id.clone(),
         resident: row.resident.clone(),
-        status_list: civis_core::chain::state::status_uri(&agency.kid.did, &row.list),
+        status_list: civis_core::chain::state::status_uri(&agency.did, &row.list),
         status_index: u64::try_from(row.idx).unwrap_or(0),
         state: row.state.clone(),
         issuer_signed: with_bytes
@@ -572,4 +574,19 @@ pub async fn issue_token(
         .insert_token(&id, &token_hash(&secret), agency, scopes, label, now)
         .await?;
     Ok((id.clone(), format!("civis_{id}.{secret}")))
+}
+
+/// `POST /v1/keys/rotate` answer.
+#[derive(Debug, serde::Serialize)]
+struct RotateAnswer {
+    kid: String,
+}
+
+async fn rotate_key(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<RotateAnswer>> {
+    let (actor, agency) = authorize(&api, &headers, "admin").await?;
+    let client = api.svc.registry()?;
+    let kid = crate::rotate::rotate(&api.svc, &client, &agency, &actor).await?;
+    Ok(Json(RotateAnswer {
+        kid: kid.to_string(),
+    }))
 }

@@ -141,6 +141,15 @@ impl IssuerClient {
         self.post(&format!("/v1/cards/{serial}/lost"), &body).await
     }
 
+    /// `POST /v1/keys/rotate`: the new key URL, once the rotation is final.
+    pub async fn rotate_key(&self) -> Result<String> {
+        let v: serde_json::Value = self.post("/v1/keys/rotate", &serde_json::json!({})).await?;
+        v.get("kid")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Unreachable("malformed answer".into()))
+    }
+
     /// `GET /v1/audit`.
     pub async fn audit(&self, after: u64, limit: u32) -> Result<AuditPage> {
         self.get(&format!("/v1/audit?after={after}&limit={limit}"))

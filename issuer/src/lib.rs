@@ -25,6 +25,7 @@ pub mod error;
 pub mod hsm;
 pub mod mint;
 pub mod perso;
+pub mod rotate;
 pub mod service;
 pub mod status;
 pub mod store;
@@ -55,9 +56,7 @@ pub async fn run_service(
     listener: tokio::net::TcpListener,
     stop: Arc<tokio::sync::Notify>,
 ) -> Result<()> {
-    let urls: Vec<&str> = svc.config.registry.iter().map(String::as_str).collect();
-    let client = civis_registry_client::Client::with_nodes(&urls)
-        .map_err(|e| Error::Config(format!("registry URLs: {e}")))?;
+    let client = svc.registry()?;
     let listen = listener.local_addr()?;
     tracing::info!(%listen, agencies = svc.agencies.len(), "issuer listening");
     let worker = tokio::spawn(anchor::run(Arc::clone(&svc), client, Arc::clone(&stop)));

@@ -77,14 +77,16 @@ pub fn mint(
         },
         status: Some(StatusRef {
             idx,
-            uri: status_uri(&agency.kid.did, &agency.config.status_list),
+            uri: status_uri(&agency.did, &agency.config.status_list),
         }),
         key_authorizations: None,
     };
+    // The key current now: after a rotation, new credentials use the new key at once.
+    let keys = agency.keys();
     let signed = mdoc::issue(
         &params,
-        agency.signer.as_ref(),
-        &IssuerKeyId::Kid(agency.kid.to_string()),
+        keys.signer.as_ref(),
+        &IssuerKeyId::Kid(keys.kid.to_string()),
         rng,
     )
     .map_err(|e| match e {

@@ -281,6 +281,13 @@ impl Service {
         }
     }
 
+    /// A client of the registry nodes in the config.
+    pub fn registry(&self) -> Result<civis_registry_client::Client> {
+        let urls: Vec<&str> = self.config.registry.iter().map(String::as_str).collect();
+        civis_registry_client::Client::with_nodes(&urls)
+            .map_err(|e| Error::Config(format!("registry URLs: {e}")))
+    }
+
     /// An agency by id.
     pub fn agency(&self, id: &str) -> Result<&Arc<Agency>> {
         self.agencies.get(id).ok_or(Error::Unauthorized)

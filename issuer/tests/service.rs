@@ -882,8 +882,8 @@ fn a_pkcs11_key_on_softhsm_signs_credentials_that_verify() {
             .await
             .unwrap();
         let agency = Arc::clone(svc.agency("hsm").unwrap());
-        let public = agency.signer.public_key();
-        assert_eq!(agency.kid.did.to_string(), done.did);
+        let public = agency.keys().signer.public_key();
+        assert_eq!(agency.did.to_string(), done.did);
         assert!(
             civis_issuer::hsm::generate(module.as_ref(), &token, &pin, &label).is_err(),
             "a second key under one label"

@@ -79,6 +79,12 @@ pub enum IssuerCommand {
     /// Change or show credential status.
     #[command(subcommand)]
     Status(StatusCommand),
+    /// Rotate the agency's issuer key on chain to its pre-committed next key; prints the new
+    /// key URL once final.
+    RotateKey {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Print the agency's audit entries as JSON lines.
     Audit {
         #[command(flatten)]
@@ -350,6 +356,11 @@ fn execute(cmd: IssuerCommand) -> Result<()> {
             personalize(&rt, &c, &reader, wait, &counter)
         }
         IssuerCommand::Status(s) => status(&rt, s),
+        IssuerCommand::RotateKey { api } => {
+            let kid = rt.block_on(client(&api)?.rotate_key())?;
+            println!("{kid}");
+            Ok(())
+        }
         IssuerCommand::Audit { api, after, limit } => {
             let c = client(&api)?;
             for e in rt.block_on(c.audit(after, limit))?.entries {
