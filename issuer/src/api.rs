@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use civis_core::crypto::EcPublicKey;
 use civis_core::issuer_api::{
     AuditPage, CredentialAnswer, EnrollAnswer, EnrollRequest, ErrorBody, IssuerHealth,
     KeyedRequest, MintRequest, PersonalizeRequest, SCOPES, StatusRequest, valid_request_key,
@@ -81,6 +80,12 @@ impl IntoResponse for Error {
             message: self.public_message(),
         };
         let mut r = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"civis-issuer\""),
+            );
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -88,6 +93,9 @@ impl IntoResponse for Error {
         r
     }
 }
+
+/// The body limit, for the 413 message (set by [`router`]).
+static MAX_BODY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A JSON body: `application/json` (415 otherwise), within the size limit (413), parsed into
 /// `T` (400 with a message that never echoes the body's values).
@@ -111,7 +119,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             .await
             .map_err(|e: BytesRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::TooLarge(0)
+                    Error::TooLarge(MAX_BODY.load(std::sync::atomic::Ordering::Relaxed))
                 } else {
                     Error::InvalidBody("the body could not be read".into())
                 }
@@ -132,6 +140,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// A path parameter; one that cannot be read (say, invalid UTF-8) names no object: a JSON 404.
+#[derive(Debug)]
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Error> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Id(id))
+            .map_err(|_| Error::NotFound("object"))
+    }
+}
+
 /// The router over a service.
 pub fn router(svc: Arc<Service>) -> Router {
     let limits = &svc.config.limits;
@@ -140,6 +166,7 @@ pub fn router(svc: Arc<Service>) -> Router {
     let failures = Quota::per_second(NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN));
     let max_body = limits.max_body;
+    MAX_BODY.store(max_body, std::sync::atomic::Ordering::Relaxed);
     let api = Arc::new(Api {
         svc,
         limiter: RateLimiter::keyed(quota),
@@ -164,6 +191,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/tokens", post(create_token))
         .route("/v1/keys/rotate", post(rotate_key))
         .fallback(|| async { Error::NotFound("route") })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(api)
 }
@@ -193,7 +221,13 @@ async fn authorize(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(rest.trim_start())
+        })
         .and_then(|v| v.strip_prefix("civis_"))
         .and_then(|v| v.split_once('.'))
         .filter(|(id, secret)| id.len() == 16 && secret.len() == 64);
@@ -346,12 +380,24 @@ pub async fn mint_for_key(
         .credential_by_request(agency.id(), &req.request_key)
         .await?
     {
+        if row.resident != req.resident || row.card_serial.is_some() {
+            return Err(Error::Conflict(
+                "this request key was used for another request; use a new request key",
+            ));
+        }
         return Ok(answer(&row, agency, true));
     }
-    let device_key = EcPublicKey::from_sec1(&req.device_key).map_err(|_| Error::Invalid {
-        field: "deviceKey",
-        why: "must be a P-256 point (SEC1)",
-    })?;
+    let device_key =
+        crate::perso::acceptable_key(&req.device_key).map_err(|why| Error::Invalid {
+            field: "deviceKey",
+            why,
+        })?;
+    if store.card_key_seen(device_key.uncompressed()).await? {
+        return Err(Error::Invalid {
+            field: "deviceKey",
+            why: "is a card's key",
+        });
+    }
     let attributes = store
         .resident(agency.id(), &req.resident)
         .await?
@@ -401,7 +447,7 @@ pub async fn mint_for_key(
 async fn credential(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<CredentialAnswer>> {
     let (_, agency) = authorize(&api, &headers, "status").await?;
     let row = api
@@ -416,7 +462,7 @@ async fn credential(
 async fn status(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
     let (_, agency) = authorize(&api, &headers, "status").await?;
     Ok(Json(
@@ -427,7 +473,7 @@ async fn status(
 async fn change_status(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
     Body(req): Body<StatusRequest>,
 ) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
     let (actor, agency) = authorize(&api, &headers, "status").await?;
@@ -450,7 +496,7 @@ async fn personalize(
 async fn suspend_batch(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
     Body(req): Body<KeyedRequest>,
 ) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
     let (actor, agency) = authorize(&api, &headers, "status").await?;
@@ -462,7 +508,7 @@ async fn suspend_batch(
 async fn card_lost(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(serial): Path<String>,
+    Id(serial): Id,
     Body(req): Body<KeyedRequest>,
 ) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
     let (actor, agency) = authorize(&api, &headers, "status").await?;

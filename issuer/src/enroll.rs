@@ -41,7 +41,9 @@ fn name(field: &'static str, s: &str) -> Result<()> {
         .chars()
         .all(|c| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.'))
         && !s.starts_with(' ')
-        && !s.ends_with(' ');
+        && !s.ends_with(' ')
+        && !s.contains("  ")
+        && s.chars().any(char::is_alphabetic);
     if !ok {
         return Err(Error::Invalid {
             field,
@@ -56,10 +58,22 @@ impl Attributes {
     pub fn check(req: &EnrollRequest, agency: &AgencyConfig, today: time::Date) -> Result<Self> {
         name("familyName", &req.family_name)?;
         name("givenName", &req.given_name)?;
-        let birth = time::Date::parse(&req.birth_date, DATE).map_err(|_| Error::Invalid {
-            field: "birthDate",
-            why: "must be a date YYYY-MM-DD",
-        })?;
+        // Exactly ten characters: `time` would also take a signed or longer year.
+        let shaped = req.birth_date.len() == 10
+            && req.birth_date.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        let birth = time::Date::parse(&req.birth_date, DATE)
+            .ok()
+            .filter(|_| shaped)
+            .ok_or(Error::Invalid {
+                field: "birthDate",
+                why: "must be a date YYYY-MM-DD",
+            })?;
         if birth > today || birth.year() < 1900 {
             return Err(Error::Invalid {
                 field: "birthDate",

@@ -14,6 +14,9 @@ pub enum Error {
     /// Unknown object, or one of another agency (never told apart, so a stranger learns nothing).
     #[error("no such {0}")]
     NotFound(&'static str),
+    /// The route does not take this method.
+    #[error("this route does not take this method")]
+    MethodNotAllowed,
     /// The body is not the JSON this route takes.
     #[error("the body is not valid for this route: {0}")]
     InvalidBody(String),
@@ -96,6 +99,7 @@ impl Error {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidBody(_) => "invalid_body",
             Self::Invalid { .. } => "invalid_field",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -125,6 +129,7 @@ impl Error {
             Self::Unauthorized => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
+            Self::MethodNotAllowed => 405,
             Self::InvalidBody(_) | Self::Invalid { .. } => 400,
             Self::UnsupportedMediaType => 415,
             Self::TooLarge(_) => 413,

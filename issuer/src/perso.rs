@@ -336,12 +336,26 @@ fn same_key(row: &PersoRow, facts_key: Option<&[u8]>) -> Result<()> {
     }
 }
 
-async fn check_card_key(svc: &Service, agency: &Agency, row: &PersoRow, key: &[u8]) -> Result<()> {
-    let point = EcPublicKey::from_sec1(key)
-        .map_err(|_| Error::CardKeyRefused("not a valid P-256 point"))?;
-    if key.len() != 65 {
-        return Err(Error::CardKeyRefused("not an uncompressed SEC1 point"));
+/// A device or card key as the issuer accepts it: an uncompressed SEC1 point on P-256 that is
+/// not the generator (whose private key, 1, everyone knows) or its negation.
+pub fn acceptable_key(key: &[u8]) -> std::result::Result<EcPublicKey, &'static str> {
+    const G_X: [u8; 32] = [
+        0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40,
+        0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98,
+        0xc2, 0x96,
+    ];
+    if key.len() != 65 || key.first() != Some(&0x04) {
+        return Err("must be an uncompressed SEC1 point (65 bytes)");
     }
+    let point = EcPublicKey::from_sec1(key).map_err(|_| "not a valid P-256 point")?;
+    if key.get(1..33) == Some(&G_X[..]) {
+        return Err("is a well-known key");
+    }
+    Ok(point)
+}
+
+async fn check_card_key(svc: &Service, agency: &Agency, row: &PersoRow, key: &[u8]) -> Result<()> {
+    let point = acceptable_key(key).map_err(Error::CardKeyRefused)?;
     if agency.is_weak(&point) {
         return Err(Error::CardKeyRefused("on the weak-key list"));
     }

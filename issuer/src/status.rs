@@ -63,6 +63,16 @@ pub async fn change(
         .credential(agency.id(), credential)
         .await?
         .ok_or(Error::NotFound("credential"))?;
+    if let Some(other) = svc
+        .store
+        .credential_of_request(agency.id(), &req.request_key)
+        .await?
+        && other != row.id
+    {
+        return Err(Error::Conflict(
+            "this request key changed another credential; use a new request key",
+        ));
+    }
     if row.wanted == 1 && value != 1 {
         return Err(Error::Conflict("the credential is revoked for good"));
     }

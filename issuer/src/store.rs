@@ -343,15 +343,21 @@ impl Store {
             tx.commit().await?;
             return Ok((id.to_owned(), true));
         }
-        let existing: String =
-            sqlx::query("SELECT id FROM residents WHERE agency = $1 AND request_key = $2")
-                .bind(audit.agency)
-                .bind(audit.request_key)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+        let row = sqlx::query(
+            "SELECT id, attributes FROM residents WHERE agency = $1 AND request_key = $2",
+        )
+        .bind(audit.agency)
+        .bind(audit.request_key)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok((existing, false))
+        let stored: Vec<u8> = row.try_get("attributes")?;
+        if stored != attributes {
+            return Err(Error::Conflict(
+                "this request key enrolled someone else; use a new request key",
+            ));
+        }
+        Ok((row.try_get("id")?, false))
     }
 
     /// A resident's stored attributes, if the resident is the agency's.
@@ -610,6 +616,26 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut n = 0;
         for c in changes {
+            // The transition is decided here, under the row's lock, not by an earlier read:
+            // revocation is final, suspend only from valid, unsuspend only from suspended. A
+            // change that lost a race to another records nothing.
+            let guard = match c.value {
+                1 => "wanted <> 1",
+                2 => "wanted = 0",
+                _ => "wanted = 2",
+            };
+            let moved = sqlx::query(&format!(
+                "UPDATE credentials SET wanted = $1 WHERE id = $2 AND agency = $3 AND {guard}"
+            ))
+            .bind(c.value)
+            .bind(&c.credential)
+            .bind(audit.agency)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                continue;
+            }
             let inserted = sqlx::query(
                 "INSERT INTO status_changes \
                  (agency, request_key, credential, list, idx, value, state, created) \
@@ -627,14 +653,10 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 0 {
-                continue;
+                // This request key already recorded a change for this credential: undo the
+                // transition (the transaction is rolled back) and record nothing.
+                return Ok(0);
             }
-            // Revocation is final: nothing moves a revoked credential again.
-            sqlx::query("UPDATE credentials SET wanted = $1 WHERE id = $2 AND wanted <> 1")
-                .bind(c.value)
-                .bind(&c.credential)
-                .execute(&mut *tx)
-                .await?;
             n += 1;
         }
         if n > 0 {
@@ -642,6 +664,22 @@ impl Store {
         }
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// The credential a request key changed the status of, if it was used for a status change.
+    pub async fn credential_of_request(
+        &self,
+        agency: &str,
+        request_key: &str,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT credential FROM status_changes WHERE agency = $1 AND request_key = $2 LIMIT 1",
+        )
+        .bind(agency)
+        .bind(request_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
     /// A credential's status changes, oldest first.
@@ -827,12 +865,24 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if inserted == 0 {
-            return Ok((rows.len() as u64, false));
+            return Ok((0, false));
         }
+        let mut changed = 0u64;
         for r in &rows {
             let id: String = r.try_get("id")?;
             let list: String = r.try_get("list")?;
             let idx: i64 = r.try_get("idx")?;
+            // Only a valid credential is suspended; a revoked one stays revoked, a suspended one
+            // suspended (decided under the row's lock).
+            let moved =
+                sqlx::query("UPDATE credentials SET wanted = 2 WHERE id = $1 AND wanted = 0")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if moved == 0 {
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO status_changes \
                  (agency, request_key, credential, list, idx, value, state, created) \
@@ -847,14 +897,11 @@ impl Store {
             .bind(audit.at)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE credentials SET wanted = 2 WHERE id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+            changed += 1;
         }
         audit_in(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok((rows.len() as u64, true))
+        Ok((changed, true))
     }
 
     /// Whether the agency suspended this batch.

@@ -738,8 +738,9 @@ fn status_changes_are_recorded_once_and_revocation_is_final() {
             let mut c = blank_card();
             ids.push(env.personalize(&mut c, &format!("b{n}"), &resident).await);
         }
+        // The lost card is suspended already; the three valid ones are suspended now.
         let done = alpha.suspend_batch("b1", "batch-1").await.unwrap();
-        assert_eq!((done.credentials, done.created), (4, true));
+        assert_eq!((done.credentials, done.created), (3, true));
         let again = alpha.suspend_batch("b1", "batch-2").await.unwrap();
         assert!(!again.created);
         for id in &ids {
@@ -765,7 +766,7 @@ fn status_changes_are_recorded_once_and_revocation_is_final() {
         assert!(e.to_string().contains("suspended"), "{e}");
         // Every change is pending until the anchoring worker carries it to the chain.
         let pending = env.svc.store.unanchored_count().await.unwrap();
-        assert_eq!(pending, 3 + 1 + 4);
+        assert_eq!(pending, 3 + 1 + 3);
     });
 }
 
@@ -951,5 +952,179 @@ fn a_pkcs11_key_on_softhsm_signs_credentials_that_verify() {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn racing_status_requests_never_undo_a_revocation() {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let resident = env.enroll().await;
+            let alpha = env.client(&env.alpha);
+            for round in 0..12 {
+                let mut card = blank_card();
+                let id = env
+                    .personalize(&mut card, &format!("p{round}"), &resident)
+                    .await;
+                let serial = hex::encode(card.info().unwrap().serial);
+                alpha
+                    .change_status(
+                        &id,
+                        &StatusRequest {
+                            request_key: format!("s{round}"),
+                            action: "suspend".into(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                // Revocations, unsuspensions and a lost-card report, all at once.
+                let mut tasks = Vec::new();
+                for k in 0..6 {
+                    let (c, id) = (alpha.clone(), id.clone());
+                    let action = if k % 2 == 0 { "revoke" } else { "unsuspend" };
+                    let req = StatusRequest {
+                        request_key: format!("r{round}-{k}"),
+                        action: action.into(),
+                    };
+                    tasks.push(tokio::spawn(async move {
+                        c.change_status(&id, &req).await.map(drop)
+                    }));
+                }
+                let (c, serial2) = (alpha.clone(), serial.clone());
+                tasks.push(tokio::spawn(async move {
+                    c.card_lost(&serial2, &format!("l{round}")).await.map(drop)
+                }));
+                for t in tasks {
+                    let _ = t.await.unwrap();
+                }
+                let st = alpha.status(&id).await.unwrap();
+                assert_eq!(st.wanted, "revoked", "round {round}");
+                // After the first revocation nothing else was recorded.
+                let values: Vec<&str> = st.pending.iter().map(|c| c.value.as_str()).collect();
+                let first = values.iter().position(|v| *v == "revoked").unwrap();
+                assert_eq!(values.len(), first + 1, "round {round}: {values:?}");
+            }
+        })
+    });
+}
+
+#[test]
+fn a_request_key_names_one_request() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let alpha = env.client(&env.alpha);
+        let r1 = alpha.enroll(&mira("e1")).await.unwrap().resident;
+        let mut other = mira("e1");
+        other.given_name = "Eve".into();
+        let e = alpha.enroll(&other).await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        let mut second = mira("e2");
+        second.document_number = "CIV-2".into();
+        let r2 = alpha.enroll(&second).await.unwrap().resident;
+        let key = SoftwareKey::generate(&mut OsRng).public_key().uncompressed().to_vec();
+        let mint = |resident: &str, device: Vec<u8>| MintRequest {
+            request_key: "k".into(),
+            resident: resident.into(),
+            device_key: device,
+        };
+        let first = alpha.mint(&mint(&r1, key.clone())).await.unwrap();
+        let e = alpha.mint(&mint(&r2, key.clone())).await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        let again = alpha.mint(&mint(&r1, key.clone())).await.unwrap();
+        assert_eq!(again.credential, first.credential);
+        let other_cred = alpha
+            .mint(&MintRequest {
+                request_key: "k2".into(),
+                ..mint(&r2, key.clone())
+            })
+            .await
+            .unwrap();
+        let act = |k: &str| StatusRequest {
+            request_key: k.into(),
+            action: "suspend".into(),
+        };
+        alpha.change_status(&first.credential, &act("s")).await.unwrap();
+        let e = alpha
+            .change_status(&other_cred.credential, &act("s"))
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        // Device keys: empty, compressed, off the curve, the generator, a card's key.
+        let g = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+        let mut card = blank_card();
+        env.personalize(&mut card, "p", &r1).await;
+        let card_key = card.info().unwrap().public_key.unwrap();
+        let compressed = SoftwareKey::generate(&mut OsRng).public_key().compressed();
+        for (n, bad) in [
+            vec![],
+            compressed,
+            vec![4; 65],
+            hex::decode(g).unwrap(),
+            card_key,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = alpha
+                .mint(&MintRequest {
+                    request_key: format!("bad{n}"),
+                    ..mint(&r1, bad)
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(&e, Error::Remote { status: 400, .. }), "{n}: {e}");
+        }
+    });
+}
+
+#[test]
+fn every_error_is_json_with_its_code() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let t = Some(env.alpha.as_str());
+        let resp = env
+            .http
+            .delete(format!("{}/v1/residents", env.base))
+            .bearer_auth(&env.alpha)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed");
+        let resp = env
+            .http
+            .get(format!("{}/v1/credentials/%FF%FE", env.base))
+            .bearer_auth(&env.alpha)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "not_found");
+        let resp = env
+            .http
+            .get(format!("{}/v1/audit", env.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        assert!(resp.headers().contains_key("www-authenticate"));
+        // The scheme is case-insensitive.
+        let resp = env
+            .http
+            .get(format!("{}/v1/audit", env.base))
+            .header("authorization", format!("bearer {}", env.alpha))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let big = vec![b' '; 70 * 1024];
+        let (s, a) = env
+            .raw("POST", "/v1/residents", t, Some("application/json"), big)
+            .await;
+        assert_eq!(s, 413);
+        assert!(a["message"].as_str().unwrap().contains("65536"), "{a}");
     });
 }
