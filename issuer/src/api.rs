@@ -56,7 +56,10 @@ pub struct Api {
     /// The service.
     pub svc: Arc<Service>,
     limiter: DefaultKeyedRateLimiter<String>,
-    /// Look-ups of tokens not yet known, limited all together.
+    /// Look-ups of tokens not yet known, per client address (a flood from one address does not
+    /// lock out operators elsewhere) ...
+    lookups_per_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// ... and all together (the database's protection against many addresses).
     failures: governor::DefaultDirectRateLimiter,
     /// Tokens that authenticated (bounded by the tokens in the database).
     tokens: std::sync::Mutex<std::collections::HashMap<String, crate::store::TokenRow>>,
@@ -158,18 +161,45 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// Who is calling: the request's headers and, when the server provides it, the peer address.
+#[derive(Debug)]
+pub struct Caller {
+    headers: HeaderMap,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Error> {
+        Ok(Caller {
+            headers: parts.headers.clone(),
+            ip: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        })
+    }
+}
+
 /// The router over a service.
 pub fn router(svc: Arc<Service>) -> Router {
     let limits = &svc.config.limits;
     let quota = Quota::per_second(NonZeroU32::new(limits.per_second).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN));
-    let failures = Quota::per_second(NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN));
+    let per_address = Quota::per_second(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(40).unwrap_or(NonZeroU32::MIN));
+    let failures = Quota::per_second(NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN));
     let max_body = limits.max_body;
     MAX_BODY.store(max_body, std::sync::atomic::Ordering::Relaxed);
     let api = Arc::new(Api {
         svc,
         limiter: RateLimiter::keyed(quota),
+        lookups_per_address: RateLimiter::keyed(per_address),
         failures: RateLimiter::direct(failures),
         tokens: std::sync::Mutex::default(),
     });
@@ -208,9 +238,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Authenticate the bearer token, require `scope`, and charge the token's allowance.
 async fn authorize(
     api: &Api,
-    headers: &HeaderMap,
+    caller: &Caller,
     scope: &'static str,
 ) -> Result<(Actor, Arc<Agency>)> {
+    let headers = &caller.headers;
     let refuse = |e: Error| {
         api.svc
             .metrics
@@ -240,7 +271,10 @@ async fn authorize(
         None => {
             // Only tokens not seen before cost a database look-up, and those are limited all
             // together, so a flood of made-up tokens cannot keep the database busy.
-            if api.failures.check().is_err() {
+            let address_ok = caller
+                .ip
+                .is_none_or(|ip| api.lookups_per_address.check_key(&ip).is_ok());
+            if !address_ok || api.failures.check().is_err() {
                 api.svc
                     .metrics
                     .rate_limited
@@ -310,10 +344,10 @@ async fn openapi() -> Response {
 
 async fn enroll(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Body(req): Body<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollAnswer>)> {
-    let (actor, agency) = authorize(&api, &headers, "enroll").await?;
+    let (actor, agency) = authorize(&api, &caller, "enroll").await?;
     check_request_key(&req.request_key)?;
     let now = api.svc.now();
     let today = time::OffsetDateTime::from_unix_timestamp(now)
@@ -360,10 +394,10 @@ fn answer(row: &CredentialRow, agency: &Agency, with_bytes: bool) -> CredentialA
 
 async fn mint(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Body(req): Body<MintRequest>,
 ) -> Result<Json<CredentialAnswer>> {
-    let (actor, agency) = authorize(&api, &headers, "personalize").await?;
+    let (actor, agency) = authorize(&api, &caller, "personalize").await?;
     check_request_key(&req.request_key)?;
     Ok(Json(mint_for_key(&api.svc, &agency, &actor, &req).await?))
 }
@@ -446,10 +480,10 @@ pub async fn mint_for_key(
 
 async fn credential(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Id(id): Id,
 ) -> Result<Json<CredentialAnswer>> {
-    let (_, agency) = authorize(&api, &headers, "status").await?;
+    let (_, agency) = authorize(&api, &caller, "status").await?;
     let row = api
         .svc
         .store
@@ -461,10 +495,10 @@ async fn credential(
 
 async fn status(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Id(id): Id,
 ) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
-    let (_, agency) = authorize(&api, &headers, "status").await?;
+    let (_, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::status_of(&api.svc, &agency, &id).await?,
     ))
@@ -472,11 +506,11 @@ async fn status(
 
 async fn change_status(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Id(id): Id,
     Body(req): Body<StatusRequest>,
 ) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
-    let (actor, agency) = authorize(&api, &headers, "status").await?;
+    let (actor, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::change(&api.svc, &agency, &actor, &id, &req).await?,
     ))
@@ -484,10 +518,10 @@ async fn change_status(
 
 async fn personalize(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Body(req): Body<PersonalizeRequest>,
 ) -> Result<Json<civis_core::issuer_api::PersonalizeStep>> {
-    let (actor, agency) = authorize(&api, &headers, "personalize").await?;
+    let (actor, agency) = authorize(&api, &caller, "personalize").await?;
     Ok(Json(
         crate::perso::advance(&api.svc, &agency, &actor, &req).await?,
     ))
@@ -495,11 +529,11 @@ async fn personalize(
 
 async fn suspend_batch(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Id(id): Id,
     Body(req): Body<KeyedRequest>,
 ) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
-    let (actor, agency) = authorize(&api, &headers, "status").await?;
+    let (actor, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::suspend_batch(&api.svc, &agency, &actor, &id, &req.request_key).await?,
     ))
@@ -507,11 +541,11 @@ async fn suspend_batch(
 
 async fn card_lost(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Id(serial): Id,
     Body(req): Body<KeyedRequest>,
 ) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
-    let (actor, agency) = authorize(&api, &headers, "status").await?;
+    let (actor, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::card_lost(&api.svc, &agency, &actor, &serial, &req.request_key).await?,
     ))
@@ -533,10 +567,10 @@ fn default_limit() -> i64 {
 
 async fn audit(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>> {
-    let (_, agency) = authorize(&api, &headers, "audit").await?;
+    let (_, agency) = authorize(&api, &caller, "audit").await?;
     let Query(q) =
         query.map_err(|_| Error::InvalidBody("query: after and limit must be integers".into()))?;
     let entries = api
@@ -564,10 +598,10 @@ struct TokenAnswer {
 
 async fn create_token(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Body(req): Body<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenAnswer>)> {
-    let (actor, agency) = authorize(&api, &headers, "admin").await?;
+    let (actor, agency) = authorize(&api, &caller, "admin").await?;
     if req.scopes.is_empty() || req.scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
         return Err(Error::Invalid {
             field: "scopes",
@@ -628,8 +662,8 @@ struct RotateAnswer {
     kid: String,
 }
 
-async fn rotate_key(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<RotateAnswer>> {
-    let (actor, agency) = authorize(&api, &headers, "admin").await?;
+async fn rotate_key(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<RotateAnswer>> {
+    let (actor, agency) = authorize(&api, &caller, "admin").await?;
     let client = api.svc.registry()?;
     let kid = crate::rotate::rotate(&api.svc, &client, &agency, &actor).await?;
     Ok(Json(RotateAnswer {

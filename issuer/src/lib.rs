@@ -70,9 +70,15 @@ pub async fn run_service(
             }
         }
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // Connection caps in all and per address, a request-head deadline and an idle timeout: a
+    // stranger holding connections open cannot take the service down.
+    let served = civis_http_serve::serve(
+        listener,
+        app,
+        civis_http_serve::ServeLimits::for_this_process(),
+        shutdown,
+    )
+    .await;
     stop.notify_waiters();
     worker.abort();
     svc.store.close().await;

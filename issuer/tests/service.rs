@@ -1128,3 +1128,55 @@ fn every_error_is_json_with_its_code() {
         assert!(a["message"].as_str().unwrap().contains("65536"), "{a}");
     });
 }
+
+#[test]
+fn a_flood_of_made_up_tokens_from_one_address_does_not_lock_out_another() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        // Serve the same router as `civis issuer run` does, with peer addresses.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = civis_issuer::router(Arc::clone(&env.svc));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        tokio::spawn(civis_http_serve::serve(
+            listener,
+            app,
+            civis_http_serve::ServeLimits::default(),
+            async move { stopped.notified().await },
+        ));
+        // One address floods with made-up tokens until it is refused…
+        let mut limited = 0;
+        for n in 0..200 {
+            let forged = format!("civis_{:016x}.{}", n, "1".repeat(64));
+            let r = env
+                .http
+                .get(format!("{base}/v1/audit"))
+                .bearer_auth(forged)
+                .send()
+                .await
+                .unwrap();
+            if r.status().as_u16() == 429 {
+                limited += 1;
+            }
+        }
+        assert!(limited > 100, "{limited}");
+        // …while a real token not used before, from another address, gets in.
+        let fresh = civis_issuer::api::issue_token(&env.svc.store, "alpha", "audit", "late", 0)
+            .await
+            .unwrap()
+            .1;
+        let other = reqwest::Client::builder()
+            .local_address(Some("127.0.0.2".parse().unwrap()))
+            .build()
+            .unwrap();
+        let r = other
+            .get(format!("{base}/v1/audit"))
+            .bearer_auth(fresh)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        stop.notify_one();
+    });
+}

@@ -20,7 +20,8 @@ pub mod bulk_reads;
 pub mod consensus;
 pub mod error;
 pub mod files;
-pub mod http_server;
+/// Serving within connection limits (the shared `civis-http-serve` crate).
+pub use civis_http_serve as http_server;
 pub mod ledger;
 pub mod mempool;
 pub mod node;

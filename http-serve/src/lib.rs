@@ -3,8 +3,11 @@
 //!
 //! A validator's file descriptors are shared with consensus, whose journals must always be able
 //! to open a file: idle connections held open by one client used to exhaust them, and the node
-//! died (issue #10 review). Connections beyond the total wait in the kernel's backlog (the
-//! listener simply stops accepting); a client address past its share is closed at once.
+//! died (issue #10 review). The issuer service serves its API the same way. Connections beyond
+//! the total wait in the kernel's backlog (the listener simply stops accepting); a client
+//! address past its share is closed at once.
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::future::Future;
