@@ -210,6 +210,52 @@ fn personalize_read_pin_and_internal_authenticate_through_pcscd() {
         withheld(&docs[0], "document_number"),
         Some(codes::PIN_BLOCKED)
     );
+    drop(client);
+
+    // At the counter: `civis card unblock-pin` with the counter's accredited key. A wrong PUK
+    // is counted; the right one sets a new PIN, which then releases the element.
+    let dir = temp_dir("unblock");
+    let key_file = dir.join("counter.jwk");
+    civis_registry_client::keyfile::write_key(&key_file, &world.kiosk, None).unwrap();
+    std::fs::write(dir.join("accreditation.cose"), &world.statement).unwrap();
+    std::fs::write(dir.join("new.pin"), "864200\n").unwrap();
+    let unblock = |puk: &str| {
+        std::fs::write(dir.join("puk"), format!("{puk}\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_civis"))
+            .args(["card", "unblock-pin", "--reader", READER, "--reader-key"])
+            .arg(&key_file)
+            .arg("--accreditation")
+            .arg(dir.join("accreditation.cose"))
+            .arg("--puk-file")
+            .arg(dir.join("puk"))
+            .arg("--new-pin-file")
+            .arg(dir.join("new.pin"))
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.success(), json)
+    };
+    let (ok, answer) = unblock("0000000000");
+    assert!(!ok);
+    assert_eq!(answer["result"], "wrong");
+    assert_eq!(answer["triesLeft"], u64::from(card::PUK_TRIES) - 1);
+    let (ok, answer) = unblock(PUK);
+    assert!(ok, "{answer}");
+    assert_eq!(
+        (answer["result"].as_str(), answer["triesLeft"].as_u64()),
+        (Some("ok"), Some(3))
+    );
+    let mut client = tap();
+    let (_, response, transcript, request) = read(
+        &mut client,
+        &world,
+        &["document_number"],
+        Some("864200"),
+        true,
+    );
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert!(disclosed(&docs[0]).contains(&"document_number".to_owned()));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

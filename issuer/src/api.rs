@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use civis_core::issuer_api::{
     AuditPage, CredentialAnswer, EnrollAnswer, EnrollRequest, ErrorBody, IssuerHealth,
-    KeyedRequest, MintRequest, PersonalizeRequest, SCOPES, StatusRequest, valid_request_key,
+    KeyedRequest, MintRequest, PersonalizeRequest, SCOPES, StatusRequest,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use sha2::Digest as _;
 use crate::agency::Agency;
 use crate::enroll::Attributes;
 use crate::error::{Error, Result};
-use crate::service::{Actor, Service};
+use crate::service::{Actor, Service, check_request_key};
 use crate::store::CredentialRow;
 
 /// The OpenAPI 3.1 document of this API.
@@ -367,17 +367,6 @@ async fn enroll(
         StatusCode::OK
     };
     Ok((code, Json(EnrollAnswer { resident, created })))
-}
-
-fn check_request_key(key: &str) -> Result<()> {
-    if valid_request_key(key) {
-        Ok(())
-    } else {
-        Err(Error::Invalid {
-            field: "requestKey",
-            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
-        })
-    }
 }
 
 fn answer(row: &CredentialRow, agency: &Agency, with_bytes: bool) -> CredentialAnswer {

@@ -13,13 +13,13 @@
 use civis_core::Timestamp;
 use civis_core::card::{self, TransportKey};
 use civis_core::crypto::EcPublicKey;
-use civis_core::issuer_api::{CardFacts, PersonalizeRequest, PersonalizeStep, valid_request_key};
+use civis_core::issuer_api::{CardFacts, PersonalizeRequest, PersonalizeStep};
 use rand_core::OsRng;
 
 use crate::agency::Agency;
 use crate::enroll::Attributes;
 use crate::error::{Error, Result};
-use crate::service::{Actor, CrashPoint, Service};
+use crate::service::{Actor, CrashPoint, Service, check_request_key};
 use crate::store::{Audit, CredentialRow, PersoRow};
 
 /// The slot the citizen credential goes in.
@@ -147,12 +147,7 @@ pub async fn advance(
     actor: &Actor,
     req: &PersonalizeRequest,
 ) -> Result<PersonalizeStep> {
-    if !valid_request_key(&req.request_key) {
-        return Err(Error::Invalid {
-            field: "requestKey",
-            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
-        });
-    }
+    check_request_key(&req.request_key)?;
     let serial = serial_of(&req.card)?;
     let transport = agency
         .transport_key(&req.batch)

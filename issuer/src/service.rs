@@ -14,6 +14,18 @@ use crate::error::{Error, Result};
 use crate::mint::IndexPool;
 use crate::store::{Audit, PersoRow, Store};
 
+/// Refuse a request key that is not 1–64 of `A–Z a–z 0–9 - _ . :`.
+pub fn check_request_key(key: &str) -> Result<()> {
+    if civis_core::issuer_api::valid_request_key(key) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: "requestKey",
+            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
+        })
+    }
+}
+
 /// Where the crash tests kill the process (`CIVIS_ISSUER_CRASH_AT`), as a power cut would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {

@@ -3,13 +3,13 @@
 //! ([`crate::anchor`]) carries pending changes to the chain in batches.
 
 use civis_core::issuer_api::{
-    BulkStatusAnswer, CredentialStatus, StatusChangeAnswer, StatusRequest, valid_request_key,
+    BulkStatusAnswer, CredentialStatus, StatusChangeAnswer, StatusRequest,
 };
 use civis_core::status::Status;
 
 use crate::agency::Agency;
 use crate::error::{Error, Result};
-use crate::service::{Actor, Service};
+use crate::service::{Actor, Service, check_request_key};
 use crate::store::{ChangeRow, NewChange};
 
 /// Token Status List value of a wanted status.
@@ -37,17 +37,6 @@ fn target(action: &str) -> Result<i64> {
     })
 }
 
-fn check_key(key: &str) -> Result<()> {
-    if valid_request_key(key) {
-        Ok(())
-    } else {
-        Err(Error::Invalid {
-            field: "requestKey",
-            why: "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
-        })
-    }
-}
-
 /// Change one credential's status.
 pub async fn change(
     svc: &Service,
@@ -56,7 +45,7 @@ pub async fn change(
     credential: &str,
     req: &StatusRequest,
 ) -> Result<CredentialStatus> {
-    check_key(&req.request_key)?;
+    check_request_key(&req.request_key)?;
     let value = target(&req.action)?;
     let row = svc
         .store
@@ -138,7 +127,7 @@ pub async fn suspend_batch(
     batch: &str,
     request_key: &str,
 ) -> Result<BulkStatusAnswer> {
-    check_key(request_key)?;
+    check_request_key(request_key)?;
     if agency.transport_key(batch).is_none() {
         return Err(Error::NotFound("batch"));
     }
@@ -163,7 +152,7 @@ pub async fn card_lost(
     serial_hex: &str,
     request_key: &str,
 ) -> Result<BulkStatusAnswer> {
-    check_key(request_key)?;
+    check_request_key(request_key)?;
     let serial = hex::decode(serial_hex)
         .ok()
         .filter(|s| s.len() == 16)

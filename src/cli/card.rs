@@ -43,6 +43,33 @@ pub enum CardCommand {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// At a counter: unblock (or reset) the PIN with the PUK. The card opens an encrypted
+    /// session only for an accredited reader, so the counter signs ReaderAuth with its key and
+    /// attaches its governance-signed accreditation; the PUK and the new PIN travel inside the
+    /// session (built with `--features nfc`). Prints the card's result and tries left.
+    UnblockPin {
+        /// Reader name.
+        #[arg(long)]
+        reader: String,
+        /// The counter's reader key (JWK with `d`).
+        #[arg(long)]
+        reader_key: PathBuf,
+        /// Its accreditation statement (the COSE_Sign1 bytes governance signed).
+        #[arg(long)]
+        accreditation: PathBuf,
+        /// An element the accreditation grants (the session's request reads it).
+        #[arg(long, default_value = "age_over_18")]
+        element: String,
+        /// File holding the PUK (first line).
+        #[arg(long)]
+        puk_file: PathBuf,
+        /// File holding the new PIN (first line).
+        #[arg(long)]
+        new_pin_file: PathBuf,
+        /// Seconds to wait for a card in the field.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
 }
 
 /// Run a card subcommand; returns the exit code.
@@ -56,6 +83,23 @@ pub fn run(cmd: CardCommand) -> i32 {
         } => serve(&state, vpcd, transport_key.as_deref(), once),
         CardCommand::Readers => readers(),
         CardCommand::Info { reader, wait } => info(&reader, wait),
+        CardCommand::UnblockPin {
+            reader,
+            reader_key,
+            accreditation,
+            element,
+            puk_file,
+            new_pin_file,
+            wait,
+        } => unblock_pin(&UnblockArgs {
+            reader: &reader,
+            reader_key: &reader_key,
+            accreditation: &accreditation,
+            element: &element,
+            puk_file: &puk_file,
+            new_pin_file: &new_pin_file,
+            wait,
+        }),
     };
     match result {
         Ok(()) => 0,
@@ -93,6 +137,74 @@ fn serve(state: &Path, vpcd: SocketAddr, transport_key: Option<&Path>, once: boo
     };
     virtual_card::serve(&options, &mut |event| eprintln!("civis card: {event}"))?;
     Ok(())
+}
+
+/// What `civis card unblock-pin` was given.
+struct UnblockArgs<'a> {
+    reader: &'a str,
+    reader_key: &'a Path,
+    accreditation: &'a Path,
+    element: &'a str,
+    puk_file: &'a Path,
+    new_pin_file: &'a Path,
+    wait: u64,
+}
+
+fn first_line(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+#[cfg(not(feature = "nfc"))]
+fn unblock_pin(_: &UnblockArgs<'_>) -> Result<()> {
+    Err(NoNfc.into())
+}
+
+#[cfg(feature = "nfc")]
+fn unblock_pin(a: &UnblockArgs<'_>) -> Result<()> {
+    use civis_core::mdoc::citizen;
+    use civis_core::mdoc::{DeviceRequest, ItemsRequest, reader_auth};
+    use civis_firmware_bridge::nfc::NfcTransport;
+    use civis_firmware_bridge::reader::{CardClient, MdocSession};
+    let (key, _) = civis_registry_client::keyfile::read_key(a.reader_key)?;
+    let statement = std::fs::read(a.accreditation)
+        .with_context(|| format!("cannot read {}", a.accreditation.display()))?;
+    let puk = first_line(a.puk_file)?;
+    let new_pin = first_line(a.new_pin_file)?;
+    let transport = NfcTransport::open(a.reader, std::time::Duration::from_secs(a.wait))?;
+    let mut client = CardClient::new(transport);
+    let engaged = client.read_engagement()?;
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut rand_core::OsRng);
+    let items = ItemsRequest {
+        doc_type: citizen::DOC_TYPE.into(),
+        name_spaces: vec![(
+            citizen::NAMESPACE.into(),
+            vec![(a.element.to_owned(), false)],
+        )],
+        request_info: None,
+    };
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![reader_auth::sign_with_accreditation(
+            items,
+            session.transcript(),
+            &key,
+            &statement,
+        )?],
+    };
+    session.establish(&mut client, e_reader.public_key(), e_bytes, &request)?;
+    let (result, tries) = session.manage(&mut client, "unblock-pin", ("puk", &puk), &new_pin)?;
+    let _ = session.end(&mut client);
+    println!(
+        "{}",
+        serde_json::json!({ "result": result, "triesLeft": tries })
+    );
+    if result == "ok" {
+        Ok(())
+    } else {
+        Err(anyhow!("the card answered {result:?}"))
+    }
 }
 
 /// The binary was built without the `nfc` feature.
