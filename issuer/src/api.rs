@@ -315,7 +315,7 @@ async fn authorize(
 }
 
 async fn health(State(api): State<Arc<Api>>) -> Result<Json<IssuerHealth>> {
-    let pending = api.svc.store.unanchored_count().await?;
+    let pending = api.svc.pending_changes().await?;
     Ok(Json(IssuerHealth {
         status: "ok".into(),
         pending_changes: u64::try_from(pending).unwrap_or(0),
@@ -330,7 +330,7 @@ async fn health(State(api): State<Arc<Api>>) -> Result<Json<IssuerHealth>> {
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Result<Response> {
-    let pending = api.svc.store.unanchored_count().await?;
+    let pending = api.svc.pending_changes().await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.svc.metrics.render(pending),

@@ -207,6 +207,9 @@ pub struct Service {
     pub metrics: Metrics,
     /// Agencies whose DID and status list are known to be on chain.
     registered: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The pending-change count `/health` and `/metrics` show, and when it was counted: those
+    /// routes need no token, so a flood of them must not turn into a flood of table scans.
+    pending: tokio::sync::Mutex<Option<(std::time::Instant, i64)>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -255,6 +258,7 @@ impl Service {
             crash,
             metrics: Metrics::default(),
             registered: std::sync::Mutex::default(),
+            pending: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -291,6 +295,19 @@ impl Service {
         if let Ok(mut r) = self.registered.lock() {
             r.insert(agency.to_owned());
         }
+    }
+
+    /// Status changes not yet anchored, counted at most once a second.
+    pub async fn pending_changes(&self) -> Result<i64> {
+        let mut cached = self.pending.lock().await;
+        if let Some((at, n)) = *cached
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return Ok(n);
+        }
+        let n = self.store.unanchored_count().await?;
+        *cached = Some((std::time::Instant::now(), n));
+        Ok(n)
     }
 
     /// A client of the registry nodes in the config.
