@@ -268,6 +268,10 @@ pub struct IssuerHealth {
     /// accreditation, or the registry).
     #[serde(default)]
     pub unregistered: Vec<String>,
+    /// Agencies whose last anchoring round failed (registry unreachable, or a transaction
+    /// refused): their pending changes wait until the cause is fixed.
+    #[serde(default)]
+    pub anchoring_failing: Vec<String>,
 }
 
 /// Whether a request key is acceptable: 1–64 of `A–Z a–z 0–9 - _ . :`.

@@ -46,7 +46,9 @@ pub async fn run(svc: Arc<Service>, client: Client, stop: Arc<tokio::sync::Notif
         let mut busy = false;
         let mut failed = false;
         for agency in svc.agencies.values() {
-            match round(&svc, &client, agency).await {
+            let result = round(&svc, &client, agency).await;
+            svc.set_anchoring(agency.id(), result.is_ok());
+            match result {
                 Ok(r) => busy |= r.final_txs > 0,
                 Err(e) => {
                     failed = true;

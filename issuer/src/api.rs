@@ -326,6 +326,7 @@ async fn health(State(api): State<Arc<Api>>) -> Result<Json<IssuerHealth>> {
             .filter(|a| !api.svc.is_registered(a))
             .cloned()
             .collect(),
+        anchoring_failing: api.svc.anchoring_failing(),
     }))
 }
 

@@ -207,6 +207,8 @@ pub struct Service {
     pub metrics: Metrics,
     /// Agencies whose DID and status list are known to be on chain.
     registered: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Agencies whose last anchoring round failed.
+    failing: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The pending-change count `/health` and `/metrics` show, and when it was counted: those
     /// routes need no token, so a flood of them must not turn into a flood of table scans.
     pending: tokio::sync::Mutex<Option<(std::time::Instant, i64)>>,
@@ -258,6 +260,7 @@ impl Service {
             crash,
             metrics: Metrics::default(),
             registered: std::sync::Mutex::default(),
+            failing: std::sync::Mutex::default(),
             pending: tokio::sync::Mutex::new(None),
         })
     }
@@ -295,6 +298,25 @@ impl Service {
         if let Ok(mut r) = self.registered.lock() {
             r.insert(agency.to_owned());
         }
+    }
+
+    /// Record how the agency's last anchoring round went.
+    pub fn set_anchoring(&self, agency: &str, ok: bool) {
+        if let Ok(mut f) = self.failing.lock() {
+            if ok {
+                f.remove(agency);
+            } else {
+                f.insert(agency.to_owned());
+            }
+        }
+    }
+
+    /// Agencies whose last anchoring round failed.
+    pub fn anchoring_failing(&self) -> Vec<String> {
+        self.failing
+            .lock()
+            .map(|f| f.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Status changes not yet anchored, counted at most once a second.

@@ -1180,3 +1180,33 @@ fn a_flood_of_made_up_tokens_from_one_address_does_not_lock_out_another() {
         stop.notify_one();
     });
 }
+
+#[test]
+fn health_says_when_anchoring_fails() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let health = |env: &Env| {
+            let c = env.client(&env.alpha);
+            async move { c.health().await.unwrap() }
+        };
+        assert!(health(&env).await.anchoring_failing.is_empty());
+        // The config's registry (127.0.0.1:1) is unreachable: the worker's rounds fail.
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let worker = tokio::spawn(civis_issuer::anchor::run(
+            Arc::clone(&env.svc),
+            env.svc.registry().unwrap(),
+            Arc::clone(&stop),
+        ));
+        let mut failing = Vec::new();
+        for _ in 0..100 {
+            failing = health(&env).await.anchoring_failing;
+            if failing.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(failing, ["alpha", "beta"]);
+        stop.notify_waiters();
+        worker.abort();
+    });
+}
