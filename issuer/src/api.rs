@@ -271,6 +271,12 @@ async fn authorize(
         None => {
             // Only tokens not seen before cost a database look-up, and those are limited all
             // together, so a flood of made-up tokens cannot keep the database busy.
+            // Keyed limiters keep a cell per address seen; drop the ones that are full again
+            // so a flood from many addresses does not grow memory without end.
+            if api.lookups_per_address.len() > 10_000 {
+                api.lookups_per_address.retain_recent();
+                api.lookups_per_address.shrink_to_fit();
+            }
             let address_ok = caller
                 .ip
                 .is_none_or(|ip| api.lookups_per_address.check_key(&ip).is_ok());

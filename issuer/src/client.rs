@@ -37,17 +37,23 @@ impl IssuerClient {
         })
     }
 
-    async fn read<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+    async fn read<T: DeserializeOwned>(mut resp: reqwest::Response) -> Result<T> {
         let status = resp.status().as_u16();
+        let too_large = || Error::Unreachable("answer too large".into());
         if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
-            return Err(Error::Unreachable("answer too large".into()));
+            return Err(too_large());
         }
-        let bytes = resp
-            .bytes()
+        // Read chunk by chunk under the cap: a body without a length is cut, not buffered.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        if bytes.len() > MAX_ANSWER {
-            return Err(Error::Unreachable("answer too large".into()));
+            .map_err(|e| Error::Unreachable(e.to_string()))?
+        {
+            if bytes.len() + chunk.len() > MAX_ANSWER {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
         if (200..300).contains(&status) {
             serde_json::from_slice(&bytes)

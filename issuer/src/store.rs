@@ -12,11 +12,10 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    postgres: bool,
 }
 
 /// An operator token as stored (the secret only as its hash).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
     /// Public token id.
     pub id: String,
@@ -31,7 +30,7 @@ pub struct TokenRow {
 }
 
 /// A credential as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CredentialRow {
     /// Id.
     pub id: String,
@@ -58,7 +57,7 @@ pub struct CredentialRow {
 }
 
 /// A personalization as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PersoRow {
     /// Id.
     pub id: String,
@@ -85,7 +84,7 @@ pub struct PersoRow {
 }
 
 /// A status change as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChangeRow {
     /// Id (increasing).
     pub id: i64,
@@ -106,7 +105,7 @@ pub struct ChangeRow {
 }
 
 /// A chain transaction the issuer signed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     /// Transaction id (hex SHA-256 of its bytes).
     pub id: String,
@@ -166,49 +165,11 @@ async fn audit_in(tx: &mut Tx<'_>, a: &Audit<'_>) -> Result<()> {
     Ok(())
 }
 
-fn credential_of(r: &sqlx::any::AnyRow) -> Result<CredentialRow> {
-    Ok(CredentialRow {
-        id: r.try_get("id")?,
-        agency: r.try_get("agency")?,
-        resident: r.try_get("resident")?,
-        request_key: r.try_get("request_key")?,
-        list: r.try_get("list")?,
-        idx: r.try_get("idx")?,
-        card_serial: r.try_get("card_serial")?,
-        batch: r.try_get("batch")?,
-        issuer_signed: r.try_get("issuer_signed")?,
-        state: r.try_get("state")?,
-        wanted: r.try_get("wanted")?,
-    })
-}
-
-fn perso_of(r: &sqlx::any::AnyRow) -> Result<PersoRow> {
-    Ok(PersoRow {
-        id: r.try_get("id")?,
-        agency: r.try_get("agency")?,
-        request_key: r.try_get("request_key")?,
-        resident: r.try_get("resident")?,
-        batch: r.try_get("batch")?,
-        serial: r.try_get("serial")?,
-        state: r.try_get("state")?,
-        card_key: r.try_get("card_key")?,
-        list: r.try_get("list")?,
-        idx: r.try_get("idx")?,
-        credential: r.try_get("credential")?,
-    })
-}
-
-fn change_of(r: &sqlx::any::AnyRow) -> Result<ChangeRow> {
-    Ok(ChangeRow {
-        id: r.try_get("id")?,
-        credential: r.try_get("credential")?,
-        list: r.try_get("list")?,
-        idx: r.try_get("idx")?,
-        value: r.try_get("value")?,
-        state: r.try_get("state")?,
-        tx: r.try_get("tx")?,
-        height: r.try_get("height")?,
-    })
+/// Read rows into a stored type (the columns named as its fields).
+fn from_rows<T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>>(
+    rows: &[sqlx::any::AnyRow],
+) -> Result<Vec<T>> {
+    Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
 }
 
 const CREDENTIAL_COLS: &str = "id, agency, resident, request_key, list, idx, card_serial, batch, \
@@ -248,12 +209,7 @@ impl Store {
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         }
-        Ok(Self { pool, postgres })
-    }
-
-    /// Whether this is PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        self.postgres
+        Ok(Self { pool })
     }
 
     /// Close the pool.
@@ -294,25 +250,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(TokenRow {
-                id: r.try_get("id")?,
-                hash: r.try_get("hash")?,
-                agency: r.try_get("agency")?,
-                scopes: r.try_get("scopes")?,
-                revoked: r.try_get("revoked")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// How many tokens an agency has (init creates the first only once).
-    pub async fn token_count(&self, agency: &str) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM tokens WHERE agency = $1")
-            .bind(agency)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        Ok(row.as_ref().map(sqlx::FromRow::from_row).transpose()?)
     }
 
     // ---- residents ----
@@ -418,7 +356,7 @@ impl Store {
         .bind(request_key)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(credential_of).transpose()
+        Ok(row.as_ref().map(sqlx::FromRow::from_row).transpose()?)
     }
 
     /// A credential of the agency by id.
@@ -430,7 +368,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(credential_of).transpose()
+        Ok(row.as_ref().map(sqlx::FromRow::from_row).transpose()?)
     }
 
     /// Record a minted credential with its audit entry. A duplicate request key or index is a
@@ -458,7 +396,7 @@ impl Store {
         .bind(request_key)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(perso_of).transpose()
+        Ok(row.as_ref().map(sqlx::FromRow::from_row).transpose()?)
     }
 
     /// Start a personalization (unique per request key and per card serial).
@@ -690,7 +628,7 @@ impl Store {
         .bind(credential)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(change_of).collect()
+        from_rows(&rows)
     }
 
     /// Pending changes of an agency's list, oldest first.
@@ -709,7 +647,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(change_of).collect()
+        from_rows(&rows)
     }
 
     /// How many changes are not yet anchored.
@@ -775,16 +713,7 @@ impl Store {
         .bind(agency)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    seq: r.try_get("seq")?,
-                    kind: r.try_get("kind")?,
-                    bytes: r.try_get("bytes")?,
-                })
-            })
-            .collect()
+        from_rows(&rows)
     }
 
     /// Whether a transaction of this kind became final for the agency.
@@ -797,15 +726,6 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .is_some())
-    }
-
-    /// The highest sequence number the agency has signed with, if any.
-    pub async fn last_seq(&self, agency: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query("SELECT MAX(seq) FROM outbox WHERE agency = $1")
-            .bind(agency)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
     }
 
     /// A transaction is final at `height` (or was refused: `height` None): its changes are
@@ -929,7 +849,7 @@ impl Store {
         .bind(serial)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(credential_of).collect()
+        from_rows(&rows)
     }
 
     // ---- audit ----
