@@ -51,6 +51,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/keys/rotate"),
 ];
 
+/// How long an authenticated token is trusted without reading it again.
+const TOKEN_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What handlers share.
 pub struct Api {
     /// The service.
@@ -61,8 +64,12 @@ pub struct Api {
     lookups_per_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// ... and all together (the database's protection against many addresses).
     failures: governor::DefaultDirectRateLimiter,
-    /// Tokens that authenticated (bounded by the tokens in the database).
-    tokens: std::sync::Mutex<std::collections::HashMap<String, crate::store::TokenRow>>,
+    /// Tokens that authenticated, with when they were read (bounded by the tokens in the
+    /// database; read again after [`TOKEN_CACHE`], so a token revoked in the database stops
+    /// working within that time).
+    tokens: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, crate::store::TokenRow)>,
+    >,
 }
 
 impl std::fmt::Debug for Api {
@@ -265,7 +272,12 @@ async fn authorize(
     let Some((id, secret)) = token else {
         return Err(refuse(Error::Unauthorized));
     };
-    let cached = api.tokens.lock().ok().and_then(|t| t.get(id).cloned());
+    let cached = api.tokens.lock().ok().and_then(|t| {
+        t.get(id)
+            .filter(|(at, _)| at.elapsed() < TOKEN_CACHE)
+            .map(|(_, row)| row.clone())
+    });
+    let from_cache = cached.is_some();
     let row = match cached {
         Some(row) => Some(row),
         None => {
@@ -295,8 +307,8 @@ async fn authorize(
     else {
         return Err(refuse(Error::Unauthorized));
     };
-    if let Ok(mut t) = api.tokens.lock() {
-        t.entry(row.id.clone()).or_insert_with(|| row.clone());
+    if !from_cache && let Ok(mut t) = api.tokens.lock() {
+        t.insert(row.id.clone(), (std::time::Instant::now(), row.clone()));
     }
     let scopes: Vec<String> = row.scopes.split(',').map(str::to_owned).collect();
     if !scopes.iter().any(|s| s == scope) {
