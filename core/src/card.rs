@@ -10,6 +10,8 @@ use crate::cbor::{self, Limits, access, text, text_map};
 use crate::crypto::EcPublicKey;
 use crate::error::{Error, Result};
 
+pub mod renewal;
+
 /// NFC Forum Type 4 Tag (NDEF) application.
 pub const AID_NDEF: &[u8] = &[0xD2, 0x76, 0x00, 0x00, 0x85, 0x01, 0x01];
 /// ISO 18013-5 mdoc application.
@@ -40,6 +42,8 @@ pub mod ins {
     pub const LOCK: u8 = 0xF0;
     /// ROTATE ROOT: replace the governance root with a statement signed by the current one.
     pub const ROTATE_ROOT: u8 = 0xF2;
+    /// RENEW CREDENTIAL: replace a locked card's credential (encrypted to the card key).
+    pub const RENEW_CREDENTIAL: u8 = 0xDC;
     /// INTERNAL AUTHENTICATE (ISO class `00`).
     pub const INTERNAL_AUTHENTICATE: u8 = 0x88;
 }

@@ -491,4 +491,33 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
     pub fn lock(&mut self) -> Result<()> {
         self.command("LOCK", card::ins::LOCK, 0, 0, &[]).map(drop)
     }
+
+    /// RENEW CREDENTIAL on a locked card: `issuer_signed` sealed to `card_key` replaces the
+    /// credential in `slot`. Returns the card's receipt (checked against `card_key`).
+    pub fn renew_credential(
+        &mut self,
+        slot: u8,
+        card_key: &EcPublicKey,
+        issuer_signed: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<u8>> {
+        let counter = self.counter;
+        let body = card::renewal::seal(card_key, &self.serial, counter, slot, issuer_signed, rng)?;
+        let receipt = self.command(
+            "RENEW CREDENTIAL",
+            card::ins::RENEW_CREDENTIAL,
+            slot,
+            0,
+            &body,
+        )?;
+        card::renewal::verify_receipt(
+            card_key,
+            &self.serial,
+            counter,
+            slot,
+            issuer_signed,
+            &receipt,
+        )?;
+        Ok(receipt)
+    }
 }

@@ -505,3 +505,167 @@ fn random_apdus_never_panic_and_state_always_decodes() {
         client.transport().state().credentials
     );
 }
+
+/// RENEW CREDENTIAL with the card's current counter, built by hand: the APDUs to send.
+fn renew_chain(
+    world: &World,
+    client: &mut CardClient<InProcess>,
+    sealed_to: &civis_core::crypto::EcPublicKey,
+    credential: &[u8],
+) -> (Vec<Command>, u32) {
+    let info = client.info().unwrap();
+    let body = card::renewal::seal(
+        sealed_to,
+        &info.serial,
+        info.perso_counter,
+        0,
+        credential,
+        &mut OsRng,
+    )
+    .unwrap();
+    let chain = world.transport.command(
+        &info.serial,
+        info.perso_counter,
+        [card::ins::RENEW_CREDENTIAL, 0, 0],
+        &body,
+        255,
+    );
+    (chain, info.perso_counter)
+}
+
+fn send_all(client: &mut CardClient<InProcess>, chain: &[Command]) -> Response {
+    let mut last = None;
+    for cmd in chain {
+        let r = client.send(cmd).unwrap();
+        if r.sw != StatusWord::Ok {
+            return r;
+        }
+        last = Some(r);
+    }
+    last.unwrap()
+}
+
+#[test]
+fn a_locked_cards_credential_is_renewed_sealed_to_it_and_a_tear_keeps_the_old_one() {
+    let world = World::new();
+    let mut client = blank();
+    let key = world.personalize(&mut client);
+    let old = client.transport().state().credentials[0].clone().unwrap();
+    let new = world.credential(&key);
+    let (chain, counter) = renew_chain(&world, &mut client, &key, &new);
+    assert!(chain.len() > 5, "the sealed credential spans several APDUs");
+    // The credential does not travel in the clear.
+    let wire: Vec<u8> = chain.iter().flat_map(|c| c.encode().unwrap()).collect();
+    assert!(!wire.windows(32).any(|w| new.windows(32).any(|n| n == w)));
+
+    // The link cut after any APDU of the chain, or the power cut at the card's one write:
+    // the old credential stays, whole, and the counter has not moved.
+    for cut in 0..chain.len() - 1 {
+        client.transport().reset();
+        client.select(card::AID_CIVIS).unwrap();
+        send_all(&mut client, &chain[..=cut]);
+        assert_eq!(client.transport().state().credentials[0], Some(old.clone()));
+    }
+    client.transport().reset();
+    client.select(card::AID_CIVIS).unwrap();
+    client.transport().memory().cut_at(0);
+    let torn = chain.iter().map(|c| client.send(c)).last().unwrap();
+    assert!(torn.is_err(), "a torn write is never answered");
+    client.transport().memory().heal();
+    client.transport().reset();
+    assert_eq!(client.transport().state().credentials[0], Some(old.clone()));
+    assert_eq!(client.info().unwrap().perso_counter, counter);
+
+    // Whole: the new credential replaces the old and the card signs a receipt for it.
+    client.select(card::AID_CIVIS).unwrap();
+    let r = send_all(&mut client, &chain);
+    assert_eq!(r.sw, StatusWord::Ok);
+    card::renewal::verify_receipt(&key, &[9; 16], counter, 0, &new, &r.data).unwrap();
+    assert!(card::renewal::verify_receipt(&key, &[9; 16], counter, 0, &old, &r.data).is_err());
+    assert_eq!(client.transport().state().credentials[0], Some(new.clone()));
+    assert_eq!(client.info().unwrap().perso_counter, counter + 1);
+    // …and is presented.
+    client.transport().reset();
+    check_accredited_read_then_pin(&mut client, &world);
+
+    // Replayed: the counter has moved on.
+    client.transport().reset();
+    client.select(card::AID_CIVIS).unwrap();
+    assert_eq!(
+        send_all(&mut client, &chain).sw,
+        StatusWord::SecurityStatusNotSatisfied
+    );
+}
+
+#[test]
+fn a_renewal_needs_a_locked_card_the_transport_key_and_a_credential_sealed_to_and_bound_to_its_key()
+{
+    let world = World::new();
+    // Before LOCK, RENEW CREDENTIAL is refused (PUT CREDENTIAL is the way).
+    let mut client = blank();
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    let key = p.generate_key().unwrap();
+    let cred = world.credential(&key);
+    assert!(matches!(
+        p.renew_credential(0, &key, &cred, &mut OsRng),
+        Err(Error::Status {
+            status: StatusWord::ConditionsNotSatisfied,
+            ..
+        })
+    ));
+
+    let mut client = blank();
+    let key = world.personalize(&mut client);
+    let old = client.transport().state().credentials[0].clone().unwrap();
+    let stranger = civis_core::crypto::SoftwareKey::generate(&mut OsRng);
+    // Under another transport key: refused, counter unchanged.
+    let mut wrong = Personalizer::start(&mut client, TransportKey([0x43; 32])).unwrap();
+    assert!(matches!(
+        wrong.renew_credential(0, &key, &world.credential(&key), &mut OsRng),
+        Err(Error::Status {
+            status: StatusWord::SecurityStatusNotSatisfied,
+            ..
+        })
+    ));
+    let counter = client.info().unwrap().perso_counter;
+    // Sealed to another card's key, or a credential bound to another key, or another slot
+    // than the one sealed for: refused and the counter value used up.
+    for (sealed_to, bound_to) in [(stranger.public_key(), &key), (&key, stranger.public_key())] {
+        let (chain, _) = renew_chain(&world, &mut client, sealed_to, &world.credential(bound_to));
+        assert_eq!(send_all(&mut client, &chain).sw, StatusWord::IncorrectData);
+    }
+    let info = client.info().unwrap();
+    let body = card::renewal::seal(
+        &key,
+        &info.serial,
+        info.perso_counter,
+        1,
+        &world.credential(&key),
+        &mut OsRng,
+    )
+    .unwrap();
+    let chain = world.transport.command(
+        &info.serial,
+        info.perso_counter,
+        [card::ins::RENEW_CREDENTIAL, 0, 0],
+        &body,
+        255,
+    );
+    assert_eq!(send_all(&mut client, &chain).sw, StatusWord::IncorrectData);
+    // A slot past the last, even correctly sealed.
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    assert!(matches!(
+        p.renew_credential(4, &key, &world.credential(&key), &mut OsRng),
+        Err(Error::Status {
+            status: StatusWord::IncorrectP1P2,
+            ..
+        })
+    ));
+    assert_eq!(client.info().unwrap().perso_counter, counter + 4);
+    assert_eq!(client.transport().state().credentials[0], Some(old));
+    // The Personalizer's own renewal checks the receipt.
+    let new = world.credential(&key);
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    p.renew_credential(0, &key, &new, &mut OsRng).unwrap();
+    assert_eq!(client.transport().state().credentials[0], Some(new));
+}

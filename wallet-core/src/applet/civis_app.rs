@@ -2,11 +2,12 @@
 //! personalization under the batch transport key until LOCK.
 
 use civis_core::apdu::{Response, StatusWord};
+use civis_core::card::renewal;
 use civis_core::card::{
     self, CHALLENGE_LEN, CREDENTIAL_SLOTS, CardInfo, MAX_CREDENTIAL_LEN, PERSO_MAC_LEN, PIN_TRIES,
     PUK_TRIES,
 };
-use civis_core::crypto::SoftwareKey;
+use civis_core::crypto::{EcPublicKey, SoftwareKey};
 use civis_core::kiosk::RootRotation;
 use rand_core::CryptoRngCore;
 
@@ -49,8 +50,9 @@ impl Card {
         )
     }
 
-    /// Personalization: only before LOCK, and every command MAC'd under the transport key with
-    /// the current counter (which then advances, so nothing can be replayed).
+    /// Personalization: only before LOCK (RENEW CREDENTIAL only after), and every command MAC'd
+    /// under the transport key with the current counter (which then advances, so nothing can
+    /// be replayed).
     pub(super) fn personalize(
         &mut self,
         header: [u8; 4],
@@ -58,7 +60,9 @@ impl Card {
         next: &mut CardState,
         rng: &mut impl CryptoRngCore,
     ) -> Response {
-        if next.locked {
+        // Before LOCK a credential is written with PUT CREDENTIAL; after it only a renewal
+        // sealed to the card key replaces one.
+        if next.locked != (header[1] == card::ins::RENEW_CREDENTIAL) {
             return sw(StatusWord::ConditionsNotSatisfied);
         }
         let Some(split) = data.len().checked_sub(PERSO_MAC_LEN) else {
@@ -76,7 +80,11 @@ impl Card {
         let Some(advanced) = next.perso_counter.checked_add(1) else {
             return sw(StatusWord::ConditionsNotSatisfied);
         };
-        let result = perso_command(header, body, next, rng);
+        let result = if header[1] == card::ins::RENEW_CREDENTIAL {
+            renew_credential(header, body, next)
+        } else {
+            perso_command(header, body, next, rng)
+        };
         match result {
             Ok(data) => {
                 next.perso_counter = advanced;
@@ -109,6 +117,53 @@ pub(super) fn rotate_root(data: &[u8], next: &mut CardState) -> Response {
         Ok(_) => sw(StatusWord::ConditionsNotSatisfied),
         Err(_) => sw(StatusWord::SecurityStatusNotSatisfied),
     }
+}
+
+/// Only a credential bound to this card's key is stored: anything else could never be
+/// presented, and storing it would waste a slot.
+fn bound_to(bytes: &[u8], card_key: &EcPublicKey) -> Result<(), StatusWord> {
+    let credential = StoredCredential::from_bytes(bytes).map_err(|_| StatusWord::IncorrectData)?;
+    let bound = civis_core::mdoc::MobileSecurityObject::from_issuer_auth(
+        &credential.issuer_signed.issuer_auth,
+    )
+    .and_then(|m| m.device_public_key())
+    .map_err(|_| StatusWord::IncorrectData)?;
+    if &bound == card_key {
+        Ok(())
+    } else {
+        Err(StatusWord::IncorrectData)
+    }
+}
+
+/// RENEW CREDENTIAL on a locked card, after the MAC passed: open the body sealed to the card
+/// key for this counter and slot, store the credential in place of the old one (the one state
+/// write is the whole change, so a tear leaves the old credential), and sign a receipt.
+fn renew_credential(
+    header: [u8; 4],
+    body: &[u8],
+    next: &mut CardState,
+) -> Result<Vec<u8>, StatusWord> {
+    let [_, _, slot, p2] = header;
+    if slot >= CREDENTIAL_SLOTS || p2 != 0 {
+        return Err(StatusWord::IncorrectP1P2);
+    }
+    let Some(key) = &next.card_key else {
+        return Err(StatusWord::ConditionsNotSatisfied);
+    };
+    let counter = next.perso_counter;
+    let credential = renewal::open(key, &next.serial, counter, slot, body)
+        .map_err(|_| StatusWord::IncorrectData)?;
+    bound_to(&credential, key.public_key())?;
+    let receipt = key.sign_es256(&renewal::receipt_message(
+        &next.serial,
+        counter,
+        slot,
+        &credential,
+    ));
+    if let Some(s) = next.credentials.get_mut(usize::from(slot)) {
+        *s = Some(credential);
+    }
+    Ok(receipt.to_vec())
 }
 
 /// The personalization commands proper, after the MAC passed.
@@ -186,18 +241,7 @@ fn perso_command(
             if body.len() > MAX_CREDENTIAL_LEN {
                 return Err(StatusWord::WrongLength);
             }
-            // Only a credential bound to this card's key: anything else could never be
-            // presented, and storing it would waste a slot.
-            let credential =
-                StoredCredential::from_bytes(body).map_err(|_| StatusWord::IncorrectData)?;
-            let bound = civis_core::mdoc::MobileSecurityObject::from_issuer_auth(
-                &credential.issuer_signed.issuer_auth,
-            )
-            .and_then(|m| m.device_public_key())
-            .map_err(|_| StatusWord::IncorrectData)?;
-            if &bound != public {
-                return Err(StatusWord::IncorrectData);
-            }
+            bound_to(body, public)?;
             if let Some(s) = next.credentials.get_mut(slot) {
                 *s = Some(body.to_vec());
             }

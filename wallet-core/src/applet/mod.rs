@@ -23,7 +23,7 @@ pub mod state;
 use civis_core::apdu::{self, CLA_CHAINING, Command, Response, ResponseChunker, StatusWord};
 use civis_core::card::{
     self, AID_CIVIS, AID_MDOC, AID_NDEF, CLA_PERSO, CLA_PROPRIETARY, FILE_CC, FILE_NDEF,
-    MAX_CREDENTIAL_LEN, PERSO_MAC_LEN,
+    PERSO_MAC_LEN,
 };
 use civis_core::crypto::SoftwareKey;
 use civis_core::mdoc::SessionTranscript;
@@ -35,8 +35,8 @@ pub use state::{CardState, Root, Secret};
 
 /// Applet version reported by GET DATA.
 pub const VERSION: &str = "1.0";
-/// Largest assembled command chain (a full credential slot plus its MAC).
-const MAX_CHAIN: usize = MAX_CREDENTIAL_LEN + PERSO_MAC_LEN;
+/// Largest assembled command chain: a full credential slot sealed for renewal, plus its MAC.
+const MAX_CHAIN: usize = card::renewal::MAX_SEALED_LEN + PERSO_MAC_LEN;
 /// Largest assembled ENVELOPE message.
 const MAX_ENVELOPE: usize = 64 * 1024;
 
