@@ -517,6 +517,45 @@ fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Optio
         assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
     }
 
+    // The second card's credential is renewed in place (the card stays locked): the new one
+    // is sealed to the card and written whole, the card's receipt moves the renewal to
+    // issued, and the replaced credential is revoked on chain. A memory image of the card
+    // from before the renewal is then rejected, the renewed card accepted.
+    drop(second);
+    let mut second = VirtualCard::start(&agency.dir.join("card2.state"));
+    let renew = ["renew", "--reader", READER, "--request-key", "renew-1"];
+    let (ok, renewed, text) = issuer.cli(&agency.dir, &renew);
+    assert!(ok && renewed["done"] == true, "{text}");
+    assert_eq!(renewed["replaces"], step2["credential"]);
+    let new_credential = renewed["credential"].as_str().unwrap().to_owned();
+    assert_ne!(Some(new_credential.as_str()), step2["credential"].as_str());
+    // Run again with the same key: the same renewal, nothing new written.
+    let (ok, again, text) = issuer.cli(&agency.dir, &renew);
+    assert!(ok && again == renewed, "{text}");
+    let state3 = second.state();
+    assert!(state3.locked);
+    assert_ne!(state3.credentials[0], state2.credentials[0]);
+    let old2 = step2["credential"].as_str().unwrap().to_owned();
+    wait_until(
+        "the superseded credential revoked",
+        Duration::from_secs(60),
+        || {
+            let (_, s, _) = issuer.cli(&agency.dir, &["status", "show", "--credential", &old2]);
+            s["pending"].as_array().is_some_and(Vec::is_empty)
+                && s["anchored"]["value"] == "revoked"
+        },
+    );
+    let v = kiosk_verdict(reg, &state2, genesis, &agency.dir);
+    assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
+    let v = kiosk_verdict(reg, &state3, genesis, &agency.dir);
+    assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+    // The new credential is the card's valid one.
+    let (_, s, _) = issuer.cli(
+        &agency.dir,
+        &["status", "show", "--credential", &new_credential],
+    );
+    assert_eq!(s["wanted"], "valid");
+
     let (ok, _, text) = issuer.cli(
         &agency.dir,
         &[
@@ -548,6 +587,8 @@ fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Optio
         "\"mint\"",
         "\"issue\"",
         "\"status\"",
+        "\"renewal\"",
+        "\"renew\"",
     ] {
         assert!(lines.contains(action), "{action}: {lines}");
     }

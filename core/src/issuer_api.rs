@@ -171,6 +171,56 @@ pub struct PersonalizeStep {
     pub done: bool,
 }
 
+/// `POST /v1/renewals`: renew the credential on a locked card before it expires. Like a
+/// personalization, the counter relays: it sends the card's facts, plays the commands it gets
+/// back, and sends the card's receipt; the issuer records the new credential as issued and
+/// revokes the one it replaces only once the receipt shows the card holds the new one whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RenewRequest {
+    /// Idempotency key: one renewal, one new credential.
+    pub request_key: String,
+    /// What the card says now.
+    pub card: CardFacts,
+    /// The card's answer to RENEW CREDENTIAL, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<RenewReceipt>,
+}
+
+/// The card's receipt for a renewal: its signature over the counter the command used and the
+/// new credential (specs/card-applet.md §7.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RenewReceipt {
+    /// The personalization counter the RENEW CREDENTIAL command was sealed for.
+    pub counter: u32,
+    /// The card's ES256 signature (`r ‖ s`, 64 bytes, hex).
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// The issuer's next step for a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewStep {
+    /// The renewal's id.
+    pub renewal: String,
+    /// Its recorded state (`started`, `index_allocated`, `minted`, `issued`).
+    pub state: String,
+    /// Command APDUs (hex) to send in order; the last one's answer data is the receipt.
+    pub commands: Vec<String>,
+    /// The personalization counter the commands are sealed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u32>,
+    /// The credential being replaced.
+    pub replaces: String,
+    /// The new credential, once minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// The card holds the new credential and it is recorded as issued.
+    pub done: bool,
+}
+
 /// `POST /v1/credentials/{id}/status`: change a credential's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

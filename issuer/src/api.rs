@@ -44,10 +44,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/credentials/{id}/status"),
     ("post", "/v1/credentials/{id}/status"),
     ("post", "/v1/personalizations"),
+    ("post", "/v1/renewals"),
     ("post", "/v1/batches/{id}/suspend"),
     ("post", "/v1/cards/{serial}/lost"),
     ("get", "/v1/audit"),
     ("post", "/v1/tokens"),
+    ("delete", "/v1/tokens/{id}"),
     ("post", "/v1/keys/rotate"),
 ];
 
@@ -222,10 +224,12 @@ pub fn router(svc: Arc<Service>) -> Router {
             get(status).post(change_status),
         )
         .route("/v1/personalizations", post(personalize))
+        .route("/v1/renewals", post(renew))
         .route("/v1/batches/{id}/suspend", post(suspend_batch))
         .route("/v1/cards/{serial}/lost", post(card_lost))
         .route("/v1/audit", get(audit))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/keys/rotate", post(rotate_key))
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
@@ -535,6 +539,17 @@ async fn personalize(
     ))
 }
 
+async fn renew(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Body(req): Body<civis_core::issuer_api::RenewRequest>,
+) -> Result<Json<civis_core::issuer_api::RenewStep>> {
+    let (actor, agency) = authorize(&api, &caller, "personalize").await?;
+    Ok(Json(
+        crate::renew::advance(&api.svc, &agency, &actor, &req).await?,
+    ))
+}
+
 async fn suspend_batch(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -641,6 +656,29 @@ async fn create_token(
         .audit(&actor.audit(&agency, "token", &id, "-", api.svc.now()))
         .await?;
     Ok((StatusCode::CREATED, Json(TokenAnswer { id, token })))
+}
+
+/// `DELETE /v1/tokens/{id}`: revoke one of the agency's tokens. It stops working at once on
+/// this process (its cache entry is dropped) and, on other processes sharing the database,
+/// within the token cache's 60 s.
+async fn revoke_token(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Id(id): Id,
+) -> Result<StatusCode> {
+    let (actor, agency) = authorize(&api, &caller, "admin").await?;
+    let now = api.svc.now();
+    if !api.svc.store.revoke_token(agency.id(), &id, now).await? {
+        return Err(Error::NotFound("token"));
+    }
+    if let Ok(mut t) = api.tokens.lock() {
+        t.remove(&id);
+    }
+    api.svc
+        .store
+        .audit(&actor.audit(&agency, "token-revoke", &id, "-", now))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create a token for an agency; returns its id and the whole token (shown once, stored only

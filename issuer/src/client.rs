@@ -5,7 +5,7 @@ use std::time::Duration;
 use civis_core::issuer_api::{
     AuditPage, BulkStatusAnswer, CredentialAnswer, CredentialStatus, EnrollAnswer, EnrollRequest,
     ErrorBody, IssuerHealth, KeyedRequest, MintRequest, PersonalizeRequest, PersonalizeStep,
-    StatusRequest,
+    RenewReceipt, RenewRequest, RenewStep, StatusRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -94,6 +94,20 @@ impl IssuerClient {
         Self::read(resp).await
     }
 
+    async fn delete(&self, path: &str) -> Result<()> {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Self::read::<serde_json::Value>(resp).await.map(drop)
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Result<IssuerHealth> {
         self.get("/health").await
@@ -117,6 +131,16 @@ impl IssuerClient {
     /// `POST /v1/personalizations`.
     pub async fn personalize(&self, req: &PersonalizeRequest) -> Result<PersonalizeStep> {
         self.post("/v1/personalizations", req).await
+    }
+
+    /// `POST /v1/renewals`.
+    pub async fn renew(&self, req: &RenewRequest) -> Result<RenewStep> {
+        self.post("/v1/renewals", req).await
+    }
+
+    /// `DELETE /v1/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        self.delete(&format!("/v1/tokens/{id}")).await
     }
 
     /// `GET /v1/credentials/{id}/status`.
@@ -231,6 +255,55 @@ impl IssuerClient {
         }
         Err(Error::CardRefused(
             "personalization did not finish; run it again with the same request key",
+        ))
+    }
+
+    /// Renew the credential on the locked card in `card` by relaying between it and the
+    /// service: the service seals the new credential to the card, the card stores it and signs
+    /// a receipt, the relay hands the receipt back. Safe to run again with the same request key
+    /// after any interruption (the card keeps its old credential until the new one is whole).
+    pub async fn relay_renewal<T: civis_firmware_bridge::transport::CardTransport>(
+        &self,
+        card: &mut civis_firmware_bridge::reader::CardClient<T>,
+        request_key: &str,
+        progress: &mut dyn FnMut(&RenewStep),
+    ) -> Result<RenewStep> {
+        use civis_core::apdu::{Response, StatusWord};
+        let card_err = |e: civis_firmware_bridge::Error| Error::Card(e.to_string());
+        let mut receipt = None;
+        for _ in 0..MAX_ROUNDS {
+            let info = card.info().map_err(card_err)?;
+            let req = RenewRequest {
+                request_key: request_key.to_owned(),
+                card: (&info).into(),
+                receipt: receipt.take(),
+            };
+            let step = self.renew(&req).await?;
+            progress(&step);
+            if step.done {
+                return Ok(step);
+            }
+            let (Some(counter), false) = (step.counter, step.commands.is_empty()) else {
+                return Err(Error::CardRefused("the service sent nothing to do"));
+            };
+            let mut answer = None;
+            for hex_cmd in &step.commands {
+                let cmd = hex::decode(hex_cmd)
+                    .map_err(|_| Error::Unreachable("malformed command from the service".into()))?;
+                let raw = card.transport().transmit(&cmd).map_err(card_err)?;
+                let r = Response::parse(&raw).map_err(Error::Core)?;
+                if r.sw != StatusWord::Ok {
+                    answer = None;
+                    break;
+                }
+                answer = Some(r.data);
+            }
+            receipt = answer
+                .filter(|d| !d.is_empty())
+                .map(|signature| RenewReceipt { counter, signature });
+        }
+        Err(Error::CardRefused(
+            "renewal did not finish; run it again with the same request key",
         ))
     }
 }

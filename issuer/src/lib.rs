@@ -25,6 +25,7 @@ pub mod error;
 pub mod hsm;
 pub mod mint;
 pub mod perso;
+pub mod renew;
 pub mod rotate;
 pub mod service;
 pub mod status;

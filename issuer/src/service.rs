@@ -346,10 +346,13 @@ impl Service {
 
     /// The IssuerSigned bytes of a personalization's credential.
     pub async fn credential_bytes(&self, agency: &Agency, row: &PersoRow) -> Result<Vec<u8>> {
-        let id = row
-            .credential
-            .as_deref()
-            .ok_or(Error::Corrupt("minted without credential"))?;
+        self.credential_by_id(agency, row.credential.as_deref())
+            .await
+    }
+
+    /// The IssuerSigned bytes of a credential a recorded state names.
+    pub async fn credential_by_id(&self, agency: &Agency, id: Option<&str>) -> Result<Vec<u8>> {
+        let id = id.ok_or(Error::Corrupt("minted without credential"))?;
         Ok(self
             .store
             .credential(agency.id(), id)

@@ -147,6 +147,9 @@ pub struct NewChange {
     pub value: i64,
 }
 
+mod renewals;
+pub use renewals::RenewalRow;
+
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 async fn audit_in(tx: &mut Tx<'_>, a: &Audit<'_>) -> Result<()> {
@@ -242,6 +245,27 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Revoke a token of the agency; false if the agency has no such token. Revoking a revoked
+    /// token keeps its first revocation time.
+    pub async fn revoke_token(&self, agency: &str, id: &str, now: i64) -> Result<bool> {
+        sqlx::query(
+            "UPDATE tokens SET revoked = $1 WHERE id = $2 AND agency = $3 AND revoked IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(agency)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query("SELECT 1 FROM tokens WHERE id = $1 AND agency = $2")
+                .bind(id)
+                .bind(agency)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 
     /// A token by its public id.

@@ -11,14 +11,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use civis_core::card::TransportKey;
 use civis_core::chain::state::Genesis;
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{DidDocument, KeyCommitment};
 use civis_core::issuer_api::{
-    CardFacts, EnrollRequest, MintRequest, PersonalizeRequest, StatusRequest,
+    CardFacts, EnrollRequest, MintRequest, PersonalizeRequest, RenewReceipt, RenewRequest,
+    RenewStep, StatusRequest,
 };
 use civis_firmware_bridge::CardTransport as _;
 use civis_firmware_bridge::reader::CardClient;
@@ -44,6 +45,8 @@ struct Env {
     /// Agency beta, every scope.
     beta: String,
     http: reqwest::Client,
+    /// Seconds added to the service's clock.
+    skew: Arc<AtomicI64>,
 }
 
 impl Drop for Env {
@@ -152,7 +155,17 @@ b9 = "b9.key"
     let path = dir.join("issuer.toml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    let svc = Arc::new(Service::open(config).await.unwrap());
+    let mut svc = Service::open(config).await.unwrap();
+    let skew = Arc::new(AtomicI64::new(0));
+    let clock = Arc::clone(&skew);
+    svc.clock = Arc::new(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        i64::try_from(now).unwrap() + clock.load(Ordering::Relaxed)
+    });
+    let svc = Arc::new(svc);
     let all = "enroll,personalize,status,audit,admin";
     let tok = |agency: &'static str, scopes: &'static str| {
         let svc = Arc::clone(&svc);
@@ -178,6 +191,7 @@ b9 = "b9.key"
         alpha_enroll,
         beta,
         http: reqwest::Client::new(),
+        skew,
     })
 }
 
@@ -217,6 +231,7 @@ impl Env {
     ) -> (u16, Value) {
         let mut r = match method {
             "GET" => self.http.get(format!("{}{path}", self.base)),
+            "DELETE" => self.http.delete(format!("{}{path}", self.base)),
             _ => self.http.post(format!("{}{path}", self.base)).body(body),
         };
         if let Some(t) = token {
@@ -541,7 +556,9 @@ fn an_agency_reaches_nothing_of_another_on_any_route() {
         let mut card = blank_card();
         let credential = env.personalize(&mut card, "p1", &resident).await;
         let serial = hex::encode(card.info().unwrap().serial);
+        let own_facts: CardFacts = (&card.info().unwrap()).into();
         let facts: CardFacts = (&blank_card().info().unwrap()).into();
+        let alpha_token = &env.alpha["civis_".len().."civis_".len() + 16];
         let b = &env.beta;
         let perso = json!({"requestKey":"x","resident":resident,"batch":"b1","card":facts});
         let mint = json!({"requestKey":"x","resident":resident,
@@ -554,6 +571,8 @@ fn an_agency_reaches_nothing_of_another_on_any_route() {
             ("POST", "/v1/credentials".into(), Some(mint)),
             ("POST", "/v1/batches/b1/suspend".into(), Some(json!({"requestKey":"x"}))),
             ("POST", format!("/v1/cards/{serial}/lost"), Some(json!({"requestKey":"x"}))),
+            ("POST", "/v1/renewals".into(), Some(json!({"requestKey":"x","card":own_facts}))),
+            ("DELETE", format!("/v1/tokens/{alpha_token}"), None),
         ];
         for (method, path, body) in &cases {
             let (status, answer) = env
@@ -1208,5 +1227,268 @@ fn health_says_when_anchoring_fails() {
         assert_eq!(failing, ["alpha", "beta"]);
         stop.notify_waiters();
         worker.abort();
+    });
+}
+
+/// Play a renewal step's commands on the card; the last answer's data is the receipt.
+fn play(card: &mut CardClient<InProcess>, step: &RenewStep) -> Option<RenewReceipt> {
+    let mut data = None;
+    for c in &step.commands {
+        let r = civis_core::apdu::Response::parse(
+            &card.transport().transmit(&hex::decode(c).unwrap()).unwrap(),
+        )
+        .unwrap();
+        if r.sw != civis_core::apdu::StatusWord::Ok {
+            return None;
+        }
+        data = Some(r.data);
+    }
+    Some(RenewReceipt {
+        counter: step.counter.unwrap(),
+        signature: data?,
+    })
+}
+
+fn renewal(
+    key: &str,
+    card: &mut CardClient<InProcess>,
+    receipt: Option<RenewReceipt>,
+) -> RenewRequest {
+    RenewRequest {
+        request_key: key.into(),
+        card: (&card.info().unwrap()).into(),
+        receipt,
+    }
+}
+
+#[test]
+fn a_locked_cards_credential_is_renewed_once_and_the_old_one_revoked_only_when_the_card_holds_the_new()
+ {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let alpha = env.client(&env.alpha);
+            let resident = env.enroll().await;
+            let mut card = blank_card();
+            let old = env.personalize(&mut card, "p1", &resident).await;
+            let old_bytes = card.transport().state().credentials[0].clone().unwrap();
+
+            // Asked twice without playing anything: one new credential, sealed anew each time.
+            let first = alpha.renew(&renewal("r1", &mut card, None)).await.unwrap();
+            let second = alpha.renew(&renewal("r1", &mut card, None)).await.unwrap();
+            assert_eq!(
+                (first.state.as_str(), first.replaces.as_str()),
+                ("minted", old.as_str())
+            );
+            assert_eq!(first.credential, second.credential);
+            assert_ne!(
+                first.commands, second.commands,
+                "a fresh ephemeral key each time"
+            );
+            let new = first.credential.clone().unwrap();
+            assert_eq!(
+                env.svc.store.credential_counts("alpha").await.unwrap(),
+                (2, 2)
+            );
+            // Another request key for the same credential is a conflict while this one runs.
+            let err = alpha
+                .renew(&renewal("r2", &mut card, None))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Remote { status: 409, .. }), "{err}");
+
+            // The card stores it, but the receipt is lost on the way: nothing is revoked yet,
+            // and the old credential stays valid.
+            let lost = play(&mut card, &second).unwrap();
+            let new_bytes = card.transport().state().credentials[0].clone().unwrap();
+            assert_ne!(new_bytes, old_bytes);
+            assert_eq!(alpha.status(&old).await.unwrap().wanted, "valid");
+            // A forged receipt, or one for another counter, is refused.
+            let mut forged = lost.clone();
+            forged.signature[10] ^= 1;
+            for bad in [
+                forged,
+                RenewReceipt {
+                    counter: lost.counter + 1,
+                    ..lost.clone()
+                },
+            ] {
+                let err = alpha
+                    .renew(&renewal("r1", &mut card, Some(bad)))
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(err, Error::Remote { ref code, .. } if code == "card_refused"),
+                    "{err}"
+                );
+            }
+            assert_eq!(alpha.status(&old).await.unwrap().wanted, "valid");
+            // The relay, run again with the same key, writes the same credential again and
+            // finishes.
+            let done = alpha
+                .relay_renewal(&mut card, "r1", &mut |_| {})
+                .await
+                .unwrap();
+            assert!(done.done && done.credential.as_deref() == Some(new.as_str()));
+            assert_eq!(
+                card.transport().state().credentials[0].as_ref(),
+                Some(&new_bytes)
+            );
+            let row = env
+                .svc
+                .store
+                .credential("alpha", &new)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (row.issuer_signed, row.state.as_str()),
+                (new_bytes, "issued")
+            );
+            let old_status = alpha.status(&old).await.unwrap();
+            assert_eq!(
+                (old_status.wanted.as_str(), old_status.pending.len()),
+                ("revoked", 1)
+            );
+            assert_eq!(alpha.status(&new).await.unwrap().wanted, "valid");
+            assert!(card.info().unwrap().locked);
+            assert_eq!(
+                env.svc.store.credential_counts("alpha").await.unwrap(),
+                (2, 2)
+            );
+            let audit = alpha.audit(0, 100).await.unwrap().entries;
+            let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+            assert_eq!(
+                actions,
+                [
+                    "enroll",
+                    "personalize",
+                    "mint",
+                    "issue",
+                    "renewal",
+                    "mint",
+                    "renew"
+                ]
+            );
+
+            // The next renewal replaces the new credential, never the revoked one.
+            let next = alpha.renew(&renewal("r3", &mut card, None)).await.unwrap();
+            assert_eq!(next.replaces, new);
+
+            // Refused: an unlocked card, a card showing another key, a card never issued here,
+            // and a credential past its expiry.
+            let mut facts = renewal("r4", &mut card, None);
+            facts.card.locked = false;
+            let err = alpha.renew(&facts).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Remote { ref code, .. } if code == "card_refused"),
+                "{err}"
+            );
+            let mut facts = renewal("r4", &mut card, None);
+            facts.card.public_key = Some(hex::encode(
+                SoftwareKey::generate(&mut OsRng)
+                    .public_key()
+                    .uncompressed(),
+            ));
+            let err = alpha.renew(&facts).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Remote { ref code, .. } if code == "card_refused"),
+                "{err}"
+            );
+            let err = alpha
+                .renew(&renewal("r4", &mut blank_card(), None))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Remote { status: 404, .. }), "{err}");
+            let mut other = blank_card();
+            env.personalize(&mut other, "p2", &resident).await;
+            env.skew.store(6 * 365 * 86_400, Ordering::Relaxed);
+            let err = alpha
+                .renew(&renewal("r5", &mut other, None))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Remote { ref code, ref message, .. }
+                if code == "card_refused" && message.contains("expired")),
+                "{err}"
+            );
+            env.skew.store(0, Ordering::Relaxed);
+        })
+    });
+}
+
+#[test]
+fn a_card_reported_lost_during_its_renewal_keeps_its_status_on_the_new_credential() {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let alpha = env.client(&env.alpha);
+            let resident = env.enroll().await;
+            // Lost before the card got the new credential: nothing more is written to it.
+            let mut card = blank_card();
+            let old = env.personalize(&mut card, "p1", &resident).await;
+            let serial = hex::encode(card.info().unwrap().serial);
+            let step = alpha.renew(&renewal("r1", &mut card, None)).await.unwrap();
+            alpha.card_lost(&serial, "lost-1").await.unwrap();
+            let err = alpha
+                .renew(&renewal("r1", &mut card, None))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Remote { ref code, .. } if code == "card_refused"),
+                "{err}"
+            );
+            // Lost after the card stored it but before the receipt came back: the receipt
+            // finishes the renewal, and the new credential is suspended like the old.
+            let receipt = play(&mut card, &step).unwrap();
+            let done = alpha
+                .renew(&renewal("r1", &mut card, Some(receipt)))
+                .await
+                .unwrap();
+            assert!(done.done);
+            let new = done.credential.unwrap();
+            assert_eq!(alpha.status(&new).await.unwrap().wanted, "suspended");
+            assert_eq!(alpha.status(&old).await.unwrap().wanted, "revoked");
+        })
+    });
+}
+
+#[test]
+fn a_revoked_token_stops_working_at_once() {
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let admin = env.client(&env.alpha);
+        let made = env
+            .post(
+                "/v1/tokens",
+                &env.alpha,
+                json!({"scopes": ["audit"], "label": "desk 4"}),
+            )
+            .await;
+        assert_eq!(made.0, 201, "{}", made.1);
+        let (id, token) = (
+            made.1["id"].as_str().unwrap().to_owned(),
+            made.1["token"].as_str().unwrap().to_owned(),
+        );
+        let desk = env.client(&token);
+        desk.audit(0, 1).await.unwrap();
+        // Beta cannot revoke it; alpha's admin can, and it fails on its next request (it was
+        // in the token cache).
+        let err = env.client(&env.beta).revoke_token(&id).await.unwrap_err();
+        assert!(matches!(err, Error::Remote { status: 404, .. }), "{err}");
+        desk.audit(0, 1).await.unwrap();
+        admin.revoke_token(&id).await.unwrap();
+        let err = desk.audit(0, 1).await.unwrap_err();
+        assert!(matches!(err, Error::Remote { status: 401, .. }), "{err}");
+        // Revoking again is no error; an unknown id is not found; the audit names it.
+        admin.revoke_token(&id).await.unwrap();
+        let err = admin.revoke_token("0000000000000000").await.unwrap_err();
+        assert!(matches!(err, Error::Remote { status: 404, .. }), "{err}");
+        let audit = admin.audit(0, 100).await.unwrap().entries;
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == "token-revoke" && e.object == id)
+        );
     });
 }

@@ -76,6 +76,21 @@ pub enum IssuerCommand {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// Renew the credential on a locked card in a reader before it expires; the card keeps its
+    /// old credential until the new one is whole (resumable with the same request key).
+    Renew {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Reader name: a PC/SC reader name or a libnfc connstring (build with `--features nfc`).
+        #[arg(long)]
+        reader: String,
+        /// Idempotency key (default: `renew-`, the card serial and today's UTC date).
+        #[arg(long)]
+        request_key: Option<String>,
+        /// Seconds to wait for a card.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
     /// Change or show credential status.
     #[command(subcommand)]
     Status(StatusCommand),
@@ -355,6 +370,12 @@ fn execute(cmd: IssuerCommand) -> Result<()> {
             };
             personalize(&rt, &c, &reader, wait, &counter)
         }
+        IssuerCommand::Renew {
+            api,
+            reader,
+            request_key,
+            wait,
+        } => renew(&rt, &client(&api)?, &reader, wait, request_key),
         IssuerCommand::Status(s) => status(&rt, s),
         IssuerCommand::RotateKey { api } => {
             let kid = rt.block_on(client(&api)?.rotate_key())?;
@@ -409,6 +430,50 @@ fn init_logs() {
         )
         .with_ansi(false)
         .try_init();
+}
+
+#[cfg(not(feature = "nfc"))]
+fn renew(
+    _rt: &tokio::runtime::Runtime,
+    _c: &IssuerClient,
+    _reader: &str,
+    _wait: u64,
+    _request_key: Option<String>,
+) -> Result<()> {
+    anyhow::bail!(
+        "this civis was built without NFC reader support; rebuild with `--features nfc` \
+         (needs libpcsclite-dev, libclang-dev, cmake)"
+    )
+}
+
+#[cfg(feature = "nfc")]
+fn renew(
+    rt: &tokio::runtime::Runtime,
+    c: &IssuerClient,
+    reader: &str,
+    wait: u64,
+    request_key: Option<String>,
+) -> Result<()> {
+    use civis_firmware_bridge::nfc::NfcTransport;
+    use civis_firmware_bridge::reader::CardClient;
+    let transport = NfcTransport::open(reader, std::time::Duration::from_secs(wait))?;
+    let mut card = CardClient::new(transport);
+    let key = match request_key {
+        Some(k) => k,
+        None => {
+            let serial = hex::encode(card.info()?.serial);
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+                .unwrap_or(0);
+            let today = civis_core::Timestamp(secs).to_rfc3339();
+            format!("renew-{serial}-{}", today.get(..10).unwrap_or_default())
+        }
+    };
+    let step = rt.block_on(c.relay_renewal(&mut card, &key, &mut |s| {
+        eprintln!("  {:<16} {} command(s)", s.state, s.commands.len());
+    }))?;
+    print(&step)
 }
 
 #[cfg(not(feature = "nfc"))]
