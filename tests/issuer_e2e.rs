@@ -321,9 +321,26 @@ struct Agency {
     dir: PathBuf,
     did: String,
     port: u16,
+    /// Keys on a SoftHSM2 token: (module, token, PIN, base label).
+    hsm: Option<(String, String, String, String)>,
 }
 
-fn init_agency(reg: &Cluster, name: &str, port: u16, database: Option<String>) -> Agency {
+/// The SoftHSM2 token scripts/test.sh sets up, if any.
+fn softhsm() -> Option<(String, String, String)> {
+    Some((
+        std::env::var("CIVIS_TEST_PKCS11_MODULE").ok()?,
+        std::env::var("CIVIS_TEST_PKCS11_TOKEN").ok()?,
+        std::env::var("CIVIS_TEST_PKCS11_PIN").ok()?,
+    ))
+}
+
+fn init_agency(
+    reg: &Cluster,
+    name: &str,
+    port: u16,
+    database: Option<String>,
+    hsm: Option<(String, String, String)>,
+) -> Agency {
     let dir = std::env::temp_dir().join(format!("civis-issuer-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let genesis = reg.dir.join("genesis.json");
@@ -348,6 +365,23 @@ fn init_agency(reg: &Cluster, name: &str, port: u16, database: Option<String>) -
         db = d.clone();
         args.extend(["--database", &db]);
     }
+    let label = format!("{name}-{}", std::process::id());
+    let pin_file = dir.join("hsm.pin");
+    let pin_path = pin_file.to_str().unwrap().to_owned();
+    if let Some((module, token, pin)) = &hsm {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+        args.extend([
+            "--pkcs11-module",
+            module,
+            "--pkcs11-token",
+            token,
+            "--pkcs11-pin-file",
+            &pin_path,
+            "--pkcs11-label",
+            &label,
+        ]);
+    }
     let out = civis(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -363,16 +397,28 @@ fn init_agency(reg: &Cluster, name: &str, port: u16, database: Option<String>) -
         .to_owned();
     // Secrets are 0600.
     use std::os::unix::fs::PermissionsExt as _;
-    for f in [
-        "agency.jwk",
-        "agency.next.jwk",
-        "operator.token",
-        "batch-dev.key",
-    ] {
+    let files: &[&str] = if hsm.is_some() {
+        // No key file at all: both keys live on the token.
+        assert!(!dir.join("agency.jwk").exists() && !dir.join("agency.next.jwk").exists());
+        &["operator.token", "batch-dev.key"]
+    } else {
+        &[
+            "agency.jwk",
+            "agency.next.jwk",
+            "operator.token",
+            "batch-dev.key",
+        ]
+    };
+    for f in files {
         let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
-    Agency { dir, did, port }
+    Agency {
+        dir,
+        did,
+        port,
+        hsm: hsm.map(|(m, t, p)| (m, t, p, label)),
+    }
 }
 
 /// Register the agency on chain: the issuer creates its DID by itself, governance accredits
@@ -460,8 +506,15 @@ fn enroll(issuer: &Issuer, agency: &Agency) -> String {
     json["resident"].as_str().unwrap().to_owned()
 }
 
-fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Option<String>) {
-    let agency = init_agency(reg, name, port, db);
+fn whole_flow(
+    reg: &Cluster,
+    genesis: &Genesis,
+    name: &str,
+    port: u16,
+    db: Option<String>,
+    hsm: Option<(String, String, String)>,
+) {
+    let agency = init_agency(reg, name, port, db, hsm);
     let mut issuer = Issuer::start(&agency.dir, agency.port, None);
     register(reg, &agency);
     let resident = enroll(&issuer, &agency);
@@ -496,6 +549,12 @@ fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Optio
     );
     assert_eq!(kid, format!("{}#key-2", agency.did));
     assert!(!agency.dir.join("agency.after.jwk").exists());
+    if let Some((module, token, pin, label)) = &agency.hsm {
+        // On the token: key 1 destroyed, key 2 signing, key 3 committed as the next.
+        let keys = civis_issuer::hsm::keys(module.as_ref(), token, pin, label).unwrap();
+        let numbers: Vec<u32> = keys.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [2, 3]);
+    }
     let mut second = VirtualCard::start(&agency.dir.join("card2.state"));
     let (ok, step2, text) = personalize(&issuer, &agency, &resident, "counter-2");
     assert!(ok && step2["done"] == true, "{text}");
@@ -597,19 +656,21 @@ fn whole_flow(reg: &Cluster, genesis: &Genesis, name: &str, port: u16, db: Optio
     issuer.stop();
     let log = issuer.log_text();
     assert!(log.contains("issuer listening"), "{log}");
-    let jwk: Value =
-        serde_json::from_str(&std::fs::read_to_string(agency.dir.join("agency.jwk")).unwrap())
-            .unwrap();
-    let d = jwk["d"].as_str().unwrap();
-    for secret in [
-        "Jansen",
-        "Mira",
-        "1990-04-12",
-        "246810",
-        "1357913579",
-        "CIV-000042",
-        d,
-    ] {
+    let mut secrets = vec![
+        "Jansen".to_owned(),
+        "Mira".to_owned(),
+        "1990-04-12".to_owned(),
+        "246810".to_owned(),
+        "1357913579".to_owned(),
+        "CIV-000042".to_owned(),
+    ];
+    if agency.hsm.is_none() {
+        let jwk: Value =
+            serde_json::from_str(&std::fs::read_to_string(agency.dir.join("agency.jwk")).unwrap())
+                .unwrap();
+        secrets.push(jwk["d"].as_str().unwrap().to_owned());
+    }
+    for secret in &secrets {
         assert!(!log.contains(secret), "the log holds {secret:?}");
     }
     let token = std::fs::read_to_string(agency.dir.join("operator.token")).unwrap();
@@ -626,10 +687,19 @@ fn enroll_personalize_verify_revoke_on_sqlite_and_postgres() {
     let genesis =
         Genesis::from_json(&std::fs::read_to_string(reg.dir.join("genesis.json")).unwrap())
             .unwrap();
-    whole_flow(&reg, &genesis, "sqlite-agency", 18281, None);
+    whole_flow(&reg, &genesis, "sqlite-agency", 18281, None, None);
     if let Ok(admin) = std::env::var("CIVIS_TEST_POSTGRES_URL") {
         let db = fresh_postgres(&admin, &format!("issuer_e2e_{}", std::process::id()));
-        whole_flow(&reg, &genesis, "postgres-agency", 18282, Some(db));
+        // On PostgreSQL the agency's keys live on the SoftHSM2 token (when the test script set
+        // one up): init, minting, renewal and rotation all go through PKCS#11.
+        whole_flow(
+            &reg,
+            &genesis,
+            "postgres-agency",
+            18282,
+            Some(db),
+            softhsm(),
+        );
     }
 }
 
@@ -638,7 +708,7 @@ fn a_personalization_killed_at_each_crash_point_resumes_to_one_credential() {
     let _slot = slot();
     let mut reg = Cluster::init("issuer-crash", 1, 18400);
     reg.start(0, None);
-    let agency = init_agency(&reg, "crash-agency", 18481, None);
+    let agency = init_agency(&reg, "crash-agency", 18481, None, None);
     let mut issuer = Issuer::start(&agency.dir, agency.port, None);
     register(&reg, &agency);
     let resident = enroll(&issuer, &agency);
@@ -675,4 +745,100 @@ fn a_personalization_killed_at_each_crash_point_resumes_to_one_credential() {
         assert_eq!((count("mint"), count("issue")), (1, 1), "{point}: {lines}");
     }
     let _ = std::fs::remove_dir_all(&agency.dir);
+}
+
+/// A fresh credential minted through the API for a new device key, with the key URL it names;
+/// `None` while the service refuses (a rotation under way answers 503).
+fn mint_kid(issuer: &Issuer, agency: &Agency, resident: &str, key: &str) -> Option<String> {
+    let token = std::fs::read_to_string(agency.dir.join("operator.token")).unwrap();
+    let client = civis_issuer::client::IssuerClient::new(&issuer.url, &token).unwrap();
+    let device = SoftwareKey::generate(&mut OsRng);
+    let req = civis_core::issuer_api::MintRequest {
+        request_key: key.to_owned(),
+        resident: resident.to_owned(),
+        device_key: device.public_key().uncompressed().to_vec(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = match rt.block_on(client.mint(&req)) {
+        Ok(a) => a,
+        Err(civis_issuer::Error::Remote { status: 503, .. }) => return None,
+        Err(e) => panic!("{e}"),
+    };
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(answer.issuer_signed.unwrap())
+        .unwrap();
+    let stored = civis_wallet_core::holder::StoredCredential::from_bytes(&bytes).unwrap();
+    let kid = &stored
+        .issuer_signed
+        .issuer_auth
+        .cose
+        .protected
+        .header
+        .key_id;
+    Some(String::from_utf8_lossy(kid).into_owned())
+}
+
+#[test]
+fn a_rotation_killed_before_or_after_its_transaction_finishes_once_on_restart() {
+    let mut reg = Cluster::init("issuer-rotate", 1, 18600);
+    reg.start(0, None);
+    let mut flavours = vec![None];
+    flavours.extend(softhsm().map(Some));
+    let mut port = 18681;
+    for hsm in flavours {
+        for point in ["before-rotate-tx", "after-rotate-tx"] {
+            port += 1;
+            let pkcs11 = hsm.is_some();
+            let name = format!("rot-{}-{point}", if pkcs11 { "hsm" } else { "file" });
+            let agency = init_agency(&reg, &name, port, None, hsm.clone());
+            let issuer = Issuer::start(&agency.dir, port, None);
+            register(&reg, &agency);
+            let resident = enroll(&issuer, &agency);
+            drop(issuer);
+
+            let mut crashing = Issuer::start(&agency.dir, port, Some(point));
+            let (ok, _, text) = crashing.cli(&agency.dir, &["rotate-key"]);
+            assert!(!ok, "{name}: the crash point was not reached: {text}");
+            assert!(crashing.exited(Duration::from_secs(30)), "{name}");
+            drop(crashing);
+
+            // Restarted, the service signs nothing until the anchoring worker has finished the
+            // rotation, then signs with key 2: one rotation, never a second.
+            let again = Issuer::start(&agency.dir, port, None);
+            let mut n = 0;
+            let mut kid = None;
+            wait_until("the rotation finished", Duration::from_secs(60), || {
+                n += 1;
+                kid = mint_kid(&again, &agency, &resident, &format!("m{n}"));
+                kid.is_some()
+            });
+            assert_eq!(kid.unwrap(), format!("{}#key-2", agency.did), "{name}");
+            let out = civis(&["registry", "resolve", "--node", &reg.url(0), &agency.did]);
+            let doc = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && doc.contains("#key-2"),
+                "{name}: {doc}"
+            );
+            assert!(!doc.contains("#key-3"), "{name}: {doc}");
+            if let Some((module, token, pin, label)) = &agency.hsm {
+                let keys = civis_issuer::hsm::keys(module.as_ref(), token, pin, label).unwrap();
+                let numbers: Vec<u32> = keys.iter().map(|(n, _)| *n).collect();
+                assert_eq!(numbers, [2, 3], "{name}");
+            } else {
+                assert!(!agency.dir.join("agency.after.jwk").exists(), "{name}");
+            }
+            let audit = again.cli(&agency.dir, &["audit"]).2;
+            assert_eq!(
+                audit.matches("\"rotate-key\"").count(),
+                1,
+                "{name}: {audit}"
+            );
+            drop(again);
+            let _ = std::fs::remove_dir_all(&agency.dir);
+        }
+    }
 }

@@ -62,7 +62,7 @@ async fn service(
                 Some(doc.id.key_url(1).to_string()),
             )
             .unwrap();
-            "key = \"a.jwk\"\n".to_owned()
+            "key = \"a.jwk\"\nnext_key = \"a.next.jwk\"\n".to_owned()
         }
         Some((module, token, pin)) => {
             let label = format!(
@@ -70,8 +70,9 @@ async fn service(
                 std::process::id(),
                 KEYS.fetch_add(1, Ordering::Relaxed)
             );
-            let public = civis_issuer::hsm::generate(module.as_ref(), token, pin, &label).unwrap();
-            let doc = DidDocument::inception(&public, &KeyCommitment::to(next.public_key()));
+            let (public, next) =
+                civis_issuer::hsm::generate_first(module.as_ref(), token, pin, &label).unwrap();
+            let doc = DidDocument::inception(&public, &KeyCommitment::to(&next));
             std::fs::write(dir.join("pin"), pin).unwrap();
             format!(
                 "[agency.pkcs11]\nmodule = {module:?}\ntoken = {token:?}\npin_file = \"pin\"\n\
@@ -83,7 +84,7 @@ async fn service(
     let text = format!(
         "database = \"{database}\"\nregistry = [\"http://127.0.0.1:1\"]\ngenesis = \"genesis.json\"\n\
          [[agency]]\nid = \"a\"\nname = \"A\"\ncity = \"C\"\ndistricts = [\"Harbour\"]\n\
-         next_key = \"a.next.jwk\"\nstatus_list_size = 100000000\n{key_lines}"
+         status_list_size = 100000000\n{key_lines}"
     );
     std::fs::write(dir.join("issuer.toml"), text).unwrap();
     let config = Config::load(&dir.join("issuer.toml")).unwrap();

@@ -34,6 +34,9 @@ pub struct Agency {
     /// Held by whoever signs chain transactions for the agency (the anchoring worker, a
     /// rotation), so one transaction is in flight at a time.
     pub chain: tokio::sync::Mutex<()>,
+    /// A rotation was started and is not finished: no credential is signed until it is (the
+    /// chain may already name the next key).
+    rotating: std::sync::atomic::AtomicBool,
     /// Batch id → transport key.
     batches: BTreeMap<String, TransportKey>,
     /// Refused card keys (uncompressed SEC1).
@@ -53,31 +56,41 @@ impl Agency {
     /// Load the agency's key files, transport keys and weak-key list.
     pub fn load(config: &AgencyConfig) -> Result<Self> {
         let cfg = |e: &dyn std::fmt::Display| Error::Config(format!("agency {}: {e}", config.id));
-        let (signer, kid): (Arc<dyn Signer + Send + Sync>, Option<String>) =
-            match (&config.key, &config.pkcs11) {
-                (Some(path), None) => {
-                    let (key, kid) = keyfile::read_key(path).map_err(|e| cfg(&e))?;
-                    (Arc::new(key), kid)
-                }
-                (None, Some(h)) => {
-                    let pin = std::fs::read_to_string(&h.pin_file)
-                        .map_err(|e| cfg(&format!("{}: {e}", h.pin_file.display())))?;
-                    let pin = pin.lines().next().unwrap_or_default().trim().to_owned();
-                    let key = crate::hsm::Pkcs11Key::open(&h.module, &h.token, &pin, &h.label)?;
-                    (Arc::new(key), Some(h.kid.clone()))
-                }
-                _ => return Err(cfg(&"give exactly one of key and [agency.pkcs11]")),
-            };
-        let kid = kid.ok_or_else(|| {
-            Error::Config(format!(
-                "agency {}: key file has no kid (run `civis issuer init`)",
-                config.id
-            ))
-        })?;
-        let kid = DidUrl::parse(&kid)
-            .map_err(|e| Error::Config(format!("agency {}: kid: {e}", config.id)))?;
-        let (next_key, _) = keyfile::read_key(&config.next_key)
-            .map_err(|e| Error::Config(format!("agency {}: {e}", config.id)))?;
+        let (signer, kid, next, rotating) = match (&config.key, &config.pkcs11) {
+            (Some(path), None) => {
+                let (key, kid) = keyfile::read_key(path).map_err(|e| cfg(&e))?;
+                let kid =
+                    kid.ok_or_else(|| cfg(&"key file has no kid (run `civis issuer init`)"))?;
+                let kid = DidUrl::parse(&kid).map_err(|e| cfg(&format!("kid: {e}")))?;
+                let next_path = config
+                    .next_key
+                    .as_deref()
+                    .ok_or_else(|| cfg(&"no next_key"))?;
+                let (next, _) = keyfile::read_key(next_path).map_err(|e| cfg(&e))?;
+                let rotating = crate::rotate::after_path(path).exists();
+                let signer: Arc<dyn Signer + Send + Sync> = Arc::new(key);
+                (signer, kid, next.public_key().clone(), rotating)
+            }
+            (None, Some(h)) => {
+                let pin = h.pin()?;
+                let did = DidUrl::parse(&h.kid)
+                    .map_err(|e| cfg(&format!("kid: {e}")))?
+                    .did;
+                let keys = crate::hsm::keys(&h.module, &h.token, &pin, &h.label)?;
+                let [(n, _), (_, next), ..] = keys.as_slice() else {
+                    return Err(cfg(&format!(
+                        "the token has not both the current and the next key ({0}#N, {0}#N+1); \
+                         run `civis issuer init --pkcs11-…`",
+                        h.label
+                    )));
+                };
+                let label = crate::hsm::key_label(&h.label, *n);
+                let key = crate::hsm::Pkcs11Key::open(&h.module, &h.token, &pin, &label)?;
+                let signer: Arc<dyn Signer + Send + Sync> = Arc::new(key);
+                (signer, did.key_url(*n), next.clone(), keys.len() > 2)
+            }
+            _ => return Err(cfg(&"give exactly one of key and [agency.pkcs11]")),
+        };
         let mut batches = BTreeMap::new();
         for (id, path) in &config.batches {
             batches.insert(id.clone(), read_transport_key(path)?);
@@ -110,8 +123,9 @@ impl Agency {
             keys: std::sync::RwLock::new(Keys {
                 kid,
                 signer,
-                next: KeyCommitment::to(next_key.public_key()),
+                next: KeyCommitment::to(&next),
             }),
+            rotating: std::sync::atomic::AtomicBool::new(rotating),
             chain: tokio::sync::Mutex::new(()),
             batches,
             weak_keys,
@@ -132,6 +146,16 @@ impl Agency {
             Ok(mut k) => *k = keys,
             Err(poisoned) => *poisoned.into_inner() = keys,
         }
+    }
+
+    /// Whether a rotation is under way (no credential is signed meanwhile).
+    pub fn rotating(&self) -> bool {
+        self.rotating.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Mark a rotation as started or finished.
+    pub fn set_rotating(&self, on: bool) {
+        self.rotating.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The agency's short id.

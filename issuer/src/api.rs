@@ -98,7 +98,7 @@ impl IntoResponse for Error {
                 header::HeaderValue::from_static("Bearer realm=\"civis-issuer\""),
             );
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }

@@ -93,11 +93,13 @@ pub struct AgencyConfig {
     /// The issuer DID's current key (JWK file with `d` and `kid`); absent with `pkcs11`.
     #[serde(default)]
     pub key: Option<PathBuf>,
-    /// The current key in a PKCS#11 token instead of a file.
+    /// The keys in a PKCS#11 token instead of files (current and next key both on the token).
     #[serde(default)]
     pub pkcs11: Option<Pkcs11Config>,
-    /// The pre-committed next key (JWK file), used by rotation.
-    pub next_key: PathBuf,
+    /// The pre-committed next key (JWK file), used by rotation; with `key` only (a PKCS#11
+    /// agency's next key is on the token).
+    #[serde(default)]
+    pub next_key: Option<PathBuf>,
     /// The status list its credentials point into.
     #[serde(default = "default_list")]
     pub status_list: String,
@@ -128,10 +130,22 @@ pub struct Pkcs11Config {
     pub token: String,
     /// A file holding the user PIN (first line).
     pub pin_file: PathBuf,
-    /// The key pair's label.
+    /// The base label of the agency's key pairs: key number `n` of the issuer DID is labelled
+    /// `label#n`; the lowest number on the token is the current key, the next one the
+    /// committed next key.
     pub label: String,
-    /// The key URL credentials name (`did:civis:…#key-N`).
+    /// A key URL of the issuer DID (`did:civis:…#key-1`): names the DID. The key number in use
+    /// comes from the token's labels.
     pub kid: String,
+}
+
+impl Pkcs11Config {
+    /// The user PIN: the first line of the PIN file.
+    pub fn pin(&self) -> Result<String> {
+        let text = std::fs::read_to_string(&self.pin_file)
+            .map_err(|e| Error::Config(format!("{}: {e}", self.pin_file.display())))?;
+        Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -183,7 +197,9 @@ impl Config {
             if let Some(h) = &mut a.pkcs11 {
                 fix(&mut h.pin_file);
             }
-            fix(&mut a.next_key);
+            if let Some(n) = &mut a.next_key {
+                fix(n);
+            }
             for p in a.batches.values_mut() {
                 fix(p);
             }
@@ -220,6 +236,13 @@ impl Config {
             if a.key.is_some() == a.pkcs11.is_some() {
                 return Err(Error::Config(format!(
                     "agency {}: give exactly one of key and [agency.pkcs11]",
+                    a.id
+                )));
+            }
+            if a.key.is_some() != a.next_key.is_some() {
+                return Err(Error::Config(format!(
+                    "agency {}: next_key goes with key (a PKCS#11 agency keeps its next key on \
+                     the token)",
                     a.id
                 )));
             }

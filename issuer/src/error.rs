@@ -47,6 +47,9 @@ pub enum Error {
     /// The card is not in a state this personalization can continue from.
     #[error("card refused: {0}")]
     CardRefused(&'static str),
+    /// Briefly unable to serve this (the issuer key is being rotated); retry shortly.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
     /// The agency's status list has no free index left.
     #[error("the status list is full")]
     ListFull,
@@ -109,6 +112,7 @@ impl Error {
             Self::CardKeyRefused(_) => "card_key_refused",
             Self::CardRefused(_) => "card_refused",
             Self::ListFull => "status_list_full",
+            Self::Unavailable(_) => "unavailable",
             Self::Registry(_) => "registry_unavailable",
             Self::Remote { .. } => "remote",
             Self::Unreachable(_) => "unreachable",
@@ -136,7 +140,7 @@ impl Error {
             Self::RateLimited => 429,
             Self::Conflict(_) | Self::CardKeyRefused(_) | Self::CardRefused(_) => 409,
             Self::ListFull => 507,
-            Self::Registry(_) | Self::Unreachable(_) => 503,
+            Self::Registry(_) | Self::Unreachable(_) | Self::Unavailable(_) => 503,
             Self::Remote { status, .. } => *status,
             _ => 500,
         }

@@ -104,11 +104,24 @@ fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<Obj
     Ok(found.into_iter().next())
 }
 
+/// The label of the agency's key number `n` on the token: `base#n`, `n` being the key's index
+/// in the issuer DID's key history (`did:civis:…#key-n`). The lowest-numbered key on the token
+/// is the current one, the next the committed next key; a third exists only while a rotation
+/// is under way (specs/issuer-api.md § Keys).
+pub fn key_label(base: &str, n: u32) -> String {
+    format!("{base}#{n}")
+}
+
+/// A logged-in session on the token labelled `token`.
+fn session(module: &Path, token: &str, pin: &str) -> Result<Session> {
+    let ctx = context(module)?;
+    login(&ctx, slot(&ctx, token)?, pin)
+}
+
 /// Generate a P-256 key pair on the token under `label` (refused if one exists); returns the
 /// public key.
 pub fn generate(module: &Path, token: &str, pin: &str, label: &str) -> Result<EcPublicKey> {
-    let ctx = context(module)?;
-    let session = login(&ctx, slot(&ctx, token)?, pin)?;
+    let session = session(module, token, pin)?;
     if find(&session, ObjectClass::PRIVATE_KEY, label)?.is_some() {
         return Err(Error::Config(format!(
             "the token already has a key {label:?}"
@@ -135,6 +148,71 @@ pub fn generate(module: &Path, token: &str, pin: &str, label: &str) -> Result<Ec
         .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
         .map_err(|e| hsm("generate key", e))?;
     public_of(&session, pubh)
+}
+
+/// Generate an agency's first key pair and its committed next key on the token (`base#1`,
+/// `base#2`); returns both public keys.
+pub fn generate_first(
+    module: &Path,
+    token: &str,
+    pin: &str,
+    base: &str,
+) -> Result<(EcPublicKey, EcPublicKey)> {
+    if !keys(module, token, pin, base)?.is_empty() {
+        return Err(Error::Config(format!(
+            "the token already has keys labelled {base:?}#N"
+        )));
+    }
+    let first = generate(module, token, pin, &key_label(base, 1))?;
+    let next = generate(module, token, pin, &key_label(base, 2))?;
+    Ok((first, next))
+}
+
+/// The agency's keys on the token (`base#n`, see [`key_label`]), lowest number first, each
+/// with its public key. Only private keys count: a public half left behind by a cut-short
+/// [`destroy`] is ignored.
+pub fn keys(module: &Path, token: &str, pin: &str, base: &str) -> Result<Vec<(u32, EcPublicKey)>> {
+    let session = session(module, token, pin)?;
+    let handles = session
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .map_err(|e| hsm("find keys", e))?;
+    let prefix = format!("{base}#");
+    let mut out = Vec::new();
+    for h in handles {
+        let attrs = session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(|e| hsm("read label", e))?;
+        let Some(Attribute::Label(label)) = attrs.into_iter().next() else {
+            continue;
+        };
+        let Some(n) = std::str::from_utf8(&label)
+            .ok()
+            .and_then(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let label = key_label(base, n);
+        let pubh = find(&session, ObjectClass::PUBLIC_KEY, &label)?
+            .ok_or_else(|| Error::Config(format!("no public key {label:?} on token {token:?}")))?;
+        out.push((n, public_of(&session, pubh)?));
+    }
+    out.sort_by_key(|(n, _)| *n);
+    Ok(out)
+}
+
+/// Destroy the key pair under `label`: the private half first, so a cut between the two never
+/// leaves a private key without its public half.
+pub fn destroy(module: &Path, token: &str, pin: &str, label: &str) -> Result<()> {
+    let session = session(module, token, pin)?;
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        if let Some(h) = find(&session, class, label)? {
+            session
+                .destroy_object(h)
+                .map_err(|e| hsm("destroy key", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// A signing key on a token.

@@ -139,23 +139,27 @@ pub async fn init(
             config_path.display()
         )));
     }
-    let next = SoftwareKey::generate(rng);
-    let next_path = dir.join("agency.next.jwk");
     let (key_lines, doc) = match &opts.pkcs11 {
         None => {
             let key = SoftwareKey::generate(rng);
+            let next = SoftwareKey::generate(rng);
             let doc =
                 DidDocument::inception(key.public_key(), &KeyCommitment::to(next.public_key()));
             let key_path = dir.join("agency.jwk");
             keyfile::write_key(&key_path, &key, Some(doc.id.key_url(1).to_string()))
                 .map_err(keyfile_err(&key_path))?;
-            ("key = \"agency.jwk\"\n".to_owned(), doc)
+            let next_path = dir.join("agency.next.jwk");
+            keyfile::write_key(&next_path, &next, None).map_err(keyfile_err(&next_path))?;
+            (
+                "key = \"agency.jwk\"\nnext_key = \"agency.next.jwk\"\n".to_owned(),
+                doc,
+            )
         }
         Some(h) => {
-            let pin = std::fs::read_to_string(&h.pin_file)?;
-            let pin = pin.lines().next().unwrap_or_default().trim().to_owned();
-            let public = hsm::generate(&h.module, &h.token, &pin, &h.label)?;
-            let doc = DidDocument::inception(&public, &KeyCommitment::to(next.public_key()));
+            // Both keys generated on the token, never extractable: `label#1` signs, `label#2`
+            // is the committed next key.
+            let (public, next) = hsm::generate_first(&h.module, &h.token, &h.pin()?, &h.label)?;
+            let doc = DidDocument::inception(&public, &KeyCommitment::to(&next));
             let lines = format!(
                 "[agency.pkcs11]\nmodule = {:?}\ntoken = {:?}\npin_file = {:?}\nlabel = {:?}\nkid = {:?}\n",
                 h.module.display().to_string(),
@@ -167,7 +171,6 @@ pub async fn init(
             (lines, doc)
         }
     };
-    keyfile::write_key(&next_path, &next, None).map_err(keyfile_err(&next_path))?;
     let mut batches = String::new();
     if let Some((id, tk)) = &opts.batch {
         let path = dir.join(format!("batch-{id}.key"));
@@ -194,7 +197,6 @@ pub async fn init(
          name = {name:?}\n\
          city = {city:?}\n\
          districts = {districts:?}\n\
-         next_key = \"agency.next.jwk\"\n\
          status_list = \"citizen-1\"\n\
          {key_lines}{batches}",
         listen = opts.listen.to_string(),

@@ -58,6 +58,13 @@ pub fn mint(
     now: Timestamp,
     rng: &mut dyn CryptoRngCore,
 ) -> Result<Vec<u8>> {
+    if agency.rotating() {
+        // The chain may already name the next key: a credential signed now with the current
+        // one would not verify.
+        return Err(Error::Unavailable(
+            "the issuer key is being rotated; retry in a moment",
+        ));
+    }
     let today = time::OffsetDateTime::from_unix_timestamp(now.0)
         .map_err(|_| Error::Config("clock out of range".into()))?
         .date();

@@ -37,6 +37,10 @@ pub enum CrashPoint {
     AfterWrite,
     /// After LOCK is built, before the counter gets it.
     BeforeLock,
+    /// A rotation's key after next exists, its transaction not yet sent.
+    BeforeRotateTx,
+    /// A rotation's transaction is final, the service not yet switched to the new key.
+    AfterRotateTx,
 }
 
 impl CrashPoint {
@@ -47,6 +51,8 @@ impl CrashPoint {
             "after-sign" => Self::AfterSign,
             "after-write" => Self::AfterWrite,
             "before-lock" => Self::BeforeLock,
+            "before-rotate-tx" => Self::BeforeRotateTx,
+            "after-rotate-tx" => Self::AfterRotateTx,
             _ => return None,
         })
     }

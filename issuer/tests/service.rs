@@ -904,9 +904,21 @@ fn a_pkcs11_key_on_softhsm_signs_credentials_that_verify() {
         let agency = Arc::clone(svc.agency("hsm").unwrap());
         let public = agency.keys().signer.public_key();
         assert_eq!(agency.did.to_string(), done.did);
+        // Both keys are on the token: `label#1` signs, `label#2` is committed as the next.
+        let on_token = civis_issuer::hsm::keys(module.as_ref(), &token, &pin, &label).unwrap();
+        assert_eq!(on_token.len(), 2);
+        assert_eq!((on_token[0].0, &on_token[0].1), (1, &public));
+        assert_eq!(on_token[1].0, 2);
+        assert_eq!(agency.keys().kid.to_string(), format!("{}#key-1", done.did));
+        assert!(!dir.join("iss/agency.next.jwk").exists());
+        let first = civis_issuer::hsm::key_label(&label, 1);
         assert!(
-            civis_issuer::hsm::generate(module.as_ref(), &token, &pin, &label).is_err(),
+            civis_issuer::hsm::generate(module.as_ref(), &token, &pin, &first).is_err(),
             "a second key under one label"
+        );
+        assert!(
+            civis_issuer::hsm::generate_first(module.as_ref(), &token, &pin, &label).is_err(),
+            "a second agency on the same labels"
         );
         // Mint; the credential's MSO verifies with the token's public key, and only with it.
         let (resident, _) = {
@@ -970,6 +982,39 @@ fn a_pkcs11_key_on_softhsm_signs_credentials_that_verify() {
                 .is_err()
             );
         }
+        // A rotation started (the key after next generated) and cut short: after a restart the
+        // service signs nothing until the rotation is finished on chain.
+        civis_issuer::hsm::generate(
+            module.as_ref(),
+            &token,
+            &pin,
+            &civis_issuer::hsm::key_label(&label, 3),
+        )
+        .unwrap();
+        drop(svc);
+        let svc = Service::open(Config::load(&done.config).unwrap())
+            .await
+            .unwrap();
+        let agency = Arc::clone(svc.agency("hsm").unwrap());
+        assert!(agency.rotating());
+        assert_eq!(
+            agency.keys().signer.public_key(),
+            public,
+            "still key 1 until the chain says"
+        );
+        let err = civis_issuer::api::mint_for_key(
+            &svc,
+            &agency,
+            &actor,
+            &MintRequest {
+                request_key: "during-rotation".into(),
+                resident: resident.clone(),
+                device_key: device.public_key().uncompressed().to_vec(),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((err.http_status(), err.code()), (503, "unavailable"));
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
