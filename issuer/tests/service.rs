@@ -1537,3 +1537,47 @@ fn a_revoked_token_stops_working_at_once() {
         );
     });
 }
+
+#[test]
+fn concurrent_renewal_requests_for_one_card_yield_one_new_credential() {
+    both(|pg| {
+        Box::pin(async move {
+            let Some(env) = env(pg).await else { return };
+            let alpha = env.client(&env.alpha);
+            let resident = env.enroll().await;
+            let mut card = blank_card();
+            env.personalize(&mut card, "p1", &resident).await;
+            // 40 requests at once: half under one request key, half each under its own.
+            let mut tasks = Vec::new();
+            for k in 0..40 {
+                let key = if k % 2 == 0 {
+                    "same".to_owned()
+                } else {
+                    format!("other-{k}")
+                };
+                let (c, req) = (alpha.clone(), renewal(&key, &mut card, None));
+                tasks.push(tokio::spawn(async move { (key, c.renew(&req).await) }));
+            }
+            let mut minted = std::collections::BTreeSet::new();
+            let mut winners = std::collections::BTreeSet::new();
+            for t in tasks {
+                match t.await.unwrap() {
+                    (key, Ok(step)) => {
+                        winners.insert(key);
+                        minted.insert(step.credential.unwrap());
+                    }
+                    (_, Err(Error::Remote { status: 409, .. })) => {}
+                    (_, Err(e)) => panic!("{e}"),
+                }
+            }
+            // One renewal (one request key) won, and it minted one credential.
+            assert_eq!(
+                (winners.len(), minted.len()),
+                (1, 1),
+                "{winners:?} {minted:?}"
+            );
+            let (creds, distinct) = env.svc.store.credential_counts("alpha").await.unwrap();
+            assert_eq!((creds, distinct), (2, 2));
+        })
+    });
+}
