@@ -485,6 +485,14 @@ fn personalize(
     )
 }
 
+/// Wait until the credential's revocation is anchored and nothing is pending.
+fn wait_revoked_on_chain(issuer: &Issuer, agency: &Agency, credential: &str) {
+    wait_until("the revocation anchored", Duration::from_secs(60), || {
+        let (_, s, _) = issuer.cli(&agency.dir, &["status", "show", "--credential", credential]);
+        s["pending"].as_array().is_some_and(Vec::is_empty) && s["anchored"]["value"] == "revoked"
+    });
+}
+
 fn enroll(issuer: &Issuer, agency: &Agency) -> String {
     let (ok, json, text) = issuer.cli(
         &agency.dir,
@@ -595,15 +603,7 @@ fn whole_flow(
     assert!(state3.locked);
     assert_ne!(state3.credentials[0], state2.credentials[0]);
     let old2 = step2["credential"].as_str().unwrap().to_owned();
-    wait_until(
-        "the superseded credential revoked",
-        Duration::from_secs(60),
-        || {
-            let (_, s, _) = issuer.cli(&agency.dir, &["status", "show", "--credential", &old2]);
-            s["pending"].as_array().is_some_and(Vec::is_empty)
-                && s["anchored"]["value"] == "revoked"
-        },
-    );
+    wait_revoked_on_chain(&issuer, &agency, &old2);
     let v = kiosk_verdict(reg, &state2, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
     let v = kiosk_verdict(reg, &state3, genesis, &agency.dir);
@@ -627,13 +627,7 @@ fn whole_flow(
         ],
     );
     assert!(ok, "{text}");
-    wait_until("the revocation anchored", Duration::from_secs(60), || {
-        let (_, s, _) = issuer.cli(
-            &agency.dir,
-            &["status", "show", "--credential", &credential],
-        );
-        s["pending"].as_array().is_some_and(Vec::is_empty) && s["anchored"]["value"] == "revoked"
-    });
+    wait_revoked_on_chain(&issuer, &agency, &credential);
     let v = kiosk_verdict(reg, &state, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
 

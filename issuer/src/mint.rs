@@ -18,7 +18,9 @@ use tokio::sync::Mutex;
 use crate::agency::Agency;
 use crate::enroll::Attributes;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::service::{Actor, CrashPoint, Service};
+use crate::store::{CredentialRow, MintedFor, Store};
+use rand_core::OsRng;
 
 /// Indexes reserved per round trip to the database.
 pub const RESERVE: i64 = 256;
@@ -45,6 +47,85 @@ impl IndexPool {
         let idx = range.start;
         range.start += 1;
         Ok(idx)
+    }
+}
+
+/// A card credential to mint: for whom, bound to which card, under which status entry and
+/// request keys.
+#[derive(Debug)]
+pub struct CardCredential<'a> {
+    /// Resident id.
+    pub resident: &'a str,
+    /// The card key (SEC1), recorded when it was checked.
+    pub card_key: &'a [u8],
+    /// Card serial.
+    pub serial: &'a [u8],
+    /// Card batch.
+    pub batch: &'a str,
+    /// Status list.
+    pub list: &'a str,
+    /// Status index (allocated and recorded before).
+    pub idx: i64,
+    /// The request key the credential row carries (unique per agency).
+    pub credential_key: String,
+    /// The request key the audit entry names.
+    pub request_key: &'a str,
+}
+
+/// Sign a card credential and record it, moving its personalization or renewal to `minted` in
+/// the same transaction. A concurrent request that recorded first wins; its credential is the
+/// one. Nothing signed leaves the service before it is recorded.
+pub async fn for_card(
+    svc: &Service,
+    agency: &Agency,
+    actor: &Actor,
+    owner: MintedFor,
+    owner_id: &str,
+    card: &CardCredential<'_>,
+    now: i64,
+) -> Result<()> {
+    let attributes = svc
+        .store
+        .resident(agency.id(), card.resident)
+        .await?
+        .ok_or(Error::NotFound("resident"))?;
+    let attributes = Attributes::from_bytes(&attributes)?;
+    let device_key = EcPublicKey::from_sec1(card.card_key)?;
+    let idx = u64::try_from(card.idx).map_err(|_| Error::Corrupt("index"))?;
+    let bytes = mint(
+        agency,
+        &attributes,
+        &device_key,
+        idx,
+        Timestamp(now),
+        &mut OsRng,
+    )?;
+    svc.crash_point(CrashPoint::AfterSign);
+    let credential = CredentialRow {
+        id: svc.new_id(),
+        agency: agency.id().to_owned(),
+        resident: card.resident.to_owned(),
+        request_key: card.credential_key.clone(),
+        list: card.list.to_owned(),
+        idx: card.idx,
+        card_serial: Some(card.serial.to_vec()),
+        batch: Some(card.batch.to_owned()),
+        issuer_signed: bytes,
+        state: "minted".into(),
+        wanted: 0,
+    };
+    let audit = actor.audit(agency, "mint", &credential.id, card.request_key, now);
+    match svc
+        .store
+        .record_minted(owner, owner_id, &credential, &audit)
+        .await
+    {
+        Ok(_) => {
+            svc.metrics.minted();
+            Ok(())
+        }
+        Err(e) if e.is_unique_violation() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -10,17 +10,15 @@
 //!    written──▶ written ──LOCK seen──▶ issued
 //! ```
 
-use civis_core::Timestamp;
 use civis_core::card::{self, TransportKey};
 use civis_core::crypto::EcPublicKey;
 use civis_core::issuer_api::{CardFacts, PersonalizeRequest, PersonalizeStep};
-use rand_core::OsRng;
 
 use crate::agency::Agency;
-use crate::enroll::Attributes;
 use crate::error::{Error, Result};
+use crate::mint::CardCredential;
 use crate::service::{Actor, CrashPoint, Service, check_request_key};
-use crate::store::{Audit, CredentialRow, PersoRow};
+use crate::store::{MintedFor, PersoRow};
 
 /// The slot the citizen credential goes in.
 pub const SLOT: u8 = 0;
@@ -241,7 +239,13 @@ pub async fn advance(
                 same_key(&row, facts_key.as_deref())?;
                 let idx = svc.pool.next(store, agency).await?;
                 store
-                    .record_index(&row.id, &agency.config.status_list, idx, now)
+                    .record_index(
+                        MintedFor::Personalization,
+                        &row.id,
+                        &agency.config.status_list,
+                        idx,
+                        now,
+                    )
                     .await?;
                 svc.crash_point(CrashPoint::AfterIndex);
             }
@@ -373,51 +377,24 @@ async fn mint_for_card(
     let (Some(card_key), Some(idx)) = (&row.card_key, row.idx) else {
         return Err(Error::Corrupt("personalization without key or index"));
     };
-    let attributes = svc
-        .store
-        .resident(agency.id(), &row.resident)
-        .await?
-        .ok_or(Error::NotFound("resident"))?;
-    let attributes = Attributes::from_bytes(&attributes)?;
-    let device_key = EcPublicKey::from_sec1(card_key)?;
-    let idx_u = u64::try_from(idx).map_err(|_| Error::Corrupt("index"))?;
-    let bytes = crate::mint::mint(
-        agency,
-        &attributes,
-        &device_key,
-        idx_u,
-        Timestamp(now),
-        &mut OsRng,
-    )?;
-    svc.crash_point(CrashPoint::AfterSign);
-    let credential = CredentialRow {
-        id: svc.new_id(),
-        agency: agency.id().to_owned(),
-        resident: row.resident.clone(),
-        request_key: row.request_key.clone(),
-        list: row.list.clone().unwrap_or_default(),
+    let card = CardCredential {
+        resident: &row.resident,
+        card_key,
+        serial: &row.serial,
+        batch: &row.batch,
+        list: row.list.as_deref().unwrap_or_default(),
         idx,
-        card_serial: Some(row.serial.clone()),
-        batch: Some(row.batch.clone()),
-        issuer_signed: bytes,
-        state: "minted".into(),
-        wanted: 0,
-    };
-    let audit = Audit {
-        agency: agency.id(),
-        actor: &actor.token,
-        action: "mint",
-        object: &credential.id,
+        credential_key: row.request_key.clone(),
         request_key: &row.request_key,
-        at: now,
     };
-    match svc.store.record_minted(&row.id, &credential, &audit).await {
-        Ok(_) => {
-            svc.metrics.minted();
-            Ok(())
-        }
-        // A concurrent request minted first; its credential is the one.
-        Err(e) if e.is_unique_violation() => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::mint::for_card(
+        svc,
+        agency,
+        actor,
+        MintedFor::Personalization,
+        &row.id,
+        &card,
+        now,
+    )
+    .await
 }

@@ -10,7 +10,6 @@
 //!    ──the card's receipt verified; old credential revoked──▶ issued
 //! ```
 
-use civis_core::Timestamp;
 use civis_core::card::{self, renewal};
 use civis_core::cbor::CborForm;
 use civis_core::crypto::EcPublicKey;
@@ -19,11 +18,11 @@ use civis_core::mdoc::{IssuerSigned, MobileSecurityObject};
 use rand_core::OsRng;
 
 use crate::agency::Agency;
-use crate::enroll::Attributes;
 use crate::error::{Error, Result};
+use crate::mint::CardCredential;
 use crate::perso::SLOT;
 use crate::service::{Actor, Service, check_request_key};
-use crate::store::{Audit, CredentialRow, PersoRow, RenewalRow};
+use crate::store::{MintedFor, PersoRow, RenewalRow};
 
 /// Transitions tried per request before answering.
 const MAX_TRANSITIONS: usize = 6;
@@ -96,7 +95,13 @@ pub async fn advance(
             "started" => {
                 let idx = svc.pool.next(store, agency).await?;
                 store
-                    .record_renewal_index(&row.id, &agency.config.status_list, idx, now)
+                    .record_index(
+                        MintedFor::Renewal,
+                        &row.id,
+                        &agency.config.status_list,
+                        idx,
+                        now,
+                    )
                     .await?;
             }
             "index_allocated" => mint(svc, agency, actor, &card, &row, now).await?,
@@ -246,55 +251,20 @@ async fn mint(
     now: i64,
 ) -> Result<()> {
     let idx = row.idx.ok_or(Error::Corrupt("renewal without an index"))?;
-    let attributes = svc
-        .store
-        .resident(agency.id(), &card.resident)
-        .await?
-        .ok_or(Error::NotFound("resident"))?;
-    let attributes = Attributes::from_bytes(&attributes)?;
-    let idx_u = u64::try_from(idx).map_err(|_| Error::Corrupt("index"))?;
-    let bytes = crate::mint::mint(
-        agency,
-        &attributes,
-        &card_key(card)?,
-        idx_u,
-        Timestamp(now),
-        &mut OsRng,
-    )?;
-    // The credential's own request key names the renewal; personalizations use theirs bare.
-    let request_key = format!("renewal/{}", row.request_key);
-    let credential = CredentialRow {
-        id: svc.new_id(),
-        agency: agency.id().to_owned(),
-        resident: card.resident.clone(),
-        request_key: request_key.clone(),
-        list: row.list.clone().unwrap_or_default(),
+    let card_key = card
+        .card_key
+        .as_deref()
+        .ok_or(Error::Corrupt("issued card without key"))?;
+    let spec = CardCredential {
+        resident: &card.resident,
+        card_key,
+        serial: &card.serial,
+        batch: &card.batch,
+        list: row.list.as_deref().unwrap_or_default(),
         idx,
-        card_serial: Some(card.serial.clone()),
-        batch: Some(card.batch.clone()),
-        issuer_signed: bytes,
-        state: "minted".into(),
-        wanted: 0,
-    };
-    let audit = Audit {
-        agency: agency.id(),
-        actor: &actor.token,
-        action: "mint",
-        object: &credential.id,
+        // The credential's own request key names the renewal; personalizations use theirs bare.
+        credential_key: format!("renewal/{}", row.request_key),
         request_key: &row.request_key,
-        at: now,
     };
-    match svc
-        .store
-        .record_renewal_minted(&row.id, &credential, &audit)
-        .await
-    {
-        Ok(_) => {
-            svc.metrics.minted();
-            Ok(())
-        }
-        // A concurrent request minted first; its credential is the one.
-        Err(e) if e.is_unique_violation() => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::mint::for_card(svc, agency, actor, MintedFor::Renewal, &row.id, &spec, now).await
 }

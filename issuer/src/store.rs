@@ -150,6 +150,32 @@ pub struct NewChange {
 mod renewals;
 pub use renewals::RenewalRow;
 
+/// The state machine a card credential is minted for: its table, whose rows go
+/// `… → index_allocated → minted → …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintedFor {
+    /// A personalization (`personalizations`).
+    Personalization,
+    /// A renewal (`renewals`).
+    Renewal,
+}
+
+impl MintedFor {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Personalization => "personalizations",
+            Self::Renewal => "renewals",
+        }
+    }
+
+    fn before_index(self) -> &'static str {
+        match self {
+            Self::Personalization => "key_checked",
+            Self::Renewal => "started",
+        }
+    }
+}
+
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 async fn audit_in(tx: &mut Tx<'_>, a: &Audit<'_>) -> Result<()> {
@@ -487,12 +513,22 @@ impl Store {
             .is_some())
     }
 
-    /// Move `key_checked` → `index_allocated` with the allocated index.
-    pub async fn record_index(&self, id: &str, list: &str, idx: i64, now: i64) -> Result<bool> {
-        Ok(sqlx::query(
-            "UPDATE personalizations SET state = 'index_allocated', list = $1, idx = $2, \
-             updated = $3 WHERE id = $4 AND state = 'key_checked'",
-        )
+    /// Move `owner`'s row from the state before an index to `index_allocated`, with the
+    /// allocated index.
+    pub async fn record_index(
+        &self,
+        owner: MintedFor,
+        id: &str,
+        list: &str,
+        idx: i64,
+        now: i64,
+    ) -> Result<bool> {
+        Ok(sqlx::query(&format!(
+            "UPDATE {} SET state = 'index_allocated', list = $1, idx = $2, updated = $3 \
+             WHERE id = $4 AND state = '{}'",
+            owner.table(),
+            owner.before_index()
+        ))
         .bind(list)
         .bind(idx)
         .bind(now)
@@ -503,21 +539,24 @@ impl Store {
             == 1)
     }
 
-    /// Record the minted credential and move `index_allocated` → `minted`, in one transaction.
+    /// Record a minted card credential and move `owner`'s row `index_allocated` → `minted`, in
+    /// one transaction.
     pub async fn record_minted(
         &self,
-        perso: &str,
+        owner: MintedFor,
+        id: &str,
         c: &CredentialRow,
         audit: &Audit<'_>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE personalizations SET state = 'minted', credential = $1, updated = $2 \
+        let moved = sqlx::query(&format!(
+            "UPDATE {} SET state = 'minted', credential = $1, updated = $2 \
              WHERE id = $3 AND state = 'index_allocated'",
-        )
+            owner.table()
+        ))
         .bind(&c.id)
         .bind(audit.at)
-        .bind(perso)
+        .bind(id)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -3,7 +3,7 @@
 //! that names it, and the replaced credential revoked in the same transaction that records the
 //! new one as issued.
 
-use super::{Audit, CredentialRow, PERSO_COLS, PersoRow, Store, audit_in, insert_credential_in};
+use super::{Audit, PERSO_COLS, PersoRow, Store, audit_in};
 use crate::error::Result;
 
 /// A renewal as stored.
@@ -85,55 +85,6 @@ impl Store {
         audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Move `started` → `index_allocated` with the allocated index.
-    pub async fn record_renewal_index(
-        &self,
-        id: &str,
-        list: &str,
-        idx: i64,
-        now: i64,
-    ) -> Result<bool> {
-        Ok(sqlx::query(
-            "UPDATE renewals SET state = 'index_allocated', list = $1, idx = $2, updated = $3 \
-             WHERE id = $4 AND state = 'started'",
-        )
-        .bind(list)
-        .bind(idx)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    /// Record the new credential and move `index_allocated` → `minted`, in one transaction.
-    pub async fn record_renewal_minted(
-        &self,
-        id: &str,
-        c: &CredentialRow,
-        audit: &Audit<'_>,
-    ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE renewals SET state = 'minted', credential = $1, updated = $2 \
-             WHERE id = $3 AND state = 'index_allocated'",
-        )
-        .bind(&c.id)
-        .bind(audit.at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
-            return Ok(false);
-        }
-        insert_credential_in(&mut tx, c, audit.at).await?;
-        audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// The card holds the new credential: in one transaction the renewal and the new credential
