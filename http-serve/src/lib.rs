@@ -1,11 +1,14 @@
 //! Serving the API with limits a hostile client cannot get around: at most so many connections
-//! in all and per client address, a deadline for a request's head, and an idle timeout.
+//! in all and per client address, a deadline for a request's head, a deadline for its body, and
+//! an idle timeout.
 //!
 //! A validator's file descriptors are shared with consensus, whose journals must always be able
 //! to open a file: idle connections held open by one client used to exhaust them, and the node
 //! died (issue #10 review). The issuer service serves its API the same way. Connections beyond
 //! the total wait in the kernel's backlog (the listener simply stops accepting); a client
-//! address past its share is closed at once.
+//! address past its share is closed at once. A body sent a byte at a time never looks idle, so
+//! it has a deadline of its own: without it a few addresses dripping bodies held every
+//! connection slot (issue #11 attack review).
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +41,9 @@ pub struct ServeLimits {
     pub header_timeout: Duration,
     /// A connection on which nothing moves for this long is closed.
     pub idle_timeout: Duration,
+    /// Time a client has to send a whole request body, from the end of its head; reading past
+    /// it fails (the handler answers, the connection is closed).
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -47,6 +53,7 @@ impl Default for ServeLimits {
             max_per_address: 64,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -150,9 +157,15 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let body_timeout = limits.body_timeout;
         let service = TowerToHyperService::new(
             router
                 .clone()
+                .layer(axum::middleware::map_request(
+                    move |req: axum::extract::Request| async move {
+                        req.map(|b| axum::body::Body::new(DeadlineBody::new(b, body_timeout)))
+                    },
+                ))
                 .layer(axum::Extension(ConnectInfo::<SocketAddr>(peer))),
         );
         let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
@@ -165,6 +178,52 @@ pub async fn serve(
             drop(slot);
             drop(permit);
         });
+    }
+}
+
+/// A request body that fails with `TimedOut` once its deadline has passed.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: axum::body::Body, within: Duration) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+/// The error a body read past its deadline fails with.
+pub fn body_too_slow() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "request body not sent in time")
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending if this.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(Err(axum::Error::new(body_too_slow()))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

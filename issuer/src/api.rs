@@ -61,17 +61,87 @@ pub struct Api {
     /// The service.
     pub svc: Arc<Service>,
     limiter: DefaultKeyedRateLimiter<String>,
-    /// Look-ups of tokens not yet known, per client address (a flood from one address does not
-    /// lock out operators elsewhere) ...
+    /// Look-ups of tokens not in the cache, per client address (a flood from one address does
+    /// not lock out operators elsewhere).
     lookups_per_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
-    /// ... and all together (the database's protection against many addresses).
+    /// Look-ups of ids not in a recent id list, all addresses together.
     failures: governor::DefaultDirectRateLimiter,
+    /// The ids of the tokens in the database, and when they were read.
+    known: std::sync::Mutex<KnownIds>,
+    /// Held by the one request that reads the id list again.
+    refreshing: tokio::sync::Mutex<()>,
     /// Tokens that authenticated, with when they were read (bounded by the tokens in the
     /// database; read again after [`TOKEN_CACHE`], so a token revoked in the database stops
     /// working within that time).
     tokens: std::sync::Mutex<
         std::collections::HashMap<String, (std::time::Instant, crate::store::TokenRow)>,
     >,
+}
+
+/// How old the id list may be before an unknown id makes it be read again.
+const KNOWN_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The ids of the tokens in the database, and when they were read.
+type KnownIds = (
+    std::collections::HashSet<String>,
+    Option<std::time::Instant>,
+);
+
+/// What the id list says of an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// A token in the database.
+    Yes,
+    /// Not in the database: the list was read for this very request.
+    No,
+    /// Not in a list read less than [`KNOWN_FRESH`] ago: made since, or made up.
+    NotLately,
+}
+
+fn fresh(k: &KnownIds) -> bool {
+    k.1.is_some_and(|t| t.elapsed() < KNOWN_FRESH)
+}
+
+impl Api {
+    /// Whether `id` names a token in the database, from the id list, which is read again (by
+    /// one request at a time, at most every [`KNOWN_FRESH`]) when it does not hold `id`.
+    async fn is_known(&self, id: &str) -> Result<Known> {
+        let answer = |k: &KnownIds| {
+            if k.0.contains(id) {
+                Known::Yes
+            } else {
+                Known::NotLately
+            }
+        };
+        if let Ok(k) = self.known.lock()
+            && (k.0.contains(id) || fresh(&k))
+        {
+            return Ok(answer(&k));
+        }
+        let _one = self.refreshing.lock().await;
+        if let Ok(k) = self.known.lock()
+            && fresh(&k)
+        {
+            return Ok(answer(&k));
+        }
+        let ids = self.svc.store.token_ids().await?;
+        let known = if ids.contains(id) {
+            Known::Yes
+        } else {
+            Known::No
+        };
+        if let Ok(mut k) = self.known.lock() {
+            *k = (ids, Some(std::time::Instant::now()));
+        }
+        Ok(known)
+    }
+
+    /// A token made by this process is known at once.
+    fn learn(&self, id: &str) {
+        if let Ok(mut k) = self.known.lock() {
+            k.0.insert(id.to_owned());
+        }
+    }
 }
 
 impl std::fmt::Debug for Api {
@@ -132,6 +202,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             .map_err(|e: BytesRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Error::TooLarge(MAX_BODY.load(std::sync::atomic::Ordering::Relaxed))
+                } else if too_slow(&e) {
+                    Error::BodyTimeout
                 } else {
                     Error::InvalidBody("the body could not be read".into())
                 }
@@ -152,6 +224,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// Whether a body read failed because the client did not send it in time (the server's body
+/// deadline, `civis_http_serve::ServeLimits::body_timeout`).
+fn too_slow(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// A path parameter; one that cannot be read (say, invalid UTF-8) names no object: a JSON 404.
 #[derive(Debug)]
 pub struct Id(pub String);
@@ -167,6 +255,51 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
             .await
             .map(|Path(id)| Id(id))
             .map_err(|_| Error::NotFound("object"))
+    }
+}
+
+/// The scopes a token may hold, one type each, so a route names its scope in its signature.
+pub mod scope {
+    /// A scope.
+    pub trait Scope {
+        /// Its name in tokens.
+        const NAME: &'static str;
+    }
+    macro_rules! scopes {
+        ($($ty:ident = $name:literal),*) => {$(
+            #[doc = concat!("The `", $name, "` scope.")]
+            #[derive(Debug)]
+            pub struct $ty;
+            impl Scope for $ty {
+                const NAME: &'static str = $name;
+            }
+        )*};
+    }
+    scopes!(
+        Enroll = "enroll",
+        Personalize = "personalize",
+        Status = "status",
+        Audit = "audit",
+        Admin = "admin"
+    );
+}
+
+/// An authenticated caller holding scope `S`: token (401), scope (403) and the token's
+/// allowance (429) are checked from the request head, before any body is read or parsed, so an
+/// unauthenticated request costs no body and learns nothing from its parse errors.
+#[derive(Debug)]
+pub struct Auth<S>(pub Actor, pub Arc<Agency>, std::marker::PhantomData<S>);
+
+impl<S: scope::Scope + Send + Sync> FromRequestParts<Arc<Api>> for Auth<S> {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<Api>,
+    ) -> Result<Self, Error> {
+        let caller = Caller::from_request_parts(parts, api).await?;
+        let (actor, agency) = authorize(api, &caller, S::NAME).await?;
+        Ok(Auth(actor, agency, std::marker::PhantomData))
     }
 }
 
@@ -210,6 +343,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         limiter: RateLimiter::keyed(quota),
         lookups_per_address: RateLimiter::keyed(per_address),
         failures: RateLimiter::direct(failures),
+        known: std::sync::Mutex::default(),
+        refreshing: tokio::sync::Mutex::default(),
         tokens: std::sync::Mutex::default(),
     });
     Router::new()
@@ -281,12 +416,9 @@ async fn authorize(
             .filter(|(at, _)| at.elapsed() < TOKEN_CACHE)
             .map(|(_, row)| row.clone())
     });
-    let from_cache = cached.is_some();
     let row = match cached {
         Some(row) => Some(row),
         None => {
-            // Only tokens not seen before cost a database look-up, and those are limited all
-            // together, so a flood of made-up tokens cannot keep the database busy.
             // Keyed limiters keep a cell per address seen; drop the ones that are full again
             // so a flood from many addresses does not grow memory without end.
             if api.lookups_per_address.len() > 10_000 {
@@ -296,14 +428,40 @@ async fn authorize(
             let address_ok = caller
                 .ip
                 .is_none_or(|ip| api.lookups_per_address.check_key(&ip).is_ok());
-            if !address_ok || api.failures.check().is_err() {
+            if !address_ok {
                 api.svc
                     .metrics
                     .rate_limited
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(Error::RateLimited);
             }
-            api.svc.store.token(id).await?
+            // Ids of real tokens are looked up; made-up ones cost at most a read of the id list
+            // every 250 ms, plus look-ups from a shared budget for ids made since the last
+            // read. Spent by a flood from many addresses, that budget only delays a brand-new
+            // token until the next read (429 meanwhile): it locks nobody out (issue #11
+            // attack review).
+            let look_up = match api.is_known(id).await? {
+                Known::Yes => true,
+                Known::No => false,
+                Known::NotLately if api.failures.check().is_ok() => true,
+                Known::NotLately => {
+                    api.svc
+                        .metrics
+                        .rate_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(Error::RateLimited);
+                }
+            };
+            if look_up {
+                let row = api.svc.store.token(id).await?;
+                // Cached whatever the secret, so guesses against a real id cost no look-up.
+                if let (Some(r), Ok(mut t)) = (&row, api.tokens.lock()) {
+                    t.insert(r.id.clone(), (std::time::Instant::now(), r.clone()));
+                }
+                row
+            } else {
+                None
+            }
         }
     };
     let Some(row) =
@@ -311,9 +469,6 @@ async fn authorize(
     else {
         return Err(refuse(Error::Unauthorized));
     };
-    if !from_cache && let Ok(mut t) = api.tokens.lock() {
-        t.insert(row.id.clone(), (std::time::Instant::now(), row.clone()));
-    }
     let scopes: Vec<String> = row.scopes.split(',').map(str::to_owned).collect();
     if !scopes.iter().any(|s| s == scope) {
         return Err(refuse(Error::Forbidden(scope)));
@@ -367,10 +522,9 @@ async fn openapi() -> Response {
 
 async fn enroll(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Enroll>,
     Body(req): Body<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollAnswer>)> {
-    let (actor, agency) = authorize(&api, &caller, "enroll").await?;
     check_request_key(&req.request_key)?;
     let now = api.svc.now();
     let today = time::OffsetDateTime::from_unix_timestamp(now)
@@ -406,10 +560,9 @@ fn answer(row: &CredentialRow, agency: &Agency, with_bytes: bool) -> CredentialA
 
 async fn mint(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Personalize>,
     Body(req): Body<MintRequest>,
 ) -> Result<Json<CredentialAnswer>> {
-    let (actor, agency) = authorize(&api, &caller, "personalize").await?;
     check_request_key(&req.request_key)?;
     Ok(Json(mint_for_key(&api.svc, &agency, &actor, &req).await?))
 }
@@ -492,10 +645,9 @@ pub async fn mint_for_key(
 
 async fn credential(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(_, agency, _): Auth<scope::Status>,
     Id(id): Id,
 ) -> Result<Json<CredentialAnswer>> {
-    let (_, agency) = authorize(&api, &caller, "status").await?;
     let row = api
         .svc
         .store
@@ -507,10 +659,9 @@ async fn credential(
 
 async fn status(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(_, agency, _): Auth<scope::Status>,
     Id(id): Id,
 ) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
-    let (_, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::status_of(&api.svc, &agency, &id).await?,
     ))
@@ -518,11 +669,10 @@ async fn status(
 
 async fn change_status(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Status>,
     Id(id): Id,
     Body(req): Body<StatusRequest>,
 ) -> Result<Json<civis_core::issuer_api::CredentialStatus>> {
-    let (actor, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::change(&api.svc, &agency, &actor, &id, &req).await?,
     ))
@@ -530,10 +680,9 @@ async fn change_status(
 
 async fn personalize(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Personalize>,
     Body(req): Body<PersonalizeRequest>,
 ) -> Result<Json<civis_core::issuer_api::PersonalizeStep>> {
-    let (actor, agency) = authorize(&api, &caller, "personalize").await?;
     Ok(Json(
         crate::perso::advance(&api.svc, &agency, &actor, &req).await?,
     ))
@@ -541,10 +690,9 @@ async fn personalize(
 
 async fn renew(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Personalize>,
     Body(req): Body<civis_core::issuer_api::RenewRequest>,
 ) -> Result<Json<civis_core::issuer_api::RenewStep>> {
-    let (actor, agency) = authorize(&api, &caller, "personalize").await?;
     Ok(Json(
         crate::renew::advance(&api.svc, &agency, &actor, &req).await?,
     ))
@@ -552,11 +700,10 @@ async fn renew(
 
 async fn suspend_batch(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Status>,
     Id(id): Id,
     Body(req): Body<KeyedRequest>,
 ) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
-    let (actor, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::suspend_batch(&api.svc, &agency, &actor, &id, &req.request_key).await?,
     ))
@@ -564,11 +711,10 @@ async fn suspend_batch(
 
 async fn card_lost(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Status>,
     Id(serial): Id,
     Body(req): Body<KeyedRequest>,
 ) -> Result<Json<civis_core::issuer_api::BulkStatusAnswer>> {
-    let (actor, agency) = authorize(&api, &caller, "status").await?;
     Ok(Json(
         crate::status::card_lost(&api.svc, &agency, &actor, &serial, &req.request_key).await?,
     ))
@@ -590,10 +736,9 @@ fn default_limit() -> i64 {
 
 async fn audit(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(_, agency, _): Auth<scope::Audit>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>> {
-    let (_, agency) = authorize(&api, &caller, "audit").await?;
     let Query(q) =
         query.map_err(|_| Error::InvalidBody("query: after and limit must be integers".into()))?;
     let entries = api
@@ -621,10 +766,9 @@ struct TokenAnswer {
 
 async fn create_token(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Admin>,
     Body(req): Body<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenAnswer>)> {
-    let (actor, agency) = authorize(&api, &caller, "admin").await?;
     if req.scopes.is_empty() || req.scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
         return Err(Error::Invalid {
             field: "scopes",
@@ -655,6 +799,7 @@ async fn create_token(
         .store
         .audit(&actor.audit(&agency, "token", &id, "-", api.svc.now()))
         .await?;
+    api.learn(&id);
     Ok((StatusCode::CREATED, Json(TokenAnswer { id, token })))
 }
 
@@ -663,10 +808,9 @@ async fn create_token(
 /// within the token cache's 60 s.
 async fn revoke_token(
     State(api): State<Arc<Api>>,
-    caller: Caller,
+    Auth(actor, agency, _): Auth<scope::Admin>,
     Id(id): Id,
 ) -> Result<StatusCode> {
-    let (actor, agency) = authorize(&api, &caller, "admin").await?;
     let now = api.svc.now();
     if !api.svc.store.revoke_token(agency.id(), &id, now).await? {
         return Err(Error::NotFound("token"));
@@ -708,8 +852,10 @@ struct RotateAnswer {
     kid: String,
 }
 
-async fn rotate_key(State(api): State<Arc<Api>>, caller: Caller) -> Result<Json<RotateAnswer>> {
-    let (actor, agency) = authorize(&api, &caller, "admin").await?;
+async fn rotate_key(
+    State(api): State<Arc<Api>>,
+    Auth(actor, agency, _): Auth<scope::Admin>,
+) -> Result<Json<RotateAnswer>> {
     let client = api.svc.registry()?;
     let kid = crate::rotate::rotate(&api.svc, &client, &agency, &actor).await?;
     Ok(Json(RotateAnswer {

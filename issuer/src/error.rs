@@ -34,6 +34,9 @@ pub enum Error {
     /// The body is larger than the limit.
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body was not sent in time.
+    #[error("the body was not sent in time")]
+    BodyTimeout,
     /// The token used up its allowance.
     #[error("too many requests; retry later")]
     RateLimited,
@@ -107,6 +110,7 @@ impl Error {
             Self::Invalid { .. } => "invalid_field",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TooLarge(_) => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::RateLimited => "rate_limited",
             Self::Conflict(_) => "conflict",
             Self::CardKeyRefused(_) => "card_key_refused",
@@ -137,6 +141,7 @@ impl Error {
             Self::InvalidBody(_) | Self::Invalid { .. } => 400,
             Self::UnsupportedMediaType => 415,
             Self::TooLarge(_) => 413,
+            Self::BodyTimeout => 408,
             Self::RateLimited => 429,
             Self::Conflict(_) | Self::CardKeyRefused(_) | Self::CardRefused(_) => 409,
             Self::ListFull => 507,

@@ -294,6 +294,16 @@ impl Store {
         )
     }
 
+    /// The ids of all tokens not revoked.
+    pub async fn token_ids(&self) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query("SELECT id FROM tokens WHERE revoked IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(Error::from))
+            .collect()
+    }
+
     /// A token by its public id.
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
         let row = sqlx::query("SELECT id, hash, agency, scopes, revoked FROM tokens WHERE id = $1")

@@ -1241,6 +1241,74 @@ fn a_flood_of_made_up_tokens_from_one_address_does_not_lock_out_another() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
+
+        // Made-up tokens from 50 addresses at once, each within its own allowance: a token
+        // made meanwhile in the database (as another process sharing it would) is admitted
+        // within a second and stays admitted; nothing but 401 and 429 reaches the flooders.
+        let late = civis_issuer::api::issue_token(&env.svc.store, "alpha", "audit", "later", 0)
+            .await
+            .unwrap()
+            .1;
+        let mut flood = Vec::new();
+        for a in 1..=50u8 {
+            let (base, client) = (
+                base.clone(),
+                reqwest::Client::builder()
+                    .local_address(Some(std::net::IpAddr::from([127, 0, 1, a])))
+                    .build()
+                    .unwrap(),
+            );
+            flood.push(tokio::spawn(async move {
+                let mut seen = std::collections::BTreeSet::new();
+                for n in 0..60u32 {
+                    let forged = format!("civis_{:08x}{n:08x}.{}", u32::from(a), "2".repeat(64));
+                    let r = client
+                        .get(format!("{base}/v1/audit"))
+                        .bearer_auth(forged)
+                        .send()
+                        .await
+                        .unwrap();
+                    seen.insert(r.status().as_u16());
+                }
+                seen
+            }));
+        }
+        let operator = reqwest::Client::builder()
+            .local_address(Some("127.0.0.3".parse().unwrap()))
+            .build()
+            .unwrap();
+        let mut statuses = Vec::new();
+        for _ in 0..50 {
+            let r = operator
+                .get(format!("{base}/v1/audit"))
+                .bearer_auth(&late)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+            if statuses.len() >= 5 && statuses.iter().rev().take(5).all(|s| *s == 200) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let first_ok = statuses
+            .iter()
+            .position(|s| *s == 200)
+            .expect("never admitted");
+        assert!(first_ok <= 20, "{statuses:?}");
+        assert!(
+            statuses[first_ok..].iter().all(|s| *s == 200),
+            "{statuses:?}"
+        );
+        // A real token is never told it is unknown: at worst asked to retry.
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "{statuses:?}"
+        );
+        for f in flood {
+            let seen = f.await.unwrap();
+            assert!(seen.iter().all(|s| *s == 401 || *s == 429), "{seen:?}");
+        }
         stop.notify_one();
     });
 }
@@ -1579,5 +1647,79 @@ fn concurrent_renewal_requests_for_one_card_yield_one_new_credential() {
             let (creds, distinct) = env.svc.store.credential_counts("alpha").await.unwrap();
             assert_eq!((creds, distinct), (2, 2));
         })
+    });
+}
+
+#[test]
+fn a_slow_body_is_cut_and_a_request_without_a_token_is_refused_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt().block_on(async {
+        let env = env(false).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = civis_http_serve::ServeLimits {
+            body_timeout: std::time::Duration::from_millis(300),
+            ..civis_http_serve::ServeLimits::default()
+        };
+        let app = civis_issuer::router(Arc::clone(&env.svc));
+        tokio::spawn(civis_http_serve::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
+        // A body dripped a byte at a time under a valid token: 408, closed.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/residents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            env.alpha
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        for _ in 0..100 {
+            if s.write_all(b" ").await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(std::time::Duration::from_millis(100), s.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("\"body_timeout\""), "{answer}");
+        // Without a token, or with a made-up one, a body that does not parse is still 401:
+        // nothing is read or parsed before the token is checked.
+        for token in [
+            None,
+            Some("civis_0123456789abcdef.".to_owned() + &"0".repeat(64)),
+        ] {
+            let (status, body) = env
+                .raw(
+                    "POST",
+                    "/v1/residents",
+                    token.as_deref(),
+                    Some("application/json"),
+                    b"{\"zz\":1}".to_vec(),
+                )
+                .await;
+            assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+        }
+        // A token without the route's scope: 403 before the body.
+        let (status, _) = env
+            .raw(
+                "POST",
+                "/v1/credentials/x/status",
+                Some(&env.alpha_enroll),
+                Some("text/plain"),
+                b"not json".to_vec(),
+            )
+            .await;
+        assert_eq!(status, 403);
     });
 }
