@@ -567,6 +567,22 @@ async fn mint(
     Ok(Json(mint_for_key(&api.svc, &agency, &actor, &req).await?))
 }
 
+/// A repeated mint request key must name the same resident and device key: the caller never
+/// gets a credential bound to a key it did not ask for.
+fn same_mint(row: &CredentialRow, req: &MintRequest) -> Result<()> {
+    use civis_core::cbor::CborForm as _;
+    let bound = civis_core::mdoc::IssuerSigned::from_slice(&row.issuer_signed)
+        .and_then(|s| civis_core::mdoc::MobileSecurityObject::from_issuer_auth(&s.issuer_auth))
+        .and_then(|m| m.device_public_key())?;
+    let asked = civis_core::crypto::EcPublicKey::from_sec1(&req.device_key).ok();
+    if row.resident != req.resident || row.card_serial.is_some() || asked.as_ref() != Some(&bound) {
+        return Err(Error::Conflict(
+            "this request key was used for another request; use a new request key",
+        ));
+    }
+    Ok(())
+}
+
 /// Mint for a device key, once per request key.
 pub async fn mint_for_key(
     svc: &Service,
@@ -579,11 +595,7 @@ pub async fn mint_for_key(
         .credential_by_request(agency.id(), &req.request_key)
         .await?
     {
-        if row.resident != req.resident || row.card_serial.is_some() {
-            return Err(Error::Conflict(
-                "this request key was used for another request; use a new request key",
-            ));
-        }
+        same_mint(&row, req)?;
         return Ok(answer(&row, agency, true));
     }
     let device_key =
@@ -637,6 +649,7 @@ pub async fn mint_for_key(
                 .credential_by_request(agency.id(), &req.request_key)
                 .await?
                 .ok_or(Error::Conflict("concurrent request"))?;
+            same_mint(&row, req)?;
             Ok(answer(&row, agency, true))
         }
         Err(e) => Err(e),
@@ -725,12 +738,12 @@ async fn card_lost(
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     #[serde(default)]
-    after: i64,
+    after: u64,
     #[serde(default = "default_limit")]
-    limit: i64,
+    limit: u16,
 }
 
-fn default_limit() -> i64 {
+fn default_limit() -> u16 {
     100
 }
 
@@ -739,12 +752,26 @@ async fn audit(
     Auth(_, agency, _): Auth<scope::Audit>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>> {
-    let Query(q) =
-        query.map_err(|_| Error::InvalidBody("query: after and limit must be integers".into()))?;
+    let Query(q) = query.map_err(|_| {
+        Error::InvalidBody("query: after and limit must be whole numbers, not negative".into())
+    })?;
+    if !(1..=1000).contains(&q.limit) {
+        return Err(Error::Invalid {
+            field: "limit",
+            why: "must be 1 to 1000",
+        });
+    }
     let entries = api
         .svc
         .store
-        .audit_page(agency.id(), q.after.max(0), q.limit.clamp(1, 1000))
+        .audit_page(
+            agency.id(),
+            i64::try_from(q.after).map_err(|_| Error::Invalid {
+                field: "after",
+                why: "is too large",
+            })?,
+            i64::from(q.limit),
+        )
         .await?;
     Ok(Json(AuditPage { entries }))
 }
@@ -812,16 +839,21 @@ async fn revoke_token(
     Id(id): Id,
 ) -> Result<StatusCode> {
     let now = api.svc.now();
-    if !api.svc.store.revoke_token(agency.id(), &id, now).await? {
-        return Err(Error::NotFound("token"));
-    }
+    let now_revoked = api
+        .svc
+        .store
+        .revoke_token(agency.id(), &id, now)
+        .await?
+        .ok_or(Error::NotFound("token"))?;
     if let Ok(mut t) = api.tokens.lock() {
         t.remove(&id);
     }
-    api.svc
-        .store
-        .audit(&actor.audit(&agency, "token-revoke", &id, "-", now))
-        .await?;
+    if now_revoked {
+        api.svc
+            .store
+            .audit(&actor.audit(&agency, "token-revoke", &id, "-", now))
+            .await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -177,7 +177,8 @@ impl Config {
         Ok(config)
     }
 
-    fn resolve(&mut self, base: &Path) {
+    /// Take relative paths from `base` (the config file's folder).
+    pub(crate) fn resolve(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);

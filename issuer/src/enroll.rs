@@ -35,12 +35,18 @@ fn name(field: &'static str, s: &str) -> Result<()> {
             why: "must be 1 to 64 characters",
         });
     }
-    // Letters of any script, and the few marks names use. No control characters, so nothing
-    // an operator types can forge a log line or a terminal sequence.
-    let ok = s
-        .chars()
-        .all(|c| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.'))
-        && !s.starts_with(' ')
+    // Letters of any script, combining marks after a letter (the ones NFC cannot fold into
+    // it), and the few signs names use. No control characters, so nothing an operator types
+    // can forge a log line or a terminal sequence.
+    let mut after_letter = false;
+    let ok = s.chars().all(|c| {
+        let fine = c.is_alphabetic()
+            || matches!(c, ' ' | '-' | '\'' | '.')
+            || (after_letter && unicode_normalization::char::is_combining_mark(c));
+        after_letter = c.is_alphabetic()
+            || (after_letter && unicode_normalization::char::is_combining_mark(c));
+        fine
+    }) && !s.starts_with(' ')
         && !s.ends_with(' ')
         && !s.contains("  ")
         && s.chars().any(char::is_alphabetic);
@@ -56,8 +62,13 @@ fn name(field: &'static str, s: &str) -> Result<()> {
 impl Attributes {
     /// Check an enrollment against the agency's rules on day `today`.
     pub fn check(req: &EnrollRequest, agency: &AgencyConfig, today: time::Date) -> Result<Self> {
-        name("familyName", &req.family_name)?;
-        name("givenName", &req.given_name)?;
+        // One name, one form, however it was typed: names are kept in NFC, so a decomposed
+        // "Zoe\u{301}" is the "Zoé" another keyboard sends.
+        use unicode_normalization::UnicodeNormalization as _;
+        let family_name: String = req.family_name.nfc().collect();
+        let given_name: String = req.given_name.nfc().collect();
+        name("familyName", &family_name)?;
+        name("givenName", &given_name)?;
         // Exactly ten characters: `time` would also take a signed or longer year.
         let shaped = req.birth_date.len() == 10
             && req.birth_date.bytes().enumerate().all(|(i, b)| {
@@ -99,8 +110,8 @@ impl Attributes {
             });
         }
         Ok(Self {
-            family_name: req.family_name.clone(),
-            given_name: req.given_name.clone(),
+            family_name,
+            given_name,
             birth_date: req.birth_date.clone(),
             resident_district: req.resident_district.clone(),
             document_number: req.document_number.clone(),
@@ -153,6 +164,31 @@ key = "k"
 next_key = "n""#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn names_are_kept_in_nfc_whatever_the_keyboard_sent() {
+        let today = time::macros::date!(2026 - 12 - 05);
+        let mut decomposed = req();
+        decomposed.given_name = "Zoe\u{301}".into();
+        decomposed.family_name = "Nguye\u{302}\u{303}n".into();
+        let a = Attributes::check(&decomposed, &agency(), today).unwrap();
+        assert_eq!(a.given_name, "Zo\u{e9}");
+        assert_eq!(a.family_name, "Nguy\u{1ec5}n");
+        let mut composed = req();
+        composed.given_name = "Zo\u{e9}".into();
+        composed.family_name = "Nguy\u{1ec5}n".into();
+        let b = Attributes::check(&composed, &agency(), today).unwrap();
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        // A mark with no precomposed form stays, after its letter; alone or first it is refused.
+        let mut mark = req();
+        mark.given_name = "An\u{308}a".into();
+        assert!(Attributes::check(&mark, &agency(), today).is_ok());
+        for bad in ["\u{301}Ana", "An \u{301}a", "\u{301}"] {
+            let mut m = req();
+            m.given_name = bad.into();
+            assert!(Attributes::check(&m, &agency(), today).is_err(), "{bad:?}");
+        }
     }
 
     fn req() -> EnrollRequest {

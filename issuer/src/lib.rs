@@ -173,18 +173,16 @@ pub async fn init(
     };
     let mut batches = String::new();
     if let Some((id, tk)) = &opts.batch {
-        let path = dir.join(format!("batch-{id}.key"));
+        // Named relative to the config's folder, so the folder can move as a whole.
+        let name = format!("batch-{id}.key");
+        let path = dir.join(&name);
         keyfile::write_secret(&path, hex::encode(tk).as_bytes()).map_err(keyfile_err(&path))?;
-        batches = format!(
-            "\n[agency.batches]\n{} = {:?}\n",
-            toml_key(id),
-            path.display().to_string()
-        );
+        batches = format!("\n[agency.batches]\n{} = {name:?}\n", toml_key(id));
     }
     let database = opts
         .database
         .clone()
-        .unwrap_or_else(|| format!("sqlite:{}", dir.join("issuer.db").display()));
+        .unwrap_or_else(|| "sqlite:issuer.db".to_owned());
     let text = format!(
         "# Civis issuer service (specs/issuer-api.md § Configuration).\n\
          listen = {listen:?}\n\
@@ -207,7 +205,8 @@ pub async fn init(
         city = opts.city,
         districts = opts.districts,
     );
-    let config: Config = toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| Error::Config(e.to_string()))?;
+    config.resolve(dir);
     config.check()?;
     keyfile::write_public(&config_path, text.as_bytes()).map_err(keyfile_err(&config_path))?;
     let store = store::Store::connect(&config.database).await?;

@@ -52,14 +52,15 @@ pub async fn change(
         .credential(agency.id(), credential)
         .await?
         .ok_or(Error::NotFound("credential"))?;
-    if let Some(other) = svc
+    if let Some((other, set)) = svc
         .store
-        .credential_of_request(agency.id(), &req.request_key)
+        .change_of_request(agency.id(), &req.request_key)
         .await?
-        && other != row.id
+        && (other != row.id || set != value)
     {
         return Err(Error::Conflict(
-            "this request key changed another credential; use a new request key",
+            "this request key changed another credential or asked for another action; use a \
+             new request key",
         ));
     }
     if row.wanted == 1 && value != 1 {

@@ -273,24 +273,29 @@ impl Store {
         Ok(())
     }
 
-    /// Revoke a token of the agency; false if the agency has no such token. Revoking a revoked
-    /// token keeps its first revocation time.
-    pub async fn revoke_token(&self, agency: &str, id: &str, now: i64) -> Result<bool> {
-        sqlx::query(
+    /// Revoke a token of the agency: `None` if the agency has no such token, else whether it
+    /// was revoked now (a token revoked before keeps its first revocation time).
+    pub async fn revoke_token(&self, agency: &str, id: &str, now: i64) -> Result<Option<bool>> {
+        let revoked = sqlx::query(
             "UPDATE tokens SET revoked = $1 WHERE id = $2 AND agency = $3 AND revoked IS NULL",
         )
         .bind(now)
         .bind(id)
         .bind(agency)
         .execute(&self.pool)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if revoked {
+            return Ok(Some(true));
+        }
         Ok(
             sqlx::query("SELECT 1 FROM tokens WHERE id = $1 AND agency = $2")
                 .bind(id)
                 .bind(agency)
                 .fetch_optional(&self.pool)
                 .await?
-                .is_some(),
+                .map(|_| false),
         )
     }
 
@@ -677,20 +682,24 @@ impl Store {
         Ok(n)
     }
 
-    /// The credential a request key changed the status of, if it was used for a status change.
-    pub async fn credential_of_request(
+    /// The credential a request key changed the status of, and the value it set, if it was
+    /// used for a status change.
+    pub async fn change_of_request(
         &self,
         agency: &str,
         request_key: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(String, i64)>> {
         let row = sqlx::query(
-            "SELECT credential FROM status_changes WHERE agency = $1 AND request_key = $2 LIMIT 1",
+            "SELECT credential, value FROM status_changes \
+             WHERE agency = $1 AND request_key = $2 ORDER BY id LIMIT 1",
         )
         .bind(agency)
         .bind(request_key)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()?)
     }
 
     /// A credential's status changes, oldest first.

@@ -587,9 +587,33 @@ fn an_agency_reaches_nothing_of_another_on_any_route() {
             assert_eq!(status, 404, "{method} {path}: {answer}");
             assert_eq!(answer["code"], "not_found", "{method} {path}");
         }
+        // Beta starting a personalization for alpha's card serial learns nothing of it (a fresh
+        // start, as for any serial) and blocks nothing: alpha's card is still alpha's.
+        let mut claim_facts = own_facts.clone();
+        claim_facts.locked = false;
+        claim_facts.public_key = None;
+        let claimed = json!({"requestKey":"claim","resident":"nobody","batch":"b9","card":claim_facts});
+        let (status, answer) = env.post("/v1/personalizations", b, claimed).await;
+        assert_ne!(answer["code"], "conflict", "{answer}");
+        assert_eq!(status, 404, "beta has no such resident: {answer}");
+        let mut north = mira("b-enroll");
+        north.resident_district = "North".into();
+        let beta_resident = env.client(b).enroll(&north).await.unwrap().resident;
+        let claimed = json!({"requestKey":"claim","resident":beta_resident,"batch":"b9","card":claim_facts});
+        let (status, answer) = env.post("/v1/personalizations", b, claimed).await;
+        assert_eq!((status, answer["state"].as_str()), (200, Some("started")), "{answer}");
+        let again = env.personalize(&mut card, "p1", &resident).await;
+        assert_eq!(again, credential);
         // Beta's audit shows nothing of alpha's; alpha's credential is untouched.
         let audit = env.client(b).audit(0, 100).await.unwrap();
-        assert!(audit.entries.is_empty());
+        assert!(
+            audit
+                .entries
+                .iter()
+                .all(|e| e.action == "enroll" || e.action == "personalize"),
+            "{:?}",
+            audit.entries
+        );
         let st = env.client(&env.alpha).status(&credential).await.unwrap();
         assert_eq!((st.wanted.as_str(), st.pending.len()), ("valid", 0));
     });
@@ -1097,6 +1121,11 @@ fn a_request_key_names_one_request() {
         assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
         let again = alpha.mint(&mint(&r1, key.clone())).await.unwrap();
         assert_eq!(again.credential, first.credential);
+        // The same key for the same resident but another device key: never the credential
+        // bound to the first key.
+        let another = SoftwareKey::generate(&mut OsRng).public_key().uncompressed().to_vec();
+        let e = alpha.mint(&mint(&r1, another)).await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
         let other_cred = alpha
             .mint(&MintRequest {
                 request_key: "k2".into(),
@@ -1114,6 +1143,18 @@ fn a_request_key_names_one_request() {
             .await
             .unwrap_err();
         assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        // The same key for the same credential but another action.
+        let unsuspend = StatusRequest {
+            request_key: "s".into(),
+            action: "unsuspend".into(),
+        };
+        let e = alpha
+            .change_status(&first.credential, &unsuspend)
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        let st = alpha.change_status(&first.credential, &act("s")).await.unwrap();
+        assert_eq!(st.wanted, "suspended");
         // Device keys: empty, compressed, off the curve, the generator, a card's key.
         let g = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
         let mut card = blank_card();
@@ -1598,11 +1639,24 @@ fn a_revoked_token_stops_working_at_once() {
         let err = admin.revoke_token("0000000000000000").await.unwrap_err();
         assert!(matches!(err, Error::Remote { status: 404, .. }), "{err}");
         let audit = admin.audit(0, 100).await.unwrap().entries;
-        assert!(
-            audit
-                .iter()
-                .any(|e| e.action == "token-revoke" && e.object == id)
-        );
+        let revocations = audit
+            .iter()
+            .filter(|e| e.action == "token-revoke" && e.object == id)
+            .count();
+        assert_eq!(revocations, 1, "audited once, when it was revoked");
+        // Audit pages: negative or out-of-range numbers are refused, not clamped.
+        for q in ["after=-1", "limit=-5", "limit=0", "limit=1001", "after=x"] {
+            let (status, body) = env
+                .raw(
+                    "GET",
+                    &format!("/v1/audit?{q}"),
+                    Some(&env.alpha),
+                    None,
+                    vec![],
+                )
+                .await;
+            assert_eq!(status, 400, "{q}: {body}");
+        }
     });
 }
 
