@@ -128,7 +128,10 @@ fn main() {
                 request_key: &key,
                 at: 0,
             };
-            svc.store.record_changes(&changes, &audit).await.unwrap();
+            svc.store
+                .record_changes(&changes, &audit, ("status", &key))
+                .await
+                .unwrap();
         }
         let started = Instant::now();
         let mut txs = 0;

@@ -738,6 +738,54 @@ fn a_personalization_killed_at_each_crash_point_resumes_to_one_credential() {
         };
         assert_eq!((count("mint"), count("issue")), (1, 1), "{point}: {lines}");
     }
+
+    // The four cards share the batch: suspending it flips all their credentials to suspended
+    // on chain in one step (one transaction, one height), and a kiosk rejects every card.
+    let issuer = Issuer::start(&agency.dir, agency.port, None);
+    let suspend = [
+        "status",
+        "suspend-batch",
+        "--batch",
+        "dev",
+        "--request-key",
+        "batch-1",
+    ];
+    let (ok, answer, text) = issuer.cli(&agency.dir, &suspend);
+    assert!(ok && answer["credentials"] == 4, "{text}");
+    let (_, _, lines) = issuer.cli(&agency.dir, &["audit", "--limit", "1000"]);
+    let issued: Vec<String> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["action"] == "issue")
+        .map(|e| e["object"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(issued.len(), 4, "{lines}");
+    let mut heights = std::collections::BTreeSet::new();
+    for id in &issued {
+        wait_until(
+            "the batch suspension anchored",
+            Duration::from_secs(60),
+            || {
+                let (_, s, _) = issuer.cli(&agency.dir, &["status", "show", "--credential", id]);
+                let done = s["pending"].as_array().is_some_and(Vec::is_empty)
+                    && s["anchored"]["value"] == "suspended";
+                if done {
+                    heights.insert(s["anchored"]["height"].as_u64().unwrap());
+                }
+                done
+            },
+        );
+    }
+    assert_eq!(heights.len(), 1, "one step: {heights:?}");
+    let genesis =
+        Genesis::from_json(&std::fs::read_to_string(reg.dir.join("genesis.json")).unwrap())
+            .unwrap();
+    for point in ["after-index", "after-sign", "after-write", "before-lock"] {
+        let state = std::fs::read(agency.dir.join(format!("{point}.state"))).unwrap();
+        let state = CardState::decode(&state).unwrap();
+        let v = kiosk_verdict(&reg, &state, &genesis, &agency.dir);
+        assert!(matches!(v, Verdict::Reject(_)), "{point}: {v:?}");
+    }
     let _ = std::fs::remove_dir_all(&agency.dir);
 }
 

@@ -197,6 +197,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         if !json {
             return Err(Error::UnsupportedMediaType);
         }
+        // A declared length over the limit is refused from the head, not after waiting for a
+        // body that will be refused anyway.
+        let max = MAX_BODY.load(std::sync::atomic::Ordering::Relaxed);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(Error::TooLarge(max));
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e: BytesRejection| {
@@ -752,8 +763,9 @@ async fn audit(
     Auth(_, agency, _): Auth<scope::Audit>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>> {
-    let Query(q) = query.map_err(|_| {
-        Error::InvalidBody("query: after and limit must be whole numbers, not negative".into())
+    let Query(q) = query.map_err(|_| Error::Invalid {
+        field: "query",
+        why: "after and limit must be whole numbers, not negative, and nothing else",
     })?;
     if !(1..=1000).contains(&q.limit) {
         return Err(Error::Invalid {

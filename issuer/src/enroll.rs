@@ -27,6 +27,17 @@ pub struct Attributes {
 const DATE: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]");
 
+/// Characters that show nothing, or only a frame around the letter before: Hangul fillers
+/// (alphabetic, yet blank), the combining grapheme joiner, variation selectors, enclosing
+/// marks, the Braille blank, Khmer inherent vowels.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{034F}' | '\u{2800}'
+        | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}'
+        | '\u{E0100}'..='\u{E01EF}' | '\u{0488}'..='\u{0489}' | '\u{20DD}'..='\u{20E0}'
+        | '\u{20E2}'..='\u{20E4}' | '\u{A670}'..='\u{A672}')
+}
+
 fn name(field: &'static str, s: &str) -> Result<()> {
     let n = s.chars().count();
     if n == 0 || n > 64 {
@@ -35,17 +46,21 @@ fn name(field: &'static str, s: &str) -> Result<()> {
             why: "must be 1 to 64 characters",
         });
     }
-    // Letters of any script, combining marks after a letter (the ones NFC cannot fold into
-    // it), and the few signs names use. No control characters, so nothing an operator types
-    // can forge a log line or a terminal sequence.
-    let mut after_letter = false;
+    // Letters of any script, up to four combining marks after a letter (the ones
+    // normalization cannot fold into it), and the few signs names use. No control characters,
+    // so nothing an operator types can forge a log line or a terminal sequence; nothing
+    // invisible, so two records never differ by what no one can see.
+    let mut marks: Option<usize> = None;
     let ok = s.chars().all(|c| {
-        let fine = c.is_alphabetic()
-            || matches!(c, ' ' | '-' | '\'' | '.')
-            || (after_letter && unicode_normalization::char::is_combining_mark(c));
-        after_letter = c.is_alphabetic()
-            || (after_letter && unicode_normalization::char::is_combining_mark(c));
-        fine
+        if invisible(c) {
+            return false;
+        }
+        if unicode_normalization::char::is_combining_mark(c) {
+            marks = marks.map(|n| n + 1);
+            return marks.is_some_and(|n| n <= 4);
+        }
+        marks = c.is_alphabetic().then_some(0);
+        c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.')
     }) && !s.starts_with(' ')
         && !s.ends_with(' ')
         && !s.contains("  ")
@@ -62,11 +77,12 @@ fn name(field: &'static str, s: &str) -> Result<()> {
 impl Attributes {
     /// Check an enrollment against the agency's rules on day `today`.
     pub fn check(req: &EnrollRequest, agency: &AgencyConfig, today: time::Date) -> Result<Self> {
-        // One name, one form, however it was typed: names are kept in NFC, so a decomposed
-        // "Zoe\u{301}" is the "Zoé" another keyboard sends.
+        // One name, one form, however it was typed: names are kept in NFKC, so a decomposed
+        // "Zoe\u{301}" is the "Zoé" another keyboard sends, and fullwidth or mathematical
+        // letters are the plain ones they look like.
         use unicode_normalization::UnicodeNormalization as _;
-        let family_name: String = req.family_name.nfc().collect();
-        let given_name: String = req.given_name.nfc().collect();
+        let family_name: String = req.family_name.nfkc().collect();
+        let given_name: String = req.given_name.nfkc().collect();
         name("familyName", &family_name)?;
         name("givenName", &given_name)?;
         // Exactly ten characters: `time` would also take a signed or longer year.
@@ -167,7 +183,7 @@ next_key = "n""#,
     }
 
     #[test]
-    fn names_are_kept_in_nfc_whatever_the_keyboard_sent() {
+    fn names_are_kept_in_one_form_whatever_the_keyboard_sent_and_nothing_invisible() {
         let today = time::macros::date!(2026 - 12 - 05);
         let mut decomposed = req();
         decomposed.given_name = "Zoe\u{301}".into();
@@ -184,7 +200,25 @@ next_key = "n""#,
         let mut mark = req();
         mark.given_name = "An\u{308}a".into();
         assert!(Attributes::check(&mark, &agency(), today).is_ok());
-        for bad in ["\u{301}Ana", "An \u{301}a", "\u{301}"] {
+        // Look-alikes fold to the letters they show.
+        let mut wide = req();
+        wide.family_name = "\u{FF24}\u{FF4F}\u{FF45}".into();
+        wide.given_name = "\u{1D403}\u{1D428}\u{1D41E}".into();
+        let w = Attributes::check(&wide, &agency(), today).unwrap();
+        assert_eq!(
+            (w.family_name.as_str(), w.given_name.as_str()),
+            ("Doe", "Doe")
+        );
+        for bad in [
+            "\u{301}Ana",
+            "An \u{301}a",
+            "\u{301}",
+            "Do\u{34F}e",
+            "Doe\u{FE0F}",
+            "\u{3164}",
+            "D\u{20DD}",
+            "D\u{301}\u{302}\u{303}\u{304}\u{306}",
+        ] {
             let mut m = req();
             m.given_name = bad.into();
             assert!(Attributes::check(&m, &agency(), today).is_err(), "{bad:?}");

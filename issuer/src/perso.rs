@@ -310,7 +310,10 @@ pub async fn advance(
                     return Ok(step(&row, lock, vec![]));
                 }
             }
-            "issued" => return Ok(step(&row, vec![], vec![])),
+            "issued" => {
+                same_key(&row, facts_key.as_deref())?;
+                return Ok(step(&row, vec![], vec![]));
+            }
             _ => return Err(Error::Corrupt("personalization state")),
         }
         row = store

@@ -66,19 +66,23 @@ pub async fn change(
     if row.wanted == 1 && value != 1 {
         return Err(Error::Conflict("the credential is revoked for good"));
     }
-    if row.wanted != value {
-        let change = NewChange {
-            credential: row.id.clone(),
-            list: row.list.clone(),
-            idx: row.idx,
-            value,
-        };
-        let audit = actor.audit(agency, "status", &row.id, &req.request_key, svc.now());
-        let n = svc.store.record_changes(&[change], &audit).await?;
-        svc.metrics
-            .status_changes
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
+    // Recorded even when it changes nothing (a change to the current value): the key then
+    // names this request, and a late retry of it cannot undo a later decision.
+    let change = NewChange {
+        credential: row.id.clone(),
+        list: row.list.clone(),
+        idx: row.idx,
+        value,
+    };
+    let audit = actor.audit(agency, "status", &row.id, &req.request_key, svc.now());
+    let what = format!("{}:{value}", row.id);
+    let n = svc
+        .store
+        .record_changes(&[change], &audit, ("status", &what))
+        .await?;
+    svc.metrics
+        .status_changes
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     status_of(svc, agency, credential).await
 }
 
@@ -173,11 +177,10 @@ pub async fn card_lost(
         })
         .collect();
     let audit = actor.audit(agency, "card-lost", serial_hex, request_key, svc.now());
-    let n = if changes.is_empty() {
-        0
-    } else {
-        svc.store.record_changes(&changes, &audit).await?
-    };
+    let n = svc
+        .store
+        .record_changes(&changes, &audit, ("lost", &hex::encode(&serial)))
+        .await?;
     svc.metrics
         .status_changes
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);

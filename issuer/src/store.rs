@@ -178,6 +178,49 @@ impl MintedFor {
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
+/// What a request key named before, for a kind of request that may record nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: the key now names this request.
+    New,
+    /// The same request again: answer as before, record nothing.
+    Same,
+    /// The key named another request of this kind: `409`.
+    Other,
+}
+
+/// Claim `request_key` of `kind` for `what` (the request's content, canonical) in `tx`.
+async fn claim_in(tx: &mut Tx<'_>, audit: &Audit<'_>, kind: &str, what: &str) -> Result<Claim> {
+    let inserted = sqlx::query(
+        "INSERT INTO request_keys (agency, kind, request_key, what, at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (agency, kind, request_key) DO NOTHING",
+    )
+    .bind(audit.agency)
+    .bind(kind)
+    .bind(audit.request_key)
+    .bind(what)
+    .bind(audit.at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::New);
+    }
+    let before: String = sqlx::query_scalar(
+        "SELECT what FROM request_keys WHERE agency = $1 AND kind = $2 AND request_key = $3",
+    )
+    .bind(audit.agency)
+    .bind(kind)
+    .bind(audit.request_key)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(if before == what {
+        Claim::Same
+    } else {
+        Claim::Other
+    })
+}
+
 async fn audit_in(tx: &mut Tx<'_>, a: &Audit<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit (at, agency, actor, action, object, request_key) \
@@ -628,8 +671,24 @@ impl Store {
     /// Record status changes for credentials (the caller checked the transitions) and set each
     /// credential's wanted value, unless this request key already did.
     /// Returns how many were recorded now (0 for a repeated request key).
-    pub async fn record_changes(&self, changes: &[NewChange], audit: &Audit<'_>) -> Result<u64> {
+    pub async fn record_changes(
+        &self,
+        changes: &[NewChange],
+        audit: &Audit<'_>,
+        claim: (&str, &str),
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
+        // The key is bound to this request in the same transaction that records it, so a
+        // crash loses neither, and a key that changed nothing still names its request.
+        match claim_in(&mut tx, audit, claim.0, claim.1).await? {
+            Claim::New => {}
+            Claim::Same => return Ok(0),
+            Claim::Other => {
+                return Err(Error::Conflict(
+                    "this request key named another request; use a new request key",
+                ));
+            }
+        }
         let mut n = 0;
         for c in changes {
             // The transition is decided here, under the row's lock, not by an earlier read:
@@ -678,6 +737,7 @@ impl Store {
         if n > 0 {
             audit_in(&mut tx, audit).await?;
         }
+        // Committed even when nothing changed: the key's claim is the record.
         tx.commit().await?;
         Ok(n)
     }
@@ -847,6 +907,15 @@ impl Store {
     /// whether it happened now.
     pub async fn suspend_batch(&self, batch: &str, audit: &Audit<'_>) -> Result<(u64, bool)> {
         let mut tx = self.pool.begin().await?;
+        match claim_in(&mut tx, audit, "batch", batch).await? {
+            Claim::New => {}
+            Claim::Same => return Ok((0, false)),
+            Claim::Other => {
+                return Err(Error::Conflict(
+                    "this request key named another batch; use a new request key",
+                ));
+            }
+        }
         let inserted = sqlx::query(
             "INSERT INTO batch_suspensions (agency, batch, request_key, at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (agency, batch) DO NOTHING",
@@ -867,6 +936,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if inserted == 0 {
+            // Suspended before under another key: this key is bound to it all the same.
+            tx.commit().await?;
             return Ok((0, false));
         }
         let mut changed = 0u64;

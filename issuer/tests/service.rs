@@ -140,6 +140,7 @@ pin_elements = ["birth_date"]
 weak_keys = "weak.txt"
 [agency.batches]
 b1 = "b1.key"
+b2 = "b1.key"
 
 [[agency]]
 id = "beta"
@@ -1155,6 +1156,48 @@ fn a_request_key_names_one_request() {
         assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
         let st = alpha.change_status(&first.credential, &act("s")).await.unwrap();
         assert_eq!(st.wanted, "suspended");
+        // A key whose request changed nothing still names it: a late retry of a no-op
+        // unsuspend does not lift a later suspension, and the key takes no other request.
+        let fresh = alpha
+            .mint(&MintRequest {
+                request_key: "k3".into(),
+                ..mint(&r1, SoftwareKey::generate(&mut OsRng).public_key().uncompressed().to_vec())
+            })
+            .await
+            .unwrap()
+            .credential;
+        let noop = StatusRequest {
+            request_key: "kx".into(),
+            action: "unsuspend".into(),
+        };
+        let st = alpha.change_status(&fresh, &noop).await.unwrap();
+        assert_eq!((st.wanted.as_str(), st.pending.len()), ("valid", 0));
+        alpha.change_status(&fresh, &act("ky")).await.unwrap();
+        let st = alpha.change_status(&fresh, &noop).await.unwrap();
+        assert_eq!((st.wanted.as_str(), st.pending.len()), ("suspended", 1), "the retry created nothing");
+        let revoke = StatusRequest {
+            request_key: "kx".into(),
+            action: "revoke".into(),
+        };
+        let e = alpha.change_status(&fresh, &revoke).await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        // The same for lost cards and batches.
+        let mut lost_card = blank_card();
+        env.personalize(&mut lost_card, "p-lost", &r1).await;
+        let lost_serial = hex::encode(lost_card.info().unwrap().serial);
+        alpha.card_lost(&lost_serial, "lost-a").await.unwrap();
+        let again = alpha.card_lost(&lost_serial, "lost-b").await.unwrap();
+        assert_eq!((again.credentials, again.created), (0, false));
+        let e = alpha.card_lost(&"00".repeat(16), "lost-b").await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 404, .. }), "{e}");
+        let mut other_card = blank_card();
+        env.personalize(&mut other_card, "p-other", &r1).await;
+        let other_serial = hex::encode(other_card.info().unwrap().serial);
+        let e = alpha.card_lost(&other_serial, "lost-b").await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
+        alpha.suspend_batch("b2", "batch-k").await.unwrap();
+        let e = alpha.suspend_batch("b1", "batch-k").await.unwrap_err();
+        assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
         // Device keys: empty, compressed, off the curve, the generator, a card's key.
         let g = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
         let mut card = blank_card();
@@ -1747,6 +1790,20 @@ fn a_slow_body_is_cut_and_a_request_without_a_token_is_refused_before_its_body()
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("\"body_timeout\""), "{answer}");
+        // A declared length over the limit: 413 from the head, without waiting for the body.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/residents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+            env.alpha
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("answered before the body deadline")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
         // Without a token, or with a made-up one, a body that does not parse is still 401:
         // nothing is read or parsed before the token is checked.
         for token in [
