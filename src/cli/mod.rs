@@ -4,6 +4,7 @@ mod card;
 mod demo;
 mod input;
 mod issuer;
+mod kiosk;
 mod mdoc;
 mod registry;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Citizen cards: the virtual card behind pcscd, real readers through libnfc.
     #[command(subcommand)]
     Card(card::CardCommand),
+    /// The verifier kiosk: its registry sync and database.
+    #[command(subcommand)]
+    Kiosk(kiosk::KioskCommand),
     /// Walk through issuing, presenting and verifying a citizen credential, in-process.
     Demo(demo::DemoArgs),
 }
@@ -54,5 +58,6 @@ pub fn run() -> i32 {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Card(cmd) => card::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
+        Command::Kiosk(cmd) => kiosk::run(cmd),
     }
 }

@@ -1,11 +1,12 @@
 //! The verifier kiosk.
 //!
 //! Today: [`sync`], the kiosk side of registry sync (the light client in `civis-core` advancing
-//! a snapshot file from sync bundles). To come: offline verification with
+//! a snapshot from sync bundles), kept in the kiosk's SQLite database ([`store`]). To come: offline verification with
 //! [`civis_core::verify`], NFC and QR intake, the local kiosk screen, and the e-voting station
 //! profile.
 #![forbid(unsafe_code)]
 
+pub mod store;
 pub mod sync;
 
 pub use civis_core as core;

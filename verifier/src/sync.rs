@@ -1,6 +1,7 @@
-//! Keeping a kiosk snapshot file in step with the registry: fetch a bundle (a delta from the
-//! snapshot's height, or a first sync), check it with the light client, and replace the file
-//! atomically. On any failure the old snapshot stays as it was.
+//! Keeping a kiosk snapshot in step with the registry: fetch a bundle (a delta from the
+//! snapshot's height, or a first sync), check it with the light client, and replace the stored
+//! snapshot whole — in the kiosk's database ([`sync_store`]) or a file ([`sync_snapshot`]). On
+//! any failure the old snapshot stays as it was.
 
 use std::path::Path;
 
@@ -25,6 +26,9 @@ pub enum SyncError {
     /// The bundle does not check against the snapshot (forged, rolled back, another chain).
     #[error("sync bundle refused: {0}")]
     Refused(civis_core::chain::light::SyncError),
+    /// The kiosk's database failed.
+    #[error("kiosk database: {0}")]
+    Store(String),
 }
 
 // Not `#[from]`: that would also make the refusal the error's source, and reports that print
@@ -77,6 +81,65 @@ pub async fn sync_snapshot(
     snap.apply(&bundle)?;
     keyfile::write_public(path, &snap.encode())?;
     let h = snap.header();
+    Ok(SyncReport {
+        from,
+        height: h.height,
+        state_root: h.state_root(),
+        time: h.time,
+        bundle_bytes,
+        set_epoch: snap.epoch(),
+        set_changes: bundle.epochs.len(),
+    })
+}
+
+/// Create or advance the snapshot in the kiosk's database for the pinned `genesis` from
+/// `client` (its URLs tried in turn), at time `now`. Every attempt is logged (heights, size,
+/// the kind of a refusal); a refused or missing bundle leaves the stored snapshot untouched.
+pub async fn sync_store(
+    client: &Client,
+    genesis: &Genesis,
+    store: &crate::store::KioskStore,
+    now: i64,
+) -> Result<SyncReport, SyncError> {
+    let stored = store.snapshot(genesis).await?;
+    let from = stored.as_ref().map(|s| s.snapshot.header().height);
+    let mut snap = match stored {
+        Some(s) => s.snapshot,
+        None => KioskSnapshot::from_genesis(genesis)?,
+    };
+    let entry = |outcome, height, bundle_bytes, reason: Option<String>| crate::store::SyncEntry {
+        at: now,
+        from,
+        height,
+        bundle_bytes,
+        outcome,
+        reason,
+    };
+    let (bundle, bundle_bytes) = match client.sync(from).await {
+        Ok(b) => b,
+        Err(e) => {
+            let kind = match &e {
+                civis_registry_client::Error::Malformed(_) => "refused",
+                _ => "unreachable",
+            };
+            store
+                .record(&entry(kind, None, 0, Some(e.to_string())))
+                .await?;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = snap.apply(&bundle) {
+        let reason = Some(e.to_string());
+        store
+            .record(&entry("refused", None, bundle_bytes, reason))
+            .await?;
+        return Err(e.into());
+    }
+    store.save(&snap, now).await?;
+    let h = snap.header();
+    store
+        .record(&entry("advanced", Some(h.height), bundle_bytes, None))
+        .await?;
     Ok(SyncReport {
         from,
         height: h.height,

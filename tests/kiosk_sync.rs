@@ -1,0 +1,188 @@
+//! `civis kiosk sync` against a real validator and against a lying one: the kiosk's database
+//! advances only on bundles the light client accepts, and keeps its snapshot whole otherwise —
+//! a rollback, another chain's bundle, a truncated or corrupted bundle, a registry that goes
+//! away mid-answer or is not there at all (issue #12).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod registry_util;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use registry_util::{Cluster, civis};
+use serde_json::Value;
+
+/// A registry that answers every request with `body` — declaring `declared` bytes, then
+/// hanging up after the body.
+fn liar(body: Vec<u8>, declared: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut s) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(&body);
+        }
+    });
+    url
+}
+
+fn sync(db: &Path, genesis: &Path, urls: &[&str]) -> (i32, Value, String) {
+    let mut args = vec![
+        "kiosk",
+        "sync",
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    for u in urls {
+        args.extend(["--registry", u]);
+    }
+    let out = civis(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status(db: &Path, genesis: &Path) -> Value {
+    let out = civis(&[
+        "kiosk",
+        "status",
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn get_bytes(url: &str) -> Vec<u8> {
+    registry_util::runtime().block_on(async {
+        reqwest::get(url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    })
+}
+
+#[test]
+fn the_kiosk_advances_only_on_bundles_it_verifies_and_keeps_its_snapshot_otherwise() {
+    let mut reg = Cluster::init("kiosk-sync", 1, 18800);
+    reg.start(0, None);
+    let mut other = Cluster::init("kiosk-other", 1, 18810);
+    other.start(0, None);
+    let genesis = reg.dir.join("genesis.json");
+    let db = reg.dir.join("kiosk.db");
+    reg.wait_height(0, 2);
+    other.wait_height(0, 2);
+
+    // First sync through a dead URL and then the validator: created.
+    let (code, first, text) = sync(&db, &genesis, &["http://127.0.0.1:9", &reg.url(0)]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(first["from"], Value::Null);
+    let h1 = first["height"].as_u64().unwrap();
+    // The bundle a first sync gets now: replayed later, it is a rollback.
+    let old_bundle = get_bytes(&format!("{}/v1/sync", reg.url(0)));
+
+    // A delta after more blocks.
+    let alice = reg.dir.join("alice.jwk");
+    assert!(
+        civis(&["registry", "keygen", "--out", alice.to_str().unwrap()])
+            .status
+            .success()
+    );
+    reg.tx(&alice, &["create-did"]).unwrap();
+    reg.wait_height(0, h1 + 3);
+    let (code, delta, text) = sync(&db, &genesis, &[&reg.url(0)]);
+    assert_eq!(code, 0, "{text}");
+    let h2 = delta["height"].as_u64().unwrap();
+    assert!(h2 > h1 && delta["from"] == h1, "{delta}");
+    let kept = status(&db, &genesis)["snapshot"].clone();
+    assert_eq!(kept["height"], h2);
+
+    // Liars: each refused, the snapshot unchanged, the refusal logged by kind.
+    let mut corrupted = old_bundle.clone();
+    let mid = corrupted.len() / 2;
+    corrupted[mid] ^= 0x40;
+    let foreign = get_bytes(&format!("{}/v1/sync", other.url(0)));
+    let cases: Vec<(&str, Vec<u8>, usize, i32)> = vec![
+        ("rollback", old_bundle.clone(), old_bundle.len(), 65),
+        ("truncated", old_bundle[..mid].to_vec(), mid, 65),
+        ("corrupted", corrupted.clone(), corrupted.len(), 65),
+        ("another chain", foreign.clone(), foreign.len(), 65),
+        (
+            "gone mid-answer",
+            old_bundle[..mid].to_vec(),
+            old_bundle.len(),
+            69,
+        ),
+    ];
+    for (what, body, declared, want) in cases {
+        let url = liar(body, declared);
+        let (code, _, text) = sync(&db, &genesis, &[&url]);
+        assert_eq!(code, want, "{what}: {text}");
+        assert!(
+            text.contains(&format!("keeps its snapshot at height {h2}")),
+            "{what}: {text}"
+        );
+        assert_eq!(status(&db, &genesis)["snapshot"], kept, "{what}");
+    }
+    let (code, _, text) = sync(&db, &genesis, &["http://127.0.0.1:9"]);
+    assert_eq!(code, 69, "{text}");
+    let st = status(&db, &genesis);
+    assert_eq!(st["snapshot"], kept);
+    let outcomes: Vec<&str> = st["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "unreachable",
+            "unreachable",
+            "refused",
+            "refused",
+            "refused",
+            "refused",
+            "advanced",
+            "advanced"
+        ]
+    );
+
+    // The honest registry still advances it.
+    reg.wait_height(0, h2 + 2);
+    let (code, next, text) = sync(&db, &genesis, &[&reg.url(0)]);
+    assert_eq!(code, 0, "{text}");
+    assert!(next["height"].as_u64().unwrap() > h2 && next["from"] == h2);
+
+    // The database holds nothing but chain state and sync counts.
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(!bytes.windows(8).any(|w| w == b"Jansen\0\0"));
+}
