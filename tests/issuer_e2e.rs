@@ -308,6 +308,11 @@ fn kiosk_verdict(reg: &Cluster, state: &CardState, genesis: &Genesis, dir: &Path
     let response = session
         .establish(&mut card, e_reader.public_key(), e_bytes, &request)
         .unwrap();
+    // The same presentation as files, for `civis kiosk verify`.
+    use civis_core::cbor::CborForm as _;
+    std::fs::write(dir.join("last.response"), &response).unwrap();
+    std::fs::write(dir.join("last.transcript"), transcript.tagged_bytes()).unwrap();
+    std::fs::write(dir.join("last.request"), request.to_vec()).unwrap();
     let p = Presentation {
         device_response: &response,
         transcript: &transcript,
@@ -315,6 +320,61 @@ fn kiosk_verdict(reg: &Cluster, state: &CardState, genesis: &Genesis, dir: &Path
         request: Some(&request),
     };
     verify_presentation(&p, &snap, &Policy::default(), Timestamp(now()))
+}
+
+/// `civis kiosk sync` into the agency folder's kiosk database, then `civis kiosk verify` of the
+/// last presentation [`kiosk_verdict`] saw, for `policy`: the exit code and the verdict line.
+fn kiosk_cli(reg: &Cluster, dir: &Path, policy: &str, extra: &[&str]) -> (i32, Value) {
+    let genesis = reg.dir.join("genesis.json");
+    let db = dir.join("kiosk.db");
+    let (g, d) = (genesis.to_str().unwrap(), db.to_str().unwrap());
+    let url = reg.url(0);
+    let out = civis(&[
+        "kiosk",
+        "sync",
+        "--registry",
+        &url,
+        "--genesis",
+        g,
+        "--db",
+        d,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kiosk_verify(dir, g, d, policy, extra)
+}
+
+fn kiosk_verify(dir: &Path, genesis: &str, db: &str, policy: &str, extra: &[&str]) -> (i32, Value) {
+    let (r, t, q) = (
+        dir.join("last.response"),
+        dir.join("last.transcript"),
+        dir.join("last.request"),
+    );
+    let mut args = vec![
+        "kiosk",
+        "verify",
+        "--policy",
+        policy,
+        "--response",
+        r.to_str().unwrap(),
+        "--session-transcript",
+        t.to_str().unwrap(),
+        "--request",
+        q.to_str().unwrap(),
+        "--genesis",
+        genesis,
+        "--db",
+        db,
+    ];
+    args.extend_from_slice(extra);
+    let out = civis(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+    )
 }
 
 struct Agency {
@@ -537,6 +597,55 @@ fn whole_flow(
     // snapshot rejects.
     let v = kiosk_verdict(reg, &state, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+    // The kiosk CLI on the same presentation, per policy: only the policy's elements shown.
+    let (code, v) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
+    assert_eq!((code, &v["verdict"]), (0, &Value::from("accept")), "{v}");
+    assert_eq!(
+        v["disclosed"],
+        serde_json::json!({"org.civis.citizen.1": {"age_over_18": true}}),
+        "{v}"
+    );
+    let (code, v) = kiosk_cli(reg, &agency.dir, "resident-of:Harbour", &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["disclosed"],
+        serde_json::json!({"org.civis.citizen.1": {"resident_district": "Harbour"}})
+    );
+    let (code, v) = kiosk_cli(reg, &agency.dir, "resident-of:Riverside", &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a resident of Riverside"),
+        "{v}"
+    );
+    assert_eq!(v["disclosed"], serde_json::json!({}));
+    let (code, v) = kiosk_cli(reg, &agency.dir, "service:desk=family_name,given_name", &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("family_name was not disclosed"),
+        "{v}"
+    );
+    // A snapshot older than the policy allows: undetermined, never accept.
+    let g = reg.dir.join("genesis.json");
+    let db = agency.dir.join("kiosk.db");
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, v) = kiosk_verify(
+        &agency.dir,
+        g.to_str().unwrap(),
+        db.to_str().unwrap(),
+        "age-over-18",
+        &["--max-age", "1"],
+    );
+    assert_eq!(
+        (code, &v["verdict"]),
+        (2, &Value::from("undetermined")),
+        "{v}"
+    );
 
     // The issuer rotates its key on chain (pre-rotation). A card personalized afterwards
     // carries a credential signed with key-2; the card signed with key-1 before the rotation
@@ -630,6 +739,9 @@ fn whole_flow(
     wait_revoked_on_chain(&issuer, &agency, &credential);
     let v = kiosk_verdict(reg, &state, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
+    let (code, v) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["reason"], "credential revoked", "{v}");
 
     // The audit trail has the whole story, by the operator token's id.
     let (ok, _, lines) = issuer.cli(&agency.dir, &["audit"]);

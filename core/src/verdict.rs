@@ -74,6 +74,15 @@ pub enum RejectReason {
     UnknownStatus(u8),
     /// The issuer is not accredited for this docType at this time.
     IssuerNotAccredited(String),
+    /// An element the kiosk's policy needs was not disclosed.
+    ElementNotDisclosed {
+        /// Namespace.
+        namespace: String,
+        /// Element identifier.
+        element: String,
+    },
+    /// The disclosed elements do not meet the kiosk's policy (e.g. under 18, another district).
+    PolicyUnmet(String),
 }
 
 impl fmt::Display for RejectReason {
@@ -111,6 +120,10 @@ impl fmt::Display for RejectReason {
             Self::Suspended => f.write_str("credential suspended"),
             Self::UnknownStatus(v) => write!(f, "unknown status value {v}"),
             Self::IssuerNotAccredited(d) => write!(f, "issuer not accredited for {d}"),
+            Self::ElementNotDisclosed { namespace, element } => {
+                write!(f, "element {namespace}/{element} was not disclosed")
+            }
+            Self::PolicyUnmet(why) => write!(f, "policy not met: {why}"),
         }
     }
 }

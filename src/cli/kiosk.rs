@@ -4,12 +4,22 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use civis_core::Timestamp;
+use civis_core::cbor::CborForm as _;
 use civis_core::chain::state::Genesis;
+use civis_core::mdoc::citizen;
+use civis_core::mdoc::json::name_spaced_to_json;
+use civis_core::mdoc::{DeviceRequest, DeviceResponse, SessionTranscript};
+use civis_core::verdict::UndeterminedReason;
+use civis_core::verify::{Presentation, Verdict, verify_presentation};
 use civis_registry_client::Client;
+use civis_verifier::policy::KioskPolicy;
 use civis_verifier::store::KioskStore;
 use civis_verifier::sync::{SyncError, sync_store};
 use clap::Subcommand;
 use serde_json::json;
+
+use crate::cli::input::read_bytes;
 
 /// Exit code when no registry could be reached (`EX_UNAVAILABLE`).
 const EXIT_UNAVAILABLE: i32 = 69;
@@ -32,6 +42,33 @@ pub enum KioskCommand {
         #[arg(long, default_value = "kiosk.db")]
         db: PathBuf,
     },
+    /// Verify a presentation offline for a policy against the kiosk's snapshot; prints the same
+    /// JSON verdict line as `civis mdoc verify`, showing only the policy's elements (exit 0
+    /// accept, 1 reject, 2 undetermined, 64 usage).
+    Verify {
+        /// `age-over-18`, `resident-of:DISTRICT` or `service:NAME=ELEMENT,ELEMENT…`.
+        #[arg(long)]
+        policy: String,
+        /// Oldest snapshot the verdict may rest on, in seconds (older: undetermined).
+        #[arg(long, default_value_t = civis_verifier::policy::DEFAULT_MAX_AGE_SECS)]
+        max_age: i64,
+        /// The DeviceResponse (raw CBOR or hex).
+        #[arg(long)]
+        response: PathBuf,
+        /// SessionTranscriptBytes or the bare SessionTranscript (raw CBOR or hex).
+        #[arg(long)]
+        session_transcript: PathBuf,
+        /// The DeviceRequest the kiosk sent; without it every disclosed element counts as
+        /// requested.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// The registry's genesis.json.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The kiosk's database.
+        #[arg(long, default_value = "kiosk.db")]
+        db: PathBuf,
+    },
     /// Show the stored snapshot and the last syncs.
     Status {
         /// The registry's genesis.json.
@@ -45,6 +82,9 @@ pub enum KioskCommand {
 
 /// Run a kiosk command; returns the exit code.
 pub fn run(cmd: KioskCommand) -> i32 {
+    if let KioskCommand::Verify { .. } = &cmd {
+        return verify(cmd);
+    }
     match execute(cmd) {
         Ok(()) => 0,
         Err(e) => {
@@ -116,6 +156,7 @@ fn execute(cmd: KioskCommand) -> Result<()> {
                     }
                 }
             }
+            KioskCommand::Verify { .. } => unreachable!("handled by verify()"),
             KioskCommand::Status { genesis, db } => {
                 let genesis = genesis_of(&genesis)?;
                 let store = KioskStore::open(&db).await?;
@@ -150,4 +191,107 @@ fn execute(cmd: KioskCommand) -> Result<()> {
             }
         }
     })
+}
+
+fn verify(cmd: KioskCommand) -> i32 {
+    match decide(cmd) {
+        Ok((verdict, doc_type, shown)) => {
+            let out = json!({
+                "verdict": verdict.name(),
+                "reason": verdict.reason(),
+                "doc_type": doc_type,
+                "disclosed": shown,
+            });
+            println!("{out}");
+            match verdict {
+                Verdict::Accept(_) => 0,
+                Verdict::Reject(_) => 1,
+                Verdict::Undetermined(_) => 2,
+            }
+        }
+        Err(e) => {
+            eprintln!("civis kiosk verify: {e:#}");
+            crate::cli::EXIT_USAGE
+        }
+    }
+}
+
+/// The verdict, the document's type, and the policy's elements as disclosed (nothing else).
+fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Value)> {
+    let KioskCommand::Verify {
+        policy,
+        max_age,
+        response,
+        session_transcript,
+        request,
+        genesis,
+        db,
+    } = cmd
+    else {
+        anyhow::bail!("not a verify command");
+    };
+    let mut policy = KioskPolicy::parse(&policy)?;
+    policy.max_age_secs = max_age.max(0);
+    let response = read_bytes(&response)?;
+    let transcript = SessionTranscript::from_bytes(&read_bytes(&session_transcript)?)
+        .context("session transcript")?;
+    let request = request
+        .map(|p| read_bytes(&p).and_then(|b| Ok(DeviceRequest::from_slice(&b)?)))
+        .transpose()
+        .context("request")?;
+    let genesis = genesis_of(&genesis)?;
+    if !db.exists() {
+        anyhow::bail!(
+            "no kiosk database at {}: run `civis kiosk sync` first",
+            db.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let stored = rt.block_on(async {
+        let store = KioskStore::open(&db).await?;
+        let s = store.snapshot(&genesis).await;
+        store.close().await;
+        s
+    })?;
+    let now = Timestamp(now());
+    let doc_type = DeviceResponse::from_slice(&response).ok().and_then(|r| {
+        r.documents
+            .and_then(|d| d.first().map(|d| d.doc_type.clone()))
+    });
+    let verdict = match stored {
+        // Never synced: no state to decide on.
+        None => Verdict::Undetermined(UndeterminedReason::StaleTrustState {
+            age_secs: i64::MAX,
+            max_secs: policy.max_age_secs,
+        }),
+        Some(s) => {
+            let trust = s.snapshot.trust_snapshot();
+            let p = Presentation {
+                device_response: &response,
+                transcript: &transcript,
+                reader_key: None,
+                request: request.as_ref(),
+            };
+            policy.judge(verify_presentation(&p, &trust, &policy.engine(), now))
+        }
+    };
+    let mut shown = serde_json::Map::new();
+    if let Verdict::Accept(docs) = &verdict
+        && let Some(doc) = docs.iter().find(|d| d.doc_type == citizen::DOC_TYPE)
+    {
+        let items = policy
+            .shown(doc)
+            .into_iter()
+            .map(|(id, v)| (id, v.clone()))
+            .collect();
+        if let serde_json::Value::Object(m) =
+            name_spaced_to_json(&vec![(citizen::NAMESPACE.to_owned(), items)])
+        {
+            shown.extend(m);
+        }
+    }
+    Ok((verdict, doc_type, serde_json::Value::Object(shown)))
 }

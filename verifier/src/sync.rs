@@ -58,6 +58,23 @@ pub struct SyncReport {
     pub set_changes: usize,
 }
 
+/// Ask for a bundle. A registry that limits this kiosk says so (busy, 429): wait and ask again
+/// a few times (1, 2, 4 s), as it asks, before giving up on this sync.
+async fn fetch(
+    client: &Client,
+    from: Option<u64>,
+) -> Result<(civis_core::chain::light::SyncBundle, usize), civis_registry_client::Error> {
+    let mut answer = client.sync(from).await;
+    for wait in [1, 2, 4] {
+        if !matches!(answer, Err(civis_registry_client::Error::Busy(_))) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        answer = client.sync(from).await;
+    }
+    answer
+}
+
 /// Create or advance the kiosk snapshot at `path` for the pinned `genesis` from `client`.
 pub async fn sync_snapshot(
     client: &Client,
@@ -77,7 +94,7 @@ pub async fn sync_snapshot(
     } else {
         (KioskSnapshot::from_genesis(genesis)?, None)
     };
-    let (bundle, bundle_bytes) = client.sync(from).await?;
+    let (bundle, bundle_bytes) = fetch(client, from).await?;
     snap.apply(&bundle)?;
     keyfile::write_public(path, &snap.encode())?;
     let h = snap.header();
@@ -115,7 +132,7 @@ pub async fn sync_store(
         outcome,
         reason,
     };
-    let (bundle, bundle_bytes) = match client.sync(from).await {
+    let (bundle, bundle_bytes) = match fetch(client, from).await {
         Ok(b) => b,
         Err(e) => {
             let kind = match &e {
