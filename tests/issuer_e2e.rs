@@ -267,26 +267,8 @@ fn kiosk_verdict(reg: &Cluster, state: &CardState, genesis: &Genesis, dir: &Path
     let snap = KioskSnapshot::decode(genesis, &std::fs::read(&snapshot).unwrap())
         .unwrap()
         .trust_snapshot();
-    let (gov, gov_kid) = read_key(&reg.dir.join("governance.jwk")).unwrap();
-    let kiosk = SoftwareKey::generate(&mut OsRng);
-    let wanted = ["given_name", "age_over_18", "resident_district"];
-    let statement = KioskAccreditation {
-        chain: genesis.chain_id.clone(),
-        kiosk: Did::from_inception(kiosk.public_key(), &KeyCommitment::to(kiosk.public_key())),
-        key: kiosk.public_key().clone(),
-        grants: vec![(
-            citizen::DOC_TYPE.into(),
-            vec![(
-                citizen::NAMESPACE.into(),
-                wanted.iter().map(|e| (*e).to_owned()).collect(),
-            )],
-        )],
-        purpose: "counter".into(),
-        not_before: now() - 60,
-        not_after: now() + 86_400,
-    }
-    .sign(&DidUrl::parse(&gov_kid.unwrap()).unwrap(), &gov)
-    .unwrap();
+    let (kiosk, statement) = kiosk_accreditation(reg, genesis);
+    let wanted = KIOSK_GRANTS;
     let mut card = CardClient::new(InProcess::new(state.clone()));
     let engaged = card.read_engagement().unwrap();
     let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
@@ -320,6 +302,34 @@ fn kiosk_verdict(reg: &Cluster, state: &CardState, genesis: &Genesis, dir: &Path
         request: Some(&request),
     };
     verify_presentation(&p, &snap, &Policy::default(), Timestamp(now()))
+}
+
+/// What the test kiosks may read.
+const KIOSK_GRANTS: [&str; 3] = ["given_name", "age_over_18", "resident_district"];
+
+/// A kiosk key and its accreditation for [`KIOSK_GRANTS`], signed by the registry's governance
+/// key (the root the cards were given).
+fn kiosk_accreditation(reg: &Cluster, genesis: &Genesis) -> (SoftwareKey, Vec<u8>) {
+    let (gov, gov_kid) = read_key(&reg.dir.join("governance.jwk")).unwrap();
+    let kiosk = SoftwareKey::generate(&mut OsRng);
+    let statement = KioskAccreditation {
+        chain: genesis.chain_id.clone(),
+        kiosk: Did::from_inception(kiosk.public_key(), &KeyCommitment::to(kiosk.public_key())),
+        key: kiosk.public_key().clone(),
+        grants: vec![(
+            citizen::DOC_TYPE.into(),
+            vec![(
+                citizen::NAMESPACE.into(),
+                KIOSK_GRANTS.iter().map(|e| (*e).to_owned()).collect(),
+            )],
+        )],
+        purpose: "counter".into(),
+        not_before: now() - 60,
+        not_after: now() + 86_400,
+    }
+    .sign(&DidUrl::parse(&gov_kid.unwrap()).unwrap(), &gov)
+    .unwrap();
+    (kiosk, statement)
 }
 
 /// `civis kiosk sync` into the agency folder's kiosk database, then `civis kiosk verify` of the
@@ -717,6 +727,46 @@ fn whole_flow(
     assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
     let v = kiosk_verdict(reg, &state3, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
+    // The kiosk reads the renewed card itself, through pcscd, for its policy.
+    {
+        let _card = VirtualCard::start(&agency.dir.join("card2.state"));
+        let (kiosk, statement) = kiosk_accreditation(reg, genesis);
+        let key_file = agency.dir.join("kiosk.jwk");
+        let statement_file = agency.dir.join("kiosk.accreditation");
+        civis_registry_client::keyfile::write_key(&key_file, &kiosk, None).unwrap();
+        std::fs::write(&statement_file, &statement).unwrap();
+        let (code, _) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
+        assert_eq!(code, 0);
+        let g = reg.dir.join("genesis.json");
+        let db = agency.dir.join("kiosk.db");
+        let out = civis(&[
+            "kiosk",
+            "verify",
+            "--policy",
+            "age-over-18",
+            "--reader",
+            READER,
+            "--reader-key",
+            key_file.to_str().unwrap(),
+            "--accreditation",
+            statement_file.to_str().unwrap(),
+            "--genesis",
+            g.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{v} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            v["disclosed"],
+            serde_json::json!({"org.civis.citizen.1": {"age_over_18": true}})
+        );
+    }
     // The new credential is the card's valid one.
     let (_, s, _) = issuer.cli(
         &agency.dir,

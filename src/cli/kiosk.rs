@@ -52,12 +52,29 @@ pub enum KioskCommand {
         /// Oldest snapshot the verdict may rest on, in seconds (older: undetermined).
         #[arg(long, default_value_t = civis_verifier::policy::DEFAULT_MAX_AGE_SECS)]
         max_age: i64,
-        /// The DeviceResponse (raw CBOR or hex).
+        /// Read a citizen card in this reader (a PC/SC name or libnfc connstring; build with
+        /// `--features nfc`), asking for the policy's elements under the kiosk's ReaderAuth.
+        #[arg(long, conflicts_with_all = ["response", "session_transcript", "request"], requires_all = ["reader_key", "accreditation"])]
+        reader: Option<String>,
+        /// The kiosk's ReaderAuth key (JWK), with `--reader`.
         #[arg(long)]
-        response: PathBuf,
+        reader_key: Option<PathBuf>,
+        /// The kiosk's accreditation statement signed by governance, with `--reader`.
+        #[arg(long)]
+        accreditation: Option<PathBuf>,
+        /// Seconds to wait for a card, with `--reader`.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        /// The DeviceResponse (raw CBOR or hex).
+        #[arg(
+            long,
+            required_unless_present = "reader",
+            requires = "session_transcript"
+        )]
+        response: Option<PathBuf>,
         /// SessionTranscriptBytes or the bare SessionTranscript (raw CBOR or hex).
         #[arg(long)]
-        session_transcript: PathBuf,
+        session_transcript: Option<PathBuf>,
         /// The DeviceRequest the kiosk sent; without it every disclosed element counts as
         /// requested.
         #[arg(long)]
@@ -221,6 +238,10 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
     let KioskCommand::Verify {
         policy,
         max_age,
+        reader,
+        reader_key,
+        accreditation,
+        wait,
         response,
         session_transcript,
         request,
@@ -232,14 +253,27 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
     };
     let mut policy = KioskPolicy::parse(&policy)?;
     policy.max_age_secs = max_age.max(0);
-    let response = read_bytes(&response)?;
-    let transcript = SessionTranscript::from_bytes(&read_bytes(&session_transcript)?)
-        .context("session transcript")?;
-    let request = request
-        .map(|p| read_bytes(&p).and_then(|b| Ok(DeviceRequest::from_slice(&b)?)))
-        .transpose()
-        .context("request")?;
     let genesis = genesis_of(&genesis)?;
+    let (response, transcript, request) = match (reader, response, session_transcript) {
+        (Some(reader), _, _) => {
+            let (Some(key), Some(statement)) = (reader_key, accreditation) else {
+                anyhow::bail!("--reader needs --reader-key and --accreditation");
+            };
+            let tap = read_card(&reader, wait, &policy, &key, &statement)?;
+            (tap.response, tap.transcript, Some(tap.request))
+        }
+        (None, Some(response), Some(transcript)) => {
+            let response = read_bytes(&response)?;
+            let transcript = SessionTranscript::from_bytes(&read_bytes(&transcript)?)
+                .context("session transcript")?;
+            let request = request
+                .map(|p| read_bytes(&p).and_then(|b| Ok(DeviceRequest::from_slice(&b)?)))
+                .transpose()
+                .context("request")?;
+            (response, transcript, request)
+        }
+        _ => anyhow::bail!("give --reader, or --response with --session-transcript"),
+    };
     if !db.exists() {
         anyhow::bail!(
             "no kiosk database at {}: run `civis kiosk sync` first",
@@ -294,4 +328,43 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
         }
     }
     Ok((verdict, doc_type, serde_json::Value::Object(shown)))
+}
+
+#[cfg(feature = "nfc")]
+fn read_card(
+    reader: &str,
+    wait: u64,
+    policy: &KioskPolicy,
+    key: &std::path::Path,
+    statement: &std::path::Path,
+) -> Result<civis_verifier::intake::Tap> {
+    let (key, _) = civis_registry_client::keyfile::read_key(key)?;
+    let statement =
+        std::fs::read(statement).with_context(|| format!("cannot read {}", statement.display()))?;
+    let transport = civis_firmware_bridge::nfc::NfcTransport::open(
+        reader,
+        std::time::Duration::from_secs(wait),
+    )?;
+    let mut client = civis_firmware_bridge::reader::CardClient::new(transport);
+    Ok(civis_verifier::intake::read_card(
+        &mut client,
+        policy,
+        &key,
+        &statement,
+        &mut rand_core::OsRng,
+    )?)
+}
+
+#[cfg(not(feature = "nfc"))]
+fn read_card(
+    _reader: &str,
+    _wait: u64,
+    _policy: &KioskPolicy,
+    _key: &std::path::Path,
+    _statement: &std::path::Path,
+) -> Result<civis_verifier::intake::Tap> {
+    anyhow::bail!(
+        "this civis was built without NFC reader support; rebuild with `--features nfc` \
+         (needs libpcsclite-dev, libclang-dev, cmake)"
+    )
 }

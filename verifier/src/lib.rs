@@ -6,6 +6,7 @@
 //! profile.
 #![forbid(unsafe_code)]
 
+pub mod intake;
 pub mod policy;
 pub mod store;
 pub mod sync;
