@@ -727,41 +727,84 @@ fn whole_flow(
     assert!(matches!(v, Verdict::Reject(_)), "{v:?}");
     let v = kiosk_verdict(reg, &state3, genesis, &agency.dir);
     assert!(matches!(v, Verdict::Accept(_)), "{v:?}");
-    // The kiosk reads the renewed card itself, through pcscd, for its policy.
+    // The kiosk reads the renewed card itself, through pcscd, for its policy — once the chain
+    // accredits it: its own DID, then governance's accredit-kiosk for two elements.
     {
         let _card = VirtualCard::start(&agency.dir.join("card2.state"));
-        let (kiosk, statement) = kiosk_accreditation(reg, genesis);
         let key_file = agency.dir.join("kiosk.jwk");
         let statement_file = agency.dir.join("kiosk.accreditation");
-        civis_registry_client::keyfile::write_key(&key_file, &kiosk, None).unwrap();
-        std::fs::write(&statement_file, &statement).unwrap();
+        let out = civis(&["registry", "keygen", "--out", key_file.to_str().unwrap()]);
+        let kiosk_did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        reg.tx(&key_file, &["create-did"]).unwrap();
+        let element = |e: &str| format!("{0}/{0}/{e}", citizen::DOC_TYPE);
+        let (from, until) = ((now() - 60).to_string(), (now() + 86_400).to_string());
+        reg.tx(
+            &reg.dir.join("governance.jwk"),
+            &[
+                "accredit-kiosk",
+                "--kiosk",
+                &kiosk_did,
+                "--grant",
+                &element("age_over_18"),
+                "--grant",
+                &element("resident_district"),
+                "--purpose",
+                "counter",
+                "--not-before",
+                &from,
+                "--not-after",
+                &until,
+                "--statement-out",
+                statement_file.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
         let (code, _) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
         assert_eq!(code, 0);
         let g = reg.dir.join("genesis.json");
         let db = agency.dir.join("kiosk.db");
-        let out = civis(&[
-            "kiosk",
-            "verify",
-            "--policy",
-            "age-over-18",
-            "--reader",
-            READER,
-            "--reader-key",
-            key_file.to_str().unwrap(),
-            "--accreditation",
-            statement_file.to_str().unwrap(),
-            "--genesis",
-            g.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-        ]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{v} {}",
-            String::from_utf8_lossy(&out.stderr)
+        let tap = |policy: &str, statement: &Path| {
+            let out = civis(&[
+                "kiosk",
+                "verify",
+                "--policy",
+                policy,
+                "--reader",
+                READER,
+                "--reader-key",
+                key_file.to_str().unwrap(),
+                "--accreditation",
+                statement.to_str().unwrap(),
+                "--genesis",
+                g.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ]);
+            (
+                out.status.code(),
+                serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        // A policy beyond the kiosk's grants, or a statement the chain does not hold: refused
+        // before any tap.
+        let (code, _, text) = tap("service:desk=family_name", &statement_file);
+        assert_eq!(code, Some(64), "{text}");
+        assert!(
+            text.contains("not accredited on chain to read family_name"),
+            "{text}"
         );
+        let (_, forged) = kiosk_accreditation(reg, genesis);
+        let forged_file = agency.dir.join("forged.accreditation");
+        std::fs::write(&forged_file, &forged).unwrap();
+        let (code, _, text) = tap("age-over-18", &forged_file);
+        assert_eq!(code, Some(64), "{text}");
+        assert!(
+            text.contains("the chain holds no such accreditation"),
+            "{text}"
+        );
+        let (code, v, text) = tap("age-over-18", &statement_file);
+        assert_eq!(code, Some(0), "{v} {text}");
         assert_eq!(
             v["disclosed"],
             serde_json::json!({"org.civis.citizen.1": {"age_over_18": true}})

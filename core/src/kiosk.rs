@@ -108,7 +108,9 @@ impl KioskAccreditation {
         ]))
     }
 
-    fn from_payload(bytes: &[u8]) -> Result<Self> {
+    /// Decode a statement's payload **without** checking its signature: for a statement whose
+    /// trust comes from elsewhere (the chain recorded exactly these bytes after checking it).
+    pub fn from_payload(bytes: &[u8]) -> Result<Self> {
         let v = cbor::decode(W, bytes, Limits::new(MAX_STATEMENT_LEN))?;
         let m = access::map(W, &v)?;
         access::only_keys(
@@ -189,6 +191,17 @@ impl KioskAccreditation {
     pub fn valid_at(&self, at: i64) -> bool {
         self.not_before <= at && at < self.not_after
     }
+}
+
+/// A statement's accreditation, decoded **without** checking the signature (see
+/// [`KioskAccreditation::from_payload`]).
+pub fn statement_unverified(bytes: &[u8]) -> Result<KioskAccreditation> {
+    let sign1 = cose::decode_sign1_within(bytes, MAX_STATEMENT_LEN)?;
+    let payload = sign1
+        .payload
+        .as_deref()
+        .ok_or_else(|| Error::malformed(W, "no payload"))?;
+    KioskAccreditation::from_payload(payload)
 }
 
 /// The signer named by a statement's protected `kid` (a governance DID URL), unverified.

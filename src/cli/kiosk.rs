@@ -13,6 +13,7 @@ use civis_core::mdoc::{DeviceRequest, DeviceResponse, SessionTranscript};
 use civis_core::verdict::UndeterminedReason;
 use civis_core::verify::{Presentation, Verdict, verify_presentation};
 use civis_registry_client::Client;
+use civis_verifier::intake::check_accreditation;
 use civis_verifier::policy::KioskPolicy;
 use civis_verifier::store::KioskStore;
 use civis_verifier::sync::{SyncError, sync_store};
@@ -254,26 +255,6 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
     let mut policy = KioskPolicy::parse(&policy)?;
     policy.max_age_secs = max_age.max(0);
     let genesis = genesis_of(&genesis)?;
-    let (response, transcript, request) = match (reader, response, session_transcript) {
-        (Some(reader), _, _) => {
-            let (Some(key), Some(statement)) = (reader_key, accreditation) else {
-                anyhow::bail!("--reader needs --reader-key and --accreditation");
-            };
-            let tap = read_card(&reader, wait, &policy, &key, &statement)?;
-            (tap.response, tap.transcript, Some(tap.request))
-        }
-        (None, Some(response), Some(transcript)) => {
-            let response = read_bytes(&response)?;
-            let transcript = SessionTranscript::from_bytes(&read_bytes(&transcript)?)
-                .context("session transcript")?;
-            let request = request
-                .map(|p| read_bytes(&p).and_then(|b| Ok(DeviceRequest::from_slice(&b)?)))
-                .transpose()
-                .context("request")?;
-            (response, transcript, request)
-        }
-        _ => anyhow::bail!("give --reader, or --response with --session-transcript"),
-    };
     if !db.exists() {
         anyhow::bail!(
             "no kiosk database at {}: run `civis kiosk sync` first",
@@ -290,6 +271,33 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
         store.close().await;
         s
     })?;
+    let (response, transcript, request) = match (reader, response, session_transcript) {
+        (Some(reader), _, _) => {
+            let (Some(key), Some(statement)) = (reader_key, accreditation) else {
+                anyhow::bail!("--reader needs --reader-key and --accreditation");
+            };
+            let statement = std::fs::read(&statement)
+                .with_context(|| format!("cannot read {}", statement.display()))?;
+            // Ask only for what the synced chain lets this kiosk read, before any tap.
+            let Some(s) = &stored else {
+                anyhow::bail!("the kiosk has no snapshot yet: run `civis kiosk sync`");
+            };
+            check_accreditation(&s.snapshot, &statement, &policy, now())?;
+            let tap = read_card(&reader, wait, &policy, &key, &statement)?;
+            (tap.response, tap.transcript, Some(tap.request))
+        }
+        (None, Some(response), Some(transcript)) => {
+            let response = read_bytes(&response)?;
+            let transcript = SessionTranscript::from_bytes(&read_bytes(&transcript)?)
+                .context("session transcript")?;
+            let request = request
+                .map(|p| read_bytes(&p).and_then(|b| Ok(DeviceRequest::from_slice(&b)?)))
+                .transpose()
+                .context("request")?;
+            (response, transcript, request)
+        }
+        _ => anyhow::bail!("give --reader, or --response with --session-transcript"),
+    };
     let now = Timestamp(now());
     let doc_type = DeviceResponse::from_slice(&response).ok().and_then(|r| {
         r.documents
@@ -336,11 +344,9 @@ fn read_card(
     wait: u64,
     policy: &KioskPolicy,
     key: &std::path::Path,
-    statement: &std::path::Path,
+    statement: &[u8],
 ) -> Result<civis_verifier::intake::Tap> {
     let (key, _) = civis_registry_client::keyfile::read_key(key)?;
-    let statement =
-        std::fs::read(statement).with_context(|| format!("cannot read {}", statement.display()))?;
     let transport = civis_firmware_bridge::nfc::NfcTransport::open(
         reader,
         std::time::Duration::from_secs(wait),
@@ -350,7 +356,7 @@ fn read_card(
         &mut client,
         policy,
         &key,
-        &statement,
+        statement,
         &mut rand_core::OsRng,
     )?)
 }
@@ -361,7 +367,7 @@ fn read_card(
     _wait: u64,
     _policy: &KioskPolicy,
     _key: &std::path::Path,
-    _statement: &std::path::Path,
+    _statement: &[u8],
 ) -> Result<civis_verifier::intake::Tap> {
     anyhow::bail!(
         "this civis was built without NFC reader support; rebuild with `--features nfc` \

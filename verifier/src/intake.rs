@@ -8,7 +8,70 @@ use civis_firmware_bridge::CardTransport;
 use civis_firmware_bridge::reader::{CardClient, MdocSession};
 use rand_core::CryptoRngCore;
 
+use civis_core::chain::light::KioskSnapshot;
+use civis_core::chain::table::Table;
+use civis_core::kiosk::KioskAccreditation;
+use civis_core::mdoc::citizen;
+
 use crate::policy::KioskPolicy;
+
+/// Why the kiosk may not ask for a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAccredited {
+    /// The statement cannot be read.
+    #[error("the accreditation statement cannot be read: {0}")]
+    Unreadable(String),
+    /// The snapshot holds no accreditation, or another one, for the statement's kiosk.
+    #[error("the chain holds no such accreditation for {0} (revoked, replaced, or not yet synced)")]
+    NotOnChain(String),
+    /// Outside its window.
+    #[error("the accreditation is not valid now")]
+    Expired,
+    /// The policy asks for an element the accreditation does not grant.
+    #[error("the kiosk is not accredited on chain to read {0}")]
+    Element(String),
+}
+
+/// Check that the kiosk's accreditation `statement` is the one the synced chain holds for its
+/// kiosk DID, valid at `now`, and grants every element `policy` asks for: a kiosk asks only for
+/// what the chain lets it read (cards check the statement's signature themselves).
+pub fn check_accreditation(
+    snapshot: &KioskSnapshot,
+    statement: &[u8],
+    policy: &KioskPolicy,
+    now: i64,
+) -> Result<KioskAccreditation, NotAccredited> {
+    let acc = civis_core::kiosk::statement_unverified(statement)
+        .map_err(|e| NotAccredited::Unreadable(e.to_string()))?;
+    let recorded = snapshot
+        .tree()
+        .get(Table::Kiosk, acc.kiosk.as_str().as_bytes())
+        .and_then(|v| {
+            civis_core::cbor::decode("kiosk record", v, civis_core::cbor::Limits::new(64 * 1024))
+                .ok()
+        })
+        .and_then(|v| match v {
+            ciborium::Value::Map(m) => m.into_iter().find_map(|(k, v)| match (k, v) {
+                (ciborium::Value::Text(k), ciborium::Value::Bytes(b)) if k == "statement" => {
+                    Some(b)
+                }
+                _ => None,
+            }),
+            _ => None,
+        });
+    if recorded.as_deref() != Some(statement) {
+        return Err(NotAccredited::NotOnChain(acc.kiosk.to_string()));
+    }
+    if !acc.valid_at(now) {
+        return Err(NotAccredited::Expired);
+    }
+    for e in policy.elements() {
+        if !acc.allows(citizen::DOC_TYPE, citizen::NAMESPACE, &e) {
+            return Err(NotAccredited::Element(e));
+        }
+    }
+    Ok(acc)
+}
 
 /// What one tap gave: the DeviceResponse bytes, and the transcript and request they answer.
 #[derive(Debug)]
