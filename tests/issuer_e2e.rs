@@ -809,6 +809,41 @@ fn whole_flow(
             v["disclosed"],
             serde_json::json!({"org.civis.citizen.1": {"age_over_18": true}})
         );
+        // The kiosk's database keeps counts, verdicts and reasons: nothing of the resident.
+        let (status_out, db_bytes) = {
+            let out = civis(&[
+                "kiosk",
+                "status",
+                "--genesis",
+                g.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ]);
+            let mut bytes = std::fs::read(&db).unwrap();
+            bytes.extend(std::fs::read(agency.dir.join("kiosk.db-wal")).unwrap_or_default());
+            (serde_json::from_slice::<Value>(&out.stdout).unwrap(), bytes)
+        };
+        for verdict in ["accept", "reject", "undetermined"] {
+            assert!(
+                status_out["verdicts"][verdict].as_i64().unwrap_or(0) >= 1,
+                "{status_out}"
+            );
+        }
+        let card_key = state3.public_key().unwrap();
+        let secrets: [&[u8]; 6] = [
+            b"Jansen",
+            b"Mira",
+            b"1990-04-12",
+            b"CIV-000042",
+            card_key.uncompressed(),
+            &card_key.compressed(),
+        ];
+        for secret in secrets {
+            assert!(
+                !db_bytes.windows(secret.len()).any(|w| w == secret),
+                "the kiosk database holds {secret:?}"
+            );
+        }
     }
     // The new credential is the card's valid one.
     let (_, s, _) = issuer.cli(

@@ -180,6 +180,7 @@ fn execute(cmd: KioskCommand) -> Result<()> {
                 let store = KioskStore::open(&db).await?;
                 let stored = store.snapshot(&genesis).await?;
                 let syncs = store.syncs(10).await?;
+                let counts = store.verdict_counts().await?;
                 store.close().await;
                 let snapshot = stored.map(|s| {
                     let h = s.snapshot.header();
@@ -204,7 +205,12 @@ fn execute(cmd: KioskCommand) -> Result<()> {
                         })
                     })
                     .collect();
-                println!("{}", json!({ "snapshot": snapshot, "syncs": syncs }));
+                let verdicts: serde_json::Map<String, serde_json::Value> =
+                    counts.into_iter().map(|(v, n)| (v, json!(n))).collect();
+                println!(
+                    "{}",
+                    json!({ "snapshot": snapshot, "syncs": syncs, "verdicts": verdicts })
+                );
                 Ok(())
             }
         }
@@ -265,12 +271,9 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let stored = rt.block_on(async {
-        let store = KioskStore::open(&db).await?;
-        let s = store.snapshot(&genesis).await;
-        store.close().await;
-        s
-    })?;
+    let store = rt.block_on(KioskStore::open(&db))?;
+    let stored = rt.block_on(store.snapshot(&genesis))?;
+    let policy_name = policy_name_of(&policy);
     let (response, transcript, request) = match (reader, response, session_transcript) {
         (Some(reader), _, _) => {
             let (Some(key), Some(statement)) = (reader_key, accreditation) else {
@@ -303,7 +306,7 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
         r.documents
             .and_then(|d| d.first().map(|d| d.doc_type.clone()))
     });
-    let verdict = match stored {
+    let verdict = match &stored {
         // Never synced: no state to decide on.
         None => Verdict::Undetermined(UndeterminedReason::StaleTrustState {
             age_secs: i64::MAX,
@@ -320,6 +323,22 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
             policy.judge(verify_presentation(&p, &trust, &policy.engine(), now))
         }
     };
+    // Counted, never anything about the resident.
+    rt.block_on(async {
+        let reason = verdict.reason();
+        let height = stored.as_ref().map(|s| s.snapshot.header().height);
+        let logged = store
+            .record_verdict(
+                now.0,
+                &policy_name,
+                verdict.name(),
+                reason.as_deref(),
+                height,
+            )
+            .await;
+        store.close().await;
+        logged
+    })?;
     let mut shown = serde_json::Map::new();
     if let Verdict::Accept(docs) = &verdict
         && let Some(doc) = docs.iter().find(|d| d.doc_type == citizen::DOC_TYPE)
@@ -373,4 +392,14 @@ fn read_card(
         "this civis was built without NFC reader support; rebuild with `--features nfc` \
          (needs libpcsclite-dev, libclang-dev, cmake)"
     )
+}
+
+/// The policy as logged: its rule's name (a service by its name, not its element list).
+fn policy_name_of(p: &KioskPolicy) -> String {
+    use civis_verifier::policy::Rule;
+    match &p.rule {
+        Rule::AgeOver18 => "age-over-18".into(),
+        Rule::ResidentOf(d) => format!("resident-of:{d}"),
+        Rule::Service { name, .. } => format!("service:{name}"),
+    }
 }

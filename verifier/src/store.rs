@@ -165,6 +165,43 @@ impl KioskStore {
             .collect()
     }
 
+    /// Log a verdict (never anything about the resident).
+    pub async fn record_verdict(
+        &self,
+        at: i64,
+        policy: &str,
+        verdict: &str,
+        reason: Option<&str>,
+        snapshot_height: Option<u64>,
+    ) -> Result<(), SyncError> {
+        sqlx::query(
+            "INSERT INTO verdicts (at, policy, verdict, reason, snapshot_height) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(at)
+        .bind(policy)
+        .bind(verdict)
+        .bind(reason)
+        .bind(snapshot_height.map(height))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Verdict counts: `(verdict, count)`, most frequent first.
+    pub async fn verdict_counts(&self) -> Result<Vec<(String, i64)>, SyncError> {
+        let rows = sqlx::query(
+            "SELECT verdict, COUNT(*) AS n FROM verdicts GROUP BY verdict ORDER BY n DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+            .collect()
+    }
+
     /// Close the pool.
     pub async fn close(&self) {
         self.pool.close().await;
