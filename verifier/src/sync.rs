@@ -58,6 +58,26 @@ pub struct SyncReport {
     pub set_changes: usize,
 }
 
+impl SyncReport {
+    fn of(
+        snap: &KioskSnapshot,
+        from: Option<u64>,
+        bundle_bytes: usize,
+        set_changes: usize,
+    ) -> Self {
+        let h = snap.header();
+        Self {
+            from,
+            height: h.height,
+            state_root: h.state_root(),
+            time: h.time,
+            bundle_bytes,
+            set_epoch: snap.epoch(),
+            set_changes,
+        }
+    }
+}
+
 /// Ask for a bundle. A registry that limits this kiosk says so (busy, 429): wait and ask again
 /// a few times (1, 2, 4 s), as it asks, before giving up on this sync.
 async fn fetch(
@@ -97,16 +117,12 @@ pub async fn sync_snapshot(
     let (bundle, bundle_bytes) = fetch(client, from).await?;
     snap.apply(&bundle)?;
     keyfile::write_public(path, &snap.encode())?;
-    let h = snap.header();
-    Ok(SyncReport {
+    Ok(SyncReport::of(
+        &snap,
         from,
-        height: h.height,
-        state_root: h.state_root(),
-        time: h.time,
         bundle_bytes,
-        set_epoch: snap.epoch(),
-        set_changes: bundle.epochs.len(),
-    })
+        bundle.epochs.len(),
+    ))
 }
 
 /// Create or advance the snapshot in the kiosk's database for the pinned `genesis` from
@@ -153,17 +169,14 @@ pub async fn sync_store(
         return Err(e.into());
     }
     store.save(&snap, now).await?;
-    let h = snap.header();
+    let height = snap.header().height;
     store
-        .record(&entry("advanced", Some(h.height), bundle_bytes, None))
+        .record(&entry("advanced", Some(height), bundle_bytes, None))
         .await?;
-    Ok(SyncReport {
+    Ok(SyncReport::of(
+        &snap,
         from,
-        height: h.height,
-        state_root: h.state_root(),
-        time: h.time,
         bundle_bytes,
-        set_epoch: snap.epoch(),
-        set_changes: bundle.epochs.len(),
-    })
+        bundle.epochs.len(),
+    ))
 }
