@@ -9,6 +9,9 @@ need_rust
 # The card tests build libnfc (nfc1, feature nfc: cmake, bindgen → libclang) with its PC/SC driver;
 # the fuzz targets' check builds libFuzzer (C++).
 need_packages gcc g++ pkg-config cmake libclang-dev libpcsclite-dev
+# The kiosk screen's browser tests: headless Chromium driven by chromedriver; Noto CJK for the
+# Korean screen.
+need_packages chromium chromium-driver fonts-noto-cjk
 
 if [ ! -d "$CIVIS_SHARED_VECTORS" ]; then
   echo "missing public vectors at $CIVIS_SHARED_VECTORS (../shared beside the clone)" >&2

@@ -93,6 +93,38 @@ pub fn card_present(reader: &str) -> Result<bool> {
     Ok(pcsc_state(reader)?.contains(pcsc::State::PRESENT))
 }
 
+/// Wait up to `timeout` until a PC/SC reader holds a card (`present`) or holds none; returns
+/// whether that happened. pcscd wakes the caller on the change itself, so a kiosk sees a tap
+/// without polling.
+pub fn wait_card(reader: &str, present: bool, timeout: Duration) -> Result<bool> {
+    let name = reader.strip_prefix("pcsc:").unwrap_or(reader);
+    let ctx = pcsc::Context::establish(pcsc::Scope::User)
+        .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| Error::Link("reader name".into()))?;
+    let mut states = [pcsc::ReaderState::new(cname, pcsc::State::UNAWARE)];
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ctx.get_status_change(left, &mut states) {
+            Ok(()) => {}
+            Err(pcsc::Error::Timeout) => return Ok(false),
+            Err(e) => return Err(Error::Link(format!("pcscd: {e}"))),
+        }
+        let state = states
+            .first()
+            .map_or(pcsc::State::UNKNOWN, pcsc::ReaderState::event_state);
+        if state.contains(pcsc::State::PRESENT) == present {
+            return Ok(true);
+        }
+        if left.is_zero() {
+            return Ok(false);
+        }
+        for s in &mut states {
+            s.sync_current_state();
+        }
+    }
+}
+
 enum Request {
     Transceive(Vec<u8>, mpsc::Sender<Result<Vec<u8>>>),
 }

@@ -322,7 +322,7 @@ fn execute(cmd: IssuerCommand) -> Result<()> {
         }
         IssuerCommand::Run { config } => {
             let config = civis_issuer::Config::load(&config)?;
-            init_logs();
+            crate::cli::init_logs();
             let stop = std::sync::Arc::new(tokio::sync::Notify::new());
             rt.block_on(civis_issuer::serve(config, stop))?;
             Ok(())
@@ -419,17 +419,6 @@ fn status(rt: &tokio::runtime::Runtime, s: StatusCommand) -> Result<()> {
             print(&rt.block_on(client(&api)?.status(&credential))?)
         }
     }
-}
-
-fn init_logs() {
-    // Logs carry ids, codes and counts only; the filter comes from RUST_LOG.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .try_init();
 }
 
 #[cfg(not(feature = "nfc"))]

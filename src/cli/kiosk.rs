@@ -10,8 +10,7 @@ use civis_core::chain::state::Genesis;
 use civis_core::mdoc::citizen;
 use civis_core::mdoc::json::name_spaced_to_json;
 use civis_core::mdoc::{DeviceRequest, DeviceResponse, SessionTranscript};
-use civis_core::verdict::UndeterminedReason;
-use civis_core::verify::{Presentation, Verdict, verify_presentation};
+use civis_core::verify::Verdict;
 use civis_registry_client::Client;
 use civis_verifier::intake::check_accreditation;
 use civis_verifier::policy::KioskPolicy;
@@ -87,6 +86,13 @@ pub enum KioskCommand {
         #[arg(long, default_value = "kiosk.db")]
         db: PathBuf,
     },
+    /// Run the kiosk: serve its screen (open it in the kiosk's browser), sync in the background
+    /// from the configured registries, and read cards from the configured reader.
+    Run {
+        /// The kiosk's TOML config (specs/kiosk-screen.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Show the stored snapshot and the last syncs.
     Status {
         /// The registry's genesis.json.
@@ -102,6 +108,15 @@ pub enum KioskCommand {
 pub fn run(cmd: KioskCommand) -> i32 {
     if let KioskCommand::Verify { .. } = &cmd {
         return verify(cmd);
+    }
+    if let KioskCommand::Run { config } = &cmd {
+        return match run_screen(config) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        };
     }
     match execute(cmd) {
         Ok(()) => 0,
@@ -174,7 +189,9 @@ fn execute(cmd: KioskCommand) -> Result<()> {
                     }
                 }
             }
-            KioskCommand::Verify { .. } => unreachable!("handled by verify()"),
+            KioskCommand::Verify { .. } | KioskCommand::Run { .. } => {
+                anyhow::bail!("handled before")
+            }
             KioskCommand::Status { genesis, db } => {
                 let genesis = genesis_of(&genesis)?;
                 let store = KioskStore::open(&db).await?;
@@ -217,12 +234,40 @@ fn execute(cmd: KioskCommand) -> Result<()> {
     })
 }
 
+fn run_screen(config: &std::path::Path) -> Result<()> {
+    let cfg = civis_verifier::config::KioskConfig::load(config)?;
+    crate::cli::init_logs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(async move {
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let on_signal = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.notify_waiters();
+        });
+        let policy = cfg.policy.clone();
+        civis_verifier::kiosk::run(cfg, stop, |addr| {
+            println!(
+                "{}",
+                json!({ "screen": format!("http://{addr}/"), "policy": policy })
+            );
+        })
+        .await?;
+        Ok(())
+    })
+}
+
 fn verify(cmd: KioskCommand) -> i32 {
     match decide(cmd) {
-        Ok((verdict, doc_type, shown)) => {
+        Ok((verdict, code, doc_type, shown)) => {
             let out = json!({
                 "verdict": verdict.name(),
                 "reason": verdict.reason(),
+                "code": code,
                 "doc_type": doc_type,
                 "disclosed": shown,
             });
@@ -241,7 +286,9 @@ fn verify(cmd: KioskCommand) -> i32 {
 }
 
 /// The verdict, the document's type, and the policy's elements as disclosed (nothing else).
-fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Value)> {
+fn decide(
+    cmd: KioskCommand,
+) -> Result<(Verdict, &'static str, Option<String>, serde_json::Value)> {
     let KioskCommand::Verify {
         policy,
         max_age,
@@ -306,33 +353,28 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
         r.documents
             .and_then(|d| d.first().map(|d| d.doc_type.clone()))
     });
-    let verdict = match &stored {
-        // Never synced: no state to decide on.
-        None => Verdict::Undetermined(UndeterminedReason::StaleTrustState {
-            age_secs: i64::MAX,
-            max_secs: policy.max_age_secs,
-        }),
-        Some(s) => {
-            let trust = s.snapshot.trust_snapshot();
-            let p = Presentation {
-                device_response: &response,
-                transcript: &transcript,
-                reader_key: None,
-                request: request.as_ref(),
-            };
-            policy.judge(verify_presentation(&p, &trust, &policy.engine(), now))
-        }
-    };
+    // The same judgement as the running kiosk's screen.
+    let loaded = stored
+        .as_ref()
+        .map(|s| civis_verifier::kiosk::Loaded::of(s.snapshot.clone()));
+    let (verdict, outcome) = civis_verifier::station::judge(
+        &policy,
+        loaded.as_ref().map(|l| &l.trust),
+        &response,
+        &transcript,
+        request.as_ref(),
+        now.0,
+    );
     // Counted, never anything about the resident.
     rt.block_on(async {
-        let reason = verdict.reason();
-        let height = stored.as_ref().map(|s| s.snapshot.header().height);
+        let height = loaded.as_ref().map(|l| l.trust.height);
         let logged = store
             .record_verdict(
                 now.0,
                 &policy_name,
-                verdict.name(),
-                reason.as_deref(),
+                outcome.kind.name(),
+                (outcome.kind != civis_verifier::outcome::Kind::Accept)
+                    .then(|| outcome.reason.code()),
                 height,
             )
             .await;
@@ -354,7 +396,12 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, Option<String>, serde_json::Val
             shown.extend(m);
         }
     }
-    Ok((verdict, doc_type, serde_json::Value::Object(shown)))
+    Ok((
+        verdict,
+        outcome.reason.code(),
+        doc_type,
+        serde_json::Value::Object(shown),
+    ))
 }
 
 #[cfg(feature = "nfc")]

@@ -61,3 +61,15 @@ pub fn run() -> i32 {
         Command::Kiosk(cmd) => kiosk::run(cmd),
     }
 }
+
+/// Logs for the long-running services (issuer, kiosk): ids, codes and counts only; the filter
+/// comes from RUST_LOG (default `info`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .try_init();
+}

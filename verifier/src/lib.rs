@@ -6,8 +6,15 @@
 //! profile.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod frames;
 pub mod intake;
+pub mod kiosk;
+pub mod messages;
+pub mod outcome;
 pub mod policy;
+pub mod screen;
+pub mod station;
 pub mod store;
 pub mod sync;
 

@@ -123,6 +123,25 @@ impl CitizenRecord {
         }
     }
 
+    /// The elements of the **minimal** credential a phone wallet carries beside the full one:
+    /// `age_over_18` and `resident_district` only. Its MSO holds two digests instead of
+    /// thirteen, so an `age-over-18` or `resident-of` answer fits a QR code a kiosk camera reads
+    /// reliably (specs/kiosk-qr.md).
+    pub fn to_minimal_name_spaces(&self, today: &str) -> Result<NameSpaced<Value>> {
+        let age = age_on(&self.birth_date, today)?;
+        let els = vec![
+            ("age_over_18".to_owned(), Value::Bool(age >= 18)),
+            (
+                "resident_district".to_owned(),
+                Value::Text(self.resident_district.clone()),
+            ),
+        ];
+        for (id, v) in &els {
+            check_element(id, v)?;
+        }
+        Ok(vec![(NAMESPACE.to_owned(), els)])
+    }
+
     /// The namespace's elements, with `age_over_NN` computed for the date `today` (`YYYY-MM-DD`).
     pub fn to_name_spaces(&self, today: &str) -> Result<NameSpaced<Value>> {
         let age = age_on(&self.birth_date, today)?;

@@ -1,0 +1,146 @@
+//! QR codes at the kiosk: the engagement QR drawn as SVG for the screen, and a phone's answer
+//! read from a camera frame (8-bit grey, as the page sends it). The decoder is rxing, chosen by
+//! measurement against rqrr on camera-like frames (specs/kiosk-qr.md).
+
+use qrcode::{Color, EcLevel, QrCode};
+use rxing::{BarcodeFormat, DecodeHints};
+
+/// Largest frame accepted: 1920 × 1080 grey pixels.
+pub const MAX_FRAME_PIXELS: usize = 1920 * 1080;
+/// Smallest side accepted.
+pub const MIN_SIDE: u32 = 21;
+
+/// Why a frame gave no text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Width × height does not match the bytes, or is out of bounds.
+    #[error(
+        "frame of {width}×{height} with {len} bytes: expected width × height grey bytes, at most {MAX_FRAME_PIXELS} pixels"
+    )]
+    Shape {
+        /// Claimed width.
+        width: u32,
+        /// Claimed height.
+        height: u32,
+        /// Bytes given.
+        len: usize,
+    },
+    /// No QR code found or decodable in the frame.
+    #[error("no readable QR code in the frame")]
+    NoCode,
+}
+
+/// Read the QR code in a grey frame (`width × height` bytes, row by row).
+pub fn decode_grey(grey: &[u8], width: u32, height: u32) -> Result<String, FrameError> {
+    let pixels = usize::try_from(u64::from(width) * u64::from(height)).unwrap_or(usize::MAX);
+    if width < MIN_SIDE || height < MIN_SIDE || pixels > MAX_FRAME_PIXELS || grey.len() != pixels {
+        return Err(FrameError::Shape {
+            width,
+            height,
+            len: grey.len(),
+        });
+    }
+    // The frame comes from outside: a decoder bug must cost one frame, not the kiosk.
+    let result = std::panic::catch_unwind(|| {
+        let mut hints = DecodeHints {
+            TryHarder: Some(true),
+            ..DecodeHints::default()
+        };
+        rxing::helpers::detect_in_luma_slice_with_hints(
+            grey,
+            width,
+            height,
+            Some(BarcodeFormat::QR_CODE),
+            &mut hints,
+        )
+        .map(|r| r.getText().to_owned())
+    });
+    match result {
+        Ok(Ok(text)) => Ok(text),
+        _ => Err(FrameError::NoCode),
+    }
+}
+
+/// The QR code of `text` at error correction M: `(side, dark modules row by row)`, without
+/// the quiet zone.
+pub fn modules(text: &str) -> Option<(usize, Vec<bool>)> {
+    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).ok()?;
+    let side = code.width();
+    let dark = code
+        .to_colors()
+        .into_iter()
+        .map(|c| c == Color::Dark)
+        .collect();
+    Some((side, dark))
+}
+
+/// `text` as an SVG QR code (4-module quiet zone), scaled by the page.
+pub fn svg(text: &str) -> Option<String> {
+    let (side, dark) = modules(text)?;
+    let full = side + 8;
+    let mut path = String::with_capacity(dark.len() * 4);
+    for (i, _) in dark.iter().enumerate().filter(|(_, d)| **d) {
+        let (x, y) = (i % side + 4, i / side + 4);
+        path.push_str(&format!("M{x} {y}h1v1h-1z"));
+    }
+    Some(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {full} {full}\" shape-rendering=\"crispEdges\" role=\"img\"><rect width=\"{full}\" height=\"{full}\" fill=\"#fff\"/><path d=\"{path}\" fill=\"#000\"/></svg>"
+    ))
+}
+
+/// Render `text` as a grey image with `px` pixels per module and a 4-module quiet zone:
+/// `(side, grey bytes)`. For tests and benchmarks that build camera frames.
+pub fn render_grey(text: &str, px: usize) -> Option<(usize, Vec<u8>)> {
+    let (side, dark) = modules(text)?;
+    let full = (side + 8) * px;
+    let mut img = vec![255u8; full * full];
+    for (i, d) in dark.iter().enumerate() {
+        if !*d {
+            continue;
+        }
+        let (mx, my) = (i % side + 4, i / side + 4);
+        for y in my * px..(my + 1) * px {
+            let row = y * full;
+            img.get_mut(row + mx * px..row + (mx + 1) * px)?.fill(0);
+        }
+    }
+    Some((full, img))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_rendered_code_reads_back_and_bad_frames_are_refused() {
+        let text = "CVP1:ABC%/ +-.1234567890";
+        let (side, img) = render_grey(text, 4).unwrap();
+        // On a 640×480 grey background.
+        let (w, h) = (640u32, 480u32);
+        let mut frame = vec![180u8; (w * h) as usize];
+        for y in 0..side {
+            let at = (y + 40) * w as usize + 100;
+            frame[at..at + side].copy_from_slice(&img[y * side..(y + 1) * side]);
+        }
+        assert_eq!(decode_grey(&frame, w, h).unwrap(), text);
+        // Blank, wrong shape, oversized.
+        assert_eq!(
+            decode_grey(&vec![128u8; (w * h) as usize], w, h),
+            Err(FrameError::NoCode)
+        );
+        assert!(matches!(
+            decode_grey(&frame[1..], w, h),
+            Err(FrameError::Shape { .. })
+        ));
+        assert!(matches!(
+            decode_grey(&[], 100_000, 100_000),
+            Err(FrameError::Shape { .. })
+        ));
+        assert!(matches!(
+            decode_grey(&[0], 1, 1),
+            Err(FrameError::Shape { .. })
+        ));
+        assert!(svg(text).unwrap().starts_with("<svg"));
+    }
+}

@@ -1,0 +1,498 @@
+//! The running kiosk (`civis kiosk run`): its screen state, the trust it verifies against, the
+//! background sync that keeps that trust fresh, and the card reader loop. Every verdict is
+//! counted in the kiosk's database — policy, verdict, reason code, snapshot height — and
+//! nothing about the resident is kept once the verdict screen times out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use civis_core::chain::light::KioskSnapshot;
+use civis_core::chain::state::Genesis;
+use civis_registry_client::Client;
+use rand_core::OsRng;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::KioskConfig;
+use crate::messages::Lang;
+use crate::outcome::{Kind, Outcome, Reason};
+use crate::policy::{KioskPolicy, Rule};
+use crate::station::{Station, Trust};
+use crate::store::KioskStore;
+use crate::sync::{SyncError, sync_store};
+
+/// Why the kiosk cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config is refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The database or the snapshot in it cannot be read.
+    #[error(transparent)]
+    Store(#[from] SyncError),
+    /// A file or the listening socket.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The trust a verdict rests on, with the full snapshot (for the accreditation check).
+#[derive(Debug)]
+pub struct Loaded {
+    /// What verification uses.
+    pub trust: Trust,
+    /// The verified snapshot.
+    pub snapshot: KioskSnapshot,
+}
+
+impl Loaded {
+    /// From a verified snapshot.
+    pub fn of(snapshot: KioskSnapshot) -> Self {
+        let h = snapshot.header();
+        Self {
+            trust: Trust {
+                trust: snapshot.trust_snapshot(),
+                height: h.height,
+                state_time: h.time,
+            },
+            snapshot,
+        }
+    }
+}
+
+/// What the screen shows now.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Changes with every screen change.
+    pub seq: u64,
+    /// The verdict on screen.
+    pub outcome: Option<Outcome>,
+    /// A card is being read.
+    pub reading: bool,
+    /// Changes with the engagement QR.
+    pub engagement: u64,
+}
+
+/// A running kiosk.
+pub struct Kiosk {
+    cfg: KioskConfig,
+    policy: KioskPolicy,
+    genesis: Genesis,
+    station: Mutex<Station>,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+    store: KioskStore,
+    changes: watch::Sender<u64>,
+    reading: AtomicBool,
+    frame_gate: Semaphore,
+    hosts: Vec<String>,
+    clock: fn() -> i64,
+}
+
+impl std::fmt::Debug for Kiosk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kiosk")
+            .field("listen", &self.cfg.listen)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unix seconds from the system clock.
+pub fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not take the screen down with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Kiosk {
+    /// Open the kiosk of `cfg`: its database and the snapshot in it (verified against the
+    /// pinned genesis), ready to serve.
+    pub async fn open(cfg: KioskConfig, clock: fn() -> i64) -> Result<Arc<Self>, RunError> {
+        let policy = cfg
+            .kiosk_policy()
+            .map_err(|e| RunError::Io(e.to_string()))?;
+        let text = std::fs::read_to_string(&cfg.genesis)
+            .map_err(|e| RunError::Io(format!("{}: {e}", cfg.genesis.display())))?;
+        let genesis = Genesis::from_json(&text)
+            .map_err(|e| RunError::Io(format!("{}: {e}", cfg.genesis.display())))?;
+        let store = KioskStore::open(&cfg.db).await?;
+        let loaded = store
+            .snapshot(&genesis)
+            .await?
+            .map(|s| Arc::new(Loaded::of(s.snapshot)));
+        let port = cfg.listen.port();
+        let mut hosts = vec![
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+            cfg.listen.to_string(),
+        ];
+        hosts.dedup();
+        let station = Station::new(policy.clone(), cfg.verdict_secs, &mut OsRng);
+        Ok(Arc::new(Self {
+            policy,
+            genesis,
+            station: Mutex::new(station),
+            loaded: RwLock::new(loaded),
+            store,
+            changes: watch::channel(0).0,
+            reading: AtomicBool::new(false),
+            frame_gate: Semaphore::new(1),
+            hosts,
+            clock,
+            cfg,
+        }))
+    }
+
+    /// Now, by the kiosk's clock.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KioskConfig {
+        &self.cfg
+    }
+
+    /// The trust verdicts rest on now (none before the first sync).
+    pub fn trust(&self) -> Option<Arc<Loaded>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether `host` (a Host header) names this kiosk.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// The screen's default language.
+    pub fn default_lang(&self) -> Lang {
+        self.cfg.lang()
+    }
+
+    /// The policy as logged and shown: a service by its name, not its element list.
+    pub fn policy_name(&self) -> String {
+        match &self.policy.rule {
+            Rule::AgeOver18 => "age-over-18".into(),
+            Rule::ResidentOf(d) => format!("resident-of:{d}"),
+            Rule::Service { name, .. } => format!("service:{name}"),
+        }
+    }
+
+    /// What a policy reason names (the district of `resident-of`).
+    pub fn policy_subject(&self) -> Option<&str> {
+        match &self.policy.rule {
+            Rule::ResidentOf(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The policy's maximum snapshot age.
+    pub fn max_age_secs(&self) -> i64 {
+        self.policy.max_age_secs
+    }
+
+    /// How long before staleness the screen warns.
+    pub fn warn_before_stale_secs(&self) -> i64 {
+        self.cfg.warn_before_stale_secs
+    }
+
+    /// Receives the screen's sequence number on every change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// One camera frame decodes at a time.
+    pub fn frame_gate(&self) -> &Semaphore {
+        &self.frame_gate
+    }
+
+    /// The engagement QR's text now.
+    pub fn engagement_text(&self) -> String {
+        lock(&self.station).engagement_text().to_owned()
+    }
+
+    fn notify(&self) {
+        let seq = lock(&self.station).seq();
+        self.changes.send_replace(seq);
+    }
+
+    /// The screen now; a verdict past its time is dropped here.
+    pub fn view(&self, now: i64) -> View {
+        let mut st = lock(&self.station);
+        let outcome = st.current(now).cloned();
+        View {
+            seq: st.seq(),
+            outcome,
+            reading: self.reading.load(Ordering::Relaxed),
+            engagement: st.engagement_id(),
+        }
+    }
+
+    /// Back to idle ("Done").
+    pub fn clear(&self) {
+        lock(&self.station).clear();
+        self.notify();
+    }
+
+    /// A phone's answer from the camera or a scanner.
+    pub async fn present_qr(&self, text: &str) -> Outcome {
+        let now = self.now();
+        let loaded = self.trust();
+        let outcome =
+            lock(&self.station).qr(text, loaded.as_deref().map(|l| &l.trust), now, &mut OsRng);
+        self.notify();
+        self.record(&outcome, loaded.as_deref(), now).await;
+        outcome
+    }
+
+    /// Show and count an outcome reached elsewhere (the card loop).
+    pub async fn show(&self, outcome: Outcome, loaded: Option<&Loaded>) {
+        let now = self.now();
+        self.reading.store(false, Ordering::Relaxed);
+        lock(&self.station).show(outcome.clone(), now);
+        self.notify();
+        self.record(&outcome, loaded, now).await;
+    }
+
+    /// Mark a card read as started or over (the screen says "reading").
+    pub fn set_reading(&self, reading: bool) {
+        self.reading.store(reading, Ordering::Relaxed);
+        // The page redraws on any change of the number it waits on.
+        let seq = {
+            let mut st = lock(&self.station);
+            st.bump();
+            st.seq()
+        };
+        self.changes.send_replace(seq);
+    }
+
+    async fn record(&self, outcome: &Outcome, loaded: Option<&Loaded>, now: i64) {
+        let logged = self
+            .store
+            .record_verdict(
+                now,
+                &self.policy_name(),
+                outcome.kind.name(),
+                (outcome.kind != Kind::Accept).then(|| outcome.reason.code()),
+                loaded.map(|l| l.trust.height),
+            )
+            .await;
+        if let Err(e) = logged {
+            tracing::warn!("cannot count the verdict: {e}");
+        }
+    }
+
+    /// One sync from `client`; on success the new trust is in use at once.
+    pub async fn sync_once(&self, client: &Client) -> Result<u64, SyncError> {
+        let report = sync_store(client, &self.genesis, &self.store, self.now()).await?;
+        if let Some(s) = self.store.snapshot(&self.genesis).await? {
+            *self
+                .loaded
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Arc::new(Loaded::of(s.snapshot)));
+        }
+        self.notify();
+        Ok(report.height)
+    }
+
+    /// Close the database.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// The outcome of a card tap that could not start: the kiosk is not accredited on the
+    /// synced chain for its policy (an operator's problem, not the resident's).
+    pub fn not_accredited(detail: String) -> Outcome {
+        Outcome {
+            kind: Kind::Undetermined,
+            reason: Reason::CannotCheck,
+            detail: Some(detail),
+            shown: Vec::new(),
+            state_time: None,
+        }
+    }
+}
+
+/// Sync in the background every `sync_interval_secs` (registry URLs tried in turn) until
+/// `stop`; the kiosk keeps verifying from its last snapshot while no registry answers.
+pub async fn sync_loop(kiosk: Arc<Kiosk>, stop: Arc<Notify>) {
+    let urls: Vec<&str> = kiosk.cfg.registries.iter().map(String::as_str).collect();
+    let client = match Client::with_nodes(&urls) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!("background sync off: {e}");
+            return;
+        }
+    };
+    let every = Duration::from_secs(kiosk.cfg.sync_interval_secs);
+    loop {
+        match kiosk.sync_once(&client).await {
+            Ok(h) => tracing::info!(height = h, "synced"),
+            Err(e) => tracing::warn!("sync: {e}; verifying from the last snapshot"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.notified() => return,
+        }
+    }
+}
+
+/// The card reader loop (a thread: PC/SC and libnfc block): wait for a card, read it for the
+/// policy under the kiosk's accredited key, show the verdict, wait for the card to leave.
+#[cfg(feature = "nfc")]
+pub fn card_loop(
+    kiosk: Arc<Kiosk>,
+    rt: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    use civis_firmware_bridge::nfc;
+    let Some(reader) = kiosk.cfg.reader.clone() else {
+        return Ok(());
+    };
+    let (key, _) = civis_registry_client::keyfile::read_key(&reader.key)
+        .map_err(|e| RunError::Io(format!("{}: {e}", reader.key.display())))?;
+    let statement = std::fs::read(&reader.accreditation)
+        .map_err(|e| RunError::Io(format!("{}: {e}", reader.accreditation.display())))?;
+    let step = Duration::from_millis(500);
+    while !stop.load(Ordering::Relaxed) {
+        match nfc::wait_card(&reader.name, true, step) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!("reader {}: {e}", reader.name);
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        }
+        kiosk.set_reading(true);
+        let loaded = kiosk.trust();
+        let now = kiosk.now();
+        let outcome = match &loaded {
+            None => crate::station::unsynced(&kiosk.policy),
+            Some(l) => match crate::intake::check_accreditation(
+                &l.snapshot,
+                &statement,
+                &kiosk.policy,
+                now,
+            ) {
+                Err(e) => {
+                    tracing::error!("no card read: {e}");
+                    Kiosk::not_accredited(e.to_string())
+                }
+                Ok(_) => match nfc::NfcTransport::open(&reader.name, Duration::from_secs(2))
+                    .and_then(|t| {
+                        let mut client = civis_firmware_bridge::reader::CardClient::new(t);
+                        crate::intake::read_card(
+                            &mut client,
+                            &kiosk.policy,
+                            &key,
+                            &statement,
+                            &mut OsRng,
+                        )
+                    }) {
+                    Ok(tap) => {
+                        crate::station::judge(
+                            &kiosk.policy,
+                            Some(&l.trust),
+                            &tap.response,
+                            &tap.transcript,
+                            Some(&tap.request),
+                            now,
+                        )
+                        .1
+                    }
+                    Err(e) => Outcome::refused(Reason::CardError, e.to_string()),
+                },
+            },
+        };
+        rt.block_on(kiosk.show(outcome, loaded.as_deref()));
+        // One verdict per tap: wait for the card to leave the field.
+        while !stop.load(Ordering::Relaxed) {
+            match nfc::wait_card(&reader.name, false, step) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(_) => {
+                    std::thread::sleep(step);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serve the kiosk of `cfg` until `stop`: open it, bind the screen, sync in the background,
+/// run the card reader loop when a reader is configured. `ready` receives the screen's
+/// address once it listens.
+pub async fn run(
+    cfg: KioskConfig,
+    stop: Arc<Notify>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), RunError> {
+    let listen = cfg.listen;
+    let kiosk = Kiosk::open(cfg, system_now).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| RunError::Io(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RunError::Io(e.to_string()))?;
+    let kiosk = if addr.port() != listen.port() {
+        // Port 0 in the config: the host check must know the real port.
+        let mut cfg = kiosk.cfg.clone();
+        cfg.listen = addr;
+        kiosk.close().await;
+        Kiosk::open(cfg, system_now).await?
+    } else {
+        kiosk
+    };
+    let syncing = tokio::spawn(sync_loop(Arc::clone(&kiosk), Arc::clone(&stop)));
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    #[cfg(feature = "nfc")]
+    let reader = kiosk.cfg.reader.is_some().then(|| {
+        let (k, rt, s) = (
+            Arc::clone(&kiosk),
+            tokio::runtime::Handle::current(),
+            Arc::clone(&reader_stop),
+        );
+        std::thread::spawn(move || {
+            if let Err(e) = card_loop(k, rt, s) {
+                tracing::error!("card reader: {e}");
+            }
+        })
+    });
+    #[cfg(not(feature = "nfc"))]
+    if kiosk.cfg.reader.is_some() {
+        tracing::error!(
+            "a reader is configured but this build has no NFC support (--features nfc)"
+        );
+    }
+    ready(addr);
+    let served = civis_http_serve::serve(
+        listener,
+        crate::screen::router(Arc::clone(&kiosk)),
+        civis_http_serve::ServeLimits::for_this_process(),
+        {
+            let stop = Arc::clone(&stop);
+            async move { stop.notified().await }
+        },
+    )
+    .await;
+    stop.notify_waiters();
+    reader_stop.store(true, Ordering::Relaxed);
+    #[cfg(feature = "nfc")]
+    if let Some(r) = reader {
+        let _ = tokio::task::spawn_blocking(move || r.join()).await;
+    }
+    let _ = syncing.await;
+    kiosk.close().await;
+    served.map_err(|e| RunError::Io(e.to_string()))
+}

@@ -1,0 +1,205 @@
+//! The kiosk's state between taps, sans IO: the engagement QR on screen, the verdict on screen
+//! and when it goes away. The screen server, the card reader loop and the CLI all verify
+//! through [`judge`], so a presentation gets the same verdict whichever way it came in.
+
+use civis_core::Timestamp;
+use civis_core::crypto::SoftwareKey;
+use civis_core::mdoc::{DeviceRequest, SessionTranscript};
+use civis_core::qr::{KioskEngagement, QrPresentation};
+use civis_core::verdict::UndeterminedReason;
+use civis_core::verify::{Presentation, TrustSnapshot, Verdict, verify_presentation};
+use rand_core::CryptoRngCore;
+
+use crate::outcome::{Outcome, Reason};
+use crate::policy::KioskPolicy;
+
+/// The state a verdict rests on: the verified snapshot's trust, with its height and time.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// Issuer keys, accreditations and status lists.
+    pub trust: TrustSnapshot,
+    /// The certified height.
+    pub height: u64,
+    /// The certified header's time (what "synced at" means to a resident).
+    pub state_time: i64,
+}
+
+/// Verify one presentation for `policy` against `trust` (none: never synced, so
+/// undetermined) at `now`, and judge it by the policy.
+pub fn judge(
+    policy: &KioskPolicy,
+    trust: Option<&Trust>,
+    response: &[u8],
+    transcript: &SessionTranscript,
+    request: Option<&DeviceRequest>,
+    now: i64,
+) -> (Verdict, Outcome) {
+    let verdict = match trust {
+        None => Verdict::Undetermined(UndeterminedReason::StaleTrustState {
+            age_secs: i64::MAX,
+            max_secs: policy.max_age_secs,
+        }),
+        Some(t) => {
+            let p = Presentation {
+                device_response: response,
+                transcript,
+                reader_key: None,
+                request,
+            };
+            policy.judge(verify_presentation(
+                &p,
+                &t.trust,
+                &policy.engine(),
+                Timestamp(now),
+            ))
+        }
+    };
+    let outcome = Outcome::of_verdict(&verdict, policy, trust.map(|t| t.state_time));
+    (verdict, outcome)
+}
+
+/// The outcome when the kiosk has never synced: no state to decide on.
+pub fn unsynced(policy: &KioskPolicy) -> Outcome {
+    let verdict = Verdict::Undetermined(UndeterminedReason::StaleTrustState {
+        age_secs: i64::MAX,
+        max_secs: policy.max_age_secs,
+    });
+    Outcome::of_verdict(&verdict, policy, None)
+}
+
+struct Engagement {
+    shown: KioskEngagement,
+    key: SoftwareKey,
+    text: String,
+}
+
+impl Engagement {
+    fn fresh(policy: &KioskPolicy, rng: &mut impl CryptoRngCore) -> Self {
+        let (shown, key) = KioskEngagement::new(policy.items_request(), rng);
+        let text = shown.to_text();
+        Self { shown, key, text }
+    }
+}
+
+/// One kiosk's screen state.
+pub struct Station {
+    policy: KioskPolicy,
+    verdict_secs: i64,
+    engagement: Engagement,
+    current: Option<(Outcome, i64)>,
+    seq: u64,
+    engagement_id: u64,
+}
+
+impl std::fmt::Debug for Station {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the verdict's elements.
+        f.debug_struct("Station")
+            .field("policy", &self.policy)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Station {
+    /// A station for `policy` whose verdict screens last `verdict_secs`.
+    pub fn new(policy: KioskPolicy, verdict_secs: i64, rng: &mut impl CryptoRngCore) -> Self {
+        let engagement = Engagement::fresh(&policy, rng);
+        Self {
+            policy,
+            verdict_secs: verdict_secs.max(1),
+            engagement,
+            current: None,
+            seq: 0,
+            engagement_id: 0,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &KioskPolicy {
+        &self.policy
+    }
+
+    /// The engagement QR's text (`CVE1:…`) on screen now.
+    pub fn engagement_text(&self) -> &str {
+        &self.engagement.text
+    }
+
+    /// Changes whenever the screen does (the page redraws on a new value).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// A phone's answer (`CVP1:…`), read by the camera or a scanner. An answer that opens
+    /// under the engagement on screen uses it up: the next one is fresh, so the same answer
+    /// shown again (a replay) does not open.
+    pub fn qr(
+        &mut self,
+        text: &str,
+        trust: Option<&Trust>,
+        now: i64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Outcome {
+        let opened = QrPresentation::from_text(text.trim())
+            .map_err(|e| (Reason::Unreadable, e.to_string()))
+            .and_then(|p| {
+                p.open(&self.engagement.shown, &self.engagement.key)
+                    .map_err(|e| (Reason::WrongCode, e.to_string()))
+            });
+        let outcome = match opened {
+            Err((reason, detail)) => Outcome::refused(reason, detail),
+            Ok(response) => {
+                let transcript = self.engagement.shown.transcript();
+                self.engagement = Engagement::fresh(&self.policy, rng);
+                self.engagement_id += 1;
+                judge(&self.policy, trust, &response, &transcript, None, now).1
+            }
+        };
+        self.show(outcome.clone(), now);
+        outcome
+    }
+
+    /// Put `outcome` on screen until `now + verdict_secs`.
+    pub fn show(&mut self, outcome: Outcome, now: i64) {
+        self.current = Some((outcome, now.saturating_add(self.verdict_secs)));
+        self.seq += 1;
+    }
+
+    /// The verdict on screen at `now`, if any; a verdict past its time is dropped (with the
+    /// elements it showed).
+    pub fn current(&mut self, now: i64) -> Option<&Outcome> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
+            self.clear();
+        }
+        self.current.as_ref().map(|(o, _)| o)
+    }
+
+    /// Mark a change of what the screen shows outside the verdict (a card being read).
+    pub fn bump(&mut self) {
+        self.seq += 1;
+    }
+
+    /// Back to the idle screen now ("Done").
+    pub fn clear(&mut self) {
+        if self.current.take().is_some() {
+            self.seq += 1;
+        }
+    }
+
+    /// A new engagement (the screen's QR changes), e.g. after the engagement was shown for a
+    /// long time.
+    pub fn renew_engagement(&mut self, rng: &mut impl CryptoRngCore) {
+        self.engagement = Engagement::fresh(&self.policy, rng);
+        self.engagement_id += 1;
+        self.seq += 1;
+    }
+
+    /// Changes whenever the engagement QR does.
+    pub fn engagement_id(&self) -> u64 {
+        self.engagement_id
+    }
+}
