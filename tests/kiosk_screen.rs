@@ -122,6 +122,7 @@ struct World {
     reg: Cluster,
     issuer: Issuer,
     other: Issuer,
+    rotated: Issuer,
     dir: PathBuf,
     genesis: Genesis,
 }
@@ -189,6 +190,22 @@ impl World {
             ],
         )
         .unwrap();
+        // An issuer that rotated its key: key-1 is retired on chain from then on.
+        let rotated = Issuer::create(&reg, "rotated");
+        reg.tx(
+            &gov,
+            &[
+                "accredit-issuer",
+                "--issuer",
+                rotated.did.as_str(),
+                "--doc-type",
+                citizen::DOC_TYPE,
+                "--until",
+                &until,
+            ],
+        )
+        .unwrap();
+        reg.tx(&reg.dir.join("rotated.jwk"), &["rotate"]).unwrap();
         // The kiosk: its DID, accredited for the age and district elements.
         let key_file = dir.join("kiosk.jwk");
         let out = civis(&["registry", "keygen", "--out", key_file.to_str().unwrap()]);
@@ -223,6 +240,7 @@ impl World {
             reg,
             issuer,
             other,
+            rotated,
             dir,
             genesis,
         }
@@ -675,6 +693,18 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
                     &device,
                     None,
                 )
+            }),
+        ),
+        (
+            "issuer key rotated out before signing",
+            "reject",
+            "issuer_not_trusted",
+            Box::new(|e| {
+                // Signed with key-1 after the chain moved the issuer to key-2.
+                let late = w
+                    .rotated
+                    .mint(device.public_key(), &adult, true, 0, now(), until);
+                answer(e, &late, &device, None)
             }),
         ),
         (

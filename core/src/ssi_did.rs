@@ -43,7 +43,7 @@ impl DidCivis {
                 std::str::from_utf8(&e.key)
                     .map_err(|_| Error::malformed("key entry", "not UTF-8"))
                     .and_then(DidUrl::parse),
-                EcPublicKey::from_sec1(&e.value),
+                crate::chain::state::records::decode_key_value(&e.value).map(|(k, _)| k),
             ) else {
                 continue;
             };

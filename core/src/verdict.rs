@@ -83,6 +83,14 @@ pub enum RejectReason {
     },
     /// The disclosed elements do not meet the kiosk's policy (e.g. under 18, another district).
     PolicyUnmet(String),
+    /// The issuer key had been rotated out (retired on chain) before the credential says it
+    /// was signed.
+    IssuerKeyRetired {
+        /// The key's DID URL.
+        kid: String,
+        /// When the chain retired it.
+        at: Timestamp,
+    },
 }
 
 impl fmt::Display for RejectReason {
@@ -124,6 +132,11 @@ impl fmt::Display for RejectReason {
                 write!(f, "element {namespace}/{element} was not disclosed")
             }
             Self::PolicyUnmet(why) => write!(f, "policy not met: {why}"),
+            Self::IssuerKeyRetired { kid, at } => write!(
+                f,
+                "issuer key {kid} was rotated out at {} before the credential was signed",
+                at.0
+            ),
         }
     }
 }

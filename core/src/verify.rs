@@ -86,6 +86,9 @@ pub struct TrustSnapshot {
     pub status_lists: BTreeMap<String, StatusList>,
     /// The time the snapshot's state was certified; `None` when it is static (files).
     pub as_of: Option<Timestamp>,
+    /// Issuer keys their DID rotated away from, by DID URL, with the block time of the
+    /// rotation: a credential such a key signed after that time is rejected.
+    pub retired_keys: BTreeMap<String, Timestamp>,
 }
 
 /// What a verifier requires.
@@ -190,6 +193,16 @@ fn check_registry(
                 doc.doc_type.clone(),
             )));
         }
+    }
+    // A retirement is final, so even an old snapshot proves it.
+    if let IssuerId::Did(kid) = &doc.issuer
+        && let Some(at) = snapshot.retired_keys.get(&kid.to_string())
+        && doc.validity.signed.at > *at
+    {
+        return Err(Refusal::Reject(RejectReason::IssuerKeyRetired {
+            kid: kid.to_string(),
+            at: *at,
+        }));
     }
     if let Some(status) = &doc.status {
         let list = snapshot.status_lists.get(&status.uri).ok_or_else(|| {

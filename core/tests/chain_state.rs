@@ -764,16 +764,24 @@ fn only_accredited_dids_reach_the_kiosk_tree_with_their_whole_history() {
         kiosk_root,
         "a free DID changed the kiosk tree"
     );
-    // Accredited: both keys, as they were.
+    // Accredited: both keys, as they were — the first marked retired at the rotation.
     accredit(&mut w, &issuer);
     let url2 = issuer.did.key_url(2).to_string();
+    let key_entry = |w: &World, url: &str| {
+        civis_core::chain::state::records::decode_key_value(
+            w.state
+                .kiosk_tree()
+                .get(Table::Key, url.as_bytes())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (k1, retired1) = key_entry(&w, &url1);
+    assert_eq!(&k1, issuer.keys[0].public_key());
+    assert!(retired1.is_some());
     assert_eq!(
-        w.state.kiosk_tree().get(Table::Key, url1.as_bytes()),
-        Some(issuer.keys[0].public_key().compressed().as_slice())
-    );
-    assert_eq!(
-        w.state.kiosk_tree().get(Table::Key, url2.as_bytes()),
-        Some(issuer.keys[1].public_key().compressed().as_slice())
+        key_entry(&w, &url2),
+        (issuer.keys[1].public_key().clone(), None)
     );
     // A rotation after accreditation reaches kiosks.
     let rotate = Op::RotateKey {
@@ -782,12 +790,11 @@ fn only_accredited_dids_reach_the_kiosk_tree_with_their_whole_history() {
     };
     w.ok(&mut issuer, rotate);
     let url3 = issuer.did.key_url(3).to_string();
-    assert!(
-        w.state
-            .kiosk_tree()
-            .get(Table::Key, url3.as_bytes())
-            .is_some()
+    assert_eq!(
+        key_entry(&w, &url3),
+        (issuer.keys[2].public_key().clone(), None)
     );
+    assert!(key_entry(&w, &url2).1.is_some(), "key 2 retired");
     // Governance keys are there from genesis.
     let gov1 = w.gov[0].did.key_url(1).to_string();
     assert!(

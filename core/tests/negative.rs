@@ -296,6 +296,7 @@ fn snapshot(f: &Fixture, as_of: &str) -> TrustSnapshot {
         }]),
         status_lists: lists,
         as_of: Some(citizen::at(as_of)),
+        retired_keys: BTreeMap::new(),
     }
 }
 
@@ -355,6 +356,26 @@ fn engine_fresh_state() {
         engine(&f, &unknown),
         Verdict::Reject(RejectReason::UntrustedIssuer)
     );
+    // The issuer rotated its key away before the credential says it was signed: the old key
+    // (stolen, or a lagging signer) cannot issue after its retirement. Retired after
+    // signing, the credential stands.
+    let signed = match engine(&f, &snap) {
+        Verdict::Accept(docs) => docs[0].validity.signed.at,
+        v => panic!("{v:?}"),
+    };
+    let mut retired_before = snap.clone();
+    retired_before
+        .retired_keys
+        .insert(f.issuer_kid.clone(), signed.plus_secs(-1));
+    assert!(matches!(
+        engine(&f, &retired_before),
+        Verdict::Reject(RejectReason::IssuerKeyRetired { .. })
+    ));
+    let mut retired_after = snap.clone();
+    retired_after
+        .retired_keys
+        .insert(f.issuer_kid.clone(), signed);
+    assert!(matches!(engine(&f, &retired_after), Verdict::Accept(_)));
 }
 
 #[test]

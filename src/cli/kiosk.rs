@@ -286,9 +286,7 @@ fn verify(cmd: KioskCommand) -> i32 {
 }
 
 /// The verdict, the document's type, and the policy's elements as disclosed (nothing else).
-fn decide(
-    cmd: KioskCommand,
-) -> Result<(Verdict, &'static str, Option<String>, serde_json::Value)> {
+fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, serde_json::Value)> {
     let KioskCommand::Verify {
         policy,
         max_age,

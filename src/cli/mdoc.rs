@@ -199,6 +199,7 @@ fn decide(inputs: &Inputs) -> (Verdict, Option<String>) {
         accreditations: None,
         status_lists,
         as_of: None,
+        retired_keys: Default::default(),
     };
     // Static trust from files: no registry state whose age could matter.
     let policy = Policy {

@@ -81,6 +81,7 @@ impl Reason {
             | R::IssuerSignature
             | R::UnsupportedAlgorithm(_)
             | R::IssuerNotAccredited(_)
+            | R::IssuerKeyRetired { .. }
             | R::UnknownStatus(_) => Reason::IssuerNotTrusted,
             R::DeviceAuthentication(_) => Reason::NotThisDevice,
             R::ElementNotDisclosed { .. } | R::NoDocuments => Reason::NotShared,

@@ -14,7 +14,6 @@ use crate::chain::state::{
     Tree, chunk_key, decode_accreditation, epoch_of, is_boundary, split_chunk_key, status_lists,
 };
 use crate::chain::table::Table;
-use crate::crypto::EcPublicKey;
 use crate::did::{Did, DidUrl};
 use crate::mdoc::TrustAnchor;
 use crate::status::StatusList;
@@ -293,16 +292,20 @@ impl KioskSnapshot {
     /// issuer accreditations, the status lists, and the certified header time.
     pub fn trust_snapshot(&self) -> TrustSnapshot {
         let mut anchors = Vec::new();
+        let mut retired_keys = BTreeMap::new();
         let mut accreditations = Vec::new();
         for e in self.tree.entries() {
             match e.table {
                 Table::Key => {
-                    if let (Some(kid), Ok(key)) = (
+                    if let (Some(kid), Ok((key, retired))) = (
                         std::str::from_utf8(&e.key)
                             .ok()
                             .and_then(|k| DidUrl::parse(k).ok()),
-                        EcPublicKey::from_sec1(&e.value),
+                        crate::chain::state::records::decode_key_value(&e.value),
                     ) {
+                        if let Some(at) = retired {
+                            retired_keys.insert(kid.to_string(), Timestamp(at));
+                        }
                         anchors.push(TrustAnchor::DidKey { kid, key });
                     }
                 }
@@ -333,6 +336,7 @@ impl KioskSnapshot {
             accreditations: Some(accreditations),
             status_lists,
             as_of: Some(Timestamp(self.header.time)),
+            retired_keys,
         }
     }
 }

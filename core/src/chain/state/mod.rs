@@ -339,6 +339,18 @@ impl State {
         }
     }
 
+    /// Mark `did`'s key `url` retired at block time `at` (it rotated away from it), in both
+    /// trees where it is recorded.
+    fn retire_key(&mut self, url: &str, key: &EcPublicKey, at: i64) {
+        let value = records::key_value(key, Some(at));
+        if self.public.get(Table::Key, url.as_bytes()).is_some() {
+            self.public.put(Table::Key, url.as_bytes(), value.clone());
+        }
+        if self.kiosk.get(Table::Key, url.as_bytes()).is_some() {
+            self.kiosk.put(Table::Key, url.as_bytes(), value);
+        }
+    }
+
     fn write_chain_record(&mut self, validators: &[EcPublicKey], epoch: u64) {
         let value = cbor::encode(&text_map(vec![
             ("epoch", Value::Integer(epoch.into())),
@@ -469,7 +481,7 @@ impl State {
                 self.create_did(&did, key, *next, false);
                 return Ok(());
             }
-            Op::RotateKey { key, next } => self.rotate_key(&did, &mut rec, key, next)?,
+            Op::RotateKey { key, next } => self.rotate_key(&did, &mut rec, key, next, now)?,
             Op::Deactivate => self.deactivate(&did, &mut rec)?,
             Op::AccreditIssuer {
                 issuer,

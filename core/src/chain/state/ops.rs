@@ -27,6 +27,7 @@ impl State {
         rec: &mut DidRecord,
         key: &EcPublicKey,
         next: &KeyCommitment,
+        now: i64,
     ) -> Result<(), Refused> {
         const NAME: &str = "rotate-key";
         let committed = rec
@@ -41,6 +42,10 @@ impl State {
         if next.matches(key) {
             return Err(invalid(NAME, "the next commitment names the same key"));
         }
+        // The key rotated away from signs nothing after this block.
+        let retired = rec.key_url(did).to_string();
+        let old = rec.key.clone();
+        self.retire_key(&retired, &old, now);
         rec.key = key.clone();
         rec.key_index = rec
             .key_index

@@ -9,6 +9,35 @@ use crate::did::{Did, DidUrl, KeyCommitment};
 use crate::kiosk::{ElementGrants, grants_value};
 use crate::status::Bits;
 
+/// A `Key` table value: the key (SEC1 compressed, 33 bytes), then — once the DID rotated away
+/// from it — the block time it was retired at (8 bytes, big-endian). A credential whose MSO
+/// says it was signed after that time is rejected (verification.md).
+pub fn key_value(key: &EcPublicKey, retired: Option<i64>) -> Vec<u8> {
+    let mut v = key.compressed().to_vec();
+    if let Some(t) = retired {
+        v.extend_from_slice(&t.to_be_bytes());
+    }
+    v
+}
+
+/// Decode a `Key` table value: the key and when it was retired, if it was.
+pub fn decode_key_value(bytes: &[u8]) -> crate::Result<(EcPublicKey, Option<i64>)> {
+    match bytes.len() {
+        33 => Ok((EcPublicKey::from_sec1(bytes)?, None)),
+        41 => {
+            let (key, t) = bytes.split_at(33);
+            let t: [u8; 8] = t
+                .try_into()
+                .map_err(|_| crate::Error::malformed("key entry", "bad retirement time"))?;
+            Ok((EcPublicKey::from_sec1(key)?, Some(i64::from_be_bytes(t))))
+        }
+        n => Err(crate::Error::malformed(
+            "key entry",
+            format!("{n} bytes (33 or 41 expected)"),
+        )),
+    }
+}
+
 /// The chain record (`chain`/`validators` in the kiosk tree): the current validator set, the
 /// first consensus epoch it signs, and the epoch length.
 #[derive(Debug, Clone, PartialEq, Eq)]
