@@ -368,6 +368,29 @@ fn http_post(url: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
     })
 }
 
+/// A registry that answers every request with 200 and bytes that are no sync bundle (with a
+/// forged log line in them).
+fn junk_registry() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(10_000) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = b"\x1b[2J not a bundle\nINFO forged line";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    url
+}
+
 /// Releases everything, or withholds one element.
 struct Consenting(Option<&'static str>);
 
@@ -592,15 +615,16 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         );
     }
 
+    let junk = junk_registry();
     let mut kiosk = Kiosk::start(
         &w,
         "counter",
         "age-over-18",
         &format!(
-            "registries = [\"http://127.0.0.1:9\", \"{registry}\"]\nsync_interval_secs = 1\n{reader}"
+            "registries = [\"{junk}\", \"http://127.0.0.1:9\", \"{registry}\"]\nsync_interval_secs = 1\n{reader}"
         ),
     );
-    // The first registry URL is dead: the kiosk tried the next one.
+    // The first registry answers junk and the second is dead: the kiosk went on to the third.
     assert!(kiosk.wait_height() >= 1);
     let driver = Driver::start();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -817,6 +841,10 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
             wait_css(&c, "body[data-ready][data-state='idle']").await;
         });
     }
+    // The same refused code read again at once (a sticker in the camera's view): not shown
+    // or counted a second time.
+    let hostile = format!("CVP1:{}", "A".repeat(5000));
+    assert_eq!(kiosk.scan(&hostile).0, 204);
     // The accepted answer shown again: the engagement it opened under is gone.
     let (_, v) = kiosk.scan(&replay);
     assert_eq!(v["reason"], "wrong_code", "{v}");
@@ -984,6 +1012,9 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         status["verdicts"]["reject"].as_i64().unwrap() >= 9,
         "{status}"
     );
+    // A registry's text never forges a log line.
+    assert!(!kiosk.log_text().contains("\nINFO forged line"));
+    assert!(!kiosk.log_text().contains('\u{1b}'));
     let mut bytes = std::fs::read(&kiosk.db).unwrap();
     bytes.extend(std::fs::read(kiosk.db.with_extension("db-wal")).unwrap_or_default());
     bytes.extend(kiosk.log_text().into_bytes());
@@ -1052,6 +1083,30 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
     });
     drop(c);
     let _ = kiosk;
+
+    // A verdict times out on its own: a page waiting on the screen is woken with idle well
+    // before its long poll would end (the same kiosk, verdicts kept for a second).
+    drop(lib);
+    let lib = Kiosk::start(
+        &w,
+        "library",
+        "service:library=family_name,given_name",
+        "max_age_secs = 1\nverdict_secs = 1\n",
+    );
+    let shown = (0..5)
+        .find_map(|_| {
+            lib.scan(&answer(&lib.engagement(), &full, &device, None));
+            let s = lib.screen();
+            (s["state"] == "undetermined").then(|| s["seq"].as_u64().unwrap())
+        })
+        .expect("the verdict never seen on screen");
+    let asked = Instant::now();
+    let after = http_get(&format!("{}/api/screen?lang=en&after={shown}", lib.url)).unwrap();
+    assert_eq!(after["state"], "idle", "{after}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "woken only by the long-poll timeout"
+    );
 }
 
 /// `civis card serve` behind vpcd, killed on drop.

@@ -5,10 +5,13 @@
 use qrcode::{Color, EcLevel, QrCode};
 use rxing::{BarcodeFormat, DecodeHints};
 
-/// Largest frame accepted: 1920 × 1080 grey pixels.
-pub const MAX_FRAME_PIXELS: usize = 1920 * 1080;
+/// Largest frame accepted: 1280 × 720 grey pixels (the page asks the camera for 640 × 480;
+/// the decoder's work grows with the area, and a crafted frame is costly).
+pub const MAX_FRAME_PIXELS: usize = 1280 * 720;
 /// Smallest side accepted.
-pub const MIN_SIDE: u32 = 21;
+pub const MIN_SIDE: u32 = 64;
+/// Longest side accepted (a thin, very wide frame makes the decoder allocate per column).
+pub const MAX_SIDE: u32 = 1920;
 
 /// Why a frame gave no text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +36,13 @@ pub enum FrameError {
 /// Read the QR code in a grey frame (`width × height` bytes, row by row).
 pub fn decode_grey(grey: &[u8], width: u32, height: u32) -> Result<String, FrameError> {
     let pixels = usize::try_from(u64::from(width) * u64::from(height)).unwrap_or(usize::MAX);
-    if width < MIN_SIDE || height < MIN_SIDE || pixels > MAX_FRAME_PIXELS || grey.len() != pixels {
+    if width < MIN_SIDE
+        || height < MIN_SIDE
+        || width > MAX_SIDE
+        || height > MAX_SIDE
+        || pixels > MAX_FRAME_PIXELS
+        || grey.len() != pixels
+    {
         return Err(FrameError::Shape {
             width,
             height,

@@ -11,6 +11,7 @@ use civis_core::chain::light::KioskSnapshot;
 use civis_core::chain::state::Genesis;
 use civis_registry_client::Client;
 use rand_core::OsRng;
+use sha2::Digest as _;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::KioskConfig;
@@ -82,8 +83,9 @@ pub struct Kiosk {
     store: KioskStore,
     changes: watch::Sender<u64>,
     reading: AtomicBool,
-    frame_gate: Semaphore,
+    frame_gate: Arc<Semaphore>,
     hosts: Vec<String>,
+    last_refused: Mutex<Option<([u8; 32], i64)>>,
     clock: fn() -> i64,
 }
 
@@ -94,6 +96,27 @@ impl std::fmt::Debug for Kiosk {
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
+}
+
+/// How long an engagement QR stays on screen before it is replaced.
+pub const ENGAGEMENT_SECS: i64 = 300;
+/// A refused code read again within this time is ignored.
+pub const REPEAT_SECS: i64 = 30;
+/// Longest text of a registry's refusal kept in the sync log and the log.
+const MAX_REASON_CHARS: usize = 200;
+
+/// A registry's error text made safe to store and log: control characters replaced, length
+/// capped (a registry chooses that text).
+pub fn tame(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > MAX_REASON_CHARS {
+        out.push('…');
+    }
+    out
 }
 
 /// Unix seconds from the system clock.
@@ -141,7 +164,8 @@ impl Kiosk {
             store,
             changes: watch::channel(0).0,
             reading: AtomicBool::new(false),
-            frame_gate: Semaphore::new(1),
+            frame_gate: Arc::new(Semaphore::new(1)),
+            last_refused: Mutex::new(None),
             hosts,
             clock,
             cfg,
@@ -208,9 +232,9 @@ impl Kiosk {
         self.changes.subscribe()
     }
 
-    /// One camera frame decodes at a time.
-    pub fn frame_gate(&self) -> &Semaphore {
-        &self.frame_gate
+    /// One camera frame decodes at a time: the permit to decode one, if none is decoding.
+    pub fn frame_gate(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.frame_gate).try_acquire_owned().ok()
     }
 
     /// The engagement QR's text now.
@@ -223,10 +247,16 @@ impl Kiosk {
         self.changes.send_replace(seq);
     }
 
-    /// The screen now; a verdict past its time is dropped here.
+    /// The screen now; a verdict past its time is dropped here, and an engagement on screen
+    /// for too long replaced (waking every long poll on a change).
     pub fn view(&self, now: i64) -> View {
         let mut st = lock(&self.station);
+        let before = st.seq();
         let outcome = st.current(now).cloned();
+        st.expire_engagement(now, ENGAGEMENT_SECS, &mut OsRng);
+        if st.seq() != before {
+            self.changes.send_replace(st.seq());
+        }
         View {
             seq: st.seq(),
             outcome,
@@ -235,21 +265,41 @@ impl Kiosk {
         }
     }
 
+    /// Drop what has timed out, without waiting for a reader of the screen: called every
+    /// second by [`run`].
+    pub fn tick(&self) {
+        let _ = self.view(self.now());
+    }
+
     /// Back to idle ("Done").
     pub fn clear(&self) {
         lock(&self.station).clear();
         self.notify();
     }
 
-    /// A phone's answer from the camera or a scanner.
-    pub async fn present_qr(&self, text: &str) -> Outcome {
+    /// A phone's answer from the camera or a scanner; `None` when it is the code refused
+    /// last, again within [`REPEAT_SECS`] (not shown or counted twice).
+    pub async fn present_qr(&self, text: &str) -> Option<Outcome> {
         let now = self.now();
+        let digest: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+        {
+            let last = lock(&self.last_refused);
+            if let Some((d, at)) = *last
+                && d == digest
+                && now.saturating_sub(at) < REPEAT_SECS
+            {
+                return None;
+            }
+        }
         let loaded = self.trust();
         let outcome =
             lock(&self.station).qr(text, loaded.as_deref().map(|l| &l.trust), now, &mut OsRng);
         self.notify();
         self.record(&outcome, loaded.as_deref(), now).await;
-        outcome
+        if outcome.kind == Kind::Reject {
+            *lock(&self.last_refused) = Some((digest, now));
+        }
+        Some(outcome)
     }
 
     /// Show and count an outcome reached elsewhere (the card loop).
@@ -324,19 +374,32 @@ impl Kiosk {
 /// Sync in the background every `sync_interval_secs` (registry URLs tried in turn) until
 /// `stop`; the kiosk keeps verifying from its last snapshot while no registry answers.
 pub async fn sync_loop(kiosk: Arc<Kiosk>, stop: Arc<Notify>) {
-    let urls: Vec<&str> = kiosk.cfg.registries.iter().map(String::as_str).collect();
-    let client = match Client::with_nodes(&urls) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!("background sync off: {e}");
-            return;
-        }
-    };
+    // One client per registry: a registry that answers with junk or refuses must not keep
+    // the kiosk from the next one.
+    let clients: Vec<(String, Client)> = kiosk
+        .cfg
+        .registries
+        .iter()
+        .filter_map(|u| Client::new(u).ok().map(|c| (u.clone(), c)))
+        .collect();
+    if clients.is_empty() {
+        tracing::info!("background sync off: no registry configured");
+        return;
+    }
     let every = Duration::from_secs(kiosk.cfg.sync_interval_secs);
     loop {
-        match kiosk.sync_once(&client).await {
-            Ok(h) => tracing::info!(height = h, "synced"),
-            Err(e) => tracing::warn!("sync: {e}; verifying from the last snapshot"),
+        for (url, client) in &clients {
+            match kiosk.sync_once(client).await {
+                Ok(h) => {
+                    tracing::info!(height = h, "synced");
+                    break;
+                }
+                Err(e) => tracing::warn!(
+                    "sync from {}: {}; trying the next registry, verifying from the last snapshot",
+                    tame(url),
+                    tame(&e.to_string())
+                ),
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -455,6 +518,17 @@ pub async fn run(
         kiosk
     };
     let syncing = tokio::spawn(sync_loop(Arc::clone(&kiosk), Arc::clone(&stop)));
+    let ticking = {
+        let (k, stop) = (Arc::clone(&kiosk), Arc::clone(&stop));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => k.tick(),
+                    () = stop.notified() => return,
+                }
+            }
+        })
+    };
     let reader_stop = Arc::new(AtomicBool::new(false));
     #[cfg(feature = "nfc")]
     let reader = kiosk.cfg.reader.is_some().then(|| {
@@ -492,7 +566,9 @@ pub async fn run(
     if let Some(r) = reader {
         let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
-    let _ = syncing.await;
+    // A stop that came while they were busy would not wake them: end them here.
+    syncing.abort();
+    ticking.abort();
     kiosk.close().await;
     served.map_err(|e| RunError::Io(e.to_string()))
 }

@@ -245,14 +245,20 @@ struct FrameQuery {
 /// 204 when it held no code, 422 for a code that is not an answer, 429 while another frame
 /// is being decoded (the page just sends the next one).
 async fn frame(State(k): State<Arc<Kiosk>>, Query(q): Query<FrameQuery>, body: Bytes) -> Response {
-    let Ok(_permit) = k.frame_gate().try_acquire() else {
+    let Some(permit) = k.frame_gate() else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "busy with the previous frame",
         )
             .into_response();
     };
-    let decoded = tokio::task::spawn_blocking(move || frames::decode_grey(&body, q.w, q.h)).await;
+    // The permit goes with the decode: a client that hangs up does not free the gate while
+    // its frame is still being decoded.
+    let decoded = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        frames::decode_grey(&body, q.w, q.h)
+    })
+    .await;
     match decoded {
         Ok(Ok(text)) => answer(&k, &text).await,
         Ok(Err(e @ FrameError::Shape { .. })) => {
@@ -281,7 +287,10 @@ async fn answer(k: &Arc<Kiosk>, text: &str) -> Response {
         )
             .into_response();
     }
-    let outcome = k.present_qr(text).await;
+    let Some(outcome) = k.present_qr(text).await else {
+        // The same refused code again (a sticker in the camera's view): shown once.
+        return StatusCode::NO_CONTENT.into_response();
+    };
     axum::Json(json!({
         "verdict": outcome.kind.name(),
         "reason": outcome.reason.code(),

@@ -86,6 +86,7 @@ pub struct Station {
     policy: KioskPolicy,
     verdict_secs: i64,
     engagement: Engagement,
+    engaged_at: Option<i64>,
     current: Option<(Outcome, i64)>,
     seq: u64,
     engagement_id: u64,
@@ -109,6 +110,7 @@ impl Station {
             policy,
             verdict_secs: verdict_secs.max(1),
             engagement,
+            engaged_at: None,
             current: None,
             seq: 0,
             engagement_id: 0,
@@ -144,7 +146,11 @@ impl Station {
             .map_err(|e| (Reason::Unreadable, e.to_string()))
             .and_then(|p| {
                 p.open(&self.engagement.shown, &self.engagement.key)
-                    .map_err(|e| (Reason::WrongCode, e.to_string()))
+                    .map_err(|e| match e {
+                        // Only a failed decryption means "not sealed for this screen".
+                        civis_core::Error::Decrypt => (Reason::WrongCode, e.to_string()),
+                        other => (Reason::Unreadable, other.to_string()),
+                    })
             });
         let outcome = match opened {
             Err((reason, detail)) => Outcome::refused(reason, detail),
@@ -152,6 +158,7 @@ impl Station {
                 let transcript = self.engagement.shown.transcript();
                 self.engagement = Engagement::fresh(&self.policy, rng);
                 self.engagement_id += 1;
+                self.engaged_at = None;
                 judge(&self.policy, trust, &response, &transcript, None, now).1
             }
         };
@@ -190,9 +197,27 @@ impl Station {
         }
     }
 
+    /// Renew the engagement once it has been on screen for `max_secs` (from the first call
+    /// that saw it): an answer photographed long ago then no longer opens. Returns whether it
+    /// changed.
+    pub fn expire_engagement(
+        &mut self,
+        now: i64,
+        max_secs: i64,
+        rng: &mut impl CryptoRngCore,
+    ) -> bool {
+        let since = *self.engaged_at.get_or_insert(now);
+        if now.saturating_sub(since) < max_secs || self.current.is_some() {
+            return false;
+        }
+        self.renew_engagement(rng);
+        true
+    }
+
     /// A new engagement (the screen's QR changes), e.g. after the engagement was shown for a
     /// long time.
     pub fn renew_engagement(&mut self, rng: &mut impl CryptoRngCore) {
+        self.engaged_at = None;
         self.engagement = Engagement::fresh(&self.policy, rng);
         self.engagement_id += 1;
         self.seq += 1;

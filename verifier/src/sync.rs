@@ -156,13 +156,18 @@ pub async fn sync_store(
                 _ => "unreachable",
             };
             store
-                .record(&entry(kind, None, 0, Some(e.to_string())))
+                .record(&entry(
+                    kind,
+                    None,
+                    0,
+                    Some(crate::kiosk::tame(&e.to_string())),
+                ))
                 .await?;
             return Err(e.into());
         }
     };
     if let Err(e) = snap.apply(&bundle) {
-        let reason = Some(e.to_string());
+        let reason = Some(crate::kiosk::tame(&e.to_string()));
         store
             .record(&entry("refused", None, bundle_bytes, reason))
             .await?;
