@@ -26,7 +26,7 @@ use civis_core::mdoc::citizen::{self, CitizenRecord};
 use civis_core::mdoc::{
     self, DeviceRequest, DeviceResponse, ItemsRequest, SessionTranscript, reader_auth,
 };
-use civis_core::verify::{Policy, Presentation, TrustSnapshot, Verdict, verify_presentation};
+use civis_core::verify::{TrustSnapshot, Verdict};
 use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
 use civis_firmware_bridge::transport::InProcess;
 use civis_firmware_bridge::virtual_card;
@@ -36,6 +36,9 @@ use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir};
 use civis_registry::node::{self, NodeOptions};
 use civis_registry_client::Client;
 use civis_registry_client::keyfile::{read_key, write_key};
+use civis_verifier::messages::{self, Lang};
+use civis_verifier::policy::KioskPolicy;
+use civis_verifier::station::{self, Trust};
 use civis_verifier::sync::sync_snapshot;
 use civis_wallet_core::applet::CardState;
 use civis_wallet_core::holder;
@@ -563,16 +566,41 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
         6,
         "The kiosk verifies offline against the registry state it synced",
     );
-    let policy = Policy::default();
-    let check = |bytes: &[u8], snap: &TrustSnapshot| {
-        let p = Presentation {
-            device_response: bytes,
-            transcript: &transcript,
-            reader_key: None,
-            request: Some(&request),
+    // The kiosk's own code path: its policy for this counter, judged as `civis kiosk run`
+    // and `civis kiosk verify` judge, with the reason its screen would show.
+    let policy = KioskPolicy::parse(&format!("service:counter={}", wanted.join(",")))?;
+    println!(
+        "    policy {:?}; `civis kiosk run --config kiosk.toml` serves this screen at http://127.0.0.1:8480/ (specs/kiosk-screen.md)",
+        format!("service:counter={}", wanted.join(","))
+    );
+    let judge = |bytes: &[u8],
+                 transcript: &SessionTranscript,
+                 request: &DeviceRequest,
+                 snap: &TrustSnapshot| {
+        let trust = Trust {
+            trust: snap.clone(),
+            height: 0,
+            state_time: snap.as_of.map_or(0, |t| t.0),
         };
-        verify_presentation(&p, snap, &policy, Timestamp(now_secs()))
+        let (verdict, outcome) = station::judge(
+            &policy,
+            Some(&trust),
+            bytes,
+            transcript,
+            Some(request),
+            now_secs(),
+        );
+        let says = messages::reason(Lang::En, &outcome.reason, None);
+        if !says.is_empty() {
+            println!(
+                "    the kiosk screen says: {} ({})",
+                says,
+                outcome.reason.code()
+            );
+        }
+        verdict
     };
+    let check = |bytes: &[u8], snap: &TrustSnapshot| judge(bytes, &transcript, &request, snap);
     let started = Instant::now();
     let verdict = check(&response, &snapshot);
     let took = started.elapsed();
@@ -586,13 +614,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     );
     let (refused, refused_transcript, refused_request) =
         tap(&mut card, &["age_over_18", "birth_date"])?;
-    let p = Presentation {
-        device_response: &refused,
-        transcript: &refused_transcript,
-        reader_key: None,
-        request: Some(&refused_request),
-    };
-    let verdict = verify_presentation(&p, &snapshot, &policy, Timestamp(now_secs()));
+    let verdict = judge(&refused, &refused_transcript, &refused_request, &snapshot);
     println!("    {}", show(&verdict));
     let code = DeviceResponse::from_slice(&refused)?
         .documents
@@ -674,21 +696,13 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     cloned.locked = true;
     let mut clone = CardClient::new(InProcess::new(cloned));
     let (clone_response, clone_transcript, clone_request) = tap(&mut clone, &wanted)?;
-    let p = Presentation {
-        device_response: &clone_response,
-        transcript: &clone_transcript,
-        reader_key: None,
-        request: Some(&clone_request),
-    };
-    println!(
-        "    {}",
-        show(&verify_presentation(
-            &p,
-            &snapshot,
-            &policy,
-            Timestamp(now_secs())
-        ))
+    let verdict = judge(
+        &clone_response,
+        &clone_transcript,
+        &clone_request,
+        &snapshot,
     );
+    println!("    {}", show(&verdict));
 
     step(
         11,
