@@ -2,7 +2,8 @@
 //! read from a camera frame (8-bit grey, as the page sends it). The decoder is rxing, chosen by
 //! measurement against rqrr on camera-like frames (specs/kiosk-qr.md).
 
-use qrcode::{Color, EcLevel, QrCode};
+pub use qrcode::EcLevel;
+use qrcode::{Color, QrCode};
 use rxing::{BarcodeFormat, DecodeHints};
 
 /// Largest frame accepted: 1280 × 720 grey pixels (the page asks the camera for 640 × 480;
@@ -73,7 +74,13 @@ pub fn decode_grey(grey: &[u8], width: u32, height: u32) -> Result<String, Frame
 /// The QR code of `text` at error correction M: `(side, dark modules row by row)`, without
 /// the quiet zone.
 pub fn modules(text: &str) -> Option<(usize, Vec<bool>)> {
-    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).ok()?;
+    modules_at(text, EcLevel::M)
+}
+
+/// The QR code of `text` at error correction `ec` (a phone's answer is drawn at L: it is shown
+/// on a bright, flat screen, and fewer modules read better from a camera frame).
+pub fn modules_at(text: &str, ec: EcLevel) -> Option<(usize, Vec<bool>)> {
+    let code = QrCode::with_error_correction_level(text.as_bytes(), ec).ok()?;
     let side = code.width();
     let dark = code
         .to_colors()
@@ -100,7 +107,12 @@ pub fn svg(text: &str) -> Option<String> {
 /// Render `text` as a grey image with `px` pixels per module and a 4-module quiet zone:
 /// `(side, grey bytes)`. For tests and benchmarks that build camera frames.
 pub fn render_grey(text: &str, px: usize) -> Option<(usize, Vec<u8>)> {
-    let (side, dark) = modules(text)?;
+    render_grey_at(text, px, EcLevel::M)
+}
+
+/// [`render_grey`] at error correction `ec`.
+pub fn render_grey_at(text: &str, px: usize, ec: EcLevel) -> Option<(usize, Vec<u8>)> {
+    let (side, dark) = modules_at(text, ec)?;
     let full = (side + 8) * px;
     let mut img = vec![255u8; full * full];
     for (i, d) in dark.iter().enumerate() {
