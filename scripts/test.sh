@@ -28,6 +28,10 @@ echo "== pcscd + vpcd"
 mkdir -p "$CARGO_TARGET_DIR"
 start_pcscd
 
+# Test binaries of earlier builds pile up in the shared target folder (hundreds of MB each);
+# drop those untouched for three days (cargo relinks any it still needs).
+find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -executable -mtime +3 -delete 2>/dev/null || true
+
 start=$(date +%s)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
