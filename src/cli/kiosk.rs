@@ -318,7 +318,7 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
         .context("start the async runtime")?;
     let store = rt.block_on(KioskStore::open(&db))?;
     let stored = rt.block_on(store.snapshot(&genesis))?;
-    let policy_name = policy_name_of(&policy);
+    let policy_name = policy.name();
     let (response, transcript, request) = match (reader, response, session_transcript) {
         (Some(reader), _, _) => {
             let (Some(key), Some(statement)) = (reader_key, accreditation) else {
@@ -352,9 +352,7 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
             .and_then(|d| d.first().map(|d| d.doc_type.clone()))
     });
     // The same judgement as the running kiosk's screen.
-    let loaded = stored
-        .as_ref()
-        .map(|s| civis_verifier::kiosk::Loaded::of(s.snapshot.clone()));
+    let loaded = stored.map(|s| civis_verifier::kiosk::Loaded::of(s.snapshot));
     let (verdict, outcome) = civis_verifier::station::judge(
         &policy,
         loaded.as_ref().map(|l| &l.trust),
@@ -437,14 +435,4 @@ fn read_card(
         "this civis was built without NFC reader support; rebuild with `--features nfc` \
          (needs libpcsclite-dev, libclang-dev, cmake)"
     )
-}
-
-/// The policy as logged: its rule's name (a service by its name, not its element list).
-fn policy_name_of(p: &KioskPolicy) -> String {
-    use civis_verifier::policy::Rule;
-    match &p.rule {
-        Rule::AgeOver18 => "age-over-18".into(),
-        Rule::ResidentOf(d) => format!("resident-of:{d}"),
-        Rule::Service { name, .. } => format!("service:{name}"),
-    }
 }

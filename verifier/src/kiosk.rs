@@ -200,13 +200,9 @@ impl Kiosk {
         self.cfg.lang()
     }
 
-    /// The policy as logged and shown: a service by its name, not its element list.
+    /// The policy as logged and shown.
     pub fn policy_name(&self) -> String {
-        match &self.policy.rule {
-            Rule::AgeOver18 => "age-over-18".into(),
-            Rule::ResidentOf(d) => format!("resident-of:{d}"),
-            Rule::Service { name, .. } => format!("service:{name}"),
-        }
+        self.policy.name()
     }
 
     /// What a policy reason names (the district of `resident-of`).
@@ -500,23 +496,17 @@ pub async fn run(
     stop: Arc<Notify>,
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), RunError> {
+    let mut cfg = cfg;
     let listen = cfg.listen;
-    let kiosk = Kiosk::open(cfg, system_now).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| RunError::Io(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener
+    // Port 0 in the config: the host check must know the real port.
+    cfg.listen = listener
         .local_addr()
         .map_err(|e| RunError::Io(e.to_string()))?;
-    let kiosk = if addr.port() != listen.port() {
-        // Port 0 in the config: the host check must know the real port.
-        let mut cfg = kiosk.cfg.clone();
-        cfg.listen = addr;
-        kiosk.close().await;
-        Kiosk::open(cfg, system_now).await?
-    } else {
-        kiosk
-    };
+    let addr = cfg.listen;
+    let kiosk = Kiosk::open(cfg, system_now).await?;
     let syncing = tokio::spawn(sync_loop(Arc::clone(&kiosk), Arc::clone(&stop)));
     let ticking = {
         let (k, stop) = (Arc::clone(&kiosk), Arc::clone(&stop));

@@ -88,6 +88,15 @@ impl KioskPolicy {
         })
     }
 
+    /// The policy as logged and shown: a service by its name, not its element list.
+    pub fn name(&self) -> String {
+        match &self.rule {
+            Rule::AgeOver18 => "age-over-18".into(),
+            Rule::ResidentOf(d) => format!("resident-of:{d}"),
+            Rule::Service { name, .. } => format!("service:{name}"),
+        }
+    }
+
     /// The citizen elements this policy requests, and the only ones the kiosk shows.
     pub fn elements(&self) -> Vec<String> {
         match &self.rule {
