@@ -6,7 +6,17 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 need_rust
 need_packages gcc pkg-config
-cargo build --bin civis
+features=()
+for arg in "$@"; do
+  if [ "$arg" = "--keep-running" ]; then
+    # A card to tap: the kiosk reads it through pcscd's vpcd reader, which needs the `nfc`
+    # build (libnfc: cmake, libclang, libpcsclite).
+    need_packages g++ cmake libclang-dev libpcsclite-dev
+    start_pcscd
+    features=(--features nfc)
+  fi
+done
+cargo build --bin civis "${features[@]}"
 civis="$CARGO_TARGET_DIR/debug/civis"
 "$civis" demo "$@"
 

@@ -53,7 +53,7 @@ start_pcscd() {
   if pgrep -x pcscd >/dev/null; then
     return 0
   fi
-  mkdir -p /run/pcscd
+  mkdir -p /run/pcscd "${CARGO_TARGET_DIR}"
   pcscd --foreground >"${CARGO_TARGET_DIR}/pcscd.log" 2>&1 &
   for _ in $(seq 1 50); do [ -S /run/pcscd/pcscd.comm ] && return 0; sleep 0.1; done
   echo "pcscd did not start; see ${CARGO_TARGET_DIR}/pcscd.log" >&2

@@ -37,6 +37,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --features civis/nfc,civis/ssi --locked -- -D warnings
+echo "== the kiosk's own build links the reader side only (no card applet, no vpcd host)"
+if cargo tree -p civis-verifier --features cli,nfc -e normal --prefix none --locked | grep -Eq '^civis-wallet-core '; then
+  echo "civis-verifier with cli,nfc depends on civis-wallet-core (the card applet)" >&2
+  exit 1
+fi
 echo "== cargo check of the fuzz targets (outside the workspace; they must not rot)"
 cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 echo "== cargo test (workspace, with the nfc reader stack)"

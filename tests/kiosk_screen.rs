@@ -548,13 +548,15 @@ async fn screenshots(c: &Client, state: &str) {
 /// A Y4M (4:2:0, `C420`) file of one 640×480 frame showing `text` as a QR code on a grey desk.
 fn y4m_of(text: &str, path: &Path) {
     let (w, h) = (640usize, 480usize);
+    // Drawn as a phone draws its answer: error correction L (specs/qr-presentation.md).
+    let ec = civis_verifier::frames::EcLevel::L;
     let px = (440
-        / civis_verifier::frames::modules(text)
+        / civis_verifier::frames::modules_at(text, ec)
             .unwrap()
             .0
             .saturating_add(8))
     .max(2);
-    let (side, code) = civis_verifier::frames::render_grey(text, px).unwrap();
+    let (side, code) = civis_verifier::frames::render_grey_at(text, px, ec).unwrap();
     assert!(side <= h, "the code does not fit the frame");
     let mut y = vec![170u8; w * h];
     let (x0, y0) = ((w - side) / 2, (h - side) / 2);
@@ -568,8 +570,12 @@ fn y4m_of(text: &str, path: &Path) {
     std::fs::write(path, file).unwrap();
 }
 
+/// The tests of this file share one vpcd reader: one at a time.
+static READER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
+    let _reader = READER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let w = World::build();
     let registry = w.reg.url(0);
     let reader = format!(
@@ -585,7 +591,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         .issuer
         .mint(device.public_key(), &adult, false, 0, from, until);
 
-    // Payload sizes per policy (the numbers specs/kiosk-qr.md quotes).
+    // Payload sizes per policy (the numbers specs/kiosk-screen.md quotes).
     {
         let probe = |policy: &str, credential: &[u8]| {
             let p = civis_verifier::policy::KioskPolicy::parse(policy).unwrap();
@@ -1153,4 +1159,135 @@ impl Drop for VirtualCard {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// `civis demo --keep-running`, stopped with SIGINT on drop.
+struct KeptDemo(Option<Child>);
+
+impl Drop for KeptDemo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The newcomer's path: `civis demo --keep-running` leaves a kiosk screen up, prints where it
+/// is and which card to tap; tapping that card (served behind vpcd) turns the screen green with
+/// the policy's elements, and Ctrl-C stops everything and deletes the demo's folder.
+#[test]
+fn civis_demo_keep_running_leaves_a_kiosk_screen_that_reads_the_printed_card() {
+    use std::io::BufRead;
+    let _reader = READER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_civis"))
+        .args(["demo", "--keep-running"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut demo = KeptDemo(Some(child));
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut screen, mut card, mut printed) = (None, None, Vec::new());
+    while screen.is_none() || card.is_none() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the demo never printed its kiosk: {printed:#?}"));
+        if let Some(rest) = line.trim().strip_prefix("kiosk screen") {
+            screen = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if line.trim().starts_with("a card for") {
+            card = line.rsplit(": ").next().map(PathBuf::from);
+        }
+        printed.push(line);
+    }
+    let (screen, card) = (screen.unwrap(), card.unwrap());
+    let base = screen.trim_end_matches('/').to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    assert!(card.is_file(), "{}", card.display());
+    let folder = card.parent().unwrap().to_owned();
+
+    // The kiosk syncs from the demo's registry on its own.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = http_get(&format!("{base}/api/screen?lang=en")).unwrap_or(Value::Null);
+        if s["state"] == "idle" && s["snapshot"]["height"].as_u64().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the kiosk never synced: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nfc::card_present(READER).unwrap_or(false) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_civis"))
+        .args(["card", "serve", "--state"])
+        .arg(&card)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let s = http_get(&format!("{base}/api/screen?lang=en")).unwrap_or(Value::Null);
+        if s["state"] != "idle" && !s["state"].is_null() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tap never reached the screen: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(shown["state"], "accept", "{shown}");
+    let text = shown["shown"].to_string();
+    assert!(
+        text.contains("Noor") && text.contains("Old Town"),
+        "the policy's elements of the printed card: {text}"
+    );
+    assert!(
+        !text.contains("Haddad"),
+        "only the policy's elements: {text}"
+    );
+
+    // Ctrl-C: everything stops and the demo's folder is gone.
+    let mut child = demo.0.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!folder.exists(), "{} left behind", folder.display());
+    assert!(
+        http_get(&format!("{base}/api/screen?lang=en")).is_none(),
+        "the kiosk screen is still up"
+    );
 }

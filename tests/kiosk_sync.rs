@@ -113,6 +113,14 @@ fn the_kiosk_advances_only_on_bundles_it_verifies_and_keeps_its_snapshot_otherwi
     let (code, first, text) = sync(&db, &genesis, &["http://127.0.0.1:9", &reg.url(0)]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(first["from"], Value::Null);
+    // Its progress on stderr, step by step (stdout is the one JSON line).
+    for step in [
+        "asking the registry for the whole state (first sync)",
+        "checking the bundle (",
+        "storing the new snapshot",
+    ] {
+        assert!(text.contains(step), "{step}: {text}");
+    }
     let h1 = first["height"].as_u64().unwrap();
     // The bundle a first sync gets now: replayed later, it is a rollback.
     let old_bundle = get_bytes(&format!("{}/v1/sync", reg.url(0)));
@@ -130,6 +138,10 @@ fn the_kiosk_advances_only_on_bundles_it_verifies_and_keeps_its_snapshot_otherwi
     assert_eq!(code, 0, "{text}");
     let h2 = delta["height"].as_u64().unwrap();
     assert!(h2 > h1 && delta["from"] == h1, "{delta}");
+    assert!(
+        text.contains(&format!("the changes since height {h1}")),
+        "{text}"
+    );
     let kept = snapshot(&db, &genesis);
     assert_eq!(kept["height"], h2);
 

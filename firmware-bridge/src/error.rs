@@ -27,6 +27,7 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] civis_core::Error),
     /// Holder logic or card state failed.
+    #[cfg(feature = "card")]
     #[error(transparent)]
     Wallet(#[from] civis_wallet_core::Error),
     /// Local I/O (state files, sockets).

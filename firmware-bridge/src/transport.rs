@@ -1,7 +1,9 @@
 //! How APDUs reach a card: the [`CardTransport`] trait and the in-process transport that runs
-//! the applet directly (unit tests, the demo).
+//! the applet directly (unit tests, the demo; feature `card`).
 
+#[cfg(feature = "card")]
 use civis_wallet_core::applet::{Card, CardState, MemoryNvm};
+#[cfg(feature = "card")]
 use rand_core::OsRng;
 
 use crate::error::Result;
@@ -26,11 +28,13 @@ impl<T: CardTransport + ?Sized> CardTransport for Box<T> {
 
 /// The applet in this process, its persistent memory in RAM (see the virtual card for a card
 /// that keeps it in a file).
+#[cfg(feature = "card")]
 pub struct InProcess {
     card: Card,
     memory: MemoryNvm,
 }
 
+#[cfg(feature = "card")]
 impl InProcess {
     /// Power on a card with `state`.
     pub fn new(state: CardState) -> Self {
@@ -57,6 +61,7 @@ impl InProcess {
     }
 }
 
+#[cfg(feature = "card")]
 impl CardTransport for InProcess {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
         self.card

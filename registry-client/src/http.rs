@@ -74,6 +74,17 @@ impl Client {
         make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
         cap: usize,
     ) -> Result<Vec<u8>, Error> {
+        self.exchange_with(make, cap, None).await
+    }
+
+    /// [`Self::exchange`], telling `progress` the bytes received so far and the declared
+    /// length, as the body streams in.
+    async fn exchange_with(
+        &self,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        cap: usize,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Vec<u8>, Error> {
         let mut last = None;
         for base in &self.bases {
             let result = async {
@@ -82,7 +93,7 @@ impl Client {
                     .await
                     .map_err(|e| Error::Unreachable(format!("{base}: {e}")))?;
                 let status = resp.status();
-                let body = read_capped(resp, cap).await?;
+                let body = read_capped(resp, cap, progress).await?;
                 if status.is_success() {
                     Ok(body)
                 } else {
@@ -168,26 +179,54 @@ impl Client {
 
     /// `GET /v1/sync`: the bundle bytes, at most the bundle limit.
     pub async fn sync_bytes(&self, since: Option<u64>) -> Result<Vec<u8>, Error> {
+        self.sync_bytes_with(since, None).await
+    }
+
+    /// [`Self::sync_bytes`], reporting the download to `progress` (bytes so far, declared
+    /// length) as it streams in: a cold sync is megabytes.
+    pub async fn sync_bytes_with(
+        &self,
+        since: Option<u64>,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Vec<u8>, Error> {
         let path = since.map_or("/v1/sync".to_owned(), |h| format!("/v1/sync?since={h}"));
-        self.exchange(
+        self.exchange_with(
             |http, base| http.get(format!("{base}{path}")),
             self.max_bundle,
+            progress,
         )
         .await
     }
 
     /// `GET /v1/sync`, decoded (not yet checked: the kiosk's light client does that).
     pub async fn sync(&self, since: Option<u64>) -> Result<(SyncBundle, usize), Error> {
-        let bytes = self.sync_bytes(since).await?;
+        self.sync_with(since, None).await
+    }
+
+    /// [`Self::sync`], reporting the download to `progress`.
+    pub async fn sync_with(
+        &self,
+        since: Option<u64>,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<(SyncBundle, usize), Error> {
+        let bytes = self.sync_bytes_with(since, progress).await?;
         let bundle = SyncBundle::decode(&bytes)
             .map_err(|e| Error::Malformed(format!("sync bundle: {e}")))?;
         Ok((bundle, bytes.len()))
     }
 }
 
+/// A download's progress: bytes received so far, and the length the server declared (if any).
+pub type Progress<'a> = dyn Fn(u64, Option<u64>) + Send + Sync + 'a;
+
 /// Read a response body, refusing more than `cap` bytes: by its declared length before reading
 /// anything, and by counting as it streams in.
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Error> {
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+    progress: Option<&Progress<'_>>,
+) -> Result<Vec<u8>, Error> {
+    let declared = resp.content_length();
     if let Some(len) = resp.content_length()
         && len > cap as u64
     {
@@ -207,6 +246,9 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
             )));
         }
         body.extend_from_slice(&chunk);
+        if let Some(p) = progress {
+            p(body.len() as u64, declared);
+        }
     }
     Ok(body)
 }
@@ -262,6 +304,28 @@ mod tests {
             }
         });
         format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_bundle_download_reports_its_progress_up_to_the_declared_length() {
+        let len = 1024 * 1024 + 17;
+        let url = liar(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/cbor\r\ncontent-length: {len}\r\n\r\n"
+            ),
+            len,
+        )
+        .await;
+        let c = Client::new(&url).unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let record = |bytes: u64, total: Option<u64>| seen.lock().unwrap().push((bytes, total));
+        let body = c.sync_bytes_with(None, Some(&record)).await.unwrap();
+        assert_eq!(body.len(), len);
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.len() > 1, "one report for a megabyte: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "not increasing");
+        assert!(seen.iter().all(|(_, t)| *t == Some(len as u64)));
+        assert_eq!(seen.last().unwrap().0, len as u64);
     }
 
     #[tokio::test]

@@ -51,6 +51,10 @@ pub struct DemoArgs {
     /// Print the presentation bytes as hex too.
     #[arg(long)]
     verbose: bool,
+    /// After the demo, leave the registry, the issuer service and the kiosk screen running
+    /// (until Ctrl-C) with a freshly personalized card to tap through pcscd.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 fn step(n: u32, text: &str) {
@@ -317,12 +321,26 @@ impl Drop for IssuerService {
     }
 }
 
+/// What the counter sends to enroll the resident of `record`.
+fn enrollment(request_key: &str, record: &CitizenRecord) -> EnrollRequest {
+    EnrollRequest {
+        request_key: request_key.into(),
+        family_name: record.family_name.clone(),
+        given_name: record.given_name.clone(),
+        birth_date: record.birth_date.clone(),
+        resident_district: record.resident_district.clone(),
+        document_number: record.document_number.clone(),
+    }
+}
+
 fn now_secs() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn demo(args: &DemoArgs) -> DemoResult<()> {
-    tokio::runtime::Builder::new_current_thread()
+    // Two workers: the kept-running kiosk's card reader thread drives the runtime from outside.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?
         .block_on(demo_async(args))
@@ -441,14 +459,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     let operator = issuer.client(&issuer.token)?;
     let record = CitizenRecord::example();
     let resident = operator
-        .enroll(&EnrollRequest {
-            request_key: "demo-enroll-1".into(),
-            family_name: record.family_name.clone(),
-            given_name: record.given_name.clone(),
-            birth_date: record.birth_date.clone(),
-            resident_district: record.resident_district.clone(),
-            document_number: record.document_number.clone(),
-        })
+        .enroll(&enrollment("demo-enroll-1", &record))
         .await?
         .resident;
     println!("    enrolled: resident {resident} (the issuer keeps only what a credential needs)");
@@ -712,6 +723,18 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     stale.as_of = stale.as_of.map(|t| t.plus_secs(-3 * 24 * 3600));
     println!("    {}", show(&check(&response, &stale)));
 
+    if !accepted {
+        return Err("the honest presentation was not accepted".into());
+    }
+    if args.keep_running {
+        let kiosk = DemoKiosk {
+            key: &kiosk_key,
+            kid: kiosk_doc.id.key_url(1),
+            statement: &statement,
+            policy: format!("service:counter={}", wanted.join(",")),
+        };
+        keep_running(&registry, &issuer, &operator, &kiosk).await?;
+    }
     drop(registry);
     println!();
     if accepted {
@@ -720,4 +743,141 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
     } else {
         Err("the honest presentation was not accepted".into())
     }
+}
+
+/// The demo kiosk, as `--keep-running` hands it to a real kiosk screen.
+struct DemoKiosk<'a> {
+    key: &'a SoftwareKey,
+    kid: DidUrl,
+    statement: &'a [u8],
+    policy: String,
+}
+
+/// The PC/SC name of vsmartcard's vpcd reader, where `civis card serve` plugs the virtual card.
+const VPCD_READER: &str = "Virtual PCD 00 00";
+
+/// `--keep-running`: personalize a second, unrevoked card into a state file `civis card serve`
+/// can present, write a kiosk configuration beside it and serve the kiosk screen from it until
+/// Ctrl-C, with the registry and the issuer service still up.
+async fn keep_running(
+    registry: &Registry,
+    issuer: &IssuerService,
+    operator: &IssuerClient,
+    kiosk: &DemoKiosk<'_>,
+) -> DemoResult<()> {
+    step(
+        12,
+        "Kept running: a fresh card for you to tap, and the kiosk screen serving from this chain",
+    );
+    let record = CitizenRecord {
+        given_name: "Noor".into(),
+        family_name: "Haddad".into(),
+        birth_date: "2001-09-30".into(),
+        resident_district: "Old Town".into(),
+        document_number: "CIV-000043".into(),
+        ..CitizenRecord::example()
+    };
+    let resident = operator
+        .enroll(&enrollment("demo-enroll-2", &record))
+        .await?
+        .resident;
+    let mut card = CardClient::new(InProcess::new(CardState::blank(
+        [0x77; 16],
+        virtual_card::development_transport_key(),
+    )));
+    let counter = Counter {
+        request_key: "demo-counter-2",
+        resident: &resident,
+        batch: "dev",
+        pin: "246810",
+        puk: "1357913579",
+    };
+    operator.relay(&mut card, &counter, &mut |_| {}).await?;
+    let dir = &registry.dir;
+    let card_file = dir.join("card.state");
+    virtual_card::save(&card_file, card.transport().state())?;
+    write_key(
+        &dir.join("kiosk.jwk"),
+        kiosk.key,
+        Some(kiosk.kid.to_string()),
+    )?;
+    std::fs::write(dir.join("kiosk.accreditation"), kiosk.statement)?;
+    // The usual kiosk port when it is free, so the address is easy to type.
+    let port = if std::net::TcpListener::bind(("127.0.0.1", 8480)).is_ok() {
+        8480
+    } else {
+        free_port()?
+    };
+    let reader = if cfg!(feature = "nfc") {
+        format!(
+            "\n[reader]\nname = \"{VPCD_READER}\"\nkey = \"kiosk.jwk\"\naccreditation = \"kiosk.accreditation\"\n"
+        )
+    } else {
+        String::new()
+    };
+    let config = dir.join("kiosk.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndb = \"kiosk.db\"\ngenesis = \"genesis.json\"\n\
+             registries = [\"{}\"]\nsync_interval_secs = 10\npolicy = \"{}\"\n{reader}",
+            registry.url, kiosk.policy
+        ),
+    )?;
+    let cfg = civis_verifier::config::KioskConfig::load(&config)?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let screen = tokio::spawn(civis_verifier::kiosk::run(cfg, Arc::clone(&stop), |addr| {
+        let _ = ready_tx.send(addr);
+    }));
+    let Ok(addr) = ready_rx.await else {
+        return match screen.await {
+            Ok(Err(e)) => Err(format!("the kiosk screen did not start: {e}").into()),
+            _ => Err("the kiosk screen did not start".into()),
+        };
+    };
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "civis".into());
+    println!("    registry node    {}/v1/health", registry.url);
+    println!(
+        "    issuer service   {}/health   (operator token {}, specs/issuer-api.md)",
+        issuer.url, issuer.token
+    );
+    println!("    kiosk screen     http://{addr}/   (open it in a browser)");
+    println!("    kiosk config     {}", config.display());
+    println!(
+        "    a card for {} {} ({}), personalized and locked: {}",
+        record.given_name,
+        record.family_name,
+        record.resident_district,
+        card_file.display()
+    );
+    if cfg!(feature = "nfc") {
+        println!(
+            "    tap it: in another terminal, with pcscd and vpcd running (./scripts/demo.sh --keep-running starts them),\n\
+             \x20     {exe} card serve --state {}\n\
+             \x20   the kiosk reads it through the reader {VPCD_READER:?}; stop that command (Ctrl-C) to take the card away",
+            card_file.display()
+        );
+    } else {
+        println!(
+            "    this binary has no card reader support: build with `--features nfc` (./scripts/demo.sh --keep-running does) to tap the card"
+        );
+    }
+    println!("    Ctrl-C stops everything and deletes {}", dir.display());
+    let mut screen = screen;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        r = &mut screen => {
+            return match r {
+                Ok(Err(e)) => Err(format!("the kiosk screen stopped: {e}").into()),
+                _ => Err("the kiosk screen stopped".into()),
+            };
+        }
+    }
+    println!("    stopping");
+    stop.notify_waiters();
+    let _ = screen.await;
+    Ok(())
 }

@@ -4,14 +4,12 @@ mod card;
 mod demo;
 mod input;
 mod issuer;
-mod kiosk;
 mod mdoc;
 mod registry;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code for usage errors (bad flags, unreadable files), as in sysexits.h.
-pub const EXIT_USAGE: i32 = 64;
+pub use civis_verifier::cli::{EXIT_USAGE, init_logs};
 
 /// Civis: open citizen identity.
 #[derive(Debug, Parser)]
@@ -37,7 +35,7 @@ enum Command {
     Card(card::CardCommand),
     /// The verifier kiosk: its registry sync and database.
     #[command(subcommand)]
-    Kiosk(kiosk::KioskCommand),
+    Kiosk(civis_verifier::cli::KioskCommand),
     /// Walk through issuing, presenting and verifying a citizen credential, in-process.
     Demo(demo::DemoArgs),
 }
@@ -58,18 +56,6 @@ pub fn run() -> i32 {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Card(cmd) => card::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
-        Command::Kiosk(cmd) => kiosk::run(cmd),
+        Command::Kiosk(cmd) => civis_verifier::cli::run(cmd),
     }
-}
-
-/// Logs for the long-running services (issuer, kiosk): ids, codes and counts only; the filter
-/// comes from RUST_LOG (default `info`).
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .try_init();
 }

@@ -1,8 +1,11 @@
 //! QR decoding at the kiosk on camera-like frames: the decode rate and time per frame of rxing
-//! (the kiosk's decoder) and rqrr, side by side on the same frames, for the real answers of each
-//! policy (a phone wallet's sealed DeviceResponse, base45 text).
+//! (the kiosk's decoder, `frames::decode_grey`: at frame size, then enlarged 1.5× and 2×) and
+//! rqrr (given the same enlargements), side by side on the same frames, for the real answers of
+//! each policy (a phone wallet's sealed DeviceResponse, base45 text); the time from a frame to
+//! the verdict (decode, open the sealed answer, verify and judge); and the cost of a frame that
+//! holds no code (what the kiosk spends while idle).
 //!
-//! `cargo bench -p civis-verifier --bench qr_frames` (`CIVIS_BENCH_FRAMES`, default 40 per
+//! `cargo bench -p civis-verifier --bench qr_frames` (`CIVIS_BENCH_FRAMES`, default 100 per
 //! payload). Frames are 640×480 grey, the code 3–4 px per module before scaling, turned ±6°,
 //! scaled 0.8–1.1, blurred, noised and with reduced contrast, on a mid-grey desk — what a kiosk
 //! camera sees of a phone held up to it.
@@ -22,9 +25,12 @@ use civis_core::Timestamp;
 use civis_core::crypto::SoftwareKey;
 use civis_core::mdoc::citizen::{self, CitizenRecord};
 use civis_core::mdoc::{self, IssueParams, IssuerKeyId, StatusRef, TDate, ValidityInfo};
-use civis_core::qr::KioskEngagement;
+use civis_core::qr::{KioskEngagement, QrPresentation};
+use civis_core::status::{Bits, StatusList};
+use civis_core::verify::{TrustSnapshot, Verdict};
 use civis_verifier::frames;
 use civis_verifier::policy::KioskPolicy;
+use civis_verifier::station::{self, Trust};
 use civis_wallet_core::holder::{Consent, Release, Requested, StoredCredential, Wallet};
 use rand_core::OsRng;
 
@@ -122,7 +128,41 @@ fn frame(code: &[u8], side: usize, rng: &mut Rng) -> Vec<u8> {
         .collect()
 }
 
-fn answer(policy: &str, minimal: bool) -> String {
+/// A phone's answer to one kiosk, and what that kiosk knows to judge it.
+struct Answer {
+    text: String,
+    policy: KioskPolicy,
+    engagement: KioskEngagement,
+    key: SoftwareKey,
+    trust: Trust,
+}
+
+const NOW: i64 = 1_796_000_000;
+
+impl Answer {
+    /// What the kiosk does with a frame: decode, open, verify, judge.
+    fn verdict(&self, frame: &[u8]) -> Option<Verdict> {
+        let text = frames::decode_grey(frame, W as u32, H as u32).ok()?;
+        let response = QrPresentation::from_text(&text)
+            .ok()?
+            .open(&self.engagement, &self.key)
+            .ok()?;
+        let transcript = self.engagement.transcript();
+        Some(
+            station::judge(
+                &self.policy,
+                Some(&self.trust),
+                &response,
+                &transcript,
+                None,
+                NOW + 60,
+            )
+            .0,
+        )
+    }
+}
+
+fn answer(policy: &str, minimal: bool) -> Answer {
     let issuer = SoftwareKey::generate(&mut OsRng);
     let device = SoftwareKey::generate(&mut OsRng);
     let kid = civis_core::did::Did::from_inception(
@@ -130,12 +170,13 @@ fn answer(policy: &str, minimal: bool) -> String {
         &civis_core::did::KeyCommitment::to(issuer.public_key()),
     );
     let record = CitizenRecord::example();
+    let status_uri = civis_core::chain::state::status_uri(&kid, "cards");
     let ns = if minimal {
         record.to_minimal_name_spaces("2026-12-05").unwrap()
     } else {
         record.to_name_spaces("2026-12-05").unwrap()
     };
-    let now = Timestamp(1_796_000_000);
+    let now = Timestamp(NOW);
     let signed = mdoc::issue(
         &IssueParams {
             doc_type: citizen::DOC_TYPE,
@@ -149,7 +190,7 @@ fn answer(policy: &str, minimal: bool) -> String {
             },
             status: Some(StatusRef {
                 idx: 4711,
-                uri: civis_core::chain::state::status_uri(&kid, "cards"),
+                uri: status_uri.clone(),
             }),
             key_authorizations: None,
         },
@@ -165,26 +206,74 @@ fn answer(policy: &str, minimal: bool) -> String {
         never_retain: Vec::new(),
     };
     let p = KioskPolicy::parse(policy).unwrap();
-    let (e, _) = KioskEngagement::new(p.items_request(), &mut OsRng);
-    wallet
+    let (e, key) = KioskEngagement::new(p.items_request(), &mut OsRng);
+    let text = wallet
         .present_qr(&e, &device, &mut Yes, &mut OsRng)
         .unwrap()
-        .to_text()
+        .to_text();
+    let trust = TrustSnapshot {
+        anchors: vec![mdoc::TrustAnchor::DidKey {
+            kid: kid.key_url(1),
+            key: issuer.public_key().clone(),
+        }],
+        accreditations: None,
+        status_lists: [(
+            status_uri,
+            StatusList::new(Bits::new(2).unwrap(), 8192).unwrap(),
+        )]
+        .into_iter()
+        .collect(),
+        as_of: Some(now),
+        retired_keys: Default::default(),
+    };
+    Answer {
+        text,
+        policy: p,
+        engagement: e,
+        key,
+        trust: Trust {
+            trust,
+            height: 1,
+            state_time: NOW,
+        },
+    }
 }
 
+/// rqrr at frame size, then on the frame enlarged 1.5× and 2× (bilinear), as the kiosk gives rxing.
 fn rqrr_decode(grey: &[u8]) -> Option<String> {
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(W, H, |x, y| grey[y * W + x]);
-    img.detect_grids()
-        .into_iter()
-        .find_map(|g| g.decode().ok().map(|(_, text)| text))
+    [(1, 1), (3, 2), (2, 1)].into_iter().find_map(|(num, den)| {
+        let (w, h) = (W * num / den, H * num / den);
+        let px = |x: usize, y: usize| {
+            // Bilinear sample of the frame at (x, y) of the enlarged image.
+            let (sx, sy) = (
+                x as f64 * den as f64 / num as f64,
+                y as f64 * den as f64 / num as f64,
+            );
+            let (x0, y0) = ((sx as usize).min(W - 2), (sy as usize).min(H - 2));
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            let p = |a: usize, b: usize| f64::from(grey[b * W + a]);
+            (p(x0, y0) * (1.0 - fx) * (1.0 - fy)
+                + p(x0 + 1, y0) * fx * (1.0 - fy)
+                + p(x0, y0 + 1) * (1.0 - fx) * fy
+                + p(x0 + 1, y0 + 1) * fx * fy) as u8
+        };
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, px);
+        img.detect_grids()
+            .into_iter()
+            .find_map(|g| g.decode().ok().map(|(_, text)| text))
+    })
 }
 
 fn main() {
     let n: usize = std::env::var("CIVIS_BENCH_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(100);
     println!("QR decode on {n} camera-like 640x480 frames per payload (same frames for both)");
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     use frames::EcLevel::{L, M};
     for (policy, minimal, ec) in [
         ("age-over-18", true, L),
@@ -193,36 +282,58 @@ fn main() {
         ("age-over-18", false, L),
         ("service:desk=family_name,given_name", false, L),
     ] {
-        let text = answer(policy, minimal);
-        let (modules, _) = frames::modules_at(&text, ec).unwrap();
-        let (side, code) = frames::render_grey_at(&text, 4, ec).unwrap();
+        let a = answer(policy, minimal);
+        let text = a.text.as_str();
+        let (modules, _) = frames::modules_at(text, ec).unwrap();
+        let (side, code) = frames::render_grey_at(text, 4, ec).unwrap();
         let mut rng = Rng(0x5eed_0000 + text.len() as u64);
         let (mut ok_rx, mut ok_rq, mut t_rx, mut t_rq) = (0, 0, Vec::new(), Vec::new());
+        let mut to_verdict = Vec::new();
         for _ in 0..n {
             let f = frame(&code, side, &mut rng);
             let t = Instant::now();
-            if frames::decode_grey(&f, W as u32, H as u32).ok().as_deref() == Some(text.as_str()) {
+            if frames::decode_grey(&f, W as u32, H as u32).ok().as_deref() == Some(text) {
                 ok_rx += 1;
             }
             t_rx.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            if rqrr_decode(&f).as_deref() == Some(text.as_str()) {
+            if let Some(v) = a.verdict(&f) {
+                assert!(matches!(v, Verdict::Accept(_)), "{policy}: {v:?}");
+                to_verdict.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let t = Instant::now();
+            if rqrr_decode(&f).as_deref() == Some(text) {
                 ok_rq += 1;
             }
             t_rq.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        let med = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         println!(
-            "RESULT {policy} ({} mdoc, EC {ec:?}): {} chars, {modules}x{modules} modules: rxing {ok_rx}/{n} ({:.0} %) median {:.1} ms; rqrr {ok_rq}/{n} ({:.0} %) median {:.1} ms",
+            "RESULT {policy} ({} mdoc, EC {ec:?}): {} chars, {modules}x{modules} modules: rxing {ok_rx}/{n} ({:.1} %) median {:.1} ms, frame to verdict median {:.1} ms; rqrr {ok_rq}/{n} ({:.1} %) median {:.1} ms",
             if minimal { "minimal" } else { "full" },
             text.len(),
             100.0 * ok_rx as f64 / n as f64,
             med(t_rx),
+            if to_verdict.is_empty() {
+                f64::NAN
+            } else {
+                med(to_verdict)
+            },
             100.0 * ok_rq as f64 / n as f64,
             med(t_rq),
         );
     }
+    // While nobody shows a code, every frame is tried at all three sizes.
+    let mut rng = Rng(0x1d1e);
+    let blank = vec![255u8; 16];
+    let mut t_idle = Vec::new();
+    for _ in 0..20 {
+        let f = frame(&blank, 4, &mut rng);
+        let t = Instant::now();
+        assert!(frames::decode_grey(&f, W as u32, H as u32).is_err());
+        t_idle.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "RESULT a frame without a code (idle): rxing median {:.1} ms",
+        med(t_idle)
+    );
 }

@@ -6,6 +6,8 @@
 //! profile.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod frames;
 pub mod intake;

@@ -39,6 +39,33 @@ impl From<civis_core::chain::light::SyncError> for SyncError {
     }
 }
 
+/// How far a sync has come, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStep {
+    /// Asking the registry for a bundle from this height (None: a first sync).
+    Asking {
+        /// The stored snapshot's height.
+        from: Option<u64>,
+    },
+    /// Bundle bytes received so far, and the length the registry declared.
+    Receiving {
+        /// Bytes so far.
+        bytes: u64,
+        /// Declared length, if the registry sent one.
+        total: Option<u64>,
+    },
+    /// The whole bundle is in; the light client checks it.
+    Checking {
+        /// Its size.
+        bytes: u64,
+    },
+    /// Checked; the new snapshot is being stored.
+    Storing,
+}
+
+/// Where a sync reports its [`SyncStep`]s.
+pub type OnStep<'a> = dyn Fn(SyncStep) + Send + Sync + 'a;
+
 /// What a sync did.
 #[derive(Debug, Clone)]
 pub struct SyncReport {
@@ -83,14 +110,30 @@ impl SyncReport {
 async fn fetch(
     client: &Client,
     from: Option<u64>,
+    on_step: Option<&OnStep<'_>>,
 ) -> Result<(civis_core::chain::light::SyncBundle, usize), civis_registry_client::Error> {
-    let mut answer = client.sync(from).await;
+    if let Some(f) = on_step {
+        f(SyncStep::Asking { from });
+    }
+    let receiving = |bytes: u64, total: Option<u64>| {
+        if let Some(f) = on_step {
+            f(SyncStep::Receiving { bytes, total });
+        }
+    };
+    let progress: Option<&civis_registry_client::http::Progress<'_>> =
+        on_step.map(|_| &receiving as &civis_registry_client::http::Progress<'_>);
+    let mut answer = client.sync_with(from, progress).await;
     for wait in [1, 2, 4] {
         if !matches!(answer, Err(civis_registry_client::Error::Busy(_))) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-        answer = client.sync(from).await;
+        answer = client.sync_with(from, progress).await;
+    }
+    if let (Some(f), Ok((_, bytes))) = (on_step, &answer) {
+        f(SyncStep::Checking {
+            bytes: *bytes as u64,
+        });
     }
     answer
 }
@@ -114,7 +157,7 @@ pub async fn sync_snapshot(
     } else {
         (KioskSnapshot::from_genesis(genesis)?, None)
     };
-    let (bundle, bundle_bytes) = fetch(client, from).await?;
+    let (bundle, bundle_bytes) = fetch(client, from, None).await?;
     snap.apply(&bundle)?;
     keyfile::write_public(path, &snap.encode())?;
     Ok(SyncReport::of(
@@ -134,6 +177,18 @@ pub async fn sync_store(
     store: &crate::store::KioskStore,
     now: i64,
 ) -> Result<SyncReport, SyncError> {
+    sync_store_with(client, genesis, store, now, None).await
+}
+
+/// [`sync_store`], reporting each step to `on_step` (`civis kiosk sync` draws its progress bar
+/// from them).
+pub async fn sync_store_with(
+    client: &Client,
+    genesis: &Genesis,
+    store: &crate::store::KioskStore,
+    now: i64,
+    on_step: Option<&OnStep<'_>>,
+) -> Result<SyncReport, SyncError> {
     let stored = store.snapshot(genesis).await?;
     let from = stored.as_ref().map(|s| s.snapshot.header().height);
     let mut snap = match stored {
@@ -148,7 +203,7 @@ pub async fn sync_store(
         outcome,
         reason,
     };
-    let (bundle, bundle_bytes) = match fetch(client, from).await {
+    let (bundle, bundle_bytes) = match fetch(client, from, on_step).await {
         Ok(b) => b,
         Err(e) => {
             let kind = match &e {
@@ -172,6 +227,9 @@ pub async fn sync_store(
             .record(&entry("refused", None, bundle_bytes, reason))
             .await?;
         return Err(e.into());
+    }
+    if let Some(f) = on_step {
+        f(SyncStep::Storing);
     }
     store.save(&snap, now).await?;
     let height = snap.header().height;

@@ -126,7 +126,7 @@ impl CitizenRecord {
     /// The elements of the **minimal** credential a phone wallet carries beside the full one:
     /// `age_over_18` and `resident_district` only. Its MSO holds two digests instead of
     /// thirteen, so an `age-over-18` or `resident-of` answer fits a QR code a kiosk camera reads
-    /// reliably (specs/kiosk-qr.md).
+    /// reliably (specs/kiosk-screen.md, "Decoder and payload size").
     pub fn to_minimal_name_spaces(&self, today: &str) -> Result<NameSpaced<Value>> {
         let age = age_on(&self.birth_date, today)?;
         let els = vec![

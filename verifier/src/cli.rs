@@ -1,8 +1,14 @@
-//! `civis kiosk …`: the verifier kiosk's commands (issue #12; today: its registry sync and the
-//! state of its database).
+//! The kiosk's command line (feature `cli`): `civis kiosk …` and the kiosk's own binary
+//! `civis-kiosk`, which links the reader side of the card protocol only — not the card applet,
+//! not the virtual card's vpcd host (`cargo build -p civis-verifier --features cli,nfc --bin
+//! civis-kiosk`).
 
 use std::path::PathBuf;
 
+use crate::intake::check_accreditation;
+use crate::policy::KioskPolicy;
+use crate::store::KioskStore;
+use crate::sync::{SyncError, SyncStep, sync_store_with};
 use anyhow::{Context, Result};
 use civis_core::Timestamp;
 use civis_core::cbor::CborForm as _;
@@ -12,15 +18,11 @@ use civis_core::mdoc::json::name_spaced_to_json;
 use civis_core::mdoc::{DeviceRequest, DeviceResponse, SessionTranscript};
 use civis_core::verify::Verdict;
 use civis_registry_client::Client;
-use civis_verifier::intake::check_accreditation;
-use civis_verifier::policy::KioskPolicy;
-use civis_verifier::store::KioskStore;
-use civis_verifier::sync::{SyncError, sync_store};
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::cli::input::read_bytes;
-
+/// Exit code for usage errors (bad flags, unreadable files), as in sysexits.h.
+pub const EXIT_USAGE: i32 = 64;
 /// Exit code when no registry could be reached (`EX_UNAVAILABLE`).
 const EXIT_UNAVAILABLE: i32 = 69;
 /// Exit code when a bundle was refused (`EX_DATAERR`).
@@ -50,7 +52,7 @@ pub enum KioskCommand {
         #[arg(long)]
         policy: String,
         /// Oldest snapshot the verdict may rest on, in seconds (older: undetermined).
-        #[arg(long, default_value_t = civis_verifier::policy::DEFAULT_MAX_AGE_SECS)]
+        #[arg(long, default_value_t = crate::policy::DEFAULT_MAX_AGE_SECS)]
         max_age: i64,
         /// Read a citizen card in this reader (a PC/SC name or libnfc connstring; build with
         /// `--features nfc`), asking for the policy's elements under the kiosk's ReaderAuth.
@@ -158,7 +160,10 @@ fn execute(cmd: KioskCommand) -> Result<()> {
                 let urls: Vec<&str> = registry.iter().map(String::as_str).collect();
                 let client = Client::with_nodes(&urls)?;
                 let store = KioskStore::open(&db).await?;
-                let result = sync_store(&client, &genesis, &store, now()).await;
+                let progress = SyncProgress::new();
+                let on_step = |s: SyncStep| progress.step(s);
+                let result =
+                    sync_store_with(&client, &genesis, &store, now(), Some(&on_step)).await;
                 let kept = store.snapshot(&genesis).await.ok().flatten();
                 store.close().await;
                 match result {
@@ -234,9 +239,86 @@ fn execute(cmd: KioskCommand) -> Result<()> {
     })
 }
 
+/// `civis kiosk sync`'s progress on stderr (stdout keeps the one JSON line): on a terminal a bar
+/// redrawn in place while the bundle streams in; otherwise a line per step and per quarter of a
+/// large bundle, so logs stay readable.
+struct SyncProgress {
+    tty: bool,
+    /// The last percentage drawn (a terminal) or quarter printed (a log).
+    drawn: std::sync::Mutex<Option<u64>>,
+}
+
+impl SyncProgress {
+    /// A bundle smaller than this arrives at once: no progress for it in a log.
+    const LARGE: u64 = 256 * 1024;
+
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            drawn: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn step(&self, step: SyncStep) {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
+        match step {
+            SyncStep::Asking { from } => eprintln!(
+                "civis kiosk sync: asking the registry for {}",
+                from.map_or("the whole state (first sync)".to_owned(), |h| format!(
+                    "the changes since height {h}"
+                ))
+            ),
+            SyncStep::Receiving { bytes, total } => {
+                let Some(total) = total.filter(|t| *t > 0) else {
+                    // No length declared: redraw per tenth of a MiB, not per chunk (a
+                    // registry sending one byte at a time must not flood the terminal).
+                    let tenth = bytes / (1024 * 1024 / 10);
+                    if self.tty && *drawn != Some(tenth) {
+                        eprint!("\r  received {:.1} MiB", mib(bytes));
+                        *drawn = Some(tenth);
+                    }
+                    return;
+                };
+                let pct = (bytes.min(total) * 100) / total;
+                if self.tty {
+                    if *drawn != Some(pct) {
+                        let filled = usize::try_from(pct * 30 / 100).unwrap_or(30);
+                        eprint!(
+                            "\r  [{}{}] {pct:>3} %  {:.1} / {:.1} MiB",
+                            "#".repeat(filled),
+                            ".".repeat(30 - filled),
+                            mib(bytes),
+                            mib(total)
+                        );
+                        *drawn = Some(pct);
+                    }
+                } else if total >= Self::LARGE && *drawn != Some(pct / 25) && pct >= 25 {
+                    eprintln!(
+                        "  received {pct} % ({:.1} of {:.1} MiB)",
+                        mib(bytes),
+                        mib(total)
+                    );
+                    *drawn = Some(pct / 25);
+                }
+            }
+            SyncStep::Checking { bytes } => {
+                if self.tty && drawn.is_some() {
+                    eprintln!();
+                }
+                eprintln!(
+                    "civis kiosk sync: checking the bundle ({bytes} bytes) with the light client"
+                );
+            }
+            SyncStep::Storing => eprintln!("civis kiosk sync: checked; storing the new snapshot"),
+        }
+    }
+}
+
 fn run_screen(config: &std::path::Path) -> Result<()> {
-    let cfg = civis_verifier::config::KioskConfig::load(config)?;
-    crate::cli::init_logs();
+    let cfg = crate::config::KioskConfig::load(config)?;
+    init_logs();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -250,7 +332,7 @@ fn run_screen(config: &std::path::Path) -> Result<()> {
             on_signal.notify_waiters();
         });
         let policy = cfg.policy.clone();
-        civis_verifier::kiosk::run(cfg, stop, |addr| {
+        crate::kiosk::run(cfg, stop, |addr| {
             println!(
                 "{}",
                 json!({ "screen": format!("http://{addr}/"), "policy": policy })
@@ -280,7 +362,7 @@ fn verify(cmd: KioskCommand) -> i32 {
         }
         Err(e) => {
             eprintln!("civis kiosk verify: {e:#}");
-            crate::cli::EXIT_USAGE
+            EXIT_USAGE
         }
     }
 }
@@ -352,8 +434,8 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
             .and_then(|d| d.first().map(|d| d.doc_type.clone()))
     });
     // The same judgement as the running kiosk's screen.
-    let loaded = stored.map(|s| civis_verifier::kiosk::Loaded::of(s.snapshot));
-    let (verdict, outcome) = civis_verifier::station::judge(
+    let loaded = stored.map(|s| crate::kiosk::Loaded::of(s.snapshot));
+    let (verdict, outcome) = crate::station::judge(
         &policy,
         loaded.as_ref().map(|l| &l.trust),
         &response,
@@ -369,8 +451,7 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
                 now.0,
                 &policy_name,
                 outcome.kind.name(),
-                (outcome.kind != civis_verifier::outcome::Kind::Accept)
-                    .then(|| outcome.reason.code()),
+                (outcome.kind != crate::outcome::Kind::Accept).then(|| outcome.reason.code()),
                 height,
             )
             .await;
@@ -407,14 +488,14 @@ fn read_card(
     policy: &KioskPolicy,
     key: &std::path::Path,
     statement: &[u8],
-) -> Result<civis_verifier::intake::Tap> {
+) -> Result<crate::intake::Tap> {
     let (key, _) = civis_registry_client::keyfile::read_key(key)?;
     let transport = civis_firmware_bridge::nfc::NfcTransport::open(
         reader,
         std::time::Duration::from_secs(wait),
     )?;
     let mut client = civis_firmware_bridge::reader::CardClient::new(transport);
-    Ok(civis_verifier::intake::read_card(
+    Ok(crate::intake::read_card(
         &mut client,
         policy,
         &key,
@@ -430,9 +511,43 @@ fn read_card(
     _policy: &KioskPolicy,
     _key: &std::path::Path,
     _statement: &[u8],
-) -> Result<civis_verifier::intake::Tap> {
+) -> Result<crate::intake::Tap> {
     anyhow::bail!(
         "this civis was built without NFC reader support; rebuild with `--features nfc` \
          (needs libpcsclite-dev, libclang-dev, cmake)"
     )
+}
+
+/// Logs for the long-running services (issuer, kiosk): ids, codes and counts only; the filter
+/// comes from RUST_LOG (default `info`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Read a file; if its content is hex text (whitespace allowed), decode it.
+pub fn read_bytes(path: &std::path::Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(maybe_hex(raw))
+}
+
+/// Decode `raw` as hex text when it is entirely hex digits and whitespace, else return it as is.
+pub fn maybe_hex(raw: Vec<u8>) -> Vec<u8> {
+    let text: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let text = text.strip_prefix(b"0x").unwrap_or(&text);
+    if !text.is_empty() && text.len() % 2 == 0 && text.iter().all(u8::is_ascii_hexdigit) {
+        if let Ok(bytes) = hex::decode(text) {
+            return bytes;
+        }
+    }
+    raw
 }
