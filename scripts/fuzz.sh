@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 secs="${1:-300}"; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle applet qr ndef_handover device_engagement card_info session_data device_request block gossip_batch card_reader)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(device_response cose_sign1 status_list apdu registry_tx sync_bundle applet qr ndef_handover device_engagement card_info session_data device_request block gossip_batch card_reader vrf_proof)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR   # cargo-fuzz keeps its own target dir under fuzz/
@@ -56,6 +56,8 @@ done
 if [ -n "${CIVIS_FUZZ_SEEDS:-}" ] && [ -d "$CIVIS_FUZZ_SEEDS" ]; then
   for t in registry_tx sync_bundle; do mkdir -p "fuzz/corpus/$t"; cp "$CIVIS_FUZZ_SEEDS/$t".* "fuzz/corpus/$t/" 2>/dev/null || true; done
 fi
+mkdir -p fuzz/corpus/vrf_proof
+python3 -c 'import json,sys; [open(f"fuzz/corpus/vrf_proof/{i}.bin","wb").write(bytes.fromhex(v["pi"])) for i,v in enumerate(json.load(open(sys.argv[1]))["vectors"])]' "$v"/vrf-rfc9381/ecvrf_p256_sha256_tai.json
 mkdir -p fuzz/corpus/apdu
 printf '\x00\xa4\x04\x00\x07\xd2\x76\x00\x00\x85\x01\x01\x00' > fuzz/corpus/apdu/select_ndef
 printf '\x00\xb0\x00\x02\x00\x00\xce' > fuzz/corpus/apdu/read_binary_ext

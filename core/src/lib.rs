@@ -42,6 +42,7 @@ pub mod status;
 pub mod timestamp;
 pub mod verdict;
 pub mod verify;
+pub mod vrf;
 pub mod x509;
 
 pub use error::{Error, Result};
