@@ -336,3 +336,58 @@ fn demo_runs_and_reports_every_outcome() {
         "{text}"
     );
 }
+
+/// A demo stopped by SIGTERM in the middle (after its issuer started, before the end) removes
+/// its folder — keys and the issuer's database with them — and says why it stopped.
+#[test]
+fn a_demo_stopped_by_sigterm_leaves_no_folder_behind() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_civis"))
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("[2]") {
+            break;
+        }
+    }
+    // Keep reading, so the demo never writes to a closed pipe.
+    let drain = std::thread::spawn(move || lines.count());
+    let folders = || -> Vec<PathBuf> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("civis-demo-{pid}-")))
+            })
+            .collect()
+    };
+    let mine = folders();
+    assert_eq!(mine.len(), 1, "the demo's folder while it runs: {mine:?}");
+    let folder = &mine[0];
+    let meta = std::fs::metadata(folder).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    drain.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(!folder.exists(), "{} left behind", folder.display());
+}

@@ -206,3 +206,67 @@ fn the_kiosk_advances_only_on_bundles_it_verifies_and_keeps_its_snapshot_otherwi
     let bytes = std::fs::read(&db).unwrap();
     assert!(!bytes.windows(8).any(|w| w == b"Jansen\0\0"));
 }
+
+/// `civis evote tally-auth`: counts and the double authentications a station's database holds
+/// (two stations' records after an exchange); a missing database is an error, not zero voters.
+#[test]
+fn evote_tally_auth_prints_counts_and_the_double_authentications() {
+    use civis_verifier::ledger::{Authentication, Pseudonym};
+    let dir = std::env::temp_dir().join(format!("civis-tally-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("station.db");
+    registry_util::runtime().block_on(async {
+        let store = civis_verifier::store::KioskStore::open(&db).await.unwrap();
+        let a = |p: u8, station: &str, at: i64| Authentication {
+            pseudonym: Pseudonym([p; 32]),
+            station: station.into(),
+            at,
+        };
+        for rec in [a(1, "north", 10), a(2, "north", 20), a(1, "north", 30)] {
+            store
+                .record_authentication("city-2027", &rec)
+                .await
+                .unwrap();
+        }
+        store
+            .import_authentications("city-2027", &[a(2, "south", 25), a(3, "south", 26)])
+            .await
+            .unwrap();
+        store
+            .record_authentication("city-2028", &a(1, "north", 40))
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let tally = |db: &Path| {
+        civis(&[
+            "evote",
+            "tally-auth",
+            "--election",
+            "city-2027",
+            "--db",
+            db.to_str().unwrap(),
+        ])
+    };
+    let out = tally(&db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["authentications"], 5);
+    assert_eq!(v["voters"], 3);
+    let dups = v["duplicates"].as_array().unwrap();
+    assert_eq!(dups.len(), 2, "{v}");
+    assert_eq!(dups[0]["pseudonym"], hex::encode([1u8; 32]));
+    assert_eq!(dups[0]["stations"], serde_json::json!(["north"]));
+    assert_eq!(dups[1]["count"], 2);
+    assert_eq!(dups[1]["stations"], serde_json::json!(["north", "south"]));
+    let missing = dir.join("typo.db");
+    let out = tally(&missing);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(!missing.exists(), "a database was created for a typo");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -102,7 +102,7 @@ pub fn wait_card(reader: &str, present: bool, timeout: Duration) -> Result<bool>
         .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
     let cname = std::ffi::CString::new(name).map_err(|_| Error::Link("reader name".into()))?;
     let mut states = [pcsc::ReaderState::new(cname, pcsc::State::UNAWARE)];
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match ctx.get_status_change(left, &mut states) {
@@ -178,7 +178,7 @@ fn reader_thread(
     ready: &mpsc::Sender<Result<()>>,
     requests: &mpsc::Receiver<Request>,
 ) {
-    let deadline = Instant::now() + wait;
+    let deadline = deadline_after(wait);
     let opened = (|| -> Result<(nfc1::Context, nfc1::Device)> {
         let mut context = nfc1::Context::new().map_err(|e| nfc_error("libnfc init", e))?;
         // libnfc's PC/SC driver opens only a reader with a card in it: retry until the card
@@ -253,4 +253,13 @@ impl Drop for NfcTransport {
             let _ = t.join();
         }
     }
+}
+
+/// Now plus `wait`, or a day from now when `wait` is beyond what the clock can add (a
+/// `--wait` of u64::MAX seconds must not panic).
+fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }

@@ -47,7 +47,8 @@ pub struct NodeOptions {
     pub timing: Timing,
     /// Gossip client transactions to the other validators (default on).
     pub gossip: bool,
-    /// Stop when notified (besides SIGINT/SIGTERM); for embedding the node in another program.
+    /// Stop when notified, instead of on SIGINT/SIGTERM: for embedding the node in another
+    /// program, which then owns the signals.
     pub stop: Option<Arc<tokio::sync::Notify>>,
     /// Print nothing on start and stop.
     pub quiet: bool,
@@ -215,12 +216,11 @@ pub fn run(opts: NodeOptions) -> Result<(), Error> {
                 endpoint.p2p
             );
         }
+        // With a stop handle the embedder owns the process's signals (`civis demo` cleans up
+        // on Ctrl-C itself); alone, the node stops on SIGINT or SIGTERM.
         let stopped = async move {
             match stop {
-                Some(n) => tokio::select! {
-                    _ = shutdown() => {}
-                    _ = n.notified() => {}
-                },
+                Some(n) => n.notified().await,
                 None => shutdown().await,
             }
         };

@@ -113,8 +113,18 @@ fn free_port() -> std::io::Result<u16> {
 
 impl Registry {
     async fn start() -> DemoResult<Self> {
-        let dir = std::env::temp_dir().join(format!("civis-demo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A fresh folder only this user can enter: a random name, created here and failing if
+        // it exists, so nobody can have made it beforehand and watch what the demo writes.
+        let mut tag = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut tag);
+        let dir = std::env::temp_dir().join(format!(
+            "civis-demo-{}-{}",
+            std::process::id(),
+            hex::encode(tag)
+        ));
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create the demo's folder {}: {e}", dir.display()))?;
         let reg = RegistryDir::new(&dir);
         let genesis = reg.init(
             "civis-demo",
@@ -339,14 +349,47 @@ fn now_secs() -> i64 {
 
 fn demo(args: &DemoArgs) -> DemoResult<()> {
     // Two workers: the kept-running kiosk's card reader thread drives the runtime from outside.
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?
-        .block_on(demo_async(args))
+        .build()?;
+    let serving = std::sync::atomic::AtomicBool::new(false);
+    rt.block_on(async {
+        // The demo owns the signals from its first step: on any of them the demo's future is
+        // dropped, and with it the registry, the issuer and the kiosk, which remove their folder.
+        tokio::select! {
+            done = demo_async(args, &serving) => done,
+            signal = interrupted() => {
+                if serving.load(std::sync::atomic::Ordering::SeqCst) {
+                    println!("    {signal}: stopping");
+                    Ok(())
+                } else {
+                    Err(format!("interrupted by {signal}; the demo's folder is removed").into())
+                }
+            }
+        }
+    })
 }
 
-async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
+/// The first of SIGINT, SIGTERM and SIGHUP.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = wait(SignalKind::interrupt()) => "SIGINT",
+        () = wait(SignalKind::terminate()) => "SIGTERM",
+        () = wait(SignalKind::hangup()) => "SIGHUP",
+    }
+}
+
+async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) -> DemoResult<()> {
     let mut rng = OsRng;
     let now = Timestamp(now_secs());
 
@@ -733,7 +776,7 @@ async fn demo_async(args: &DemoArgs) -> DemoResult<()> {
             statement: &statement,
             policy: format!("service:counter={}", wanted.join(",")),
         };
-        keep_running(&registry, &issuer, &operator, &kiosk).await?;
+        keep_running(&registry, &issuer, &operator, &kiosk, serving).await?;
     }
     drop(registry);
     println!();
@@ -764,6 +807,7 @@ async fn keep_running(
     issuer: &IssuerService,
     operator: &IssuerClient,
     kiosk: &DemoKiosk<'_>,
+    serving: &std::sync::atomic::AtomicBool,
 ) -> DemoResult<()> {
     step(
         12,
@@ -866,18 +910,20 @@ async fn keep_running(
         );
     }
     println!("    Ctrl-C stops everything and deletes {}", dir.display());
-    let mut screen = screen;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        r = &mut screen => {
-            return match r {
-                Ok(Err(e)) => Err(format!("the kiosk screen stopped: {e}").into()),
-                _ => Err("the kiosk screen stopped".into()),
-            };
-        }
+    // Until a signal ends the demo (see `demo`): the kiosk stops with this future.
+    let _stop_kiosk = NotifyOnDrop(stop);
+    serving.store(true, std::sync::atomic::Ordering::SeqCst);
+    match screen.await {
+        Ok(Err(e)) => Err(format!("the kiosk screen stopped: {e}").into()),
+        _ => Err("the kiosk screen stopped".into()),
     }
-    println!("    stopping");
-    stop.notify_waiters();
-    let _ = screen.await;
-    Ok(())
+}
+
+/// Tells the kiosk to stop when the demo's future is dropped.
+struct NotifyOnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
 }

@@ -36,6 +36,9 @@ enum Command {
     /// The verifier kiosk: its registry sync and database.
     #[command(subcommand)]
     Kiosk(civis_verifier::cli::KioskCommand),
+    /// E-voting at a polling station: the authentication tally.
+    #[command(subcommand)]
+    Evote(civis_verifier::cli::EvoteCommand),
     /// Walk through issuing, presenting and verifying a citizen credential, in-process.
     Demo(demo::DemoArgs),
 }
@@ -57,5 +60,6 @@ pub fn run() -> i32 {
         Command::Card(cmd) => card::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
         Command::Kiosk(cmd) => civis_verifier::cli::run(cmd),
+        Command::Evote(cmd) => civis_verifier::cli::run_evote(cmd),
     }
 }

@@ -289,8 +289,10 @@ fn main() {
         let mut rng = Rng(0x5eed_0000 + text.len() as u64);
         let (mut ok_rx, mut ok_rq, mut t_rx, mut t_rq) = (0, 0, Vec::new(), Vec::new());
         let mut to_verdict = Vec::new();
+        let mut finders = 0;
         for _ in 0..n {
             let f = frame(&code, side, &mut rng);
+            finders = finders.max(frames::finder_like_centres(&f, W, H));
             let t = Instant::now();
             if frames::decode_grey(&f, W as u32, H as u32).ok().as_deref() == Some(text) {
                 ok_rx += 1;
@@ -308,7 +310,7 @@ fn main() {
             t_rq.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!(
-            "RESULT {policy} ({} mdoc, EC {ec:?}): {} chars, {modules}x{modules} modules: rxing {ok_rx}/{n} ({:.1} %) median {:.1} ms, frame to verdict median {:.1} ms; rqrr {ok_rq}/{n} ({:.1} %) median {:.1} ms",
+            "RESULT {policy} ({} mdoc, EC {ec:?}): {} chars, {modules}x{modules} modules: rxing {ok_rx}/{n} ({:.1} %) median {:.1} ms, frame to verdict median {:.1} ms; rqrr {ok_rq}/{n} ({:.1} %) median {:.1} ms; finder-like centres at most {finders}",
             if minimal { "minimal" } else { "full" },
             text.len(),
             100.0 * ok_rx as f64 / n as f64,

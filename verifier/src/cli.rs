@@ -28,6 +28,61 @@ const EXIT_UNAVAILABLE: i32 = 69;
 /// Exit code when a bundle was refused (`EX_DATAERR`).
 const EXIT_REFUSED: i32 = 65;
 
+/// E-voting commands of a polling station (`civis evote …`).
+#[derive(Debug, Subcommand)]
+pub enum EvoteCommand {
+    /// Counts of an election's authentications in a station's database: how many, how many
+    /// distinct voters (pseudonyms), and every pseudonym seen more than once with the stations
+    /// that saw it. One JSON line.
+    TallyAuth {
+        /// The election id.
+        #[arg(long)]
+        election: String,
+        /// The station's (kiosk's) database.
+        #[arg(long, default_value = "kiosk.db")]
+        db: PathBuf,
+    },
+}
+
+/// Run an e-voting command; returns the exit code.
+pub fn run_evote(cmd: EvoteCommand) -> i32 {
+    let EvoteCommand::TallyAuth { election, db } = cmd;
+    let result = (|| -> Result<serde_json::Value> {
+        // A mistyped path must not create an empty database and report zero voters.
+        anyhow::ensure!(db.is_file(), "no station database at {}", db.display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")?;
+        rt.block_on(async {
+            let store = KioskStore::open(&db).await?;
+            let tally = store.tally(&election).await;
+            store.close().await;
+            let t = tally?;
+            Ok(json!({
+                "election": election,
+                "authentications": t.authentications,
+                "voters": t.voters,
+                "duplicates": t.duplicates.iter().map(|(p, n, stations)| json!({
+                    "pseudonym": p.hex(),
+                    "count": n,
+                    "stations": stations,
+                })).collect::<Vec<_>>(),
+            }))
+        })
+    })();
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
 /// Kiosk commands.
 #[derive(Debug, Subcommand)]
 pub enum KioskCommand {
@@ -64,8 +119,8 @@ pub enum KioskCommand {
         /// The kiosk's accreditation statement signed by governance, with `--reader`.
         #[arg(long)]
         accreditation: Option<PathBuf>,
-        /// Seconds to wait for a card, with `--reader`.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds to wait for a card, with `--reader` (at most a day).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         wait: u64,
         /// The DeviceResponse (raw CBOR or hex).
         #[arg(
@@ -123,7 +178,8 @@ pub fn run(cmd: KioskCommand) -> i32 {
     match execute(cmd) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A registry's error text reaches this line: no escape sequences, no flood.
+            eprintln!("error: {}", crate::kiosk::tame(&format!("{e:#}")));
             match e.downcast_ref::<SyncError>() {
                 Some(SyncError::Registry(civis_registry_client::Error::Malformed(_)))
                 | Some(SyncError::Refused(_)) => EXIT_REFUSED,
@@ -164,6 +220,7 @@ fn execute(cmd: KioskCommand) -> Result<()> {
                 let on_step = |s: SyncStep| progress.step(s);
                 let result =
                     sync_store_with(&client, &genesis, &store, now(), Some(&on_step)).await;
+                progress.end();
                 let kept = store.snapshot(&genesis).await.ok().flatten();
                 store.close().await;
                 match result {
@@ -199,6 +256,12 @@ fn execute(cmd: KioskCommand) -> Result<()> {
             }
             KioskCommand::Status { genesis, db } => {
                 let genesis = genesis_of(&genesis)?;
+                // A mistyped path must not create an empty database and report no snapshot.
+                anyhow::ensure!(
+                    db.is_file(),
+                    "no kiosk database at {}: run `civis kiosk sync` first",
+                    db.display()
+                );
                 let store = KioskStore::open(&db).await?;
                 let stored = store.snapshot(&genesis).await?;
                 let syncs = store.syncs(10).await?;
@@ -244,6 +307,8 @@ fn execute(cmd: KioskCommand) -> Result<()> {
 /// large bundle, so logs stay readable.
 struct SyncProgress {
     tty: bool,
+    /// A bar is on the terminal's last line (an error must start on a line of its own).
+    bar_open: std::sync::atomic::AtomicBool,
     /// The last percentage drawn (a terminal) or quarter printed (a log).
     drawn: std::sync::Mutex<Option<u64>>,
 }
@@ -256,7 +321,18 @@ impl SyncProgress {
         use std::io::IsTerminal;
         Self {
             tty: std::io::stderr().is_terminal(),
+            bar_open: std::sync::atomic::AtomicBool::new(false),
             drawn: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Close the bar's line, if one is open.
+    fn end(&self) {
+        if self
+            .bar_open
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!();
         }
     }
 
@@ -277,6 +353,8 @@ impl SyncProgress {
                     let tenth = bytes / (1024 * 1024 / 10);
                     if self.tty && *drawn != Some(tenth) {
                         eprint!("\r  received {:.1} MiB", mib(bytes));
+                        self.bar_open
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         *drawn = Some(tenth);
                     }
                     return;
@@ -292,6 +370,8 @@ impl SyncProgress {
                             mib(bytes),
                             mib(total)
                         );
+                        self.bar_open
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         *drawn = Some(pct);
                     }
                 } else if total >= Self::LARGE && *drawn != Some(pct / 25) && pct >= 25 {
@@ -304,9 +384,7 @@ impl SyncProgress {
                 }
             }
             SyncStep::Checking { bytes } => {
-                if self.tty && drawn.is_some() {
-                    eprintln!();
-                }
+                self.end();
                 eprintln!(
                     "civis kiosk sync: checking the bundle ({bytes} bytes) with the light client"
                 );

@@ -116,6 +116,14 @@ impl KioskConfig {
                 "max_age_secs, verdict_secs and sync_interval_secs must be positive".into(),
             ));
         }
+        // The screen shows verdicts with the elements they disclose and takes phones' answers:
+        // only the kiosk's own browser may reach it (specs/kiosk-screen.md §5).
+        if !c.listen.ip().is_loopback() {
+            return Err(err(format!(
+                "listen = {}: the kiosk screen serves the kiosk's own browser only; use a loopback address (127.0.0.1 or [::1])",
+                c.listen
+            )));
+        }
         if !["en", "de", "ko"].contains(&c.language.as_str()) {
             return Err(err(format!("language {:?}: use en, de or ko", c.language)));
         }
@@ -132,5 +140,32 @@ impl KioskConfig {
     /// The default language.
     pub fn lang(&self) -> Lang {
         Lang::from_tag(&self.language)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn load(name: &str, text: &str) -> Result<KioskConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("civis-kiosk-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let c = KioskConfig::load(&path);
+        let _ = std::fs::remove_file(&path);
+        c
+    }
+
+    #[test]
+    fn the_screen_listens_on_loopback_only() {
+        let base = "genesis = \"g.json\"\npolicy = \"age-over-18\"\n";
+        assert!(load("ok.toml", base).is_ok());
+        assert!(load("v6.toml", &format!("listen = \"[::1]:0\"\n{base}")).is_ok());
+        for listen in ["0.0.0.0:8480", "[::]:8480", "192.168.1.20:8480"] {
+            let e = load("open.toml", &format!("listen = \"{listen}\"\n{base}")).unwrap_err();
+            assert!(e.to_string().contains("loopback"), "{listen}: {e}");
+        }
     }
 }

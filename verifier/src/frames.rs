@@ -33,7 +33,22 @@ pub enum FrameError {
     /// No QR code found or decodable in the frame.
     #[error("no readable QR code in the frame")]
     NoCode,
+    /// More finder-like patterns than any camera frame of one code holds: not decoded (a
+    /// frame tiled with finder patterns costs the decoder seconds to minutes).
+    #[error(
+        "{centres} finder-like patterns in the frame (at most {MAX_FINDER_CENTRES}): not decoded"
+    )]
+    Crowded {
+        /// How many were counted.
+        centres: usize,
+    },
 }
+
+/// Most finder-like centres ([`finder_like_centres`]) a frame may hold to be decoded. Camera-like
+/// frames of a phone's answer hold up to about 270 (noise included, `benches/qr_frames.rs`); a
+/// crafted frame at this limit costs rxing about 0.25 s per size tried, against 8–210 s for a
+/// frame tiled with finder patterns.
+pub const MAX_FINDER_CENTRES: usize = 600;
 
 /// Scales a frame is tried at, as `numerator / denominator`, in order. At 640×480 a phone's
 /// answer has 3–4 pixels per module, coarse for the binarizer's 8×8 blocks once the camera
@@ -62,6 +77,10 @@ pub fn decode_grey(grey: &[u8], width: u32, height: u32) -> Result<String, Frame
         });
     }
     let (w, h) = (width as usize, height as usize);
+    let centres = finder_like_centres(grey, w, h);
+    if centres > MAX_FINDER_CENTRES {
+        return Err(FrameError::Crowded { centres });
+    }
     for (num, den) in SCALES {
         let text = if num == den {
             decode_once(grey, width, height)
@@ -78,6 +97,105 @@ pub fn decode_grey(grey: &[u8], width: u32, height: u32) -> Result<String, Frame
         }
     }
     Err(FrameError::NoCode)
+}
+
+/// Counts places in the frame that look like the centre of a QR finder pattern: runs of dark,
+/// light, dark, light, dark in the ratio 1:1:3:1:1 across a row, confirmed down the column
+/// through the middle of the centre run, against a local threshold (the mean of the 33×33
+/// window around each pixel; rxing's binarizer thresholds locally too). A real code gives a few
+/// dozen; a frame tiled with finder patterns gives thousands, and rxing's search over their
+/// combinations then takes seconds to minutes.
+pub fn finder_like_centres(grey: &[u8], width: usize, height: usize) -> usize {
+    if grey.len() != width * height || width < 7 || height < 7 {
+        return 0;
+    }
+    // Integral image for the local means.
+    let stride = width + 1;
+    let mut integral = vec![0u64; stride * (height + 1)];
+    for y in 0..height {
+        let mut row = 0u64;
+        for x in 0..width {
+            row += u64::from(grey.get(y * width + x).copied().unwrap_or(0));
+            let above = integral.get(y * stride + x + 1).copied().unwrap_or(0);
+            if let Some(v) = integral.get_mut((y + 1) * stride + x + 1) {
+                *v = above + row;
+            }
+        }
+    }
+    let at = |x: usize, y: usize| integral.get(y * stride + x).copied().unwrap_or(0);
+    const R: usize = 16;
+    let dark = |x: usize, y: usize| {
+        let (x0, x1) = (x.saturating_sub(R), (x + R + 1).min(width));
+        let (y0, y1) = (y.saturating_sub(R), (y + R + 1).min(height));
+        let area = ((y1 - y0) * (x1 - x0)) as u64;
+        let sum = at(x1, y1) + at(x0, y0) - at(x0, y1) - at(x1, y0);
+        u64::from(grey.get(y * width + x).copied().unwrap_or(0)) * area < sum
+    };
+    // Whether five run lengths are in the ratio 1:1:3:1:1, each within half a unit.
+    let finder = |r: [usize; 5]| {
+        let total: usize = r.iter().sum();
+        total >= 7
+            && r.iter()
+                .zip([1, 1, 3, 1, 1])
+                .all(|(&n, units)| (n * 7).abs_diff(units * total) * 2 <= total * units)
+    };
+    // Down the column `x` from `y` (dark): the centre run and two runs each way.
+    let column = |x: usize, y: usize| -> Option<[usize; 5]> {
+        let mut up = [0usize; 3];
+        let mut yy = y;
+        for (run, want) in up.iter_mut().zip([true, false, true]) {
+            while dark(x, yy) == want {
+                *run += 1;
+                if yy == 0 {
+                    break;
+                }
+                yy -= 1;
+            }
+            if *run == 0 {
+                return None;
+            }
+        }
+        let mut down = [0usize; 3];
+        let mut yy = y + 1;
+        for (i, (run, want)) in down.iter_mut().zip([true, false, true]).enumerate() {
+            while yy < height && dark(x, yy) == want {
+                *run += 1;
+                yy += 1;
+            }
+            if i > 0 && *run == 0 {
+                return None;
+            }
+        }
+        let ([u0, u1, u2], [d0, d1, d2]) = (up, down);
+        Some([u2, u1, u0 + d0, d1, d2])
+    };
+    let mut hits = 0;
+    let mut runs: Vec<(bool, usize, usize)> = Vec::with_capacity(width);
+    for y in 0..height {
+        runs.clear();
+        for x in 0..width {
+            let d = dark(x, y);
+            match runs.last_mut() {
+                Some((c, n, _)) if *c == d => *n += 1,
+                _ => runs.push((d, 1, x)),
+            }
+        }
+        for w in runs.windows(5) {
+            let &[a, b, c, d, e] = w else { continue };
+            if !a.0 || !finder([a.1, b.1, c.1, d.1, e.1]) {
+                continue;
+            }
+            let centre = c.2 + c.1 / 2;
+            let horizontal = a.1 + b.1 + c.1 + d.1 + e.1;
+            if let Some(v) = column(centre, y) {
+                let vertical: usize = v.iter().sum();
+                if finder(v) && vertical * 2 >= horizontal && horizontal * 2 >= vertical {
+                    hits += 1;
+                }
+            }
+        }
+    }
+    hits
 }
 
 /// One decode attempt with rxing.
@@ -214,6 +332,42 @@ mod tests {
             Err(FrameError::Shape { .. })
         ));
         assert!(svg(text).unwrap().starts_with("<svg"));
+    }
+
+    /// A frame tiled with finder patterns (7×7 rings with a 3×3 centre, 2 modules apart).
+    fn tiled(w: usize, h: usize, px: usize) -> Vec<u8> {
+        let cell = 9 * px;
+        (0..w * h)
+            .map(|i| {
+                let (cx, cy) = (((i % w) % cell) / px, ((i / w) % cell) / px);
+                let ring = cx < 7 && cy < 7 && (cx == 0 || cx == 6 || cy == 0 || cy == 6);
+                let centre = (2..=4).contains(&cx) && (2..=4).contains(&cy);
+                if ring || centre { 0 } else { 255 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_tiled_with_finder_patterns_is_refused_before_decoding() {
+        // Decoded, these frames took rxing 8 s (2 px) and 30 s (1 px).
+        for px in [1, 2, 3, 4] {
+            let f = tiled(640, 480, px);
+            match decode_grey(&f, 640, 480) {
+                Err(FrameError::Crowded { centres }) => assert!(centres > MAX_FINDER_CENTRES),
+                other => panic!("{px} px: {other:?}"),
+            }
+        }
+        // A real code counts a few dozen, and reads.
+        let text = "CVP1:ABC%/ +-.1234567890";
+        let (side, img) = render_grey(text, 4).unwrap();
+        let mut frame = vec![180u8; 640 * 480];
+        for y in 0..side {
+            let at = (y + 40) * 640 + 100;
+            frame[at..at + side].copy_from_slice(&img[y * side..(y + 1) * side]);
+        }
+        let centres = finder_like_centres(&frame, 640, 480);
+        assert!((3..100).contains(&centres), "{centres}");
+        assert_eq!(decode_grey(&frame, 640, 480).unwrap(), text);
     }
 
     #[test]

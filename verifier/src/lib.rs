@@ -12,6 +12,7 @@ pub mod config;
 pub mod frames;
 pub mod intake;
 pub mod kiosk;
+pub mod ledger;
 pub mod messages;
 pub mod outcome;
 pub mod policy;

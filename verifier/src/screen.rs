@@ -265,6 +265,9 @@ async fn frame(State(k): State<Arc<Kiosk>>, Query(q): Query<FrameQuery>, body: B
             (StatusCode::BAD_REQUEST, e.to_string()).into_response()
         }
         Ok(Err(FrameError::NoCode)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e @ FrameError::Crowded { .. })) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
+        }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -14,7 +14,7 @@ use crate::sync::SyncError;
 /// The kiosk's database.
 #[derive(Debug, Clone)]
 pub struct KioskStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// The stored snapshot and when it was synced.
@@ -43,7 +43,7 @@ pub struct SyncEntry {
     pub reason: Option<String>,
 }
 
-fn db(e: impl std::fmt::Display) -> SyncError {
+pub(crate) fn db(e: impl std::fmt::Display) -> SyncError {
     SyncError::Store(e.to_string())
 }
 

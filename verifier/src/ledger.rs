@@ -1,0 +1,358 @@
+//! The polling station's ledger of election pseudonyms (specs/evote.md §3): each authentication
+//! is recorded as (election, pseudonym, station, time) in the kiosk's database, so a second
+//! authentication in one election is found at once — at this station, and at others once
+//! their records are imported. The pseudonym is the card's VRF output for the election: it
+//! links nothing across elections and names nobody.
+
+use sqlx::Row;
+
+use crate::store::{KioskStore, db};
+use crate::sync::SyncError;
+
+/// An election pseudonym: the 32-byte VRF output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pseudonym(pub [u8; 32]);
+
+impl Pseudonym {
+    /// Lower-case hex, for reports.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// One recorded authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// The voter's pseudonym in this election.
+    pub pseudonym: Pseudonym,
+    /// The station that recorded it.
+    pub station: String,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// What recording an authentication found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The pseudonym's first authentication in this election (as far as this ledger knows).
+    First,
+    /// It authenticated before: the earliest record and how many there were before this one.
+    Again {
+        /// The earliest earlier authentication.
+        first: Authentication,
+        /// Earlier authentications, all stations.
+        earlier: u64,
+    },
+}
+
+/// Counts for one election (`civis evote tally-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Authentications recorded, repeats included.
+    pub authentications: u64,
+    /// Distinct pseudonyms.
+    pub voters: u64,
+    /// Pseudonyms recorded more than once, with their count and the stations involved.
+    pub duplicates: Vec<(Pseudonym, u64, Vec<String>)>,
+}
+
+/// What an import added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Imported {
+    /// Records new to this ledger.
+    pub added: u64,
+    /// Records it already held (an import repeated, or overlapping).
+    pub known: u64,
+    /// Of the added ones, those whose pseudonym this ledger had already seen in the election:
+    /// double authentications found by the exchange.
+    pub duplicates: u64,
+}
+
+fn pseudonym_of(row: &sqlx::sqlite::SqliteRow, col: usize) -> Result<Pseudonym, SyncError> {
+    let bytes: Vec<u8> = row.try_get(col).map_err(db)?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| SyncError::Store("a stored pseudonym is not 32 bytes".into()))?;
+    Ok(Pseudonym(arr))
+}
+
+fn count(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl KioskStore {
+    /// Record that `pseudonym` authenticated for `election` at `station` at time `at`, and say
+    /// whether it had before. Both happen in one transaction, so two taps racing each other
+    /// cannot both be first.
+    pub async fn record_authentication(
+        &self,
+        election: &str,
+        auth: &Authentication,
+    ) -> Result<Recorded, SyncError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let earlier = sqlx::query(
+            "SELECT station, at, (SELECT COUNT(*) FROM evote_auth WHERE election = $1 AND pseudonym = $2) \
+             FROM evote_auth WHERE election = $1 AND pseudonym = $2 ORDER BY at, station LIMIT 1",
+        )
+        .bind(election)
+        .bind(&auth.pseudonym.0[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO evote_auth (election, pseudonym, station, at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(election)
+        .bind(&auth.pseudonym.0[..])
+        .bind(&auth.station)
+        .bind(auth.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(match earlier {
+            None => Recorded::First,
+            Some(row) => Recorded::Again {
+                first: Authentication {
+                    pseudonym: auth.pseudonym,
+                    station: row.try_get(0).map_err(db)?,
+                    at: row.try_get(1).map_err(db)?,
+                },
+                earlier: count(row.try_get(2).map_err(db)?),
+            },
+        })
+    }
+
+    /// Whether `pseudonym` has authenticated in `election` (the station's lookup before it
+    /// admits a voter).
+    pub async fn authenticated(
+        &self,
+        election: &str,
+        pseudonym: &Pseudonym,
+    ) -> Result<bool, SyncError> {
+        let row =
+            sqlx::query("SELECT 1 FROM evote_auth WHERE election = $1 AND pseudonym = $2 LIMIT 1")
+                .bind(election)
+                .bind(&pseudonym.0[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    /// This ledger's records of `election` recorded by `station`, oldest first (what a station
+    /// hands to the others).
+    pub async fn station_records(
+        &self,
+        election: &str,
+        station: &str,
+    ) -> Result<Vec<Authentication>, SyncError> {
+        let rows = sqlx::query(
+            "SELECT pseudonym, station, at FROM evote_auth WHERE election = $1 AND station = $2 ORDER BY at, pseudonym",
+        )
+        .bind(election)
+        .bind(station)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Authentication {
+                    pseudonym: pseudonym_of(r, 0)?,
+                    station: r.try_get(1).map_err(db)?,
+                    at: r.try_get(2).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Add another station's records of `election`, in one transaction: all or nothing.
+    pub async fn import_authentications(
+        &self,
+        election: &str,
+        records: &[Authentication],
+    ) -> Result<Imported, SyncError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut out = Imported::default();
+        for a in records {
+            let seen = sqlx::query(
+                "SELECT COUNT(*), SUM(station = $3 AND at = $4) FROM evote_auth WHERE election = $1 AND pseudonym = $2",
+            )
+            .bind(election)
+            .bind(&a.pseudonym.0[..])
+            .bind(&a.station)
+            .bind(a.at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            let before: i64 = seen.try_get(0).map_err(db)?;
+            let same: Option<i64> = seen.try_get(1).map_err(db)?;
+            if same.unwrap_or(0) > 0 {
+                out.known += 1;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO evote_auth (election, pseudonym, station, at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(election)
+            .bind(&a.pseudonym.0[..])
+            .bind(&a.station)
+            .bind(a.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            out.added += 1;
+            if before > 0 {
+                out.duplicates += 1;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
+    /// The counts of `election`: authentications, distinct voters, and every pseudonym seen
+    /// more than once with the stations that saw it.
+    pub async fn tally(&self, election: &str) -> Result<Tally, SyncError> {
+        let totals = sqlx::query(
+            "SELECT COUNT(*), COUNT(DISTINCT pseudonym) FROM evote_auth WHERE election = $1",
+        )
+        .bind(election)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT pseudonym, COUNT(*), GROUP_CONCAT(DISTINCT station) FROM evote_auth \
+             WHERE election = $1 GROUP BY pseudonym HAVING COUNT(*) > 1 ORDER BY pseudonym",
+        )
+        .bind(election)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let duplicates = rows
+            .iter()
+            .map(|r| {
+                let stations: String = r.try_get(2).map_err(db)?;
+                let mut stations: Vec<String> = stations.split(',').map(str::to_owned).collect();
+                stations.sort();
+                Ok((
+                    pseudonym_of(r, 0)?,
+                    count(r.try_get(1).map_err(db)?),
+                    stations,
+                ))
+            })
+            .collect::<Result<_, SyncError>>()?;
+        Ok(Tally {
+            authentications: count(totals.try_get(0).map_err(db)?),
+            voters: count(totals.try_get(1).map_err(db)?),
+            duplicates,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn auth(p: u8, station: &str, at: i64) -> Authentication {
+        Authentication {
+            pseudonym: Pseudonym([p; 32]),
+            station: station.into(),
+            at,
+        }
+    }
+
+    async fn store(name: &str) -> (KioskStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("civis-ledger-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (KioskStore::open(&dir.join("kiosk.db")).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_second_authentication_is_caught_at_one_station_and_after_an_exchange() {
+        let (north, d1) = store("north").await;
+        let (south, d2) = store("south").await;
+        let e = "city-2027";
+        // At one station: first, then again.
+        assert_eq!(
+            north
+                .record_authentication(e, &auth(1, "north", 100))
+                .await
+                .unwrap(),
+            Recorded::First
+        );
+        assert_eq!(
+            north
+                .record_authentication(e, &auth(1, "north", 160))
+                .await
+                .unwrap(),
+            Recorded::Again {
+                first: auth(1, "north", 100),
+                earlier: 1
+            }
+        );
+        // The same pseudonym in another election is another voter record.
+        assert_eq!(
+            north
+                .record_authentication("city-2028", &auth(1, "north", 170))
+                .await
+                .unwrap(),
+            Recorded::First
+        );
+        // Offline, south admits voter 2 and voter 3; north admitted voter 2 too.
+        north
+            .record_authentication(e, &auth(2, "north", 110))
+            .await
+            .unwrap();
+        south
+            .record_authentication(e, &auth(2, "south", 120))
+            .await
+            .unwrap();
+        south
+            .record_authentication(e, &auth(3, "south", 130))
+            .await
+            .unwrap();
+        assert!(!north.authenticated(e, &Pseudonym([3; 32])).await.unwrap());
+        // They exchange: each finds the double authentication of voter 2.
+        let from_south = south.station_records(e, "south").await.unwrap();
+        let got = north.import_authentications(e, &from_south).await.unwrap();
+        assert_eq!(
+            got,
+            Imported {
+                added: 2,
+                known: 0,
+                duplicates: 1
+            }
+        );
+        assert!(north.authenticated(e, &Pseudonym([3; 32])).await.unwrap());
+        // Importing the same records again adds nothing.
+        let again = north.import_authentications(e, &from_south).await.unwrap();
+        assert_eq!(
+            again,
+            Imported {
+                added: 0,
+                known: 2,
+                duplicates: 0
+            }
+        );
+        let t = north.tally(e).await.unwrap();
+        assert_eq!((t.authentications, t.voters), (5, 3));
+        assert_eq!(
+            t.duplicates,
+            vec![
+                (Pseudonym([1; 32]), 2, vec!["north".to_owned()]),
+                (
+                    Pseudonym([2; 32]),
+                    2,
+                    vec!["north".to_owned(), "south".to_owned()]
+                ),
+            ]
+        );
+        assert_eq!(north.tally("city-2028").await.unwrap().duplicates, vec![]);
+        north.close().await;
+        south.close().await;
+        let _ = std::fs::remove_dir_all(d1);
+        let _ = std::fs::remove_dir_all(d2);
+    }
+}
