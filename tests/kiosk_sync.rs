@@ -174,6 +174,14 @@ fn the_kiosk_advances_only_on_bundles_it_verifies_and_keeps_its_snapshot_otherwi
     }
     let (code, _, text) = sync(&db, &genesis, &["http://127.0.0.1:9"]);
     assert_eq!(code, 69, "{text}");
+    // A database in a folder that does not exist: the error names the file.
+    let nowhere = Path::new("/nonexistent-civis-folder/kiosk.db");
+    let (code, _, text) = sync(nowhere, &genesis, &[&reg.url(0)]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("/nonexistent-civis-folder/kiosk.db"),
+        "{text}"
+    );
     assert_eq!(snapshot(&db, &genesis), kept);
     let st = status(&db, &genesis);
     let outcomes: Vec<&str> = st["syncs"]

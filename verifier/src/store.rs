@@ -59,15 +59,17 @@ impl KioskStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
         // One writer: the kiosk's syncs never overlap.
+        // Errors name the file: "unable to open database file" alone does not say which.
+        let at = |e: &dyn std::fmt::Display| SyncError::Store(format!("{}: {e}", path.display()));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
-            .map_err(db)?;
+            .map_err(|e| at(&e))?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(db)?;
+            .map_err(|e| at(&e))?;
         Ok(Self { pool })
     }
 
