@@ -23,11 +23,9 @@ use civis_core::did::{Did, DidDocument, DidUrl, KeyCommitment};
 use civis_core::issuer_api::{EnrollRequest, StatusRequest};
 use civis_core::kiosk::KioskAccreditation;
 use civis_core::mdoc::citizen::{self, CitizenRecord};
-use civis_core::mdoc::{
-    self, DeviceRequest, DeviceResponse, ItemsRequest, SessionTranscript, reader_auth,
-};
+use civis_core::mdoc::{self, DeviceRequest, DeviceResponse, SessionTranscript};
 use civis_core::verify::{TrustSnapshot, Verdict};
-use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
+use civis_firmware_bridge::reader::{CardClient, Personalizer};
 use civis_firmware_bridge::transport::InProcess;
 use civis_firmware_bridge::virtual_card;
 use civis_issuer::client::{Counter, IssuerClient};
@@ -36,6 +34,7 @@ use civis_registry::files::{Endpoint, Network, PORT_BASE, RegistryDir};
 use civis_registry::node::{self, NodeOptions};
 use civis_registry_client::Client;
 use civis_registry_client::keyfile::{read_key, write_key};
+use civis_verifier::intake::read_card;
 use civis_verifier::messages::{self, Lang};
 use civis_verifier::policy::KioskPolicy;
 use civis_verifier::station::{self, Trust};
@@ -574,33 +573,14 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
         5,
         "The kiosk taps the card: NFC handover, encrypted session, ReaderAuth with its accreditation",
     );
+    // A tap as the kiosk makes it (`intake::read_card`), asking for `elements`.
     let tap = |card: &mut CardClient<InProcess>,
                elements: &[&str]|
      -> DemoResult<(Vec<u8>, SessionTranscript, DeviceRequest)> {
         card.transport().reset();
-        let engaged = card.read_engagement()?;
-        let (mut session, e_reader, e_reader_bytes) = MdocSession::start(&engaged, &mut OsRng);
-        let transcript = session.transcript().clone();
-        let items = ItemsRequest {
-            doc_type: citizen::DOC_TYPE.into(),
-            name_spaces: vec![(
-                citizen::NAMESPACE.into(),
-                elements.iter().map(|e| ((*e).to_owned(), false)).collect(),
-            )],
-            request_info: None,
-        };
-        let request = DeviceRequest {
-            version: "1.0".into(),
-            doc_requests: vec![reader_auth::sign_with_accreditation(
-                items,
-                &transcript,
-                &kiosk_key,
-                &statement,
-            )?],
-        };
-        let response = session.establish(card, e_reader.public_key(), e_reader_bytes, &request)?;
-        session.end(card)?;
-        Ok((response, transcript, request))
+        let asks = KioskPolicy::parse(&format!("service:counter={}", elements.join(",")))?;
+        let t = read_card(card, &asks, &kiosk_key, &statement, &mut OsRng)?;
+        Ok((t.response, t.transcript, t.request))
     };
     let _ = card.take_stats();
     let (response, transcript, request) = tap(&mut card, &wanted)?;

@@ -239,25 +239,17 @@ fn answer(policy: &str, minimal: bool) -> Answer {
     }
 }
 
-/// rqrr at frame size, then on the frame enlarged 1.5× and 2× (bilinear), as the kiosk gives rxing.
+/// rqrr at frame size, then on the frame enlarged 1.5× and 2× (the kiosk's own resize), as the
+/// kiosk gives rxing.
 fn rqrr_decode(grey: &[u8]) -> Option<String> {
-    [(1, 1), (3, 2), (2, 1)].into_iter().find_map(|(num, den)| {
+    frames::SCALES.into_iter().find_map(|(num, den)| {
         let (w, h) = (W * num / den, H * num / den);
-        let px = |x: usize, y: usize| {
-            // Bilinear sample of the frame at (x, y) of the enlarged image.
-            let (sx, sy) = (
-                x as f64 * den as f64 / num as f64,
-                y as f64 * den as f64 / num as f64,
-            );
-            let (x0, y0) = ((sx as usize).min(W - 2), (sy as usize).min(H - 2));
-            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
-            let p = |a: usize, b: usize| f64::from(grey[b * W + a]);
-            (p(x0, y0) * (1.0 - fx) * (1.0 - fy)
-                + p(x0 + 1, y0) * fx * (1.0 - fy)
-                + p(x0, y0 + 1) * (1.0 - fx) * fy
-                + p(x0 + 1, y0 + 1) * fx * fy) as u8
+        let img = if num == den {
+            grey.to_vec()
+        } else {
+            frames::resize(grey, W, H, w, h)
         };
-        let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, px);
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| img[y * w + x]);
         img.detect_grids()
             .into_iter()
             .find_map(|g| g.decode().ok().map(|(_, text)| text))

@@ -525,31 +525,21 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
     rt.block_on(async {
         let height = loaded.as_ref().map(|l| l.trust.height);
         let logged = store
-            .record_verdict(
-                now.0,
-                &policy_name,
-                outcome.kind.name(),
-                (outcome.kind != crate::outcome::Kind::Accept).then(|| outcome.reason.code()),
-                height,
-            )
+            .record_outcome(now.0, &policy_name, &outcome, height)
             .await;
         store.close().await;
         logged
     })?;
     let mut shown = serde_json::Map::new();
+    // What the screen would show: the outcome's elements (from the citizen document).
     if let Verdict::Accept(docs) = &verdict
-        && let Some(doc) = docs.iter().find(|d| d.doc_type == citizen::DOC_TYPE)
+        && docs.iter().any(|d| d.doc_type == citizen::DOC_TYPE)
+        && let serde_json::Value::Object(m) = name_spaced_to_json(&vec![(
+            citizen::NAMESPACE.to_owned(),
+            outcome.shown.clone(),
+        )])
     {
-        let items = policy
-            .shown(doc)
-            .into_iter()
-            .map(|(id, v)| (id, v.clone()))
-            .collect();
-        if let serde_json::Value::Object(m) =
-            name_spaced_to_json(&vec![(citizen::NAMESPACE.to_owned(), items)])
-        {
-            shown.extend(m);
-        }
+        shown.extend(m);
     }
     Ok((
         verdict,

@@ -54,7 +54,7 @@ pub const MAX_FINDER_CENTRES: usize = 600;
 /// answer has 3–4 pixels per module, coarse for the binarizer's 8×8 blocks once the camera
 /// blurs it; enlarged 1.5× and 2× it reads far more often (98.7 % of camera-like frames for
 /// `age-over-18` against 87 % at 1×, `benches/qr_frames.rs`).
-const SCALES: [(usize, usize); 3] = [(1, 1), (3, 2), (2, 1)];
+pub const SCALES: [(usize, usize); 3] = [(1, 1), (3, 2), (2, 1)];
 
 /// Largest enlarged frame decoded: a 1280×720 frame is tried at 1× and 1.5× only.
 const MAX_SCALED_PIXELS: usize = 2_100_000;
@@ -139,13 +139,20 @@ pub fn finder_like_centres(grey: &[u8], width: usize, height: usize) -> usize {
                 .zip([1, 1, 3, 1, 1])
                 .all(|(&n, units)| (n * 7).abs_diff(units * total) * 2 <= total * units)
     };
-    // Down the column `x` from `y` (dark): the centre run and two runs each way.
-    let column = |x: usize, y: usize| -> Option<[usize; 5]> {
+    // Down the column `x` from `y` (dark): the centre run and two runs each way, given up once
+    // longer than `limit` (twice the row's pattern: no match then), so a frame of long
+    // vertical runs costs no more than the rows it has.
+    let column = |x: usize, y: usize, limit: usize| -> Option<[usize; 5]> {
+        let mut walked = 0usize;
         let mut up = [0usize; 3];
         let mut yy = y;
         for (run, want) in up.iter_mut().zip([true, false, true]) {
             while dark(x, yy) == want {
                 *run += 1;
+                walked += 1;
+                if walked > limit {
+                    return None;
+                }
                 if yy == 0 {
                     break;
                 }
@@ -161,6 +168,10 @@ pub fn finder_like_centres(grey: &[u8], width: usize, height: usize) -> usize {
             while yy < height && dark(x, yy) == want {
                 *run += 1;
                 yy += 1;
+                walked += 1;
+                if walked > limit {
+                    return None;
+                }
             }
             if i > 0 && *run == 0 {
                 return None;
@@ -187,7 +198,7 @@ pub fn finder_like_centres(grey: &[u8], width: usize, height: usize) -> usize {
             }
             let centre = c.2 + c.1 / 2;
             let horizontal = a.1 + b.1 + c.1 + d.1 + e.1;
-            if let Some(v) = column(centre, y) {
+            if let Some(v) = column(centre, y, horizontal * 2) {
                 let vertical: usize = v.iter().sum();
                 if finder(v) && vertical * 2 >= horizontal && horizontal * 2 >= vertical {
                     hits += 1;
@@ -219,9 +230,12 @@ fn decode_once(grey: &[u8], width: u32, height: u32) -> Option<String> {
     .ok()
 }
 
-/// Bilinear resize of a grey `w × h` image to `sw × sh` (both at least 2×2), in 8-bit fixed
-/// point.
-fn resize(grey: &[u8], w: usize, h: usize, sw: usize, sh: usize) -> Vec<u8> {
+/// Bilinear resize of a grey `w × h` image to `sw × sh`, in 8-bit fixed point; empty when the
+/// source is smaller than 2×2 or `grey` is not `w × h` bytes.
+pub fn resize(grey: &[u8], w: usize, h: usize, sw: usize, sh: usize) -> Vec<u8> {
+    if w < 2 || h < 2 || grey.len() != w * h {
+        return Vec::new();
+    }
     let px = |x: usize, y: usize| u32::from(grey.get(y * w + x).copied().unwrap_or(0));
     let mut out = Vec::with_capacity(sw * sh);
     for y in 0..sh {
@@ -382,7 +396,12 @@ mod tests {
             .collect();
         let big = resize(&halves, 64, 48, 128, 96);
         assert_eq!((big[0], big[127]), (0, 255));
-        assert_eq!(resize(&halves, 2, 2, 4, 4).len(), 16);
+        assert_eq!(resize(&halves[..4], 2, 2, 4, 4).len(), 16);
+        assert!(resize(&[1], 1, 1, 4, 4).is_empty());
+        assert!(
+            resize(&halves, 2, 2, 4, 4).is_empty(),
+            "length does not match 2×2"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::outcome::{Kind, Outcome, Reason};
 use crate::policy::{KioskPolicy, Rule};
 use crate::station::{Station, Trust};
 use crate::store::KioskStore;
-use crate::sync::{SyncError, sync_store};
+use crate::sync::{SyncError, advance_store};
 
 /// Why the kiosk cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,10 @@ pub struct View {
     pub engagement: u64,
 }
 
+/// Camera frames read at once (each up to [`crate::frames::MAX_FRAME_PIXELS`] bytes); the page
+/// has one in flight.
+pub const MAX_FRAME_UPLOADS: usize = 4;
+
 /// A running kiosk.
 pub struct Kiosk {
     cfg: KioskConfig,
@@ -84,6 +88,7 @@ pub struct Kiosk {
     changes: watch::Sender<u64>,
     reading: AtomicBool,
     frame_gate: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
     hosts: Vec<String>,
     last_refused: Mutex<Option<([u8; 32], i64)>>,
     clock: fn() -> i64,
@@ -165,6 +170,7 @@ impl Kiosk {
             changes: watch::channel(0).0,
             reading: AtomicBool::new(false),
             frame_gate: Arc::new(Semaphore::new(1)),
+            uploads: Arc::new(Semaphore::new(MAX_FRAME_UPLOADS)),
             last_refused: Mutex::new(None),
             hosts,
             clock,
@@ -231,6 +237,12 @@ impl Kiosk {
     /// One camera frame decodes at a time: the permit to decode one, if none is decoding.
     pub fn frame_gate(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.frame_gate).try_acquire_owned().ok()
+    }
+
+    /// A frame's body is read only with one of [`MAX_FRAME_UPLOADS`] permits: frames buffered
+    /// at once stay a few megabytes, not one per connection.
+    pub fn upload_gate(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.uploads).try_acquire_owned().ok()
     }
 
     /// The engagement QR's text now.
@@ -322,11 +334,10 @@ impl Kiosk {
     async fn record(&self, outcome: &Outcome, loaded: Option<&Loaded>, now: i64) {
         let logged = self
             .store
-            .record_verdict(
+            .record_outcome(
                 now,
                 &self.policy_name(),
-                outcome.kind.name(),
-                (outcome.kind != Kind::Accept).then(|| outcome.reason.code()),
+                outcome,
                 loaded.map(|l| l.trust.height),
             )
             .await;
@@ -337,14 +348,12 @@ impl Kiosk {
 
     /// One sync from `client`; on success the new trust is in use at once.
     pub async fn sync_once(&self, client: &Client) -> Result<u64, SyncError> {
-        let report = sync_store(client, &self.genesis, &self.store, self.now()).await?;
-        if let Some(s) = self.store.snapshot(&self.genesis).await? {
-            *self
-                .loaded
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(Arc::new(Loaded::of(s.snapshot)));
-        }
+        let (report, snap) =
+            advance_store(client, &self.genesis, &self.store, self.now(), None).await?;
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(Loaded::of(snap)));
         self.notify();
         Ok(report.height)
     }

@@ -76,6 +76,28 @@ fn pseudonym_of(row: &sqlx::sqlite::SqliteRow, col: usize) -> Result<Pseudonym, 
     Ok(Pseudonym(arr))
 }
 
+/// Longest station name a ledger takes from an import.
+pub const MAX_STATION_LEN: usize = 128;
+
+/// Insert one record unless the ledger holds it already; whether it was new.
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    election: &str,
+    a: &Authentication,
+) -> Result<bool, SyncError> {
+    let done = sqlx::query(
+        "INSERT OR IGNORE INTO evote_auth (election, pseudonym, station, at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(election)
+    .bind(&a.pseudonym.0[..])
+    .bind(&a.station)
+    .bind(a.at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected() == 1)
+}
+
 fn count(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -99,16 +121,7 @@ impl KioskStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO evote_auth (election, pseudonym, station, at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(election)
-        .bind(&auth.pseudonym.0[..])
-        .bind(&auth.station)
-        .bind(auth.at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        insert(&mut tx, election, auth).await?;
         tx.commit().await.map_err(db)?;
         Ok(match earlier {
             None => Recorded::First,
@@ -172,37 +185,31 @@ impl KioskStore {
         election: &str,
         records: &[Authentication],
     ) -> Result<Imported, SyncError> {
+        // Station names come from the other side: bounded before anything is written.
+        if let Some(a) = records.iter().find(|a| a.station.len() > MAX_STATION_LEN) {
+            return Err(SyncError::Store(format!(
+                "a station name of {} bytes (at most {MAX_STATION_LEN})",
+                a.station.len()
+            )));
+        }
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut out = Imported::default();
         for a in records {
-            let seen = sqlx::query(
-                "SELECT COUNT(*), SUM(station = $3 AND at = $4) FROM evote_auth WHERE election = $1 AND pseudonym = $2",
+            let seen_before = sqlx::query(
+                "SELECT 1 FROM evote_auth WHERE election = $1 AND pseudonym = $2 LIMIT 1",
             )
             .bind(election)
             .bind(&a.pseudonym.0[..])
-            .bind(&a.station)
-            .bind(a.at)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?;
-            let before: i64 = seen.try_get(0).map_err(db)?;
-            let same: Option<i64> = seen.try_get(1).map_err(db)?;
-            if same.unwrap_or(0) > 0 {
+            .map_err(db)?
+            .is_some();
+            if !insert(&mut tx, election, a).await? {
                 out.known += 1;
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO evote_auth (election, pseudonym, station, at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(election)
-            .bind(&a.pseudonym.0[..])
-            .bind(&a.station)
-            .bind(a.at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
             out.added += 1;
-            if before > 0 {
+            if seen_before {
                 out.duplicates += 1;
             }
         }
@@ -220,8 +227,9 @@ impl KioskStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
+        // The stations as a JSON array: a station name may hold any character, commas too.
         let rows = sqlx::query(
-            "SELECT pseudonym, COUNT(*), GROUP_CONCAT(DISTINCT station) FROM evote_auth \
+            "SELECT pseudonym, COUNT(*), json_group_array(DISTINCT station) FROM evote_auth \
              WHERE election = $1 GROUP BY pseudonym HAVING COUNT(*) > 1 ORDER BY pseudonym",
         )
         .bind(election)
@@ -232,7 +240,7 @@ impl KioskStore {
             .iter()
             .map(|r| {
                 let stations: String = r.try_get(2).map_err(db)?;
-                let mut stations: Vec<String> = stations.split(',').map(str::to_owned).collect();
+                let mut stations: Vec<String> = serde_json::from_str(&stations).map_err(db)?;
                 stations.sort();
                 Ok((
                     pseudonym_of(r, 0)?,
@@ -350,6 +358,33 @@ mod tests {
             ]
         );
         assert_eq!(north.tally("city-2028").await.unwrap().duplicates, vec![]);
+        // A station name with a comma stays one name; an oversized one is refused, nothing
+        // of that import written.
+        north
+            .record_authentication("city-2029", &auth(4, "east, gate 2", 1))
+            .await
+            .unwrap();
+        north
+            .record_authentication("city-2029", &auth(4, "east, gate 2", 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            north.tally("city-2029").await.unwrap().duplicates,
+            vec![(Pseudonym([4; 32]), 2, vec!["east, gate 2".to_owned()])]
+        );
+        let long = auth(5, &"x".repeat(MAX_STATION_LEN + 1), 3);
+        assert!(
+            north
+                .import_authentications("city-2029", &[auth(6, "west", 3), long])
+                .await
+                .is_err()
+        );
+        assert!(
+            !north
+                .authenticated("city-2029", &Pseudonym([6; 32]))
+                .await
+                .unwrap()
+        );
         north.close().await;
         south.close().await;
         let _ = std::fs::remove_dir_all(d1);

@@ -27,19 +27,18 @@ const PAGE: &str = include_str!("../assets/kiosk.html");
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 /// Largest scanner text accepted.
 pub const MAX_SCAN_BYTES: usize = 8 * 1024;
+/// Largest camera-frame body accepted.
+const FRAME_BODY_LIMIT: usize = MAX_FRAME_PIXELS + 1024;
 
 /// The router of the kiosk screen over `kiosk`.
 pub fn router(kiosk: Arc<Kiosk>) -> Router {
-    let frame_limit = MAX_FRAME_PIXELS + 1024;
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
         .route("/api/screen", get(screen))
         .route("/api/engagement.svg", get(engagement_svg))
-        .route(
-            "/api/frame",
-            post(frame).layer(DefaultBodyLimit::max(frame_limit)),
-        )
+        // Reads its body itself, under an upload permit and FRAME_BODY_LIMIT.
+        .route("/api/frame", post(frame))
         .route("/api/scan", post(scan))
         .route("/api/done", post(done))
         .layer(DefaultBodyLimit::max(MAX_SCAN_BYTES))
@@ -244,7 +243,28 @@ struct FrameQuery {
 /// A camera frame: grey bytes, `w × h`. 200 with the verdict when it held a phone's answer,
 /// 204 when it held no code, 422 for a code that is not an answer, 429 while another frame
 /// is being decoded (the page just sends the next one).
-async fn frame(State(k): State<Arc<Kiosk>>, Query(q): Query<FrameQuery>, body: Bytes) -> Response {
+async fn frame(
+    State(k): State<Arc<Kiosk>>,
+    Query(q): Query<FrameQuery>,
+    body: axum::body::Body,
+) -> Response {
+    // Read the body only with an upload permit: connections waiting to be decoded must not each
+    // hold a buffered frame (a flood of uploads held ~400 MB).
+    let Some(upload) = k.upload_gate() else {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many frames arriving").into_response();
+    };
+    let body = match axum::body::to_bytes(body, FRAME_BODY_LIMIT).await {
+        Ok(b) => b,
+        // Over the limit (or a stream that broke off, whose sender is gone anyway).
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "frame body over the limit or cut off",
+            )
+                .into_response();
+        }
+    };
+    drop(upload);
     let Some(permit) = k.frame_gate() else {
         return (
             StatusCode::TOO_MANY_REQUESTS,

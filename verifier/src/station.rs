@@ -35,10 +35,7 @@ pub fn judge(
     now: i64,
 ) -> (Verdict, Outcome) {
     let verdict = match trust {
-        None => Verdict::Undetermined(UndeterminedReason::StaleTrustState {
-            age_secs: i64::MAX,
-            max_secs: policy.max_age_secs,
-        }),
+        None => never_synced(policy),
         Some(t) => {
             let p = Presentation {
                 device_response: response,
@@ -60,11 +57,15 @@ pub fn judge(
 
 /// The outcome when the kiosk has never synced: no state to decide on.
 pub fn unsynced(policy: &KioskPolicy) -> Outcome {
-    let verdict = Verdict::Undetermined(UndeterminedReason::StaleTrustState {
+    Outcome::of_verdict(&never_synced(policy), policy, None)
+}
+
+/// Undetermined: no snapshot at all is older than any policy allows.
+fn never_synced(policy: &KioskPolicy) -> Verdict {
+    Verdict::Undetermined(UndeterminedReason::StaleTrustState {
         age_secs: i64::MAX,
         max_secs: policy.max_age_secs,
-    });
-    Outcome::of_verdict(&verdict, policy, None)
+    })
 }
 
 struct Engagement {
@@ -117,11 +118,6 @@ impl Station {
         }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &KioskPolicy {
-        &self.policy
-    }
-
     /// The engagement QR's text (`CVE1:…`) on screen now.
     pub fn engagement_text(&self) -> &str {
         &self.engagement.text
@@ -156,9 +152,7 @@ impl Station {
             Err((reason, detail)) => Outcome::refused(reason, detail),
             Ok(response) => {
                 let transcript = self.engagement.shown.transcript();
-                self.engagement = Engagement::fresh(&self.policy, rng);
-                self.engagement_id += 1;
-                self.engaged_at = None;
+                self.replace_engagement(rng);
                 judge(&self.policy, trust, &response, &transcript, None, now).1
             }
         };
@@ -217,10 +211,16 @@ impl Station {
     /// A new engagement (the screen's QR changes), e.g. after the engagement was shown for a
     /// long time.
     pub fn renew_engagement(&mut self, rng: &mut impl CryptoRngCore) {
+        self.replace_engagement(rng);
+        self.seq += 1;
+    }
+
+    /// A fresh engagement in place of the one on screen (the screen's `seq` moves with the
+    /// verdict or renewal that caused it).
+    fn replace_engagement(&mut self, rng: &mut impl CryptoRngCore) {
         self.engaged_at = None;
         self.engagement = Engagement::fresh(&self.policy, rng);
         self.engagement_id += 1;
-        self.seq += 1;
     }
 
     /// Changes whenever the engagement QR does.

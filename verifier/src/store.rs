@@ -11,6 +11,9 @@ use sqlx::{Row, SqlitePool};
 
 use crate::sync::SyncError;
 
+/// Sync attempts the log keeps.
+pub const SYNC_LOG_ROWS: i64 = 1000;
+
 /// The kiosk's database.
 #[derive(Debug, Clone)]
 pub struct KioskStore {
@@ -93,6 +96,25 @@ impl KioskStore {
         }))
     }
 
+    /// The stored snapshot's height without decoding it (a sync asks the registry first and
+    /// decodes only once a bundle is in); a database made for another chain is an error.
+    pub async fn stored_height(&self, genesis_digest: &[u8]) -> Result<Option<u64>, SyncError> {
+        let row = sqlx::query("SELECT genesis, height FROM snapshot WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get(0).map_err(db)?;
+        if stored != genesis_digest {
+            return Err(SyncError::Snapshot {
+                path: "kiosk database".into(),
+                message: "made for another chain (genesis digest differs)".into(),
+            });
+        }
+        let h: i64 = row.try_get(1).map_err(db)?;
+        Ok(Some(u64::try_from(h).unwrap_or(0)))
+    }
+
     /// Replace the snapshot, whole, in one transaction.
     pub async fn save(&self, snap: &KioskSnapshot, synced_at: i64) -> Result<(), SyncError> {
         let h = snap.header();
@@ -114,8 +136,24 @@ impl KioskStore {
         Ok(())
     }
 
-    /// Log a sync.
+    /// Count `outcome`: its verdict and, unless accepted, its reason code (nothing about the
+    /// resident).
+    pub async fn record_outcome(
+        &self,
+        at: i64,
+        policy: &str,
+        outcome: &crate::outcome::Outcome,
+        snapshot_height: Option<u64>,
+    ) -> Result<(), SyncError> {
+        let reason = (outcome.kind != crate::outcome::Kind::Accept).then(|| outcome.reason.code());
+        self.record_verdict(at, policy, outcome.kind.name(), reason, snapshot_height)
+            .await
+    }
+
+    /// Log a sync, keeping the last [`SYNC_LOG_ROWS`] (a kiosk offline for months tries every
+    /// minute: the log must not grow with it).
     pub async fn record(&self, e: &SyncEntry) -> Result<(), SyncError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(
             "INSERT INTO syncs (at, from_height, height, bundle_bytes, outcome, reason) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -126,10 +164,15 @@ impl KioskStore {
         .bind(i64::try_from(e.bundle_bytes).unwrap_or(i64::MAX))
         .bind(e.outcome)
         .bind(&e.reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
-        Ok(())
+        sqlx::query("DELETE FROM syncs WHERE id <= last_insert_rowid() - $1")
+            .bind(SYNC_LOG_ROWS)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     /// The last `n` syncs, newest first.
@@ -207,5 +250,37 @@ impl KioskStore {
     /// Close the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sync_log_keeps_its_newest_rows_only() {
+        let dir = std::env::temp_dir().join(format!("civis-sync-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = KioskStore::open(&dir.join("kiosk.db")).await.unwrap();
+        let extra = 25;
+        for at in 0..SYNC_LOG_ROWS + extra {
+            let e = SyncEntry {
+                at,
+                from: None,
+                height: None,
+                bundle_bytes: 0,
+                outcome: "unreachable",
+                reason: Some("no registry".into()),
+            };
+            store.record(&e).await.unwrap();
+        }
+        let kept = store.syncs(u32::MAX).await.unwrap();
+        assert_eq!(kept.len() as i64, SYNC_LOG_ROWS);
+        assert_eq!(kept.first().unwrap().at, SYNC_LOG_ROWS + extra - 1);
+        assert_eq!(kept.last().unwrap().at, extra);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -189,12 +189,23 @@ pub async fn sync_store_with(
     now: i64,
     on_step: Option<&OnStep<'_>>,
 ) -> Result<SyncReport, SyncError> {
-    let stored = store.snapshot(genesis).await?;
-    let from = stored.as_ref().map(|s| s.snapshot.header().height);
-    let mut snap = match stored {
-        Some(s) => s.snapshot,
-        None => KioskSnapshot::from_genesis(genesis)?,
-    };
+    advance_store(client, genesis, store, now, on_step)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`sync_store_with`], also handing back the advanced snapshot (the running kiosk puts it in
+/// use without reading it back). The stored snapshot is decoded only once a bundle is in: a
+/// kiosk that finds no registry pays no decode.
+pub(crate) async fn advance_store(
+    client: &Client,
+    genesis: &Genesis,
+    store: &crate::store::KioskStore,
+    now: i64,
+    on_step: Option<&OnStep<'_>>,
+) -> Result<(SyncReport, KioskSnapshot), SyncError> {
+    let fresh = KioskSnapshot::from_genesis(genesis)?;
+    let from = store.stored_height(&fresh.genesis_digest()).await?;
     let entry = |outcome, height, bundle_bytes, reason: Option<String>| crate::store::SyncEntry {
         at: now,
         from,
@@ -221,6 +232,10 @@ pub async fn sync_store_with(
             return Err(e.into());
         }
     };
+    let mut snap = match store.snapshot(genesis).await? {
+        Some(s) => s.snapshot,
+        None => fresh,
+    };
     if let Err(e) = snap.apply(&bundle) {
         let reason = Some(crate::kiosk::tame(&e.to_string()));
         store
@@ -236,10 +251,6 @@ pub async fn sync_store_with(
     store
         .record(&entry("advanced", Some(height), bundle_bytes, None))
         .await?;
-    Ok(SyncReport::of(
-        &snap,
-        from,
-        bundle_bytes,
-        bundle.epochs.len(),
-    ))
+    let report = SyncReport::of(&snap, from, bundle_bytes, bundle.epochs.len());
+    Ok((report, snap))
 }
