@@ -335,6 +335,27 @@ fn demo_runs_and_reports_every_outcome() {
         text.contains("anchored it in an update-status transaction"),
         "{text}"
     );
+    // E-voting: a wrong PIN gives no pseudonym, the PIN gives one, the same card again is
+    // caught, and the station showed only the eligibility elements.
+    assert!(
+        text.contains(
+            "tap with a wrong PIN: REJECT  (election pseudonym: the card returned no pseudonym)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("tap with the PIN: ACCEPT  age_over_18=Yes, resident_district=Harbour ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("the same card again: REJECT  (already authenticated in this election)"),
+        "{text}"
+    );
+    assert!(text.contains("double authentication caught"), "{text}");
+    assert!(
+        text.contains("tally-auth: 2 authentications, 1 voter(s), 1 duplicate(s)"),
+        "{text}"
+    );
 }
 
 /// A demo stopped by SIGTERM in the middle (after its issuer started, before the end) removes

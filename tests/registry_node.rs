@@ -399,6 +399,61 @@ fn sync_flood_key_files_and_absurd_heights() {
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"], "not_found");
     }
+
+    // `civis evote register`: governance registers an election; a rule naming an identifying
+    // element, and the same id again, are refused with the reason.
+    let gov = dir.join("governance.jwk");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (opens, closes) = ((now - 60).to_string(), (now + 3600).to_string());
+    let register = |id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "evote",
+            "register",
+            "--node",
+            &node,
+            "--key",
+            gov.to_str().unwrap(),
+            "--id",
+            id,
+            "--age-over-18",
+            "--district",
+            "Harbour",
+            "--district",
+            "Old Town",
+            "--opens",
+            &opens,
+            "--closes",
+            &closes,
+        ];
+        args.extend_from_slice(extra);
+        civis(&args)
+    };
+    let ok = register("council-2027", &["--reauth", "last-counts"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // One JSON line: the transaction's outcome, included in a block.
+    let answer: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(answer.to_string().contains("included"), "{answer}");
+    let again = register("council-2027", &[]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("the election exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let named = register("council-2028", &["--require", "family_name=\"Jansen\""]);
+    assert!(!named.status.success());
+    assert!(
+        String::from_utf8_lossy(&named.stderr).contains("identifies the voter"),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
 }
 
 /// Review of issue #10: a client holding idle connections from many loopback addresses used to

@@ -231,6 +231,8 @@ pub struct CardInfo {
     pub perso_counter: u32,
     /// The card key's public key, SEC1 uncompressed, once generated.
     pub public_key: Option<Vec<u8>>,
+    /// The VRF (election pseudonym) public key, SEC1 compressed, once generated.
+    pub vrf_key: Option<Vec<u8>>,
     /// PIN tries left (`None`: no PIN set).
     pub pin_tries: Option<u8>,
     /// PUK tries left (`None`: no PUK set).
@@ -255,6 +257,10 @@ impl CardInfo {
             (
                 "publicKey",
                 self.public_key.clone().map_or(Value::Null, Value::Bytes),
+            ),
+            (
+                "vrfKey",
+                self.vrf_key.clone().map_or(Value::Null, Value::Bytes),
             ),
             ("pinTries", opt_u8(self.pin_tries)),
             ("pukTries", opt_u8(self.puk_tries)),
@@ -298,6 +304,11 @@ impl CardInfo {
             public_key: match access::req(W, m, "publicKey")? {
                 Value::Null => None,
                 b => Some(access::bytes(W, b)?.to_vec()),
+            },
+            // Absent from cards built before e-voting.
+            vrf_key: match access::get(W, m, "vrfKey")? {
+                None | Some(Value::Null) => None,
+                Some(b) => Some(access::bytes(W, b)?.to_vec()),
             },
             pin_tries: small("pinTries")?,
             puk_tries: small("pukTries")?,
@@ -343,6 +354,7 @@ mod tests {
             locked: true,
             perso_counter: 9,
             public_key: Some(vec![4; 65]),
+            vrf_key: Some(vec![2; 33]),
             pin_tries: Some(2),
             puk_tries: None,
             credentials: vec![0, 2],

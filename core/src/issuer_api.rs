@@ -101,6 +101,9 @@ pub struct CardFacts {
     /// The card key's public key (SEC1, hex), once generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The card's VRF key for election pseudonyms (SEC1 compressed, hex), once generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf_key: Option<String>,
     /// A PIN is set.
     pub pin_set: bool,
     /// A PUK is set.
@@ -118,6 +121,7 @@ impl From<&crate::card::CardInfo> for CardFacts {
             locked: info.locked,
             perso_counter: info.perso_counter,
             public_key: info.public_key.as_ref().map(hex::encode),
+            vrf_key: info.vrf_key.as_ref().map(hex::encode),
             pin_set: info.pin_tries.is_some(),
             puk_set: info.puk_tries.is_some(),
             has_root: info.has_root,

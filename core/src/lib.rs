@@ -29,6 +29,7 @@ pub mod cose;
 pub mod crypto;
 pub mod did;
 pub mod error;
+pub mod evote;
 pub mod issuer_api;
 pub mod jwk;
 pub mod kiosk;

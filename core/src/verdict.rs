@@ -83,6 +83,19 @@ pub enum RejectReason {
     },
     /// The disclosed elements do not meet the kiosk's policy (e.g. under 18, another district).
     PolicyUnmet(String),
+    /// The election is not open now (e-voting).
+    ElectionClosed {
+        /// Opening time (Unix seconds).
+        opens: i64,
+        /// Closing time (Unix seconds, exclusive).
+        closes: i64,
+    },
+    /// No valid election pseudonym: missing (no PIN, an old card), or its proof does not
+    /// verify under the issuer-bound VRF key for this election.
+    Pseudonym(String),
+    /// This voter (pseudonym) already authenticated in this election, and the election refuses
+    /// a second authentication.
+    AlreadyAuthenticated,
     /// The issuer key had been rotated out (retired on chain) before the credential says it
     /// was signed.
     IssuerKeyRetired {
@@ -132,6 +145,14 @@ impl fmt::Display for RejectReason {
                 write!(f, "element {namespace}/{element} was not disclosed")
             }
             Self::PolicyUnmet(why) => write!(f, "policy not met: {why}"),
+            Self::ElectionClosed { opens, closes } => {
+                write!(
+                    f,
+                    "the election is not open (open from {opens} until {closes})"
+                )
+            }
+            Self::Pseudonym(why) => write!(f, "election pseudonym: {why}"),
+            Self::AlreadyAuthenticated => f.write_str("already authenticated in this election"),
             Self::IssuerKeyRetired { kid, at } => write!(
                 f,
                 "issuer key {kid} was rotated out at {} before the credential was signed",

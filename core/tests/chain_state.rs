@@ -555,6 +555,7 @@ fn elections_and_governance_limits() {
         eligibility: vec![("age_over_18".into(), ciborium::Value::Bool(true))],
         opens: NOW,
         closes: NOW + 3600,
+        reauth: civis_core::evote::Reauth::Refuse,
     };
     assert!(matches!(
         w.refused(&citizen.sign(op.clone())),
@@ -580,6 +581,7 @@ fn wire_form_round_trips_and_hostile_bytes_are_refused() {
         eligibility: vec![],
         opens: 1,
         closes: 2,
+        reauth: civis_core::evote::Reauth::Refuse,
     });
     let back = SignedTx::decode(tx.bytes()).unwrap();
     assert_eq!(back.tx, tx.tx);

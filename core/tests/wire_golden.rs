@@ -224,6 +224,7 @@ fn every_operation(gov: &mut Holder, issuer: &mut Holder, kiosk: &Holder) -> Vec
             eligibility: vec![("age_over_18".into(), ciborium::Value::Bool(true))],
             opens: T0 + 86_400,
             closes: T0 + 2 * 86_400,
+            reauth: civis_core::evote::Reauth::Refuse,
         }),
         rotate,
         gov.sign(set),

@@ -16,6 +16,7 @@ use civis_core::mdoc::{
 };
 use civis_core::ndef::{self, NfcLimits};
 use civis_core::session::{Role, Session};
+use civis_core::vrf::VrfPublicKey;
 use rand_core::CryptoRngCore;
 
 use crate::error::{Error, Result};
@@ -429,10 +430,18 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
         Ok(out)
     }
 
-    /// GENERATE KEY: the card's public key.
+    /// GENERATE KEY: the card's public key (the VRF key it makes alongside is dropped; see
+    /// [`Self::generate_keys`]).
     pub fn generate_key(&mut self) -> Result<EcPublicKey> {
+        Ok(self.generate_keys()?.0)
+    }
+
+    /// GENERATE KEY: the card key (SEC1 uncompressed, 65 bytes) and the separate VRF key for
+    /// election pseudonyms (SEC1 compressed, 33 bytes), both made on the card.
+    pub fn generate_keys(&mut self) -> Result<(EcPublicKey, VrfPublicKey)> {
         let public = self.command("GENERATE KEY", card::ins::GENERATE_KEY, 0, 0, &[])?;
-        Ok(EcPublicKey::from_sec1(&public)?)
+        let (card_key, vrf_key) = split_generated(&public)?;
+        Ok((card_key, vrf_key))
     }
 
     /// Set the PIN.
@@ -520,4 +529,19 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
         )?;
         Ok(receipt)
     }
+}
+
+/// Split GENERATE KEY's answer: card key (65 bytes, uncompressed) ‖ VRF key (33, compressed).
+pub fn split_generated(answer: &[u8]) -> Result<(EcPublicKey, VrfPublicKey)> {
+    if answer.len() != 65 + 33 {
+        return Err(Error::Protocol(format!(
+            "GENERATE KEY answered {} bytes, not 98",
+            answer.len()
+        )));
+    }
+    let (card_key, vrf_key) = answer.split_at(65);
+    Ok((
+        EcPublicKey::from_sec1(card_key)?,
+        VrfPublicKey::from_sec1(vrf_key)?,
+    ))
 }

@@ -631,6 +631,7 @@ pub async fn mint_for_key(
         agency,
         &attributes,
         &device_key,
+        None,
         u64::try_from(idx).map_err(|_| Error::Corrupt("index"))?,
         civis_core::Timestamp(now),
         &mut rand_core::OsRng,

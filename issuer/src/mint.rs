@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use civis_core::Timestamp;
 use civis_core::chain::state::status_uri;
 use civis_core::crypto::EcPublicKey;
+use civis_core::evote;
 use civis_core::mdoc::citizen;
 use civis_core::mdoc::{self, IssueParams, IssuerKeyId, StatusRef, TDate, ValidityInfo};
+use civis_core::vrf::VrfPublicKey;
 use rand_core::CryptoRngCore;
 use tokio::sync::Mutex;
 
@@ -58,6 +60,8 @@ pub struct CardCredential<'a> {
     pub resident: &'a str,
     /// The card key (SEC1), recorded when it was checked.
     pub card_key: &'a [u8],
+    /// The card's VRF key (SEC1 compressed), recorded with the card key.
+    pub vrf_key: Option<&'a [u8]>,
     /// Card serial.
     pub serial: &'a [u8],
     /// Card batch.
@@ -91,11 +95,13 @@ pub async fn for_card(
         .ok_or(Error::NotFound("resident"))?;
     let attributes = Attributes::from_bytes(&attributes)?;
     let device_key = EcPublicKey::from_sec1(card.card_key)?;
+    let vrf_key = card.vrf_key.map(VrfPublicKey::from_sec1).transpose()?;
     let idx = u64::try_from(card.idx).map_err(|_| Error::Corrupt("index"))?;
     let bytes = mint(
         agency,
         &attributes,
         &device_key,
+        vrf_key.as_ref(),
         idx,
         Timestamp(now),
         &mut OsRng,
@@ -130,11 +136,14 @@ pub async fn for_card(
 }
 
 /// Sign a credential for `device_key` with status entry `idx` of the agency's list, valid from
-/// `now` for the agency's validity period. Returns the IssuerSigned bytes the card stores.
+/// `now` for the agency's validity period. A card's `vrf_key` becomes the issuer-signed element
+/// `vrf_key`, and the MSO then lets the card device-sign its election pseudonym. Returns the
+/// IssuerSigned bytes the card stores.
 pub fn mint(
     agency: &Agency,
     attributes: &Attributes,
     device_key: &EcPublicKey,
+    vrf_key: Option<&VrfPublicKey>,
     idx: u64,
     now: Timestamp,
     rng: &mut dyn CryptoRngCore,
@@ -151,7 +160,13 @@ pub fn mint(
         .date();
     let record = attributes.record(&agency.config, today)?;
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let name_spaces = record.to_name_spaces(&today.format(fmt).unwrap_or_default())?;
+    let mut name_spaces = record.to_name_spaces(&today.format(fmt).unwrap_or_default())?;
+    if let (Some(vrf), Some((_, elements))) = (vrf_key, name_spaces.first_mut()) {
+        elements.push((
+            evote::VRF_KEY.to_owned(),
+            ciborium::Value::Bytes(vrf.to_bytes().to_vec()),
+        ));
+    }
     let until = now.plus_secs(i64::from(agency.config.validity_days) * 86_400);
     let params = IssueParams {
         doc_type: citizen::DOC_TYPE,
@@ -167,7 +182,7 @@ pub fn mint(
             idx,
             uri: status_uri(&agency.did, &agency.config.status_list),
         }),
-        key_authorizations: None,
+        key_authorizations: vrf_key.map(|_| evote::key_authorizations()),
     };
     // The key current now: after a rotation, new credentials use the new key at once.
     let keys = agency.keys();

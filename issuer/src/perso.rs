@@ -62,6 +62,23 @@ fn card_key_of(facts: &CardFacts) -> Result<Option<Vec<u8>>> {
         .transpose()
 }
 
+/// The card's VRF key from its facts, checked to be a P-256 point (compressed, 33 bytes).
+/// Cards made before e-voting have none; their credentials then carry no pseudonym key.
+fn vrf_key_of(facts: &CardFacts) -> Result<Option<Vec<u8>>> {
+    let Some(h) = facts.vrf_key.as_deref() else {
+        return Ok(None);
+    };
+    let bad = || Error::Invalid {
+        field: "card.vrfKey",
+        why: "must be a compressed P-256 point (33 bytes, hex)",
+    };
+    let key = hex::decode(h).map_err(|_| bad())?;
+    if key.len() != 33 || civis_core::vrf::VrfPublicKey::from_sec1(&key).is_err() {
+        return Err(bad());
+    }
+    Ok(Some(key))
+}
+
 fn digits(field: &'static str, s: &str, len: std::ops::RangeInclusive<usize>) -> Result<()> {
     if len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
@@ -173,6 +190,7 @@ pub async fn advance(
                 serial: serial.to_vec(),
                 state: "started".into(),
                 card_key: None,
+                vrf_key: None,
                 list: None,
                 idx: None,
                 credential: None,
@@ -215,8 +233,12 @@ pub async fn advance(
                         vec![],
                     ));
                 };
+                let vrf_key = vrf_key_of(facts)?;
                 let checked = match check_card_key(svc, agency, &row, key).await {
-                    Ok(()) => store.record_card_key(&row, key, now).await.map(drop),
+                    Ok(()) => store
+                        .record_card_key(&row, key, vrf_key.as_deref(), now)
+                        .await
+                        .map(drop),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = checked {
@@ -383,6 +405,7 @@ async fn mint_for_card(
     let card = CardCredential {
         resident: &row.resident,
         card_key,
+        vrf_key: row.vrf_key.as_deref(),
         serial: &row.serial,
         batch: &row.batch,
         list: row.list.as_deref().unwrap_or_default(),

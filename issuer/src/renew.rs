@@ -258,6 +258,7 @@ async fn mint(
     let spec = CardCredential {
         resident: &card.resident,
         card_key,
+        vrf_key: card.vrf_key.as_deref(),
         serial: &card.serial,
         batch: &card.batch,
         list: row.list.as_deref().unwrap_or_default(),

@@ -75,6 +75,8 @@ pub struct PersoRow {
     pub state: String,
     /// The card key, once checked.
     pub card_key: Option<Vec<u8>>,
+    /// The card's VRF key (SEC1 compressed), recorded with the card key.
+    pub vrf_key: Option<Vec<u8>>,
     /// Status list, once an index is allocated.
     pub list: Option<String>,
     /// Status index, once allocated.
@@ -246,8 +248,8 @@ fn from_rows<T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>>(
 
 const CREDENTIAL_COLS: &str = "id, agency, resident, request_key, list, idx, card_serial, batch, \
                                issuer_signed, state, wanted";
-const PERSO_COLS: &str =
-    "id, agency, request_key, resident, batch, serial, state, card_key, list, idx, credential";
+const PERSO_COLS: &str = "id, agency, request_key, resident, batch, serial, state, card_key, vrf_key, list, idx, \
+     credential";
 const CHANGE_COLS: &str = "id, credential, list, idx, value, state, tx, height";
 
 impl Store {
@@ -532,15 +534,22 @@ impl Store {
 
     /// Record a checked card key and move `started` → `key_checked`. The key's uniqueness
     /// across every card ever seen is the `card_keys` primary key.
-    pub async fn record_card_key(&self, p: &PersoRow, key: &[u8], now: i64) -> Result<bool> {
+    pub async fn record_card_key(
+        &self,
+        p: &PersoRow,
+        key: &[u8],
+        vrf_key: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
-            "UPDATE personalizations SET state = 'key_checked', card_key = $1, updated = $2 \
-             WHERE id = $3 AND state = 'started'",
+            "UPDATE personalizations SET state = 'key_checked', card_key = $1, vrf_key = $4, \
+             updated = $2 WHERE id = $3 AND state = 'started'",
         )
         .bind(key)
         .bind(now)
         .bind(&p.id)
+        .bind(vrf_key)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -1499,6 +1499,32 @@ fn a_locked_cards_credential_is_renewed_once_and_the_old_one_revoked_only_when_t
             let lost = play(&mut card, &second).unwrap();
             let new_bytes = card.transport().state().credentials[0].clone().unwrap();
             assert_ne!(new_bytes, old_bytes);
+            // Both bind the card's VRF key (its election pseudonyms stay the same across a
+            // renewal), and let the card device-sign the pseudonym.
+            let vrf = card
+                .transport()
+                .state()
+                .vrf_public_key()
+                .unwrap()
+                .to_bytes();
+            for bytes in [&old_bytes, &new_bytes] {
+                let c = civis_wallet_core::holder::StoredCredential::from_bytes(bytes).unwrap();
+                assert_eq!(
+                    c.element(
+                        civis_core::mdoc::citizen::NAMESPACE,
+                        civis_core::evote::VRF_KEY
+                    ),
+                    Some(&ciborium::Value::Bytes(vrf.to_vec()))
+                );
+                let mso = civis_core::mdoc::MobileSecurityObject::from_issuer_auth(
+                    &c.issuer_signed.issuer_auth,
+                )
+                .unwrap();
+                assert!(
+                    mso.device_may_sign(civis_core::evote::NAMESPACE, civis_core::evote::PSEUDONYM)
+                );
+                assert!(!mso.device_may_sign(civis_core::mdoc::citizen::NAMESPACE, "age_over_18"));
+            }
             assert_eq!(alpha.status(&old).await.unwrap().wanted, "valid");
             // A forged receipt, or one for another counter, is refused.
             let mut forged = lost.clone();

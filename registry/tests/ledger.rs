@@ -303,6 +303,7 @@ async fn transactions_parked_behind_gaps_cannot_jam_the_pool() {
                     eligibility: vec![("age_over_18".into(), ciborium::Value::Bool(true))],
                     opens: T0,
                     closes: T0 + 86_400,
+                    reauth: civis_core::evote::Reauth::Refuse,
                 },
             )
             .bytes(),
@@ -358,6 +359,7 @@ async fn a_full_pool_keeps_room_for_governance() {
                     eligibility: Vec::new(),
                     opens: T0,
                     closes: T0 + 10,
+                    reauth: civis_core::evote::Reauth::Refuse,
                 },
             )
             .bytes(),

@@ -342,6 +342,16 @@ fn enrollment(request_key: &str, record: &CitizenRecord) -> EnrollRequest {
     }
 }
 
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
 fn now_secs() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -579,7 +589,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
      -> DemoResult<(Vec<u8>, SessionTranscript, DeviceRequest)> {
         card.transport().reset();
         let asks = KioskPolicy::parse(&format!("service:counter={}", elements.join(",")))?;
-        let t = read_card(card, &asks, &kiosk_key, &statement, &mut OsRng)?;
+        let t = read_card(card, &asks, &kiosk_key, &statement, None, &mut OsRng)?;
         Ok((t.response, t.transcript, t.request))
     };
     let _ = card.take_stats();
@@ -668,6 +678,20 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
 
     step(
         8,
+        "A polling station authenticates the voter for an election: eligibility, PIN, election pseudonym",
+    );
+    let voted = evote_demo(
+        &mut registry,
+        &genesis,
+        &snapshot_file,
+        &mut card,
+        counter.pin,
+        &mut rng,
+    )
+    .await?;
+
+    step(
+        9,
         "The issuer revokes the credential on chain; the kiosk's delta sync carries it",
     );
     operator
@@ -703,7 +727,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     let revoked = kiosk_trust(&snapshot_file)?;
     println!("    {}", show(&check(&response, &revoked)));
 
-    step(9, "Someone edits a disclosed value in transit");
+    step(10, "Someone edits a disclosed value in transit");
     let mut tampered = response.clone();
     if let Some(b) = tampered
         .windows(7)
@@ -715,7 +739,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     println!("    {}", show(&check(&tampered, &snapshot)));
 
     step(
-        10,
+        11,
         "The credential is copied onto another card with a different key (a clone)",
     );
     let mut clone = CardClient::new(InProcess::new(CardState::blank(
@@ -739,7 +763,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     println!("    {}", show(&verdict));
 
     step(
-        11,
+        12,
         "A kiosk that has been offline for three days cannot vouch for current registry state",
     );
     let mut stale = snapshot.clone();
@@ -748,6 +772,9 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
 
     if !accepted {
         return Err("the honest presentation was not accepted".into());
+    }
+    if !voted {
+        return Err("the polling station did not catch the double authentication".into());
     }
     if args.keep_running {
         let kiosk = DemoKiosk {
@@ -766,6 +793,182 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     } else {
         Err("the honest presentation was not accepted".into())
     }
+}
+
+/// Step 8: governance registers an election and accredits a polling station for it; the
+/// station syncs, taps the card with the PIN twice and catches the second authentication.
+/// Returns whether it did.
+async fn evote_demo(
+    registry: &mut Registry,
+    genesis: &civis_core::chain::state::Genesis,
+    snapshot_file: &std::path::Path,
+    card: &mut CardClient<InProcess>,
+    pin: &str,
+    rng: &mut (impl rand_core::CryptoRngCore + Send),
+) -> DemoResult<bool> {
+    use civis_core::evote::{self, Reauth};
+    use civis_verifier::ledger::{self, Recorded};
+    use civis_verifier::store::KioskStore;
+
+    let now = now_secs();
+    let election = "council-2027";
+    let districts = ["Harbour", "Old Town"];
+    registry
+        .governance(Op::RegisterElection {
+            id: election.into(),
+            eligibility: vec![
+                ("age_over_18".into(), ciborium::Value::Bool(true)),
+                (
+                    "resident_district".into(),
+                    ciborium::Value::Array(
+                        districts
+                            .iter()
+                            .map(|d| ciborium::Value::Text((*d).into()))
+                            .collect(),
+                    ),
+                ),
+            ],
+            opens: now - 60,
+            closes: now + 86_400,
+            reauth: Reauth::Refuse,
+        })
+        .await?;
+    println!(
+        "    election {election}: aged 18 or over, resident of {}; a second authentication is refused",
+        districts.join(" or ")
+    );
+    // The station: its own DID, accredited for the eligibility elements, the VRF key the
+    // issuer bound and the pseudonym — not for names, birth dates or document numbers.
+    let key = SoftwareKey::generate(rng);
+    let next = SoftwareKey::generate(rng);
+    let commitment = KeyCommitment::to(next.public_key());
+    let doc = DidDocument::inception(key.public_key(), &commitment);
+    registry
+        .tx(
+            &doc.id.key_url(1),
+            &key,
+            0,
+            Op::CreateDid {
+                key: key.public_key().clone(),
+                next: commitment,
+            },
+        )
+        .await?;
+    let accreditation = KioskAccreditation {
+        chain: registry.chain.clone(),
+        kiosk: doc.id.clone(),
+        key: key.public_key().clone(),
+        grants: vec![(
+            citizen::DOC_TYPE.into(),
+            vec![
+                (
+                    citizen::NAMESPACE.into(),
+                    vec![
+                        "age_over_18".into(),
+                        "resident_district".into(),
+                        evote::VRF_KEY.into(),
+                    ],
+                ),
+                (evote::NAMESPACE.into(), vec![evote::PSEUDONYM.into()]),
+            ],
+        )],
+        purpose: format!("polling station, election {election}"),
+        not_before: now - 60,
+        not_after: now + 86_400,
+    };
+    let statement = accreditation.sign(&registry.gov_kid, &registry.gov_key)?;
+    registry
+        .governance(Op::AccreditKiosk {
+            kiosk: doc.id.clone(),
+            grants: accreditation.grants.clone(),
+            purpose: accreditation.purpose.clone(),
+            not_before: accreditation.not_before,
+            not_after: accreditation.not_after,
+            statement: statement.clone(),
+        })
+        .await?;
+    let delta = sync_snapshot(&registry.client, genesis, snapshot_file).await?;
+    println!(
+        "    polling station {} synced to height {}",
+        doc.id, delta.height
+    );
+    let snap = KioskSnapshot::decode(genesis, &std::fs::read(snapshot_file)?)?;
+    let mut policy = KioskPolicy::parse(&format!("evote:{election}"))?;
+    policy.resolve(&snap, &genesis.chain_id)?;
+    civis_verifier::intake::check_accreditation(&snap, &statement, &policy, now)?;
+    let trust = Trust {
+        trust: snap.trust_snapshot(),
+        height: delta.height,
+        state_time: now,
+    };
+    let db = registry.dir.join("station.db");
+    let store = KioskStore::open(&db).await?;
+    let station_id = doc.id.to_string();
+    let mut caught = false;
+    for (n, pin) in [(1, Some("000000")), (2, Some(pin)), (3, Some(pin))] {
+        card.transport().reset();
+        let started = Instant::now();
+        let tap = read_card(card, &policy, &key, &statement, pin, &mut OsRng)?;
+        let (verdict, outcome) = station::judge(
+            &policy,
+            Some(&trust),
+            &tap.response,
+            &tap.transcript,
+            Some(&tap.request),
+            now_secs(),
+        );
+        let (verdict, recorded) =
+            ledger::admit(&store, &policy, verdict, &station_id, now_ms()).await?;
+        let took = started.elapsed();
+        let what = match (n, &recorded) {
+            (1, _) => "tap with a wrong PIN",
+            (_, Some(Recorded::First)) => "tap with the PIN",
+            _ => "the same card again",
+        };
+        // What the station shows: the policy's elements, never the VRF key or the proof.
+        let said = match &verdict {
+            Verdict::Accept(_) => format!(
+                "ACCEPT  {}",
+                outcome
+                    .shown
+                    .iter()
+                    .map(|(e, v)| format!("{e}={}", messages::element_value(Lang::En, v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => show(other),
+        };
+        println!(
+            "    {what}: {said} ({:.0} ms, tap to recorded)",
+            took.as_secs_f64() * 1e3
+        );
+        if let Some(Recorded::Again { first, .. }) = &recorded {
+            caught = matches!(verdict, Verdict::Reject(_));
+            println!(
+                "    double authentication caught: this pseudonym first authenticated at {} ({} ms earlier)",
+                first.station,
+                now_ms().saturating_sub(first.at)
+            );
+        }
+        if let Some(p) = match &verdict {
+            Verdict::Accept(docs) => docs.first().and_then(|d| policy.pseudonym(d)),
+            _ => None,
+        } {
+            println!(
+                "    recorded pseudonym {}… (the VRF output for this chain and election; no name, no birth date, no key)",
+                p.hex().get(..16).unwrap_or_default()
+            );
+        }
+    }
+    let tally = store.tally(election).await?;
+    store.close().await;
+    println!(
+        "    civis evote tally-auth: {} authentications, {} voter(s), {} duplicate(s)",
+        tally.authentications,
+        tally.voters,
+        tally.duplicates.len()
+    );
+    Ok(caught && tally.voters == 1 && tally.duplicates.len() == 1)
 }
 
 /// The demo kiosk, as `--keep-running` hands it to a real kiosk screen.

@@ -19,6 +19,16 @@ struct Cli {
     command: Command,
 }
 
+/// `civis evote …`.
+#[derive(Debug, Subcommand)]
+enum EvoteCli {
+    /// Governance: register an election (eligibility, window, re-authentication policy) on the
+    /// registry chain; `civis registry tx … register-election` with e-voting's names.
+    Register(registry::ElectionArgs),
+    #[command(flatten)]
+    Station(civis_verifier::cli::EvoteCommand),
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// ISO 18013-5 mdoc tools.
@@ -36,9 +46,9 @@ enum Command {
     /// The verifier kiosk: its registry sync and database.
     #[command(subcommand)]
     Kiosk(civis_verifier::cli::KioskCommand),
-    /// E-voting at a polling station: the authentication tally.
+    /// E-voting: register an election on the chain; a polling station's authentication tally.
     #[command(subcommand)]
-    Evote(civis_verifier::cli::EvoteCommand),
+    Evote(EvoteCli),
     /// Walk through issuing, presenting and verifying a citizen credential, in-process.
     Demo(demo::DemoArgs),
 }
@@ -60,6 +70,7 @@ pub fn run() -> i32 {
         Command::Card(cmd) => card::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
         Command::Kiosk(cmd) => civis_verifier::cli::run(cmd),
-        Command::Evote(cmd) => civis_verifier::cli::run_evote(cmd),
+        Command::Evote(EvoteCli::Register(args)) => registry::register_election(args),
+        Command::Evote(EvoteCli::Station(cmd)) => civis_verifier::cli::run_evote(cmd),
     }
 }

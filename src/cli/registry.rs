@@ -103,6 +103,65 @@ pub enum RegistryCommand {
     },
 }
 
+/// `civis evote register`.
+#[derive(Debug, Args)]
+pub struct ElectionArgs {
+    /// Node URL.
+    #[arg(long)]
+    node: String,
+    /// A governance member's key file (private JWK; kid = DID URL).
+    #[arg(long)]
+    key: PathBuf,
+    /// Election id (1–64 bytes).
+    #[arg(long)]
+    id: String,
+    /// Voters must be 18 or over (`age_over_18 = true`).
+    #[arg(long)]
+    age_over_18: bool,
+    /// A district whose residents may vote (repeat for several; none: any district).
+    #[arg(long = "district")]
+    districts: Vec<String>,
+    /// Any other rule, `element=JSON value` (repeat).
+    #[arg(long = "require")]
+    require: Vec<String>,
+    /// Opening time (Unix seconds).
+    #[arg(long)]
+    opens: i64,
+    /// Closing time (Unix seconds, exclusive).
+    #[arg(long)]
+    closes: i64,
+    /// A second authentication of one voter: `refuse` it, or let the `last-counts`.
+    #[arg(long, default_value = "refuse", value_parser = ["refuse", "last-counts"])]
+    reauth: String,
+}
+
+/// Run `civis evote register`: a `register-election` transaction, waited for.
+pub fn register_election(args: ElectionArgs) -> i32 {
+    let mut require = args.require;
+    if args.age_over_18 {
+        require.push("age_over_18=true".into());
+    }
+    if !args.districts.is_empty() {
+        require.push(format!(
+            "resident_district={}",
+            serde_json::Value::from(args.districts)
+        ));
+    }
+    run(RegistryCommand::Tx(TxArgs {
+        node: args.node,
+        key: args.key,
+        seq: None,
+        no_wait: false,
+        op: TxOp::RegisterElection {
+            id: args.id,
+            require,
+            opens: args.opens,
+            closes: args.closes,
+            reauth: args.reauth,
+        },
+    }))
+}
+
 /// `civis registry tx`.
 #[derive(Debug, Args)]
 pub struct TxArgs {
@@ -212,6 +271,9 @@ pub enum TxOp {
         /// Closing time (Unix seconds).
         #[arg(long)]
         closes: i64,
+        /// A second authentication of one voter: `refuse` it, or let the `last-counts`.
+        #[arg(long, default_value = "refuse", value_parser = ["refuse", "last-counts"])]
+        reauth: String,
     },
 }
 
@@ -415,6 +477,10 @@ fn json_to_cbor(v: &serde_json::Value) -> Result<ciborium::Value> {
                 .into(),
         ),
         serde_json::Value::String(s) => ciborium::Value::Text(s.clone()),
+        // "Any one of" (e.g. a set of districts); one level only.
+        serde_json::Value::Array(items) if items.iter().all(|i| !i.is_array()) => {
+            ciborium::Value::Array(items.iter().map(json_to_cbor).collect::<Result<_>>()?)
+        }
         other => bail!("unsupported requirement value {other}"),
     })
 }
@@ -542,6 +608,7 @@ async fn tx(args: TxArgs) -> Result<()> {
                     require,
                     opens,
                     closes,
+                    reauth,
                 } => {
                     let mut eligibility = Vec::new();
                     for r in &require {
@@ -550,11 +617,14 @@ async fn tx(args: TxArgs) -> Result<()> {
                             .ok_or_else(|| anyhow!("--require {r:?} is not element=value"))?;
                         eligibility.push((k.to_owned(), json_to_cbor(&serde_json::from_str(v)?)?));
                     }
+                    civis_core::evote::Election::check_rule(&eligibility)?;
                     Op::RegisterElection {
                         id,
                         eligibility,
                         opens,
                         closes,
+                        reauth: civis_core::evote::Reauth::parse(&reauth)
+                            .ok_or_else(|| anyhow!("--reauth {reauth:?}"))?,
                     }
                 }
             };
@@ -575,8 +645,10 @@ async fn tx(args: TxArgs) -> Result<()> {
     }
     let answer = client.wait(&submitted.id, Duration::from_secs(60)).await?;
     println!("{}", serde_json::to_string(&answer)?);
-    if !matches!(answer.outcome, TxOutcome::Included { .. }) {
-        bail!("{name} was not included");
+    match &answer.outcome {
+        TxOutcome::Included { .. } => {}
+        TxOutcome::Refused { reason } => bail!("{name} was refused: {reason}"),
+        TxOutcome::Pending => bail!("{name} was not included"),
     }
     if let Some((next, after)) = rotated {
         // The chain moved to the committed key: the key files follow.

@@ -103,7 +103,8 @@ pub enum KioskCommand {
     /// JSON verdict line as `civis mdoc verify`, showing only the policy's elements (exit 0
     /// accept, 1 reject, 2 undetermined, 64 usage).
     Verify {
-        /// `age-over-18`, `resident-of:DISTRICT` or `service:NAME=ELEMENT,ELEMENT…`.
+        /// `age-over-18`, `resident-of:DISTRICT`, `service:NAME=ELEMENT,ELEMENT…` or
+        /// `evote:ELECTION` (a polling station: records the voter's election pseudonym).
         #[arg(long)]
         policy: String,
         /// Oldest snapshot the verdict may rest on, in seconds (older: undetermined).
@@ -119,6 +120,10 @@ pub enum KioskCommand {
         /// The kiosk's accreditation statement signed by governance, with `--reader`.
         #[arg(long)]
         accreditation: Option<PathBuf>,
+        /// Read the resident's PIN from the first line of standard input, with `--reader`: it
+        /// goes to the card inside the encrypted session (an `evote:` pseudonym needs it).
+        #[arg(long, requires = "reader")]
+        pin_stdin: bool,
         /// Seconds to wait for a card, with `--reader` (at most a day).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         wait: u64,
@@ -192,6 +197,11 @@ pub fn run(cmd: KioskCommand) -> i32 {
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 fn genesis_of(path: &std::path::Path) -> Result<Genesis> {
@@ -453,6 +463,7 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
         reader,
         reader_key,
         accreditation,
+        pin_stdin,
         wait,
         response,
         session_transcript,
@@ -479,6 +490,32 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
     let store = rt.block_on(KioskStore::open(&db))?;
     let stored = rt.block_on(store.snapshot(&genesis))?;
     let policy_name = policy.name();
+    let evote = matches!(policy.rule, crate::policy::Rule::Evote { .. });
+    if evote {
+        let Some(s) = &stored else {
+            anyhow::bail!("the kiosk has no snapshot yet: run `civis kiosk sync`");
+        };
+        anyhow::ensure!(
+            reader.is_some(),
+            "an evote: policy reads the card itself: give --reader (a file cannot prove the \
+             election the pseudonym was asked for)"
+        );
+        policy
+            .resolve(&s.snapshot, &genesis.chain_id)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let pin = if pin_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("read the PIN from standard input")?;
+        Some(zeroize::Zeroizing::new(
+            line.trim_end_matches(['\r', '\n']).to_owned(),
+        ))
+    } else {
+        None
+    };
+    let mut station = String::from("local");
     let (response, transcript, request) = match (reader, response, session_transcript) {
         (Some(reader), _, _) => {
             let (Some(key), Some(statement)) = (reader_key, accreditation) else {
@@ -490,8 +527,17 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
             let Some(s) = &stored else {
                 anyhow::bail!("the kiosk has no snapshot yet: run `civis kiosk sync`");
             };
-            check_accreditation(&s.snapshot, &statement, &policy, now())?;
-            let tap = read_card(&reader, wait, &policy, &key, &statement)?;
+            let acc = check_accreditation(&s.snapshot, &statement, &policy, now())?;
+            // The station's name in the pseudonym ledger: its kiosk DID, nothing about voters.
+            station = acc.kiosk.to_string();
+            let tap = read_card(
+                &reader,
+                wait,
+                &policy,
+                &key,
+                &statement,
+                pin.as_deref().map(String::as_str),
+            )?;
             (tap.response, tap.transcript, Some(tap.request))
         }
         (None, Some(response), Some(transcript)) => {
@@ -521,14 +567,33 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
         request.as_ref(),
         now.0,
     );
-    // Counted, never anything about the resident.
-    rt.block_on(async {
+    let state_time = loaded.as_ref().map(|l| l.trust.state_time);
+    // Counted, never anything about the resident; a polling station records the pseudonym.
+    let (verdict, outcome, recorded) = rt.block_on(async {
+        let admitted = crate::ledger::admit(&store, &policy, verdict, &station, now_ms()).await;
+        let (verdict, outcome, recorded) = match admitted {
+            Ok((v, Some(r))) => {
+                let mut o = crate::outcome::Outcome::of_verdict(&v, &policy, state_time);
+                if matches!(r, crate::ledger::Recorded::Again { .. })
+                    && o.kind == crate::outcome::Kind::Accept
+                {
+                    o.reason = crate::outcome::Reason::Reauthenticated;
+                }
+                (v, o, Some(r))
+            }
+            Ok((v, None)) => (v, outcome, None),
+            Err(e) => {
+                store.close().await;
+                return Err(anyhow::Error::from(e));
+            }
+        };
         let height = loaded.as_ref().map(|l| l.trust.height);
         let logged = store
             .record_outcome(now.0, &policy_name, &outcome, height)
             .await;
         store.close().await;
-        logged
+        logged?;
+        Ok((verdict, outcome, recorded))
     })?;
     let mut shown = serde_json::Map::new();
     // What the screen would show: the outcome's elements (from the citizen document).
@@ -540,6 +605,16 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
         )])
     {
         shown.extend(m);
+    }
+    if let (Some(r), Some(e)) = (&recorded, policy.election()) {
+        shown.insert("election".into(), json!(e.id));
+        shown.insert(
+            "authentication".into(),
+            json!(match r {
+                crate::ledger::Recorded::First => "first",
+                crate::ledger::Recorded::Again { .. } => "again",
+            }),
+        );
     }
     Ok((
         verdict,
@@ -556,6 +631,7 @@ fn read_card(
     policy: &KioskPolicy,
     key: &std::path::Path,
     statement: &[u8],
+    pin: Option<&str>,
 ) -> Result<crate::intake::Tap> {
     let (key, _) = civis_registry_client::keyfile::read_key(key)?;
     let transport = civis_firmware_bridge::nfc::NfcTransport::open(
@@ -568,6 +644,7 @@ fn read_card(
         policy,
         &key,
         statement,
+        pin,
         &mut rand_core::OsRng,
     )?)
 }
@@ -579,6 +656,7 @@ fn read_card(
     _policy: &KioskPolicy,
     _key: &std::path::Path,
     _statement: &[u8],
+    _pin: Option<&str>,
 ) -> Result<crate::intake::Tap> {
     anyhow::bail!(
         "this civis was built without NFC reader support; rebuild with `--features nfc` \

@@ -10,6 +10,7 @@ use rand_core::CryptoRngCore;
 
 use civis_core::chain::light::KioskSnapshot;
 use civis_core::chain::table::Table;
+use civis_core::evote;
 use civis_core::kiosk::KioskAccreditation;
 use civis_core::mdoc::citizen;
 
@@ -70,6 +71,15 @@ pub fn check_accreditation(
             return Err(NotAccredited::Element(e));
         }
     }
+    if policy.election().is_some()
+        && !acc.allows(citizen::DOC_TYPE, evote::NAMESPACE, evote::PSEUDONYM)
+    {
+        return Err(NotAccredited::Element(format!(
+            "{}/{} (not accredited for e-voting)",
+            evote::NAMESPACE,
+            evote::PSEUDONYM
+        )));
+    }
     Ok(acc)
 }
 
@@ -85,22 +95,35 @@ pub struct Tap {
 }
 
 /// Read the card on `client` for `policy`: engagement, a session, one ReaderAuth request signed
-/// with the kiosk's key and carrying its accreditation `statement`, the answer; the session is
-/// ended before returning.
+/// with the kiosk's key and carrying its accreditation `statement` (and the resident's `pin`,
+/// which travels only inside the encrypted session, under the ReaderAuth signature), the
+/// answer; the session is ended before returning.
 pub fn read_card<T: CardTransport>(
     client: &mut CardClient<T>,
     policy: &KioskPolicy,
     kiosk_key: &dyn Signer,
     statement: &[u8],
+    pin: Option<&str>,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Tap, civis_firmware_bridge::Error> {
     let engaged = client.read_engagement()?;
     let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, rng);
     let transcript = session.transcript().clone();
+    let mut items = policy.items_request();
+    if let Some(pin) = pin {
+        let entry = (
+            ciborium::Value::Text(civis_core::card::REQUEST_INFO_PIN.into()),
+            ciborium::Value::Text(pin.into()),
+        );
+        match &mut items.request_info {
+            Some(ciborium::Value::Map(m)) => m.push(entry),
+            _ => items.request_info = Some(ciborium::Value::Map(vec![entry])),
+        }
+    }
     let request = DeviceRequest {
         version: "1.0".into(),
         doc_requests: vec![reader_auth::sign_with_accreditation(
-            policy.items_request(),
+            items,
             &transcript,
             kiosk_key,
             statement,

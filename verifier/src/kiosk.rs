@@ -143,6 +143,14 @@ impl Kiosk {
         let policy = cfg
             .kiosk_policy()
             .map_err(|e| RunError::Io(e.to_string()))?;
+        if policy.election().is_some() || policy.name().starts_with("evote:") {
+            // The screen has no PIN pad, and a pseudonym needs the PIN.
+            return Err(RunError::Io(
+                "an evote: policy runs at a polling station with a PIN pad: use `civis kiosk \
+                 verify --policy evote:ID --reader NAME --pin-stdin`"
+                    .into(),
+            ));
+        }
         let text = std::fs::read_to_string(&cfg.genesis)
             .map_err(|e| RunError::Io(format!("{}: {e}", cfg.genesis.display())))?;
         let genesis = Genesis::from_json(&text)
@@ -463,6 +471,7 @@ pub fn card_loop(
                             &kiosk.policy,
                             &key,
                             &statement,
+                            None,
                             &mut OsRng,
                         )
                     }) {

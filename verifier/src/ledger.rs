@@ -1,24 +1,21 @@
-//! The polling station's ledger of election pseudonyms (specs/evote.md §3): each authentication
+//! The polling station's ledger of election pseudonyms (specs/evote.md §2): each authentication
 //! is recorded as (election, pseudonym, station, time) in the kiosk's database, so a second
 //! authentication in one election is found at once — at this station, and at others once
 //! their records are imported. The pseudonym is the card's VRF output for the election: it
 //! links nothing across elections and names nobody.
 
+use civis_core::evote::Reauth;
+use civis_core::mdoc::citizen;
+use civis_core::verdict::RejectReason;
+use civis_core::verify::Verdict;
 use sqlx::Row;
+
+use crate::policy::KioskPolicy;
 
 use crate::store::{KioskStore, db};
 use crate::sync::SyncError;
 
-/// An election pseudonym: the 32-byte VRF output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pseudonym(pub [u8; 32]);
-
-impl Pseudonym {
-    /// Lower-case hex, for reports.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
+pub use civis_core::evote::Pseudonym;
 
 /// One recorded authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +24,7 @@ pub struct Authentication {
     pub pseudonym: Pseudonym,
     /// The station that recorded it.
     pub station: String,
-    /// When (Unix seconds).
+    /// When (Unix milliseconds: two taps of one card at one station are never one record).
     pub at: i64,
 }
 
@@ -100,6 +97,47 @@ async fn insert(
 
 fn count(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A polling station's last step for an `evote:` policy: an accepted presentation's pseudonym
+/// is recorded (nothing else about the voter), and a second authentication in the election is
+/// refused or, where the last one counts, accepted as a replacement (`now_ms`: Unix
+/// milliseconds). Returns the final verdict
+/// and what the ledger found; any other policy or verdict passes through unrecorded.
+pub async fn admit(
+    store: &KioskStore,
+    policy: &KioskPolicy,
+    verdict: Verdict,
+    station: &str,
+    now_ms: i64,
+) -> Result<(Verdict, Option<Recorded>), SyncError> {
+    let (Some(election), Verdict::Accept(docs)) = (policy.election(), &verdict) else {
+        return Ok((verdict, None));
+    };
+    let Some(pseudonym) = docs
+        .iter()
+        .find(|d| d.doc_type == citizen::DOC_TYPE)
+        .and_then(|d| policy.pseudonym(d))
+    else {
+        // The policy accepted only with a valid pseudonym; this cannot happen.
+        return Ok((
+            Verdict::Reject(RejectReason::Pseudonym("missing".into())),
+            None,
+        ));
+    };
+    let auth = Authentication {
+        pseudonym,
+        station: station.to_owned(),
+        at: now_ms,
+    };
+    let recorded = store.record_authentication(&election.id, &auth).await?;
+    let verdict = match (&recorded, election.reauth) {
+        (Recorded::Again { .. }, Reauth::Refuse) => {
+            Verdict::Reject(RejectReason::AlreadyAuthenticated)
+        }
+        _ => verdict,
+    };
+    Ok((verdict, Some(recorded)))
 }
 
 impl KioskStore {

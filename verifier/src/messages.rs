@@ -218,6 +218,39 @@ pub fn reason(lang: Lang, reason: &Reason, subject: Option<&str>) -> String {
         (Lang::Ko, Reason::CannotCheck) => {
             "키오스크가 지금 이 증명서를 확인할 수 없습니다. 직원에게 문의하세요."
         }
+        (Lang::En, Reason::NotEligible) => "You are not eligible to vote in this election.",
+        (Lang::De, Reason::NotEligible) => "Sie sind bei dieser Wahl nicht wahlberechtigt.",
+        (Lang::Ko, Reason::NotEligible) => "이 선거의 투표 자격이 없습니다.",
+        (Lang::En, Reason::ElectionClosed) => "This election is not open now.",
+        (Lang::De, Reason::ElectionClosed) => "Diese Wahl ist derzeit nicht geöffnet.",
+        (Lang::Ko, Reason::ElectionClosed) => "지금은 이 선거의 투표 시간이 아닙니다.",
+        (Lang::En, Reason::NoPseudonym) => {
+            "The card did not confirm your vote authentication. Check your PIN and tap again."
+        }
+        (Lang::De, Reason::NoPseudonym) => {
+            "Die Karte hat die Wahlanmeldung nicht bestätigt. Bitte PIN prüfen und erneut auflegen."
+        }
+        (Lang::Ko, Reason::NoPseudonym) => {
+            "카드가 투표 인증을 확인하지 않았습니다. PIN을 확인하고 다시 대 주세요."
+        }
+        (Lang::En, Reason::AlreadyAuthenticated) => {
+            "You have already been authenticated in this election. Please ask staff."
+        }
+        (Lang::De, Reason::AlreadyAuthenticated) => {
+            "Sie wurden bei dieser Wahl bereits angemeldet. Bitte wenden Sie sich an das Personal."
+        }
+        (Lang::Ko, Reason::AlreadyAuthenticated) => {
+            "이 선거에서 이미 인증되었습니다. 직원에게 문의하세요."
+        }
+        (Lang::En, Reason::Reauthenticated) => {
+            "You had already been authenticated; this authentication replaces the earlier one."
+        }
+        (Lang::De, Reason::Reauthenticated) => {
+            "Sie waren bereits angemeldet; diese Anmeldung ersetzt die frühere."
+        }
+        (Lang::Ko, Reason::Reauthenticated) => {
+            "이미 인증된 적이 있습니다. 이번 인증이 이전 인증을 대신합니다."
+        }
     };
     t.to_owned()
 }

@@ -44,6 +44,16 @@ pub enum Reason {
     Stale,
     /// Any other undetermined verdict.
     CannotCheck,
+    /// `evote:` — the election's eligibility rule is not met.
+    NotEligible,
+    /// `evote:` — the election is not open now.
+    ElectionClosed,
+    /// `evote:` — no valid pseudonym (no PIN entered, or a card without e-voting).
+    NoPseudonym,
+    /// `evote:` — this voter already authenticated in this election.
+    AlreadyAuthenticated,
+    /// `evote:` — accepted, replacing an earlier authentication (the last one counts).
+    Reauthenticated,
 }
 
 impl Reason {
@@ -65,6 +75,11 @@ impl Reason {
             Reason::CardError => "card_error",
             Reason::Stale => "stale",
             Reason::CannotCheck => "cannot_check",
+            Reason::NotEligible => "not_eligible",
+            Reason::ElectionClosed => "election_closed",
+            Reason::NoPseudonym => "no_pseudonym",
+            Reason::AlreadyAuthenticated => "already_authenticated",
+            Reason::Reauthenticated => "reauthenticated",
         }
     }
 
@@ -89,7 +104,11 @@ impl Reason {
                 Rule::AgeOver18 => Reason::NotOver18,
                 Rule::ResidentOf(_) => Reason::NotResident,
                 Rule::Service { .. } => Reason::NotShared,
+                Rule::Evote { .. } => Reason::NotEligible,
             },
+            R::ElectionClosed { .. } => Reason::ElectionClosed,
+            R::Pseudonym(_) => Reason::NoPseudonym,
+            R::AlreadyAuthenticated => Reason::AlreadyAuthenticated,
             R::Malformed(_)
             | R::ResponseStatus(_)
             | R::DocTypeMismatch { .. }

@@ -5,6 +5,9 @@
 //! `undetermined`, never `accept` and never a false `reject` (core's engine decides that).
 
 use ciborium::Value;
+use civis_core::chain::light::KioskSnapshot;
+use civis_core::chain::table::Table;
+use civis_core::evote::{self, Election, Pseudonym};
 use civis_core::mdoc::citizen;
 use civis_core::mdoc::{ItemsRequest, VerifiedDocument};
 use civis_core::verdict::RejectReason;
@@ -14,7 +17,7 @@ use civis_core::verify::{Policy as EnginePolicy, Verdict};
 pub const DEFAULT_MAX_AGE_SECS: i64 = 24 * 3600;
 
 /// A kiosk policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     /// `age-over-18`: discloses only `age_over_18`, which must be true.
     AgeOver18,
@@ -27,10 +30,20 @@ pub enum Rule {
         /// Elements of the citizen namespace it needs.
         elements: Vec<String>,
     },
+    /// `evote:<election>`: a polling station. Asks for the election's eligibility elements,
+    /// the issuer-bound VRF key and the card's pseudonym for the election (after the PIN);
+    /// accepts an eligible voter with a valid pseudonym while the election is open.
+    Evote {
+        /// The election id.
+        election: String,
+        /// The chain's record of the election and the chain id, once resolved against the
+        /// synced snapshot ([`KioskPolicy::resolve`]).
+        resolved: Option<Box<(Election, String)>>,
+    },
 }
 
 /// A rule with its maximum snapshot age.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KioskPolicy {
     /// What is asked and judged.
     pub rule: Rule,
@@ -40,7 +53,10 @@ pub struct KioskPolicy {
 
 /// Why a policy name does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("policy {0:?}: use age-over-18, resident-of:DISTRICT or service:NAME=ELEMENT,ELEMENT…")]
+#[error(
+    "policy {0:?}: use age-over-18, resident-of:DISTRICT, service:NAME=ELEMENT,ELEMENT… or \
+     evote:ELECTION"
+)]
 pub struct BadPolicy(pub String);
 
 fn element_name(e: &str) -> bool {
@@ -62,6 +78,14 @@ impl KioskPolicy {
                 return Err(bad());
             }
             Rule::ResidentOf(d.to_owned())
+        } else if let Some(id) = name.strip_prefix("evote:") {
+            if !evote::valid_election_id(id) {
+                return Err(bad());
+            }
+            Rule::Evote {
+                election: id.to_owned(),
+                resolved: None,
+            }
         } else if let Some(rest) = name.strip_prefix("service:") {
             let (svc, list) = rest.split_once('=').ok_or_else(bad)?;
             let elements: Vec<String> = list.split(',').map(str::to_owned).collect();
@@ -94,6 +118,45 @@ impl KioskPolicy {
             Rule::AgeOver18 => "age-over-18".into(),
             Rule::ResidentOf(d) => format!("resident-of:{d}"),
             Rule::Service { name, .. } => format!("service:{name}"),
+            Rule::Evote { election, .. } => format!("evote:{election}"),
+        }
+    }
+
+    /// For `evote:`, look the election up in the synced snapshot (its record names what a
+    /// voter must prove). Other policies need nothing from the chain.
+    pub fn resolve(&mut self, snapshot: &KioskSnapshot, chain: &str) -> Result<(), String> {
+        let Rule::Evote { election, resolved } = &mut self.rule else {
+            return Ok(());
+        };
+        let record = snapshot
+            .tree()
+            .get(Table::Election, election.as_bytes())
+            .ok_or_else(|| format!("election {election:?} is not on the synced chain"))?;
+        let e = Election::from_record(election, record).map_err(|e| e.to_string())?;
+        // The chain checks the rule too; a station never asks for what identifies a voter.
+        Election::check_rule(&e.eligibility).map_err(|e| e.to_string())?;
+        *resolved = Some(Box::new((e, chain.to_owned())));
+        Ok(())
+    }
+
+    /// The resolved election of an `evote:` policy.
+    pub fn election(&self) -> Option<&Election> {
+        match &self.rule {
+            Rule::Evote {
+                resolved: Some(r), ..
+            } => Some(&r.0),
+            _ => None,
+        }
+    }
+
+    /// The pseudonym an accepted `evote:` presentation proved.
+    pub fn pseudonym(&self, doc: &VerifiedDocument) -> Option<Pseudonym> {
+        match &self.rule {
+            Rule::Evote {
+                election,
+                resolved: Some(r),
+            } => evote::pseudonym(doc, &r.1, election).ok(),
+            _ => None,
         }
     }
 
@@ -103,18 +166,45 @@ impl KioskPolicy {
             Rule::AgeOver18 => vec!["age_over_18".into()],
             Rule::ResidentOf(_) => vec!["resident_district".into()],
             Rule::Service { elements, .. } => elements.clone(),
+            Rule::Evote { .. } => {
+                let mut els = self.election().map(Election::elements).unwrap_or_default();
+                els.push(evote::VRF_KEY.into());
+                els
+            }
+        }
+    }
+
+    /// The elements an accept shows: the policy's, except the VRF key.
+    fn shown_elements(&self) -> Vec<String> {
+        match &self.rule {
+            Rule::Evote { .. } => self.election().map(Election::elements).unwrap_or_default(),
+            _ => self.elements(),
         }
     }
 
     /// The request a kiosk sends for this policy (intent to retain: false for every element).
     pub fn items_request(&self) -> ItemsRequest {
+        let mut name_spaces = vec![(
+            citizen::NAMESPACE.into(),
+            self.elements().into_iter().map(|e| (e, false)).collect(),
+        )];
+        let mut request_info = None;
+        if let Rule::Evote { election, .. } = &self.rule {
+            // The pseudonym is device-signed; the election it is for rides in requestInfo,
+            // which the ReaderAuth signature covers.
+            name_spaces.push((
+                evote::NAMESPACE.into(),
+                vec![(evote::PSEUDONYM.into(), false)],
+            ));
+            request_info = Some(Value::Map(vec![(
+                Value::Text(evote::REQUEST_INFO_ELECTION.into()),
+                Value::Text(election.clone()),
+            )]));
+        }
         ItemsRequest {
             doc_type: citizen::DOC_TYPE.into(),
-            name_spaces: vec![(
-                citizen::NAMESPACE.into(),
-                self.elements().into_iter().map(|e| (e, false)).collect(),
-            )],
-            request_info: None,
+            name_spaces,
+            request_info,
         }
     }
 
@@ -125,22 +215,22 @@ impl KioskPolicy {
         }
     }
 
-    /// Judge the engine's verdict: an accept stands only if a citizen document meets the
-    /// policy; a reject or undetermined stands as it is.
-    pub fn judge(&self, verdict: Verdict) -> Verdict {
+    /// Judge the engine's verdict at `now`: an accept stands only if a citizen document meets
+    /// the policy; a reject or undetermined stands as it is.
+    pub fn judge(&self, verdict: Verdict, now: i64) -> Verdict {
         let Verdict::Accept(docs) = verdict else {
             return verdict;
         };
         let Some(doc) = docs.iter().find(|d| d.doc_type == citizen::DOC_TYPE) else {
             return Verdict::Reject(RejectReason::NoDocuments);
         };
-        match self.meets(doc) {
+        match self.meets(doc, now) {
             Ok(()) => Verdict::Accept(docs),
             Err(r) => Verdict::Reject(r),
         }
     }
 
-    fn meets(&self, doc: &VerifiedDocument) -> Result<(), RejectReason> {
+    fn meets(&self, doc: &VerifiedDocument, now: i64) -> Result<(), RejectReason> {
         let get = |element: &str| {
             doc.disclosed
                 .iter()
@@ -170,12 +260,30 @@ impl KioskPolicy {
                 }
                 Ok(())
             }
+            Rule::Evote { election, resolved } => {
+                let Some(r) = resolved else {
+                    return Err(RejectReason::PolicyUnmet(format!(
+                        "election {election} is not on the synced chain"
+                    )));
+                };
+                let (record, chain) = (&r.0, &r.1);
+                if !record.open_at(now) {
+                    return Err(RejectReason::ElectionClosed {
+                        opens: record.opens,
+                        closes: record.closes,
+                    });
+                }
+                record.eligible(doc).map_err(RejectReason::PolicyUnmet)?;
+                evote::pseudonym(doc, chain, election)
+                    .map(drop)
+                    .map_err(|e| RejectReason::Pseudonym(e.to_string()))
+            }
         }
     }
 
     /// The disclosed elements this policy shows (and nothing else), as `(element, value)`.
     pub fn shown<'a>(&self, doc: &'a VerifiedDocument) -> Vec<(String, &'a Value)> {
-        let wanted = self.elements();
+        let wanted = self.shown_elements();
         doc.disclosed
             .iter()
             .filter(|(ns, _)| ns == citizen::NAMESPACE)

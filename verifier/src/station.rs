@@ -43,12 +43,10 @@ pub fn judge(
                 reader_key: None,
                 request,
             };
-            policy.judge(verify_presentation(
-                &p,
-                &t.trust,
-                &policy.engine(),
-                Timestamp(now),
-            ))
+            policy.judge(
+                verify_presentation(&p, &t.trust, &policy.engine(), Timestamp(now)),
+                now,
+            )
         }
     };
     let outcome = Outcome::of_verdict(&verdict, policy, trust.map(|t| t.state_time));

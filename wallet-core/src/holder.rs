@@ -51,6 +51,18 @@ impl StoredCredential {
         })
     }
 
+    /// The value of `element` of `namespace`, if the credential holds it.
+    pub fn element(&self, namespace: &str, element: &str) -> Option<&ciborium::Value> {
+        self.issuer_signed
+            .name_spaces
+            .iter()
+            .flatten()
+            .filter(|(ns, _)| ns == namespace)
+            .flat_map(|(_, items)| items.iter())
+            .find(|i| i.inner().element_identifier == element)
+            .map(|i| &i.inner().element_value)
+    }
+
     /// Whether the credential holds `element` of `namespace`.
     pub fn holds(&self, namespace: &str, element: &str) -> bool {
         self.issuer_signed
@@ -67,10 +79,13 @@ impl StoredCredential {
 }
 
 /// The decision for one requested element.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Release {
     /// Disclose it.
     Release,
+    /// Answer it with a device-signed value the holder computes (the election pseudonym's
+    /// proof): it goes into DeviceNameSpaces, which the device signature covers.
+    DeviceSigned(ciborium::Value),
     /// Withhold it; the code goes into `errors`.
     Withhold(i64),
 }
@@ -92,8 +107,8 @@ pub struct Requested<'a> {
 
 /// Build the DeviceResponse for `request`: for each DocRequest whose docType the holder has, the
 /// elements `decide` releases are disclosed (original item bytes, so digests match), the rest
-/// are listed in `errors`; `device_name_spaces` gives device-signed elements per docType; the
-/// device key signs `DeviceAuthentication` over `transcript`.
+/// are listed in `errors`; elements `decide` answers with [`Release::DeviceSigned`] go into the
+/// document's DeviceNameSpaces; the device key signs `DeviceAuthentication` over `transcript`.
 ///
 /// `gate` may refuse a whole DocRequest (by index) with a code: it then gets no Document — no
 /// MSO, no device signature, nothing that identifies the holder — only a `documentErrors`
@@ -105,7 +120,6 @@ pub fn respond(
     key: &dyn DeviceKey,
     gate: &dyn Fn(usize) -> Option<i64>,
     decide: &mut dyn FnMut(Requested<'_>) -> Release,
-    device_name_spaces: &dyn Fn(&str) -> DeviceNameSpaces,
 ) -> Result<DeviceResponse> {
     let mut documents = Vec::new();
     let mut refused: Vec<(String, i64)> = Vec::new();
@@ -126,6 +140,7 @@ pub fn respond(
             continue;
         };
         let mut released: Vec<(String, String)> = Vec::new();
+        let mut device_signed = DeviceNameSpaces::default();
         let mut errors: Errors = Vec::new();
         for (ns, elements) in &items.name_spaces {
             let mut ns_errors = Vec::new();
@@ -146,6 +161,14 @@ pub fn respond(
                 };
                 match decision {
                     Release::Release => released.push((ns.clone(), element.clone())),
+                    Release::DeviceSigned(value) => {
+                        match device_signed.0.iter_mut().find(|(n, _)| n == ns) {
+                            Some((_, els)) => els.push((element.clone(), value)),
+                            None => device_signed
+                                .0
+                                .push((ns.clone(), vec![(element.clone(), value)])),
+                        }
+                    }
                     Release::Withhold(code) => ns_errors.push((element.clone(), code)),
                 }
             }
@@ -156,12 +179,8 @@ pub fn respond(
         let issuer_signed = mdoc::select(&credential.issuer_signed, |ns, el| {
             released.iter().any(|(n, e)| n == ns && e == el)
         });
-        let device_signed = mdoc::sign_device(
-            &AsSigner(key),
-            transcript,
-            &items.doc_type,
-            device_name_spaces(&items.doc_type),
-        )?;
+        let device_signed =
+            mdoc::sign_device(&AsSigner(key), transcript, &items.doc_type, device_signed)?;
         documents.push(Document {
             doc_type: items.doc_type.clone(),
             issuer_signed,
@@ -258,7 +277,6 @@ impl Wallet {
                     consent.decide(item, purpose)
                 }
             },
-            &|_| DeviceNameSpaces::default(),
         )
     }
 }

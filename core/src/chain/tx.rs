@@ -105,6 +105,8 @@ pub enum Op {
         opens: i64,
         /// Closing time (Unix seconds).
         closes: i64,
+        /// What a second authentication of one voter means (specs/evote.md).
+        reauth: crate::evote::Reauth,
     },
 }
 
@@ -226,12 +228,20 @@ impl Op {
                 eligibility,
                 opens,
                 closes,
-            } => text_map(vec![
-                ("id", text(id)),
-                ("eligibility", eligibility_value(eligibility)),
-                ("opens", Value::Integer((*opens).into())),
-                ("closes", Value::Integer((*closes).into())),
-            ]),
+                reauth,
+            } => {
+                let mut m = vec![
+                    ("id", text(id)),
+                    ("eligibility", eligibility_value(eligibility)),
+                    ("opens", Value::Integer((*opens).into())),
+                    ("closes", Value::Integer((*closes).into())),
+                ];
+                // The default is left out, so one operation has one encoding.
+                if *reauth != crate::evote::Reauth::Refuse {
+                    m.push(("reauth", text(reauth.name())));
+                }
+                text_map(m)
+            }
         };
         text_map(vec![(self.name(), args)])
     }
@@ -326,7 +336,7 @@ impl Op {
                 }
             }
             "register-election" => {
-                access::only_keys(W, a, &["id", "eligibility", "opens", "closes"])?;
+                access::only_keys(W, a, &["id", "eligibility", "opens", "closes", "reauth"])?;
                 Self::RegisterElection {
                     id: access::text(W, access::req(W, a, "id")?)?.to_owned(),
                     eligibility: access::map(W, access::req(W, a, "eligibility")?)?
@@ -335,6 +345,16 @@ impl Op {
                         .collect::<Result<_>>()?,
                     opens: int_of(W, access::req(W, a, "opens")?)?,
                     closes: int_of(W, access::req(W, a, "closes")?)?,
+                    // Absent means refuse, the default, which is never written.
+                    reauth: match access::get(W, a, "reauth")? {
+                        None => crate::evote::Reauth::Refuse,
+                        Some(r) if access::text(W, r)? == "last-counts" => {
+                            crate::evote::Reauth::LastCounts
+                        }
+                        Some(_) => {
+                            return Err(Error::invalid(W, "reauth is \"last-counts\" or left out"));
+                        }
+                    },
                 }
             }
             other => return Err(Error::Unsupported(format!("registry operation {other:?}"))),

@@ -25,6 +25,8 @@ pub enum ElementType {
     Bool,
     /// `bstr` (JPEG).
     Bytes,
+    /// `bstr .size 33`: a P-256 point, SEC1 compressed (the card's VRF key, specs/evote.md).
+    Point,
 }
 
 /// Every element of the namespace with its type and whether it is mandatory.
@@ -43,6 +45,7 @@ pub const ELEMENTS: &[(&str, ElementType, bool)] = &[
     ("expiry_date", ElementType::FullDate, true),
     ("issuing_authority", ElementType::Text, true),
     ("portrait", ElementType::Bytes, false),
+    ("vrf_key", ElementType::Point, false),
 ];
 
 /// A `full-date` value.
@@ -68,6 +71,9 @@ pub fn check_element(element: &str, value: &Value) -> Result<()> {
         }
         (ElementType::Bool, Value::Bool(_)) => true,
         (ElementType::Bytes, Value::Bytes(b)) => b.len() <= 32 * 1024,
+        (ElementType::Point, Value::Bytes(b)) => {
+            b.len() == 33 && crate::vrf::VrfPublicKey::from_sec1(b).is_ok()
+        }
         _ => false,
     };
     if ok {

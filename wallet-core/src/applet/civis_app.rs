@@ -1,6 +1,7 @@
 //! The Civis application: card info, INTERNAL AUTHENTICATE, root rotation, and
 //! personalization under the batch transport key until LOCK.
 
+use ciborium::Value;
 use civis_core::apdu::{Response, StatusWord};
 use civis_core::card::renewal;
 use civis_core::card::{
@@ -8,7 +9,10 @@ use civis_core::card::{
     PUK_TRIES,
 };
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use civis_core::evote;
 use civis_core::kiosk::RootRotation;
+use civis_core::mdoc::citizen;
+use civis_core::vrf::{VrfPublicKey, VrfSecretKey};
 use rand_core::CryptoRngCore;
 
 use super::secrets::valid_digits;
@@ -23,6 +27,7 @@ impl Card {
             locked: state.locked,
             perso_counter: state.perso_counter,
             public_key: state.public_key().map(|k| k.uncompressed().to_vec()),
+            vrf_key: state.vrf_public_key().map(|k| k.to_bytes().to_vec()),
             pin_tries: state.pin.as_ref().map(|p| p.tries_left),
             puk_tries: state.puk.as_ref().map(|p| p.tries_left),
             credentials: state
@@ -119,10 +124,20 @@ pub(super) fn rotate_root(data: &[u8], next: &mut CardState) -> Response {
     }
 }
 
-/// Only a credential bound to this card's key is stored: anything else could never be
-/// presented, and storing it would waste a slot.
-fn bound_to(bytes: &[u8], card_key: &EcPublicKey) -> Result<(), StatusWord> {
+/// Only a credential bound to this card's key (and, when it names one, to this card's VRF key)
+/// is stored: anything else could never be presented, and storing it would waste a slot.
+fn bound_to(
+    bytes: &[u8],
+    card_key: &EcPublicKey,
+    vrf_key: Option<&VrfPublicKey>,
+) -> Result<(), StatusWord> {
     let credential = StoredCredential::from_bytes(bytes).map_err(|_| StatusWord::IncorrectData)?;
+    if let Some(named) = credential.element(citizen::NAMESPACE, evote::VRF_KEY) {
+        let ours = vrf_key.map(|k| Value::Bytes(k.to_bytes().to_vec()));
+        if ours.as_ref() != Some(named) {
+            return Err(StatusWord::IncorrectData);
+        }
+    }
     let bound = civis_core::mdoc::MobileSecurityObject::from_issuer_auth(
         &credential.issuer_signed.issuer_auth,
     )
@@ -153,7 +168,7 @@ fn renew_credential(
     let counter = next.perso_counter;
     let credential = renewal::open(key, &next.serial, counter, slot, body)
         .map_err(|_| StatusWord::IncorrectData)?;
-    bound_to(&credential, key.public_key())?;
+    bound_to(&credential, key.public_key(), next.vrf_public_key())?;
     let receipt = key.sign_es256(&renewal::receipt_message(
         &next.serial,
         counter,
@@ -179,9 +194,14 @@ fn perso_command(
             if next.card_key.is_some() {
                 return Err(StatusWord::ConditionsNotSatisfied);
             }
+            // The VRF key is a second, separate key: the card key signs (device authentication,
+            // INTERNAL AUTHENTICATE), the VRF key only proves election pseudonyms.
             let key = SoftwareKey::generate(rng);
-            let public = key.public_key().uncompressed().to_vec();
+            let vrf = VrfSecretKey::generate(rng);
+            let mut public = key.public_key().uncompressed().to_vec();
+            public.extend_from_slice(&vrf.public_key().to_bytes());
             next.card_key = Some(key);
+            next.vrf_key = Some(vrf);
             Ok(public)
         }
         card::ins::PUT_DATA => {
@@ -241,7 +261,7 @@ fn perso_command(
             if body.len() > MAX_CREDENTIAL_LEN {
                 return Err(StatusWord::WrongLength);
             }
-            bound_to(body, public)?;
+            bound_to(body, public, next.vrf_public_key())?;
             if let Some(s) = next.credentials.get_mut(slot) {
                 *s = Some(body.to_vec());
             }

@@ -7,13 +7,13 @@ use civis_core::apdu;
 use civis_core::card::{MANAGEMENT_KEY, PIN_TRIES, REQUEST_INFO_PIN};
 use civis_core::cbor::{self, CborForm, Limits, access, text, text_map};
 use civis_core::cose::{self, Domain};
+use civis_core::evote;
 use civis_core::kiosk::{self, KioskAccreditation};
 use civis_core::mdoc::engagement::{
     STATUS_DECODING_ERROR, STATUS_ENCRYPTION_ERROR, STATUS_TERMINATION,
 };
 use civis_core::mdoc::{
-    DeviceNameSpaces, DeviceRequest, DocRequest, SessionData, SessionEstablishment,
-    SessionTranscript,
+    DeviceRequest, DocRequest, SessionData, SessionEstablishment, SessionTranscript,
 };
 use civis_core::session::{Role, Session};
 
@@ -182,6 +182,8 @@ impl Card {
             .collect();
         let pin_verified = session.pin_verified;
         let pin_elements = next.pin_elements.clone();
+        let vrf_key = next.vrf_key.clone();
+        let chain = next.root.as_ref().map(|r| r.chain.clone());
         let key = next
             .card_key
             .clone()
@@ -208,9 +210,12 @@ impl Card {
                 if !acc.allows(item.doc_type, item.namespace, item.element) {
                     return Release::Withhold(codes::NOT_ACCREDITED);
                 }
-                let protected = pin_elements
-                    .iter()
-                    .any(|(n, e)| n == item.namespace && e == item.element);
+                // The pseudonym always needs the PIN: it is a vote's authentication.
+                let pseudonym = item.namespace == evote::NAMESPACE;
+                let protected = pseudonym
+                    || pin_elements
+                        .iter()
+                        .any(|(n, e)| n == item.namespace && e == item.element);
                 if protected && !pin_verified {
                     return Release::Withhold(match pin_result {
                         Some(SecretCheck::Wrong) => codes::PIN_WRONG,
@@ -218,9 +223,22 @@ impl Card {
                         _ => codes::PIN_REQUIRED,
                     });
                 }
+                if pseudonym {
+                    let election = request
+                        .doc_requests
+                        .get(item.doc_request)
+                        .and_then(requested_election);
+                    return match (item.element, &vrf_key, election, &chain) {
+                        (evote::PSEUDONYM, Some(vrf), Some(election), Some(chain)) => vrf
+                            .prove(&evote::alpha(chain, &election))
+                            .map_or(Release::Withhold(codes::DATA_NOT_RETURNED), |p| {
+                                Release::DeviceSigned(Value::Bytes(p.to_bytes().to_vec()))
+                            }),
+                        _ => Release::Withhold(codes::DATA_NOT_RETURNED),
+                    };
+                }
                 Release::Release
             },
-            &|_| DeviceNameSpaces::default(),
         )?;
         Ok(response.to_vec())
     }
@@ -296,6 +314,18 @@ impl Card {
         }
         text_map(e)
     }
+}
+
+/// The election a DocRequest asks a pseudonym for (`requestInfo`, covered by its ReaderAuth).
+fn requested_election(doc_request: &DocRequest) -> Option<String> {
+    let info = doc_request.items_request.inner().request_info.as_ref()?;
+    let map = access::map("requestInfo", info).ok()?;
+    access::get("requestInfo", map, evote::REQUEST_INFO_ELECTION)
+        .ok()
+        .flatten()?
+        .as_text()
+        .filter(|e| evote::valid_election_id(e))
+        .map(str::to_owned)
 }
 
 fn presented_pin(doc_request: &DocRequest) -> Option<String> {

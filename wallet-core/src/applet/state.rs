@@ -6,6 +6,7 @@ use ciborium::Value;
 use civis_core::card::{CREDENTIAL_SLOTS, TransportKey};
 use civis_core::cbor::{self, Limits, access, text, text_map};
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use civis_core::vrf::{VrfPublicKey, VrfSecretKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -75,6 +76,9 @@ pub struct CardState {
     /// Personalization has ended.
     pub locked: bool,
     pub(crate) card_key: Option<SoftwareKey>,
+    /// The election-pseudonym key (specs/evote.md), generated with the card key and never
+    /// used for anything else.
+    pub(crate) vrf_key: Option<VrfSecretKey>,
     /// Credential slots (IssuerSigned bytes).
     pub credentials: Vec<Option<Vec<u8>>>,
     /// The PIN.
@@ -125,6 +129,7 @@ impl CardState {
             perso_counter: 0,
             locked: false,
             card_key: None,
+            vrf_key: None,
             credentials: vec![None; usize::from(CREDENTIAL_SLOTS)],
             pin: None,
             puk: None,
@@ -139,6 +144,11 @@ impl CardState {
         self.card_key.as_ref().map(SoftwareKey::public_key)
     }
 
+    /// The VRF public key, once generated.
+    pub fn vrf_public_key(&self) -> Option<&VrfPublicKey> {
+        self.vrf_key.as_ref().map(VrfSecretKey::public_key)
+    }
+
     /// Encode for storage. The value holds the card's secrets: the host keeps it like a secure
     /// element's memory (file mode 0600).
     pub fn encode(&self) -> Vec<u8> {
@@ -150,6 +160,7 @@ impl CardState {
             ]),
         };
         let key_bytes = self.card_key.as_ref().map(SoftwareKey::scalar);
+        let vrf_bytes = self.vrf_key.as_ref().map(VrfSecretKey::scalar);
         cbor::encode(&text_map(vec![
             ("v", Value::Integer(STATE_VERSION.into())),
             ("serial", Value::Bytes(self.serial.to_vec())),
@@ -159,6 +170,10 @@ impl CardState {
             (
                 "cardKey",
                 key_bytes.map_or(Value::Null, |k| Value::Bytes(k.to_vec())),
+            ),
+            (
+                "vrfKey",
+                vrf_bytes.map_or(Value::Null, |k| Value::Bytes(k.to_vec())),
             ),
             (
                 "credentials",
@@ -260,6 +275,11 @@ impl CardState {
             Value::Null => None,
             b => Some(access::bytes(W, b)?.to_vec()),
         });
+        // Absent on cards personalized before e-voting: no pseudonyms from them.
+        let vrf = Zeroizing::new(match access::get(W, m, "vrfKey")? {
+            None | Some(Value::Null) => None,
+            Some(b) => Some(access::bytes(W, b)?.to_vec()),
+        });
         Ok(Self {
             serial: bytes_of("serial")?
                 .try_into()
@@ -273,6 +293,11 @@ impl CardState {
                 .map_err(|_| Error::State("perso counter".into()))?,
             locked: bool_of("locked")?,
             card_key: key.as_deref().map(SoftwareKey::from_scalar).transpose()?,
+            vrf_key: vrf
+                .as_deref()
+                .map(VrfSecretKey::from_scalar)
+                .transpose()
+                .map_err(|e| Error::State(format!("vrf key: {e}")))?,
             credentials,
             pin: secret("pin")?,
             puk: secret("puk")?,

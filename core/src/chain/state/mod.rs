@@ -519,7 +519,8 @@ impl State {
                 eligibility,
                 opens,
                 closes,
-            } => self.register_election(&did, id, eligibility, (*opens, *closes), now)?,
+                reauth,
+            } => self.register_election(&did, id, eligibility, (*opens, *closes), *reauth, now)?,
         }
         rec.seq = rec.seq.saturating_add(1);
         self.public

@@ -10,7 +10,7 @@ use super::records::{
     DidRecord, ListInfo, PENDING_VALIDATORS, accreditation_value, encode_key_list, kiosk_value,
 };
 use super::{Refused, State, invalid, status_uri};
-use crate::cbor::{self, text_map};
+use crate::cbor::{self, text, text_map};
 use crate::chain::table::Table;
 use crate::chain::tx::{self, SignedTx};
 use crate::cose::{self, Domain};
@@ -365,21 +365,29 @@ impl State {
         id: &str,
         eligibility: &[(String, Value)],
         (opens, closes): (i64, i64),
+        reauth: crate::evote::Reauth,
         now: i64,
     ) -> Result<(), Refused> {
         const NAME: &str = "register-election";
         self.require_governance(signer, NAME)?;
-        if id.is_empty() || id.len() > 64 || closes <= opens || closes <= now {
+        if !crate::evote::valid_election_id(id) || closes <= opens || closes <= now {
             return Err(invalid(NAME, "needs an id and a window that has not ended"));
+        }
+        if let Err(e) = crate::evote::Election::check_rule(eligibility) {
+            return Err(invalid(NAME, e.to_string()));
         }
         if self.kiosk.get(Table::Election, id.as_bytes()).is_some() {
             return Err(invalid(NAME, "the election exists"));
         }
-        let value = cbor::encode(&text_map(vec![
+        let mut record = vec![
             ("eligibility", tx::eligibility_value(eligibility)),
             ("opens", Value::Integer(opens.into())),
             ("closes", Value::Integer(closes.into())),
-        ]));
+        ];
+        if reauth != crate::evote::Reauth::Refuse {
+            record.push(("reauth", text(reauth.name())));
+        }
+        let value = cbor::encode(&text_map(record));
         self.kiosk.put(Table::Election, id.as_bytes(), value);
         Ok(())
     }

@@ -1,0 +1,321 @@
+//! E-voting authentication (specs/evote.md): the election record the chain holds, what a voter
+//! must prove, and the election pseudonym a card proves with its VRF key.
+//!
+//! The card's VRF public key travels as the issuer-signed citizen element `vrf_key`, so the
+//! issuer binds it to the credential like any other element, and a card releases it only to a
+//! reader whose accreditation grants it. The pseudonym is the VRF output over
+//! [`alpha`]`(chain, election)`; the card returns the proof as the device-signed element
+//! `org.civis.evote.1/pseudonym`, which the MSO's `keyAuthorizations` allows.
+
+use ciborium::Value;
+
+use crate::cbor::{self, Limits, access, text, text_map};
+use crate::error::{Error, Result};
+use crate::mdoc::{VerifiedDocument, citizen};
+use crate::vrf::{self, OUTPUT_LEN, VrfProof, VrfPublicKey};
+
+/// The device-signed namespace of the pseudonym.
+pub const NAMESPACE: &str = "org.civis.evote.1";
+/// The device-signed element: the 81-byte VRF proof, from which the pseudonym derives.
+pub const PSEUDONYM: &str = "pseudonym";
+/// The citizen element carrying the card's VRF public key (SEC1 compressed, 33 bytes).
+pub const VRF_KEY: &str = "vrf_key";
+/// The `requestInfo` key naming the election the station asks a pseudonym for.
+pub const REQUEST_INFO_ELECTION: &str = "org.civis.election";
+/// Longest election id (the chain's limit).
+pub const MAX_ELECTION_ID: usize = 64;
+/// Domain tag of the VRF input.
+const ALPHA_DOMAIN: &[u8] = b"civis/evote-pseudonym/v1\0";
+/// Largest election record decoded from the chain.
+const MAX_RECORD: usize = 64 * 1024;
+
+/// Citizen elements an eligibility rule may not name: they identify the voter.
+pub const IDENTIFYING: &[&str] = &[
+    "family_name",
+    "given_name",
+    "birth_date",
+    "document_number",
+    "portrait",
+    VRF_KEY,
+];
+
+/// The VRF input of an election pseudonym: the domain tag, the chain id (length-prefixed, so
+/// no two (chain, election) pairs give the same bytes) and the election id.
+pub fn alpha(chain: &str, election: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(ALPHA_DOMAIN.len() + 2 + chain.len() + election.len());
+    a.extend_from_slice(ALPHA_DOMAIN);
+    a.extend_from_slice(&u16::try_from(chain.len()).unwrap_or(u16::MAX).to_be_bytes());
+    a.extend_from_slice(chain.as_bytes());
+    a.extend_from_slice(election.as_bytes());
+    a
+}
+
+/// The MSO `keyAuthorizations` that let the card device-sign its pseudonym (and nothing else).
+pub fn key_authorizations() -> Value {
+    text_map(vec![(
+        "dataElements",
+        Value::Map(vec![(text(NAMESPACE), Value::Array(vec![text(PSEUDONYM)]))]),
+    )])
+}
+
+/// A valid election id: 1..=64 bytes without control characters.
+pub fn valid_election_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ELECTION_ID && !id.chars().any(char::is_control)
+}
+
+/// What a second authentication of one voter in one election means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reauth {
+    /// Refused: the first authentication stands.
+    Refuse,
+    /// Accepted and recorded: the last one counts (e.g. a voter may vote again to override a
+    /// coerced vote).
+    LastCounts,
+}
+
+impl Reauth {
+    /// The name on the wire and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::LastCounts => "last-counts",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "refuse" => Some(Self::Refuse),
+            "last-counts" => Some(Self::LastCounts),
+            _ => None,
+        }
+    }
+}
+
+/// An election as the chain records it (`election[id]`, chain-state.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Election {
+    /// Election id.
+    pub id: String,
+    /// `element => required value` over citizen elements; an array value means "one of".
+    pub eligibility: Vec<(String, Value)>,
+    /// Opening time (Unix seconds, inclusive).
+    pub opens: i64,
+    /// Closing time (Unix seconds, exclusive).
+    pub closes: i64,
+    /// The re-authentication policy.
+    pub reauth: Reauth,
+}
+
+impl Election {
+    /// Decode the chain's record of election `id`.
+    pub fn from_record(id: &str, bytes: &[u8]) -> Result<Self> {
+        const W: &str = "election record";
+        let v = cbor::decode(W, bytes, Limits::new(MAX_RECORD))?;
+        let m = access::map(W, &v)?;
+        let eligibility = access::map(W, access::req(W, m, "eligibility")?)?
+            .iter()
+            .map(|(k, v)| Ok((access::text(W, k)?.to_owned(), v.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let int = |k: &str| -> Result<i64> {
+            access::req(W, m, k)?
+                .as_integer()
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| Error::invalid(W, format!("{k} must be an integer")))
+        };
+        // Records written before the policy existed refuse a second authentication.
+        let reauth = match access::get(W, m, "reauth")? {
+            None => Reauth::Refuse,
+            Some(r) => Reauth::parse(access::text(W, r)?)
+                .ok_or_else(|| Error::invalid(W, "unknown re-authentication policy"))?,
+        };
+        Ok(Self {
+            id: id.to_owned(),
+            eligibility,
+            opens: int("opens")?,
+            closes: int("closes")?,
+            reauth,
+        })
+    }
+
+    /// Check a rule before it goes on chain or into a station: citizen elements only, none
+    /// that identifies the voter, each value of the element's type (arrays of 1..=256).
+    pub fn check_rule(eligibility: &[(String, Value)]) -> Result<()> {
+        const W: &str = "eligibility";
+        for (element, value) in eligibility {
+            if IDENTIFYING.contains(&element.as_str()) {
+                return Err(Error::invalid(
+                    W,
+                    format!("{element} identifies the voter; an election may not ask for it"),
+                ));
+            }
+            let values = match value {
+                Value::Array(a) if !a.is_empty() && a.len() <= 256 => a.as_slice(),
+                Value::Array(_) => {
+                    return Err(Error::invalid(W, format!("{element}: 1 to 256 values")));
+                }
+                one => std::slice::from_ref(one),
+            };
+            for v in values {
+                citizen::check_element(element, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The citizen elements a station requests for this election.
+    pub fn elements(&self) -> Vec<String> {
+        self.eligibility.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// Whether the election is open at `now`.
+    pub fn open_at(&self, now: i64) -> bool {
+        self.opens <= now && now < self.closes
+    }
+
+    /// Check the disclosed citizen elements against the rule; the error says which element
+    /// fails, without its value.
+    pub fn eligible(&self, doc: &VerifiedDocument) -> std::result::Result<(), String> {
+        for (element, required) in &self.eligibility {
+            let Some(value) = citizen_value(doc, element) else {
+                return Err(format!("{element} was not disclosed"));
+            };
+            let ok = match required {
+                Value::Array(any) => any.contains(value),
+                one => one == value,
+            };
+            if !ok {
+                return Err(format!("not eligible ({element})"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn citizen_value<'a>(doc: &'a VerifiedDocument, element: &str) -> Option<&'a Value> {
+    doc.disclosed
+        .iter()
+        .filter(|(ns, _)| ns == citizen::NAMESPACE)
+        .flat_map(|(_, items)| items.iter())
+        .find(|(id, _)| id == element)
+        .map(|(_, v)| v)
+}
+
+/// An election pseudonym: the VRF output, 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pseudonym(pub [u8; OUTPUT_LEN]);
+
+impl Pseudonym {
+    /// Lower-case hex, for reports.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for Pseudonym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pseudonym({})", hex::encode(self.0))
+    }
+}
+
+/// Why a presentation carries no valid pseudonym.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PseudonymError {
+    /// The card did not return the VRF key (not granted, or an old credential without one).
+    #[error("the credential carries no VRF key")]
+    NoKey,
+    /// The card did not return a pseudonym (no PIN, not accredited, no VRF key on the card).
+    #[error("the card returned no pseudonym")]
+    Missing,
+    /// The key or the proof does not decode.
+    #[error("malformed pseudonym: {0}")]
+    Malformed(String),
+    /// The proof does not verify for this chain and election under the bound key.
+    #[error("the pseudonym's proof does not verify for this election")]
+    BadProof,
+}
+
+/// The pseudonym a verified citizen document proves for `election` on `chain`: the proof in the
+/// device-signed element, checked against the issuer-signed `vrf_key` (so the issuer's
+/// signature binds the key, and the device signature binds the proof to this session).
+pub fn pseudonym(
+    doc: &VerifiedDocument,
+    chain: &str,
+    election: &str,
+) -> std::result::Result<Pseudonym, PseudonymError> {
+    let key = match citizen_value(doc, VRF_KEY) {
+        Some(Value::Bytes(b)) => {
+            VrfPublicKey::from_sec1(b).map_err(|e| PseudonymError::Malformed(e.to_string()))?
+        }
+        Some(_) => return Err(PseudonymError::Malformed("vrf_key is not bytes".into())),
+        None => return Err(PseudonymError::NoKey),
+    };
+    let proof = doc
+        .device_signed
+        .iter()
+        .filter(|(ns, _)| ns == NAMESPACE)
+        .flat_map(|(_, items)| items.iter())
+        .find(|(id, _)| id == PSEUDONYM)
+        .map(|(_, v)| v)
+        .ok_or(PseudonymError::Missing)?;
+    let Value::Bytes(pi) = proof else {
+        return Err(PseudonymError::Malformed("the proof is not bytes".into()));
+    };
+    let proof = VrfProof::from_bytes(pi).map_err(|e| PseudonymError::Malformed(e.to_string()))?;
+    vrf::verify(&key, &alpha(chain, election), &proof)
+        .map(Pseudonym)
+        .map_err(|_| PseudonymError::BadProof)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn alpha_is_unambiguous_and_domain_separated() {
+        assert_ne!(alpha("ab", "c"), alpha("a", "bc"));
+        assert!(alpha("civis", "e").starts_with(b"civis/evote-pseudonym/v1\0"));
+    }
+
+    #[test]
+    fn rules_naming_identifying_elements_or_wrong_types_are_refused() {
+        let ok = vec![
+            ("age_over_18".to_owned(), Value::Bool(true)),
+            (
+                "resident_district".to_owned(),
+                Value::Array(vec![text("Harbour"), text("Old Town")]),
+            ),
+        ];
+        Election::check_rule(&ok).unwrap();
+        for bad in [
+            vec![("birth_date".to_owned(), Value::Bool(true))],
+            vec![("family_name".to_owned(), text("x"))],
+            vec![("age_over_18".to_owned(), text("yes"))],
+            vec![("resident_district".to_owned(), Value::Array(vec![]))],
+            vec![("shoe_size".to_owned(), Value::Bool(true))],
+        ] {
+            assert!(Election::check_rule(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_policy_refuses_and_unknown_policies_are_errors() {
+        let rec = |extra: Vec<(&'static str, Value)>| {
+            let mut m = vec![
+                ("eligibility", Value::Map(vec![])),
+                ("opens", Value::Integer(1.into())),
+                ("closes", Value::Integer(2.into())),
+            ];
+            m.extend(extra);
+            cbor::encode(&text_map(m))
+        };
+        let e = Election::from_record("e", &rec(vec![])).unwrap();
+        assert_eq!(e.reauth, Reauth::Refuse);
+        let e = Election::from_record("e", &rec(vec![("reauth", text("last-counts"))])).unwrap();
+        assert_eq!(e.reauth, Reauth::LastCounts);
+        assert!(Election::from_record("e", &rec(vec![("reauth", text("twice"))])).is_err());
+        assert!(Election::from_record("e", b"\xff").is_err());
+        assert!(e.open_at(1) && !e.open_at(2) && !e.open_at(0));
+    }
+}

@@ -1,0 +1,336 @@
+//! E-voting on the card, in process: the VRF key made at personalization and bound by the
+//! issuer, the election pseudonym released only after the PIN and only to a reader accredited
+//! for it, device-signed, and checked against the bound key (specs/evote.md).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use ciborium::Value;
+use civis_core::card::TransportKey;
+use civis_core::cbor::Tagged;
+use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use civis_core::evote::{self, Pseudonym, PseudonymError};
+use civis_core::kiosk::KioskAccreditation;
+use civis_core::mdoc::citizen::{self, CitizenRecord};
+use civis_core::mdoc::{
+    self, DeviceRequest, DocRequest, IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript,
+    TDate, ValidityInfo, VerifiedDocument,
+};
+use civis_core::timestamp::Timestamp;
+use civis_core::vrf::VrfPublicKey;
+use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
+use civis_firmware_bridge::transport::InProcess;
+use civis_wallet_core::applet::CardState;
+use civis_wallet_core::holder::codes;
+use common::*;
+use rand_core::OsRng;
+
+const ELIGIBILITY: [&str; 2] = ["age_over_18", "resident_district"];
+
+fn did_of(key: &SoftwareKey) -> civis_core::did::Did {
+    civis_core::did::Did::from_inception(
+        key.public_key(),
+        &civis_core::did::KeyCommitment::to(key.public_key()),
+    )
+}
+
+/// A statement for `kiosk`: the eligibility elements and the VRF key, and — when `evote` — the
+/// pseudonym.
+fn statement(world: &World, kiosk: &SoftwareKey, evote: bool) -> Vec<u8> {
+    let mut citizen_els: Vec<String> = ELIGIBILITY.iter().map(|e| (*e).to_owned()).collect();
+    citizen_els.push(evote::VRF_KEY.into());
+    let mut namespaces = vec![(NS.to_owned(), citizen_els)];
+    if evote {
+        namespaces.push((evote::NAMESPACE.into(), vec![evote::PSEUDONYM.into()]));
+    }
+    KioskAccreditation {
+        chain: CHAIN.into(),
+        kiosk: did_of(kiosk),
+        key: kiosk.public_key().clone(),
+        grants: vec![(citizen::DOC_TYPE.into(), namespaces)],
+        purpose: "polling station".into(),
+        not_before: NOW - 86_400,
+        not_after: NOW + 86_400,
+    }
+    .sign(&did_of(&world.governance).key_url(1), &world.governance)
+    .unwrap()
+}
+
+/// A voter's credential: the example citizen, the card's VRF key as an issuer-signed element,
+/// and the keyAuthorizations that let the card device-sign its pseudonym.
+fn voter_credential(world: &World, card_key: &EcPublicKey, vrf: Option<&VrfPublicKey>) -> Vec<u8> {
+    let mut name_spaces = CitizenRecord::example()
+        .to_name_spaces("2026-09-01")
+        .unwrap();
+    if let Some(vrf) = vrf {
+        name_spaces[0]
+            .1
+            .push((evote::VRF_KEY.into(), Value::Bytes(vrf.to_bytes().to_vec())));
+    }
+    let now = Timestamp(NOW);
+    let params = IssueParams {
+        doc_type: citizen::DOC_TYPE,
+        name_spaces: &name_spaces,
+        device_key: card_key,
+        validity: ValidityInfo {
+            signed: TDate::new(now.plus_secs(-60)),
+            valid_from: TDate::new(now.plus_secs(-60)),
+            valid_until: TDate::new(now.plus_secs(365 * 86_400)),
+            expected_update: None,
+        },
+        status: None,
+        key_authorizations: Some(evote::key_authorizations()),
+    };
+    let signed = mdoc::issue(
+        &params,
+        &world.issuer,
+        &IssuerKeyId::Kid(world.issuer_kid.clone()),
+        &mut OsRng,
+    )
+    .unwrap();
+    mdoc::issue::encode_issuer_signed(&signed)
+}
+
+/// A locked voter card; returns it with its VRF key.
+fn voter_card(world: &World, serial: u8) -> (CardClient<InProcess>, VrfPublicKey) {
+    let mut client = CardClient::new(InProcess::new(CardState::blank(
+        [serial; 16],
+        TransportKey([0x42; 32]),
+    )));
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    let (card_key, vrf) = p.generate_keys().unwrap();
+    assert_ne!(
+        card_key.compressed(),
+        vrf.to_bytes().to_vec(),
+        "the VRF key is not the card key"
+    );
+    p.set_pin(PIN).unwrap();
+    p.set_puk(PUK).unwrap();
+    p.set_root(CHAIN, world.governance.public_key()).unwrap();
+    p.put_credential(0, &voter_credential(world, &card_key, Some(&vrf)))
+        .unwrap();
+    p.lock().unwrap();
+    (client, vrf)
+}
+
+/// One tap at a polling station for `election`, with `pin`.
+fn tap(
+    client: &mut CardClient<InProcess>,
+    kiosk: &SoftwareKey,
+    statement: &[u8],
+    election: &str,
+    pin: Option<&str>,
+) -> (Vec<u8>, SessionTranscript, DeviceRequest) {
+    client.transport().reset();
+    let engaged = client.read_engagement().unwrap();
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let transcript = session.transcript().clone();
+    let mut info = vec![(
+        Value::Text(evote::REQUEST_INFO_ELECTION.into()),
+        Value::Text(election.into()),
+    )];
+    if let Some(pin) = pin {
+        info.push((
+            Value::Text(civis_core::card::REQUEST_INFO_PIN.into()),
+            Value::Text(pin.into()),
+        ));
+    }
+    let mut citizen_els: Vec<(String, bool)> = ELIGIBILITY
+        .iter()
+        .map(|e| ((*e).to_owned(), false))
+        .collect();
+    citizen_els.push((evote::VRF_KEY.into(), false));
+    let items = ItemsRequest {
+        doc_type: citizen::DOC_TYPE.into(),
+        name_spaces: vec![
+            (NS.into(), citizen_els),
+            (
+                evote::NAMESPACE.into(),
+                vec![(evote::PSEUDONYM.into(), false)],
+            ),
+        ],
+        request_info: Some(Value::Map(info)),
+    };
+    let doc =
+        mdoc::reader_auth::sign_with_accreditation(items, &transcript, kiosk, statement).unwrap();
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![doc],
+    };
+    let response = session
+        .establish(client, e_reader.public_key(), e_bytes, &request)
+        .unwrap();
+    session.end(client).unwrap();
+    (response, transcript, request)
+}
+
+fn voter_doc(world: &World, r: &(Vec<u8>, SessionTranscript, DeviceRequest)) -> VerifiedDocument {
+    world.verify(&r.0, &r.1, &r.2).unwrap().remove(0)
+}
+
+fn pseudonym_of(doc: &VerifiedDocument, election: &str) -> Result<Pseudonym, PseudonymError> {
+    evote::pseudonym(doc, CHAIN, election)
+}
+
+#[test]
+fn an_accredited_station_gets_a_device_signed_pseudonym_after_the_pin_and_nothing_identifying() {
+    let world = World::new();
+    let station = SoftwareKey::generate(&mut OsRng);
+    let statement = statement(&world, &station, true);
+    let (mut card, vrf) = voter_card(&world, 1);
+
+    let read = tap(&mut card, &station, &statement, "council-2027", Some(PIN));
+    let doc = voter_doc(&world, &read);
+    let p = pseudonym_of(&doc, "council-2027").unwrap();
+    // Exactly the VRF output of the card's bound key over this chain and election.
+    assert_eq!(doc.device_signed[0].0, evote::NAMESPACE);
+    let mut names = disclosed(&doc);
+    names.sort();
+    assert_eq!(names, ["age_over_18", "resident_district", "vrf_key"]);
+    // The same card and election give the same pseudonym; another election another one.
+    let again = pseudonym_of(
+        &voter_doc(
+            &world,
+            &tap(&mut card, &station, &statement, "council-2027", Some(PIN)),
+        ),
+        "council-2027",
+    )
+    .unwrap();
+    assert_eq!(p, again);
+    let other_doc = voter_doc(
+        &world,
+        &tap(
+            &mut card,
+            &station,
+            &statement,
+            "referendum-2027",
+            Some(PIN),
+        ),
+    );
+    let other = pseudonym_of(&other_doc, "referendum-2027").unwrap();
+    assert_ne!(p, other);
+    // A proof for one election is not a pseudonym of another, nor of another chain.
+    assert_eq!(
+        pseudonym_of(&other_doc, "council-2027"),
+        Err(PseudonymError::BadProof)
+    );
+    assert_eq!(
+        evote::pseudonym(&doc, "another-chain", "council-2027"),
+        Err(PseudonymError::BadProof)
+    );
+    // The pseudonym is the RFC 9381 output under the key the issuer bound.
+    let proof = match &doc.device_signed[0].1[0].1 {
+        Value::Bytes(b) => civis_core::vrf::VrfProof::from_bytes(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        civis_core::vrf::verify(&vrf, &evote::alpha(CHAIN, "council-2027"), &proof).unwrap(),
+        p.0
+    );
+}
+
+#[test]
+fn no_pseudonym_without_the_right_pin_or_from_a_station_not_accredited_for_evoting() {
+    let world = World::new();
+    let station = SoftwareKey::generate(&mut OsRng);
+    let evote_statement = statement(&world, &station, true);
+    let (mut card, _) = voter_card(&world, 2);
+
+    // No PIN: eligibility elements come, the pseudonym does not.
+    let doc = voter_doc(
+        &world,
+        &tap(&mut card, &station, &evote_statement, "e1", None),
+    );
+    assert_eq!(withheld(&doc, evote::PSEUDONYM), Some(codes::PIN_REQUIRED));
+    assert_eq!(pseudonym_of(&doc, "e1"), Err(PseudonymError::Missing));
+    // A wrong PIN.
+    let doc = voter_doc(
+        &world,
+        &tap(&mut card, &station, &evote_statement, "e1", Some("000000")),
+    );
+    assert_eq!(withheld(&doc, evote::PSEUDONYM), Some(codes::PIN_WRONG));
+    assert!(doc.device_signed.is_empty());
+
+    // A kiosk accredited for the same citizen elements but not for e-voting, with the PIN.
+    let counter = SoftwareKey::generate(&mut OsRng);
+    let plain = statement(&world, &counter, false);
+    let doc = voter_doc(&world, &tap(&mut card, &counter, &plain, "e1", Some(PIN)));
+    assert_eq!(
+        withheld(&doc, evote::PSEUDONYM),
+        Some(codes::NOT_ACCREDITED)
+    );
+    assert!(doc.device_signed.is_empty());
+
+    // No ReaderAuth at all: no document, nothing stable.
+    card.transport().reset();
+    let engaged = card.read_engagement().unwrap();
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![DocRequest {
+            items_request: Tagged::new(ItemsRequest {
+                doc_type: citizen::DOC_TYPE.into(),
+                name_spaces: vec![(
+                    evote::NAMESPACE.into(),
+                    vec![(evote::PSEUDONYM.into(), false)],
+                )],
+                request_info: None,
+            }),
+            reader_auth: None,
+        }],
+    };
+    let response = session
+        .establish(&mut card, e_reader.public_key(), e_bytes, &request)
+        .unwrap();
+    assert_eq!(
+        document_error(&response, citizen::DOC_TYPE),
+        Some(codes::READER_NOT_AUTHENTICATED)
+    );
+}
+
+#[test]
+fn a_credential_naming_another_vrf_key_is_refused_and_a_card_without_one_has_no_pseudonym() {
+    let world = World::new();
+    let mut client = CardClient::new(InProcess::new(CardState::blank(
+        [3; 16],
+        TransportKey([0x42; 32]),
+    )));
+    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
+    let (card_key, _) = p.generate_keys().unwrap();
+    let foreign = civis_core::vrf::VrfSecretKey::generate(&mut OsRng);
+    assert!(
+        p.put_credential(
+            0,
+            &voter_credential(&world, &card_key, Some(foreign.public_key()))
+        )
+        .is_err(),
+        "the issuer bound a VRF key that is not this card's"
+    );
+    // A credential without a VRF key: the station's check finds none.
+    p.put_credential(0, &voter_credential(&world, &card_key, None))
+        .unwrap();
+    p.set_pin(PIN).unwrap();
+    p.set_puk(PUK).unwrap();
+    p.set_root(CHAIN, world.governance.public_key()).unwrap();
+    p.lock().unwrap();
+    let station = SoftwareKey::generate(&mut OsRng);
+    let st = statement(&world, &station, true);
+    let doc = voter_doc(&world, &tap(&mut client, &station, &st, "e1", Some(PIN)));
+    assert_eq!(pseudonym_of(&doc, "e1"), Err(PseudonymError::NoKey));
+}
+
+#[test]
+fn the_vrf_key_is_kept_in_the_stored_state() {
+    let world = World::new();
+    let (mut card, vrf) = voter_card(&world, 4);
+    let encoded = card.transport().state().encode();
+    let back = CardState::decode(&encoded).unwrap();
+    assert_eq!(back.vrf_public_key(), Some(&vrf));
+    let info = card.transport().state().clone();
+    assert_eq!(info.vrf_public_key(), Some(&vrf));
+}
