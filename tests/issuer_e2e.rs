@@ -387,6 +387,284 @@ fn kiosk_verify(dir: &Path, genesis: &str, db: &str, policy: &str, extra: &[&str
     )
 }
 
+/// A polling station through the real binary and pcscd (issue #13): `civis evote register`,
+/// a station accredited for e-voting, `civis kiosk verify --policy evote:… --pin-stdin` with
+/// the virtual card the issuer personalized (its VRF key bound by the issuer), the verdicts an
+/// election can give, a double authentication at one station and across two after a signed
+/// exchange, and a station database holding nothing about the voter.
+fn polling_stations(reg: &Cluster, dir: &Path, card_state: &Path, name: &str) {
+    let _card = VirtualCard::start(card_state);
+    let g = reg.dir.join("genesis.json");
+    let gov = reg.dir.join("governance.jwk");
+    let node = reg.url(0);
+    let (now, day) = (now(), 86_400);
+    // Elections: one the card is eligible for, one for another district, one not open yet.
+    let election = |id: &str, district: &str, opens: i64, closes: i64| {
+        let out = civis(&[
+            "evote",
+            "register",
+            "--node",
+            &node,
+            "--key",
+            gov.to_str().unwrap(),
+            "--id",
+            id,
+            "--age-over-18",
+            "--district",
+            district,
+            "--district",
+            "Old Town",
+            "--opens",
+            &opens.to_string(),
+            "--closes",
+            &closes.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (open, other, later) = (
+        format!("council-{name}"),
+        format!("riverside-{name}"),
+        format!("later-{name}"),
+    );
+    election(&open, "Harbour", now - 60, now + day);
+    election(&other, "Riverside", now - 60, now + day);
+    election(&later, "Harbour", now + day, now + 2 * day);
+    // Two stations, each with its own DID, accreditation and database.
+    let element = |ns: &str, e: &str| format!("{}/{ns}/{e}", citizen::DOC_TYPE);
+    let station = |n: &str, evote: bool| {
+        let key = dir.join(format!("station-{n}.jwk"));
+        let statement = dir.join(format!("station-{n}.accreditation"));
+        let out = civis(&["registry", "keygen", "--out", key.to_str().unwrap()]);
+        let did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        reg.tx(&key, &["create-did"]).unwrap();
+        let (from, until) = ((now - 60).to_string(), (now + day).to_string());
+        let mut grants = vec![
+            element(citizen::NAMESPACE, "age_over_18"),
+            element(citizen::NAMESPACE, "resident_district"),
+            element(citizen::NAMESPACE, "vrf_key"),
+        ];
+        if evote {
+            grants.push(element("org.civis.evote.1", "pseudonym"));
+        }
+        let mut args = vec!["accredit-kiosk", "--kiosk", &did];
+        for g in &grants {
+            args.extend(["--grant", g]);
+        }
+        let purpose = format!("polling station {n}");
+        args.extend([
+            "--purpose",
+            &purpose,
+            "--not-before",
+            &from,
+            "--not-after",
+            &until,
+            "--statement-out",
+            statement.to_str().unwrap(),
+        ]);
+        reg.tx(&gov, &args).unwrap();
+        (key, statement, dir.join(format!("station-{n}.db")), did)
+    };
+    let a = station("a", true);
+    let b = station("b", true);
+    let counter = station("counter", false);
+    for db in [&a.2, &b.2, &counter.2] {
+        let out = civis(&[
+            "kiosk",
+            "sync",
+            "--registry",
+            &node,
+            "--genesis",
+            g.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let vote = |s: &(PathBuf, PathBuf, PathBuf, String), id: &str, pin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_civis"))
+            .args([
+                "kiosk",
+                "verify",
+                "--policy",
+                &format!("evote:{id}"),
+                "--reader",
+                READER,
+                "--reader-key",
+                s.0.to_str().unwrap(),
+                "--accreditation",
+                s.1.to_str().unwrap(),
+                "--pin-stdin",
+                "--genesis",
+                g.to_str().unwrap(),
+                "--db",
+                s.2.to_str().unwrap(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = writeln!(child.stdin.take().unwrap(), "{pin}");
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A wrong PIN: no pseudonym.
+    let (code, v, text) = vote(&a, &open, "000000");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (Some(1), Some("no_pseudonym")),
+        "{v} {text}"
+    );
+    // The eligible voter with the PIN: accepted, the eligibility shown, nothing else.
+    let (code, v, text) = vote(&a, &open, "246810");
+    assert_eq!(code, Some(0), "{v} {text}");
+    assert_eq!(v["disclosed"]["authentication"], "first", "{v}");
+    assert_eq!(
+        v["disclosed"]["org.civis.citizen.1"],
+        serde_json::json!({"age_over_18": true, "resident_district": "Harbour"}),
+        "{v}"
+    );
+    // Again at the same station: caught.
+    let (code, v, text) = vote(&a, &open, "246810");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (Some(1), Some("already_authenticated")),
+        "{v} {text}"
+    );
+    // Another district's election; an election not open yet.
+    let (code, v, _) = vote(&a, &other, "246810");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (Some(1), Some("not_eligible")),
+        "{v}"
+    );
+    let (code, v, _) = vote(&a, &later, "246810");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (Some(1), Some("election_closed")),
+        "{v}"
+    );
+    // A kiosk not accredited for e-voting is refused before the tap.
+    let (code, _, text) = vote(&counter, &open, "246810");
+    assert_eq!(code, Some(64), "{text}");
+    assert!(text.contains("not accredited for e-voting"), "{text}");
+    // Station B, offline from A: accepts the same card.
+    let (code, v, text) = vote(&b, &open, "246810");
+    assert_eq!(code, Some(0), "{v} {text}");
+    assert_eq!(v["disclosed"]["authentication"], "first", "{v}");
+    // The signed exchange: A's records into B. A tampered file imports nothing.
+    let file = dir.join("station-a.records");
+    let out = civis(&[
+        "evote",
+        "export",
+        "--election",
+        &open,
+        "--db",
+        a.2.to_str().unwrap(),
+        "--reader-key",
+        a.0.to_str().unwrap(),
+        "--accreditation",
+        a.1.to_str().unwrap(),
+        "--genesis",
+        g.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let import = |f: &Path| {
+        civis(&[
+            "evote",
+            "import",
+            "--file",
+            f.to_str().unwrap(),
+            "--genesis",
+            g.to_str().unwrap(),
+            "--db",
+            b.2.to_str().unwrap(),
+        ])
+    };
+    let mut tampered = std::fs::read(&file).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let bad = dir.join("tampered.records");
+    std::fs::write(&bad, &tampered).unwrap();
+    let out = import(&bad);
+    assert_eq!(out.status.code(), Some(64));
+    let out = import(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["added"].as_u64(), v["station"].as_str()),
+        (Some(2), Some(a.3.as_str())),
+        "{v}"
+    );
+    assert!(v["duplicates"].as_u64().unwrap() >= 1, "{v}");
+    let out = civis(&[
+        "evote",
+        "tally-auth",
+        "--election",
+        &open,
+        "--db",
+        b.2.to_str().unwrap(),
+    ]);
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (t["authentications"].as_u64(), t["voters"].as_u64()),
+        (Some(3), Some(1)),
+        "{t}"
+    );
+    assert_eq!(
+        t["duplicates"][0]["stations"].as_array().unwrap().len(),
+        2,
+        "{t}"
+    );
+    // What the stations keep: pseudonyms, never the voter's name, birth date, document
+    // number, card key or VRF key.
+    let state = CardState::decode(&std::fs::read(card_state).unwrap()).unwrap();
+    let card_key = state.public_key().unwrap();
+    let vrf_key = state.vrf_public_key().unwrap().to_bytes();
+    for db in [&a.2, &b.2] {
+        let mut bytes = std::fs::read(db).unwrap();
+        bytes.extend(std::fs::read(db.with_extension("db-wal")).unwrap_or_default());
+        let secrets: [&[u8]; 7] = [
+            b"Jansen",
+            b"Mira",
+            b"1990-04-12",
+            b"CIV-000042",
+            card_key.uncompressed(),
+            &card_key.compressed(),
+            &vrf_key,
+        ];
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "the station database holds {secret:?}"
+            );
+        }
+    }
+}
+
 struct Agency {
     dir: PathBuf,
     did: String,
@@ -845,6 +1123,7 @@ fn whole_flow(
             );
         }
     }
+    polling_stations(reg, &agency.dir, &agency.dir.join("card2.state"), name);
     // The new credential is the card's valid one.
     let (_, s, _) = issuer.cli(
         &agency.dir,

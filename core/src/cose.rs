@@ -45,6 +45,8 @@ pub enum Domain {
     GovernanceRotation,
     /// Civis: a governance member's approval of another member's registry operation.
     GovernanceApproval,
+    /// Civis: a polling station's signed pseudonym records of an election (evote.md §5).
+    EvoteRecords,
 }
 
 impl Domain {
@@ -59,6 +61,7 @@ impl Domain {
             Self::RegistryTransaction => b"civis/registry-transaction/v1",
             Self::GovernanceRotation => b"civis/governance-rotation/v1",
             Self::GovernanceApproval => b"civis/governance-approval/v1",
+            Self::EvoteRecords => b"civis/evote-records/v1",
         }
     }
 }

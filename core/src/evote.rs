@@ -10,6 +10,7 @@
 use ciborium::Value;
 
 use crate::cbor::{self, Limits, access, text, text_map};
+use crate::cose::{self, Signer};
 use crate::error::{Error, Result};
 use crate::mdoc::{VerifiedDocument, citizen};
 use crate::vrf::{self, OUTPUT_LEN, VrfProof, VrfPublicKey};
@@ -267,6 +268,163 @@ pub fn pseudonym(
         .map_err(|_| PseudonymError::BadProof)
 }
 
+/// Largest signed record set accepted (about a million authentications).
+pub const MAX_RECORDS_LEN: usize = 64 * 1024 * 1024;
+
+/// What one polling station recorded in an election, as it hands it to the others: signed with
+/// its kiosk key, with its accreditation statement attached, so the receiver checks — against
+/// the chain it synced — that an accredited e-voting station wrote it (a forged record would
+/// make an honest voter look like a double voter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StationRecords {
+    /// Chain id.
+    pub chain: String,
+    /// Election id.
+    pub election: String,
+    /// The station: its kiosk DID, as its accreditation names it.
+    pub station: String,
+    /// Pseudonyms with the time each authenticated (Unix milliseconds), in the station's order.
+    pub records: Vec<(Pseudonym, i64)>,
+}
+
+/// Why a signed record set is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordsError {
+    /// Not a COSE_Sign1 with the expected content.
+    #[error("malformed station records: {0}")]
+    Malformed(String),
+    /// The attached accreditation is not the one the synced chain records for its kiosk.
+    #[error("the station {0} has no such accreditation on the synced chain")]
+    NotOnChain(String),
+    /// The accreditation does not cover e-voting.
+    #[error("the station {0} is not accredited for e-voting")]
+    NotEvoting(String),
+    /// The signature does not verify under the accredited key.
+    #[error("the station records' signature does not verify")]
+    Signature,
+    /// The records name another chain or station than the accreditation.
+    #[error(
+        "the records are for chain {chain:?} and station {station:?}, not this chain and the signing station"
+    )]
+    Mismatch {
+        /// Chain named in the records.
+        chain: String,
+        /// Station named in the records.
+        station: String,
+    },
+}
+
+impl StationRecords {
+    fn payload(&self) -> Vec<u8> {
+        cbor::encode(&text_map(vec![
+            ("chain", text(&self.chain)),
+            ("election", text(&self.election)),
+            ("station", text(&self.station)),
+            (
+                "records",
+                Value::Array(
+                    self.records
+                        .iter()
+                        .map(|(p, at)| {
+                            Value::Array(vec![
+                                Value::Bytes(p.0.to_vec()),
+                                Value::Integer((*at).into()),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]))
+    }
+
+    fn from_payload(bytes: &[u8]) -> Result<Self> {
+        const W: &str = "station records";
+        let v = cbor::decode(W, bytes, Limits::new(MAX_RECORDS_LEN))?;
+        let m = access::map(W, &v)?;
+        access::only_keys(W, m, &["chain", "election", "station", "records"])?;
+        let records = access::array(W, access::req(W, m, "records")?)?
+            .iter()
+            .map(|r| match access::array(W, r)? {
+                [p, at] => Ok((
+                    Pseudonym(
+                        access::bytes(W, p)?
+                            .try_into()
+                            .map_err(|_| Error::malformed(W, "a pseudonym is 32 bytes"))?,
+                    ),
+                    at.as_integer()
+                        .and_then(|i| i64::try_from(i).ok())
+                        .ok_or_else(|| Error::malformed(W, "time"))?,
+                )),
+                _ => Err(Error::malformed(W, "a record is [pseudonym, time]")),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            chain: access::text(W, access::req(W, m, "chain")?)?.to_owned(),
+            election: access::text(W, access::req(W, m, "election")?)?.to_owned(),
+            station: access::text(W, access::req(W, m, "station")?)?.to_owned(),
+            records,
+        })
+    }
+
+    /// Sign with the station's kiosk key, its accreditation `statement` attached.
+    pub fn sign(&self, key: &dyn Signer, statement: &[u8]) -> Result<Vec<u8>> {
+        let statement = cose::decode_sign1_within(statement, crate::kiosk::MAX_STATEMENT_LEN)?;
+        let mut unprotected = coset::Header::default();
+        unprotected.rest.push((
+            coset::Label::Int(crate::kiosk::READER_AUTH_LABEL),
+            cose::sign1_to_value(&statement),
+        ));
+        let sign1 = cose::sign1(
+            key,
+            cose::Domain::EvoteRecords,
+            coset::HeaderBuilder::new(),
+            unprotected,
+            Some(self.payload()),
+            None,
+        )?;
+        Ok(cose::encode_sign1(&sign1))
+    }
+
+    /// Check signed records for `chain`: the attached accreditation must be exactly the one
+    /// `recorded` (the synced chain's kiosk table) holds for its kiosk DID and grant the
+    /// pseudonym; the signature must verify under its key; the records must name this chain and
+    /// that kiosk. Never panics on any bytes.
+    pub fn verify(
+        bytes: &[u8],
+        chain: &str,
+        recorded: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> std::result::Result<Self, RecordsError> {
+        let bad = |e: Error| RecordsError::Malformed(e.to_string());
+        let sign1 = cose::decode_sign1_within(bytes, MAX_RECORDS_LEN).map_err(bad)?;
+        let statement = crate::kiosk::attached(&sign1)
+            .map_err(bad)?
+            .ok_or_else(|| RecordsError::Malformed("no accreditation attached".into()))?;
+        let statement = cose::encode_sign1(&statement);
+        let acc = crate::kiosk::statement_unverified(&statement).map_err(bad)?;
+        let kiosk = acc.kiosk.to_string();
+        if recorded(&kiosk).as_deref() != Some(&statement[..]) {
+            return Err(RecordsError::NotOnChain(kiosk));
+        }
+        if !acc.allows(citizen::DOC_TYPE, NAMESPACE, PSEUDONYM) {
+            return Err(RecordsError::NotEvoting(kiosk));
+        }
+        cose::verify_sign1(&sign1, &acc.key, cose::Domain::EvoteRecords, None)
+            .map_err(|_| RecordsError::Signature)?;
+        let payload = sign1
+            .payload
+            .as_deref()
+            .ok_or_else(|| RecordsError::Malformed("no payload".into()))?;
+        let records = Self::from_payload(payload).map_err(bad)?;
+        if records.chain != chain || acc.chain != chain || records.station != kiosk {
+            return Err(RecordsError::Mismatch {
+                chain: records.chain,
+                station: records.station,
+            });
+        }
+        Ok(records)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -317,5 +475,108 @@ mod tests {
         assert!(Election::from_record("e", &rec(vec![("reauth", text("twice"))])).is_err());
         assert!(Election::from_record("e", b"\xff").is_err());
         assert!(e.open_at(1) && !e.open_at(2) && !e.open_at(0));
+    }
+
+    mod records {
+        use super::super::*;
+        use crate::crypto::SoftwareKey;
+        use crate::did::{Did, KeyCommitment};
+        use crate::kiosk::KioskAccreditation;
+        use rand_core::OsRng;
+
+        fn did(k: &SoftwareKey) -> Did {
+            Did::from_inception(k.public_key(), &KeyCommitment::to(k.public_key()))
+        }
+
+        fn statement(gov: &SoftwareKey, kiosk: &SoftwareKey, evote: bool) -> Vec<u8> {
+            let mut nss = vec![(citizen::NAMESPACE.to_owned(), vec!["age_over_18".into()])];
+            if evote {
+                nss.push((NAMESPACE.into(), vec![PSEUDONYM.into()]));
+            }
+            KioskAccreditation {
+                chain: "c".into(),
+                kiosk: did(kiosk),
+                key: kiosk.public_key().clone(),
+                grants: vec![(citizen::DOC_TYPE.into(), nss)],
+                purpose: "polling station".into(),
+                not_before: 0,
+                not_after: 10,
+            }
+            .sign(&did(gov).key_url(1), gov)
+            .unwrap()
+        }
+
+        #[test]
+        fn only_an_accredited_evoting_station_on_chain_can_hand_over_records() {
+            let gov = SoftwareKey::generate(&mut OsRng);
+            let station = SoftwareKey::generate(&mut OsRng);
+            let st = statement(&gov, &station, true);
+            let name = did(&station).to_string();
+            let records = StationRecords {
+                chain: "c".into(),
+                election: "e".into(),
+                station: name.clone(),
+                records: vec![(Pseudonym([7; 32]), 1), (Pseudonym([8; 32]), 2)],
+            };
+            let signed = records.sign(&station, &st).unwrap();
+            let on_chain = |d: &str| (d == name).then(|| st.clone());
+            assert_eq!(
+                StationRecords::verify(&signed, "c", on_chain).unwrap(),
+                records
+            );
+            // Every single-bit change is refused, without a panic.
+            for i in 0..signed.len() {
+                for bit in [0x01u8, 0x80] {
+                    let mut bad = signed.clone();
+                    bad[i] ^= bit;
+                    assert!(StationRecords::verify(&bad, "c", on_chain).is_err(), "{i}");
+                }
+            }
+            for cut in [0, 1, signed.len() / 2, signed.len() - 1] {
+                assert!(StationRecords::verify(&signed[..cut], "c", on_chain).is_err());
+            }
+            // Another chain; a statement the chain does not hold.
+            assert!(matches!(
+                StationRecords::verify(&signed, "other", on_chain),
+                Err(RecordsError::Mismatch { .. })
+            ));
+            assert!(matches!(
+                StationRecords::verify(&signed, "c", |_| None),
+                Err(RecordsError::NotOnChain(_))
+            ));
+            // Signed by another key under this station's statement.
+            let thief = SoftwareKey::generate(&mut OsRng);
+            let forged = records.sign(&thief, &st).unwrap();
+            assert_eq!(
+                StationRecords::verify(&forged, "c", on_chain),
+                Err(RecordsError::Signature)
+            );
+            // A station claiming another's name.
+            let claim = StationRecords {
+                station: "did:civis:someone-else".into(),
+                ..records.clone()
+            }
+            .sign(&station, &st)
+            .unwrap();
+            assert!(matches!(
+                StationRecords::verify(&claim, "c", on_chain),
+                Err(RecordsError::Mismatch { .. })
+            ));
+            // A kiosk on chain but not accredited for e-voting.
+            let counter = SoftwareKey::generate(&mut OsRng);
+            let plain = statement(&gov, &counter, false);
+            let counter_name = did(&counter).to_string();
+            let signed = StationRecords {
+                station: counter_name.clone(),
+                ..records
+            }
+            .sign(&counter, &plain)
+            .unwrap();
+            assert!(matches!(
+                StationRecords::verify(&signed, "c", |d: &str| (d == counter_name)
+                    .then(|| plain.clone())),
+                Err(RecordsError::NotEvoting(_))
+            ));
+        }
     }
 }

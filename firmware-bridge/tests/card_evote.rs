@@ -13,15 +13,12 @@ mod common;
 use ciborium::Value;
 use civis_core::card::TransportKey;
 use civis_core::cbor::Tagged;
-use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use civis_core::crypto::SoftwareKey;
 use civis_core::evote::{self, Pseudonym, PseudonymError};
-use civis_core::kiosk::KioskAccreditation;
-use civis_core::mdoc::citizen::{self, CitizenRecord};
+use civis_core::mdoc::citizen;
 use civis_core::mdoc::{
-    self, DeviceRequest, DocRequest, IssueParams, IssuerKeyId, ItemsRequest, SessionTranscript,
-    TDate, ValidityInfo, VerifiedDocument,
+    DeviceRequest, DocRequest, ItemsRequest, SessionTranscript, VerifiedDocument,
 };
-use civis_core::timestamp::Timestamp;
 use civis_core::vrf::VrfPublicKey;
 use civis_firmware_bridge::reader::{CardClient, MdocSession, Personalizer};
 use civis_firmware_bridge::transport::InProcess;
@@ -30,95 +27,23 @@ use civis_wallet_core::holder::codes;
 use common::*;
 use rand_core::OsRng;
 
-const ELIGIBILITY: [&str; 2] = ["age_over_18", "resident_district"];
-
-fn did_of(key: &SoftwareKey) -> civis_core::did::Did {
-    civis_core::did::Did::from_inception(
-        key.public_key(),
-        &civis_core::did::KeyCommitment::to(key.public_key()),
-    )
-}
-
-/// A statement for `kiosk`: the eligibility elements and the VRF key, and — when `evote` — the
-/// pseudonym.
-fn statement(world: &World, kiosk: &SoftwareKey, evote: bool) -> Vec<u8> {
-    let mut citizen_els: Vec<String> = ELIGIBILITY.iter().map(|e| (*e).to_owned()).collect();
-    citizen_els.push(evote::VRF_KEY.into());
-    let mut namespaces = vec![(NS.to_owned(), citizen_els)];
-    if evote {
-        namespaces.push((evote::NAMESPACE.into(), vec![evote::PSEUDONYM.into()]));
-    }
-    KioskAccreditation {
-        chain: CHAIN.into(),
-        kiosk: did_of(kiosk),
-        key: kiosk.public_key().clone(),
-        grants: vec![(citizen::DOC_TYPE.into(), namespaces)],
-        purpose: "polling station".into(),
-        not_before: NOW - 86_400,
-        not_after: NOW + 86_400,
-    }
-    .sign(&did_of(&world.governance).key_url(1), &world.governance)
-    .unwrap()
-}
-
-/// A voter's credential: the example citizen, the card's VRF key as an issuer-signed element,
-/// and the keyAuthorizations that let the card device-sign its pseudonym.
-fn voter_credential(world: &World, card_key: &EcPublicKey, vrf: Option<&VrfPublicKey>) -> Vec<u8> {
-    let mut name_spaces = CitizenRecord::example()
-        .to_name_spaces("2026-09-01")
-        .unwrap();
-    if let Some(vrf) = vrf {
-        name_spaces[0]
-            .1
-            .push((evote::VRF_KEY.into(), Value::Bytes(vrf.to_bytes().to_vec())));
-    }
-    let now = Timestamp(NOW);
-    let params = IssueParams {
-        doc_type: citizen::DOC_TYPE,
-        name_spaces: &name_spaces,
-        device_key: card_key,
-        validity: ValidityInfo {
-            signed: TDate::new(now.plus_secs(-60)),
-            valid_from: TDate::new(now.plus_secs(-60)),
-            valid_until: TDate::new(now.plus_secs(365 * 86_400)),
-            expected_update: None,
-        },
-        status: None,
-        key_authorizations: Some(evote::key_authorizations()),
-    };
-    let signed = mdoc::issue(
-        &params,
-        &world.issuer,
-        &IssuerKeyId::Kid(world.issuer_kid.clone()),
-        &mut OsRng,
-    )
-    .unwrap();
-    mdoc::issue::encode_issuer_signed(&signed)
-}
-
 /// A locked voter card; returns it with its VRF key.
 fn voter_card(world: &World, serial: u8) -> (CardClient<InProcess>, VrfPublicKey) {
     let mut client = CardClient::new(InProcess::new(CardState::blank(
         [serial; 16],
         TransportKey([0x42; 32]),
     )));
-    let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
-    let (card_key, vrf) = p.generate_keys().unwrap();
+    let vrf = personalize_voter(world, &mut client);
+    let card_key = client.transport().state().public_key().unwrap().clone();
     assert_ne!(
         card_key.compressed(),
         vrf.to_bytes().to_vec(),
         "the VRF key is not the card key"
     );
-    p.set_pin(PIN).unwrap();
-    p.set_puk(PUK).unwrap();
-    p.set_root(CHAIN, world.governance.public_key()).unwrap();
-    p.put_credential(0, &voter_credential(world, &card_key, Some(&vrf)))
-        .unwrap();
-    p.lock().unwrap();
     (client, vrf)
 }
 
-/// One tap at a polling station for `election`, with `pin`.
+/// One tap (a new power-on) at a polling station for `election`, with `pin`.
 fn tap(
     client: &mut CardClient<InProcess>,
     kiosk: &SoftwareKey,
@@ -127,46 +52,7 @@ fn tap(
     pin: Option<&str>,
 ) -> (Vec<u8>, SessionTranscript, DeviceRequest) {
     client.transport().reset();
-    let engaged = client.read_engagement().unwrap();
-    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
-    let transcript = session.transcript().clone();
-    let mut info = vec![(
-        Value::Text(evote::REQUEST_INFO_ELECTION.into()),
-        Value::Text(election.into()),
-    )];
-    if let Some(pin) = pin {
-        info.push((
-            Value::Text(civis_core::card::REQUEST_INFO_PIN.into()),
-            Value::Text(pin.into()),
-        ));
-    }
-    let mut citizen_els: Vec<(String, bool)> = ELIGIBILITY
-        .iter()
-        .map(|e| ((*e).to_owned(), false))
-        .collect();
-    citizen_els.push((evote::VRF_KEY.into(), false));
-    let items = ItemsRequest {
-        doc_type: citizen::DOC_TYPE.into(),
-        name_spaces: vec![
-            (NS.into(), citizen_els),
-            (
-                evote::NAMESPACE.into(),
-                vec![(evote::PSEUDONYM.into(), false)],
-            ),
-        ],
-        request_info: Some(Value::Map(info)),
-    };
-    let doc =
-        mdoc::reader_auth::sign_with_accreditation(items, &transcript, kiosk, statement).unwrap();
-    let request = DeviceRequest {
-        version: "1.0".into(),
-        doc_requests: vec![doc],
-    };
-    let response = session
-        .establish(client, e_reader.public_key(), e_bytes, &request)
-        .unwrap();
-    session.end(client).unwrap();
-    (response, transcript, request)
+    evote_read(client, kiosk, statement, election, pin)
 }
 
 fn voter_doc(world: &World, r: &(Vec<u8>, SessionTranscript, DeviceRequest)) -> VerifiedDocument {
@@ -181,7 +67,7 @@ fn pseudonym_of(doc: &VerifiedDocument, election: &str) -> Result<Pseudonym, Pse
 fn an_accredited_station_gets_a_device_signed_pseudonym_after_the_pin_and_nothing_identifying() {
     let world = World::new();
     let station = SoftwareKey::generate(&mut OsRng);
-    let statement = statement(&world, &station, true);
+    let statement = evote_statement(&world, &station, true);
     let (mut card, vrf) = voter_card(&world, 1);
 
     let read = tap(&mut card, &station, &statement, "council-2027", Some(PIN));
@@ -238,27 +124,24 @@ fn an_accredited_station_gets_a_device_signed_pseudonym_after_the_pin_and_nothin
 fn no_pseudonym_without_the_right_pin_or_from_a_station_not_accredited_for_evoting() {
     let world = World::new();
     let station = SoftwareKey::generate(&mut OsRng);
-    let evote_statement = statement(&world, &station, true);
+    let evote_st = evote_statement(&world, &station, true);
     let (mut card, _) = voter_card(&world, 2);
 
     // No PIN: eligibility elements come, the pseudonym does not.
-    let doc = voter_doc(
-        &world,
-        &tap(&mut card, &station, &evote_statement, "e1", None),
-    );
+    let doc = voter_doc(&world, &tap(&mut card, &station, &evote_st, "e1", None));
     assert_eq!(withheld(&doc, evote::PSEUDONYM), Some(codes::PIN_REQUIRED));
     assert_eq!(pseudonym_of(&doc, "e1"), Err(PseudonymError::Missing));
     // A wrong PIN.
     let doc = voter_doc(
         &world,
-        &tap(&mut card, &station, &evote_statement, "e1", Some("000000")),
+        &tap(&mut card, &station, &evote_st, "e1", Some("000000")),
     );
     assert_eq!(withheld(&doc, evote::PSEUDONYM), Some(codes::PIN_WRONG));
     assert!(doc.device_signed.is_empty());
 
     // A kiosk accredited for the same citizen elements but not for e-voting, with the PIN.
     let counter = SoftwareKey::generate(&mut OsRng);
-    let plain = statement(&world, &counter, false);
+    let plain = evote_statement(&world, &counter, false);
     let doc = voter_doc(&world, &tap(&mut card, &counter, &plain, "e1", Some(PIN)));
     assert_eq!(
         withheld(&doc, evote::PSEUDONYM),
@@ -319,7 +202,7 @@ fn a_credential_naming_another_vrf_key_is_refused_and_a_card_without_one_has_no_
     p.set_root(CHAIN, world.governance.public_key()).unwrap();
     p.lock().unwrap();
     let station = SoftwareKey::generate(&mut OsRng);
-    let st = statement(&world, &station, true);
+    let st = evote_statement(&world, &station, true);
     let doc = voter_doc(&world, &tap(&mut client, &station, &st, "e1", Some(PIN)));
     assert_eq!(pseudonym_of(&doc, "e1"), Err(PseudonymError::NoKey));
 }

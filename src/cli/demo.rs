@@ -795,50 +795,22 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     }
 }
 
-/// Step 8: governance registers an election and accredits a polling station for it; the
-/// station syncs, taps the card with the PIN twice and catches the second authentication.
-/// Returns whether it did.
-async fn evote_demo(
-    registry: &mut Registry,
-    genesis: &civis_core::chain::state::Genesis,
-    snapshot_file: &std::path::Path,
-    card: &mut CardClient<InProcess>,
-    pin: &str,
-    rng: &mut (impl rand_core::CryptoRngCore + Send),
-) -> DemoResult<bool> {
-    use civis_core::evote::{self, Reauth};
-    use civis_verifier::ledger::{self, Recorded};
-    use civis_verifier::store::KioskStore;
+/// A polling station's identity: its key, its DID on chain and its governance-signed
+/// accreditation for the eligibility elements, the VRF key the issuer bound and the pseudonym —
+/// not for names, birth dates or document numbers.
+struct PollingStation {
+    key: SoftwareKey,
+    did: Did,
+    statement: Vec<u8>,
+}
 
-    let now = now_secs();
-    let election = "council-2027";
-    let districts = ["Harbour", "Old Town"];
-    registry
-        .governance(Op::RegisterElection {
-            id: election.into(),
-            eligibility: vec![
-                ("age_over_18".into(), ciborium::Value::Bool(true)),
-                (
-                    "resident_district".into(),
-                    ciborium::Value::Array(
-                        districts
-                            .iter()
-                            .map(|d| ciborium::Value::Text((*d).into()))
-                            .collect(),
-                    ),
-                ),
-            ],
-            opens: now - 60,
-            closes: now + 86_400,
-            reauth: Reauth::Refuse,
-        })
-        .await?;
-    println!(
-        "    election {election}: aged 18 or over, resident of {}; a second authentication is refused",
-        districts.join(" or ")
-    );
-    // The station: its own DID, accredited for the eligibility elements, the VRF key the
-    // issuer bound and the pseudonym — not for names, birth dates or document numbers.
+async fn polling_station(
+    registry: &mut Registry,
+    election: &str,
+    now: i64,
+    rng: &mut (impl rand_core::CryptoRngCore + Send),
+) -> DemoResult<PollingStation> {
+    use civis_core::evote;
     let key = SoftwareKey::generate(rng);
     let next = SoftwareKey::generate(rng);
     let commitment = KeyCommitment::to(next.public_key());
@@ -887,28 +859,94 @@ async fn evote_demo(
             statement: statement.clone(),
         })
         .await?;
+    Ok(PollingStation {
+        key,
+        did: doc.id,
+        statement,
+    })
+}
+
+/// Step 8: governance registers an election and accredits two polling stations; they sync,
+/// the card is tapped at the first with a wrong PIN, with the PIN, and again (caught there), then
+/// at the second, offline (it knows nothing yet); the stations exchange signed records and both
+/// find the double authentication. Returns whether they did.
+async fn evote_demo(
+    registry: &mut Registry,
+    genesis: &civis_core::chain::state::Genesis,
+    snapshot_file: &std::path::Path,
+    card: &mut CardClient<InProcess>,
+    pin: &str,
+    rng: &mut (impl rand_core::CryptoRngCore + Send),
+) -> DemoResult<bool> {
+    use civis_core::evote::{Reauth, StationRecords};
+    use civis_verifier::ledger::{self, Authentication, Recorded};
+    use civis_verifier::store::KioskStore;
+
+    let now = now_secs();
+    let election = "council-2027";
+    let districts = ["Harbour", "Old Town"];
+    registry
+        .governance(Op::RegisterElection {
+            id: election.into(),
+            eligibility: vec![
+                ("age_over_18".into(), ciborium::Value::Bool(true)),
+                (
+                    "resident_district".into(),
+                    ciborium::Value::Array(
+                        districts
+                            .iter()
+                            .map(|d| ciborium::Value::Text((*d).into()))
+                            .collect(),
+                    ),
+                ),
+            ],
+            opens: now - 60,
+            closes: now + 86_400,
+            reauth: Reauth::Refuse,
+        })
+        .await?;
+    println!(
+        "    election {election}: aged 18 or over, resident of {}; a second authentication is refused",
+        districts.join(" or ")
+    );
+    let a = polling_station(registry, election, now, rng).await?;
+    let b = polling_station(registry, election, now, rng).await?;
     let delta = sync_snapshot(&registry.client, genesis, snapshot_file).await?;
     println!(
-        "    polling station {} synced to height {}",
-        doc.id, delta.height
+        "    polling stations A {} and B {} synced to height {}",
+        a.did, b.did, delta.height
     );
     let snap = KioskSnapshot::decode(genesis, &std::fs::read(snapshot_file)?)?;
     let mut policy = KioskPolicy::parse(&format!("evote:{election}"))?;
     policy.resolve(&snap, &genesis.chain_id)?;
-    civis_verifier::intake::check_accreditation(&snap, &statement, &policy, now)?;
+    for s in [&a, &b] {
+        civis_verifier::intake::check_accreditation(&snap, &s.statement, &policy, now)?;
+    }
     let trust = Trust {
         trust: snap.trust_snapshot(),
         height: delta.height,
         state_time: now,
     };
-    let db = registry.dir.join("station.db");
-    let store = KioskStore::open(&db).await?;
-    let station_id = doc.id.to_string();
-    let mut caught = false;
-    for (n, pin) in [(1, Some("000000")), (2, Some(pin)), (3, Some(pin))] {
+    // Each station its own ledger: offline, they know only their own taps.
+    let ledger_a = KioskStore::open(&registry.dir.join("station-a.db")).await?;
+    let ledger_b = KioskStore::open(&registry.dir.join("station-b.db")).await?;
+    let mut caught_here = false;
+    for (what, (station, store), pin) in [
+        ("A: tap with a wrong PIN", (&a, &ledger_a), "000000"),
+        ("A: tap with the PIN", (&a, &ledger_a), pin),
+        ("A: the same card again", (&a, &ledger_a), pin),
+        ("B, offline: the same card", (&b, &ledger_b), pin),
+    ] {
         card.transport().reset();
         let started = Instant::now();
-        let tap = read_card(card, &policy, &key, &statement, pin, &mut OsRng)?;
+        let tap = read_card(
+            card,
+            &policy,
+            &station.key,
+            &station.statement,
+            Some(pin),
+            &mut OsRng,
+        )?;
         let (verdict, outcome) = station::judge(
             &policy,
             Some(&trust),
@@ -918,13 +956,8 @@ async fn evote_demo(
             now_secs(),
         );
         let (verdict, recorded) =
-            ledger::admit(&store, &policy, verdict, &station_id, now_ms()).await?;
+            ledger::admit(store, &policy, verdict, station.did.as_str(), now_ms()).await?;
         let took = started.elapsed();
-        let what = match (n, &recorded) {
-            (1, _) => "tap with a wrong PIN",
-            (_, Some(Recorded::First)) => "tap with the PIN",
-            _ => "the same card again",
-        };
         // What the station shows: the policy's elements, never the VRF key or the proof.
         let said = match &verdict {
             Verdict::Accept(_) => format!(
@@ -943,32 +976,73 @@ async fn evote_demo(
             took.as_secs_f64() * 1e3
         );
         if let Some(Recorded::Again { first, .. }) = &recorded {
-            caught = matches!(verdict, Verdict::Reject(_));
+            caught_here = matches!(verdict, Verdict::Reject(_));
             println!(
-                "    double authentication caught: this pseudonym first authenticated at {} ({} ms earlier)",
-                first.station,
+                "    double authentication caught at the station: first authenticated there {} ms earlier",
                 now_ms().saturating_sub(first.at)
             );
         }
-        if let Some(p) = match &verdict {
-            Verdict::Accept(docs) => docs.first().and_then(|d| policy.pseudonym(d)),
-            _ => None,
-        } {
+        if let (Some(Recorded::First), Verdict::Accept(docs)) = (&recorded, &verdict)
+            && let Some(p) = docs.first().and_then(|d| policy.pseudonym(d))
+        {
             println!(
                 "    recorded pseudonym {}… (the VRF output for this chain and election; no name, no birth date, no key)",
                 p.hex().get(..16).unwrap_or_default()
             );
         }
     }
-    let tally = store.tally(election).await?;
-    store.close().await;
+    // The exchange: each station signs its records with its kiosk key; the other checks the
+    // signature and the accreditation against the chain before it imports anything.
+    let mut found = Vec::new();
+    for ((from, from_ledger), to_ledger) in
+        [((&a, &ledger_a), &ledger_b), ((&b, &ledger_b), &ledger_a)]
+    {
+        let own = from_ledger
+            .station_records(election, from.did.as_str())
+            .await?;
+        let signed = StationRecords {
+            chain: genesis.chain_id.clone(),
+            election: election.into(),
+            station: from.did.to_string(),
+            records: own.iter().map(|a| (a.pseudonym, a.at)).collect(),
+        }
+        .sign(&from.key, &from.statement)?;
+        let checked = StationRecords::verify(&signed, &genesis.chain_id, |did| {
+            civis_verifier::intake::recorded_statement(&snap, did)
+        })?;
+        let records: Vec<Authentication> = checked
+            .records
+            .iter()
+            .map(|(p, at)| Authentication {
+                pseudonym: *p,
+                station: checked.station.clone(),
+                at: *at,
+            })
+            .collect();
+        let imported = to_ledger.import_authentications(election, &records).await?;
+        found.push(imported.duplicates);
+    }
     println!(
-        "    civis evote tally-auth: {} authentications, {} voter(s), {} duplicate(s)",
+        "    the stations exchange signed records: B finds {} double authentication(s) in A's, A finds {} in B's",
+        found.first().copied().unwrap_or_default(),
+        found.get(1).copied().unwrap_or_default()
+    );
+    let tally = ledger_a.tally(election).await?;
+    ledger_a.close().await;
+    ledger_b.close().await;
+    let stations_seen = tally.duplicates.first().map_or(0, |(_, _, s)| s.len());
+    println!(
+        "    civis evote tally-auth at A: {} authentications, {} voter(s), {} duplicate(s), seen at {} station(s)",
         tally.authentications,
         tally.voters,
-        tally.duplicates.len()
+        tally.duplicates.len(),
+        stations_seen
     );
-    Ok(caught && tally.voters == 1 && tally.duplicates.len() == 1)
+    Ok(caught_here
+        && found.iter().all(|n| *n > 0)
+        && tally.voters == 1
+        && tally.duplicates.len() == 1
+        && stations_seen == 2)
 }
 
 /// The demo kiosk, as `--keep-running` hands it to a real kiosk screen.

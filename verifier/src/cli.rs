@@ -42,18 +42,186 @@ pub enum EvoteCommand {
         #[arg(long, default_value = "kiosk.db")]
         db: PathBuf,
     },
+    /// Sign this station's records of an election for the other stations: its pseudonyms and
+    /// times, signed with its kiosk key, its accreditation attached (`civis evote import` checks
+    /// both against the chain). Writes FILE.
+    Export {
+        /// The election id.
+        #[arg(long)]
+        election: String,
+        /// The station's database.
+        #[arg(long, default_value = "kiosk.db")]
+        db: PathBuf,
+        /// The station's kiosk key (JWK).
+        #[arg(long)]
+        reader_key: PathBuf,
+        /// The station's accreditation statement (governance-signed, on chain).
+        #[arg(long)]
+        accreditation: PathBuf,
+        /// The registry's genesis.json (the chain the records are for).
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Where to write the signed records.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import another station's signed records (`civis evote export`), after checking the
+    /// signature and that the signer is accredited for e-voting on the synced chain; prints the
+    /// records added and the double authentications they reveal. Nothing is imported from a
+    /// file that fails a check.
+    Import {
+        /// The signed records.
+        #[arg(long)]
+        file: PathBuf,
+        /// The registry's genesis.json.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// This station's database (synced with `civis kiosk sync`).
+        #[arg(long, default_value = "kiosk.db")]
+        db: PathBuf,
+    },
 }
 
 /// Run an e-voting command; returns the exit code.
 pub fn run_evote(cmd: EvoteCommand) -> i32 {
-    let EvoteCommand::TallyAuth { election, db } = cmd;
-    let result = (|| -> Result<serde_json::Value> {
-        // A mistyped path must not create an empty database and report zero voters.
-        anyhow::ensure!(db.is_file(), "no station database at {}", db.display());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("start the async runtime")?;
+    let result = match cmd {
+        EvoteCommand::TallyAuth { election, db } => tally_auth(election, db),
+        EvoteCommand::Export {
+            election,
+            db,
+            reader_key,
+            accreditation,
+            genesis,
+            out,
+        } => export_records(&election, &db, &reader_key, &accreditation, &genesis, &out),
+        EvoteCommand::Import { file, genesis, db } => import_records(&file, &genesis, &db),
+    };
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::kiosk::tame(&format!("{e:#}")));
+            EXIT_USAGE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// A station database that must exist: a mistyped path must not create an empty one.
+fn existing_db(db: &std::path::Path) -> Result<()> {
+    anyhow::ensure!(db.is_file(), "no station database at {}", db.display());
+    Ok(())
+}
+
+fn export_records(
+    election: &str,
+    db: &std::path::Path,
+    reader_key: &std::path::Path,
+    accreditation: &std::path::Path,
+    genesis: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<serde_json::Value> {
+    existing_db(db)?;
+    let genesis = genesis_of(genesis)?;
+    let (key, _) = civis_registry_client::keyfile::read_key(reader_key)?;
+    let statement = std::fs::read(accreditation)
+        .with_context(|| format!("cannot read {}", accreditation.display()))?;
+    let acc = civis_core::kiosk::statement_unverified(&statement)
+        .context("the accreditation statement")?;
+    anyhow::ensure!(
+        acc.key == *key.public_key(),
+        "the key does not match the accreditation's"
+    );
+    let station = acc.kiosk.to_string();
+    let records = runtime()?.block_on(async {
+        let store = KioskStore::open(db).await?;
+        let r = store.station_records(election, &station).await;
+        store.close().await;
+        r
+    })?;
+    let signed = civis_core::evote::StationRecords {
+        chain: genesis.chain_id,
+        election: election.to_owned(),
+        station: station.clone(),
+        records: records.iter().map(|a| (a.pseudonym, a.at)).collect(),
+    }
+    .sign(&key, &statement)?;
+    // Written whole or not at all.
+    let tmp = out.with_extension("partial");
+    std::fs::write(&tmp, &signed).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(json!({
+        "election": election,
+        "station": station,
+        "records": records.len(),
+        "file": out.display().to_string(),
+    }))
+}
+
+fn import_records(
+    file: &std::path::Path,
+    genesis: &std::path::Path,
+    db: &std::path::Path,
+) -> Result<serde_json::Value> {
+    existing_db(db)?;
+    let genesis = genesis_of(genesis)?;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= civis_core::evote::MAX_RECORDS_LEN as u64,
+        "{} is {size} bytes, more than station records may be",
+        file.display()
+    );
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    runtime()?.block_on(async {
+        let store = KioskStore::open(db).await?;
+        let result = async {
+            let stored = store.snapshot(&genesis).await?.ok_or_else(|| {
+                anyhow::anyhow!("the station has no snapshot: run `civis kiosk sync`")
+            })?;
+            let records =
+                civis_core::evote::StationRecords::verify(&bytes, &genesis.chain_id, |did| {
+                    crate::intake::recorded_statement(&stored.snapshot, did)
+                })?;
+            let auths: Vec<crate::ledger::Authentication> = records
+                .records
+                .iter()
+                .map(|(p, at)| crate::ledger::Authentication {
+                    pseudonym: *p,
+                    station: records.station.clone(),
+                    at: *at,
+                })
+                .collect();
+            let imported = store
+                .import_authentications(&records.election, &auths)
+                .await?;
+            Ok::<_, anyhow::Error>(json!({
+                "election": records.election,
+                "station": records.station,
+                "added": imported.added,
+                "known": imported.known,
+                "duplicates": imported.duplicates,
+            }))
+        }
+        .await;
+        store.close().await;
+        result
+    })
+}
+
+fn tally_auth(election: String, db: PathBuf) -> Result<serde_json::Value> {
+    {
+        existing_db(&db)?;
+        let rt = runtime()?;
         rt.block_on(async {
             let store = KioskStore::open(&db).await?;
             let tally = store.tally(&election).await;
@@ -70,16 +238,6 @@ pub fn run_evote(cmd: EvoteCommand) -> i32 {
                 })).collect::<Vec<_>>(),
             }))
         })
-    })();
-    match result {
-        Ok(v) => {
-            println!("{v}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_USAGE
-        }
     }
 }
 

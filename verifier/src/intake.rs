@@ -33,20 +33,12 @@ pub enum NotAccredited {
     Element(String),
 }
 
-/// Check that the kiosk's accreditation `statement` is the one the synced chain holds for its
-/// kiosk DID, valid at `now`, and grants every element `policy` asks for: a kiosk asks only for
-/// what the chain lets it read (cards check the statement's signature themselves).
-pub fn check_accreditation(
-    snapshot: &KioskSnapshot,
-    statement: &[u8],
-    policy: &KioskPolicy,
-    now: i64,
-) -> Result<KioskAccreditation, NotAccredited> {
-    let acc = civis_core::kiosk::statement_unverified(statement)
-        .map_err(|e| NotAccredited::Unreadable(e.to_string()))?;
-    let recorded = snapshot
+/// The accreditation statement the synced chain records for the kiosk `did`, if any (the chain
+/// checked its governance signature when it recorded it).
+pub fn recorded_statement(snapshot: &KioskSnapshot, did: &str) -> Option<Vec<u8>> {
+    snapshot
         .tree()
-        .get(Table::Kiosk, acc.kiosk.as_str().as_bytes())
+        .get(Table::Kiosk, did.as_bytes())
         .and_then(|v| {
             civis_core::cbor::decode("kiosk record", v, civis_core::cbor::Limits::new(64 * 1024))
                 .ok()
@@ -59,7 +51,21 @@ pub fn check_accreditation(
                 _ => None,
             }),
             _ => None,
-        });
+        })
+}
+
+/// Check that the kiosk's accreditation `statement` is the one the synced chain holds for its
+/// kiosk DID, valid at `now`, and grants every element `policy` asks for: a kiosk asks only for
+/// what the chain lets it read (cards check the statement's signature themselves).
+pub fn check_accreditation(
+    snapshot: &KioskSnapshot,
+    statement: &[u8],
+    policy: &KioskPolicy,
+    now: i64,
+) -> Result<KioskAccreditation, NotAccredited> {
+    let acc = civis_core::kiosk::statement_unverified(statement)
+        .map_err(|e| NotAccredited::Unreadable(e.to_string()))?;
+    let recorded = recorded_statement(snapshot, acc.kiosk.as_str());
     if recorded.as_deref() != Some(statement) {
         return Err(NotAccredited::NotOnChain(acc.kiosk.to_string()));
     }

@@ -295,3 +295,143 @@ pub fn check_accredited_read_then_pin<T: CardTransport>(client: &mut CardClient<
     );
     session.end(client).unwrap();
 }
+
+// E-voting helpers (tests/card_evote.rs, benches/evote_tap.rs).
+
+/// The eligibility elements the e-voting tests ask for.
+pub const ELIGIBILITY: [&str; 2] = ["age_over_18", "resident_district"];
+
+/// A statement for `kiosk`: the eligibility elements and the VRF key, and — when `evote` — the
+/// pseudonym.
+pub fn evote_statement(world: &World, kiosk: &SoftwareKey, evote: bool) -> Vec<u8> {
+    let mut citizen_els: Vec<String> = ELIGIBILITY.iter().map(|e| (*e).to_owned()).collect();
+    citizen_els.push(civis_core::evote::VRF_KEY.into());
+    let mut namespaces = vec![(NS.to_owned(), citizen_els)];
+    if evote {
+        namespaces.push((
+            civis_core::evote::NAMESPACE.into(),
+            vec![civis_core::evote::PSEUDONYM.into()],
+        ));
+    }
+    KioskAccreditation {
+        chain: CHAIN.into(),
+        kiosk: did_of(kiosk),
+        key: kiosk.public_key().clone(),
+        grants: vec![(citizen::DOC_TYPE.into(), namespaces)],
+        purpose: "polling station".into(),
+        not_before: NOW - 86_400,
+        not_after: NOW + 86_400,
+    }
+    .sign(&did_of(&world.governance).key_url(1), &world.governance)
+    .unwrap()
+}
+
+/// A voter's credential: the example citizen, the card's VRF key as an issuer-signed element,
+/// and the keyAuthorizations that let the card device-sign its pseudonym.
+pub fn voter_credential(
+    world: &World,
+    card_key: &EcPublicKey,
+    vrf: Option<&civis_core::vrf::VrfPublicKey>,
+) -> Vec<u8> {
+    let mut name_spaces = CitizenRecord::example()
+        .to_name_spaces("2026-09-01")
+        .unwrap();
+    if let (Some(vrf), Some((_, els))) = (vrf, name_spaces.first_mut()) {
+        els.push((
+            civis_core::evote::VRF_KEY.into(),
+            ciborium::Value::Bytes(vrf.to_bytes().to_vec()),
+        ));
+    }
+    let now = Timestamp(NOW);
+    let params = IssueParams {
+        doc_type: citizen::DOC_TYPE,
+        name_spaces: &name_spaces,
+        device_key: card_key,
+        validity: ValidityInfo {
+            signed: TDate::new(now.plus_secs(-60)),
+            valid_from: TDate::new(now.plus_secs(-60)),
+            valid_until: TDate::new(now.plus_secs(365 * 86_400)),
+            expected_update: None,
+        },
+        status: None,
+        key_authorizations: Some(civis_core::evote::key_authorizations()),
+    };
+    let signed = mdoc::issue(
+        &params,
+        &world.issuer,
+        &IssuerKeyId::Kid(world.issuer_kid.clone()),
+        &mut OsRng,
+    )
+    .unwrap();
+    mdoc::issue::encode_issuer_signed(&signed)
+}
+
+/// Personalize a blank card as a voter's and lock it; returns its VRF key.
+pub fn personalize_voter<T: CardTransport>(
+    world: &World,
+    client: &mut CardClient<T>,
+) -> civis_core::vrf::VrfPublicKey {
+    let mut p = Personalizer::start(client, world.transport.clone()).unwrap();
+    let (card_key, vrf) = p.generate_keys().unwrap();
+    p.set_pin(PIN).unwrap();
+    p.set_puk(PUK).unwrap();
+    p.set_root(CHAIN, world.governance.public_key()).unwrap();
+    p.put_credential(0, &voter_credential(world, &card_key, Some(&vrf)))
+        .unwrap();
+    p.lock().unwrap();
+    vrf
+}
+
+/// One polling-station read for `election`, with `pin` (the caller powers the card up): the
+/// eligibility elements, the VRF key and the pseudonym under the station's ReaderAuth. The
+/// session is ended before returning.
+pub fn evote_read<T: CardTransport>(
+    client: &mut CardClient<T>,
+    kiosk: &SoftwareKey,
+    statement: &[u8],
+    election: &str,
+    pin: Option<&str>,
+) -> (Vec<u8>, SessionTranscript, DeviceRequest) {
+    use ciborium::Value;
+    use civis_core::evote;
+    let engaged = client.read_engagement().unwrap();
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let transcript = session.transcript().clone();
+    let mut info = vec![(
+        Value::Text(evote::REQUEST_INFO_ELECTION.into()),
+        Value::Text(election.into()),
+    )];
+    if let Some(pin) = pin {
+        info.push((
+            Value::Text(civis_core::card::REQUEST_INFO_PIN.into()),
+            Value::Text(pin.into()),
+        ));
+    }
+    let mut citizen_els: Vec<(String, bool)> = ELIGIBILITY
+        .iter()
+        .map(|e| ((*e).to_owned(), false))
+        .collect();
+    citizen_els.push((evote::VRF_KEY.into(), false));
+    let items = ItemsRequest {
+        doc_type: citizen::DOC_TYPE.into(),
+        name_spaces: vec![
+            (NS.into(), citizen_els),
+            (
+                evote::NAMESPACE.into(),
+                vec![(evote::PSEUDONYM.into(), false)],
+            ),
+        ],
+        request_info: Some(Value::Map(info)),
+    };
+    let doc =
+        mdoc::reader_auth::sign_with_accreditation(items, &transcript, kiosk, statement).unwrap();
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![doc],
+    };
+    let response = session
+        .establish(client, e_reader.public_key(), e_bytes, &request)
+        .unwrap();
+    session.end(client).unwrap();
+    (response, transcript, request)
+}
