@@ -152,11 +152,26 @@ fn personalize_read_pin_and_internal_authenticate_through_pcscd() {
     let mut client = tap();
     check_accredited_read_then_pin(&mut client, &world);
 
-    // INTERNAL AUTHENTICATE under the key the credential binds.
+    // INTERNAL AUTHENTICATE under the key the credential binds: a locked card answers it only
+    // inside a session whose reader proved an accreditation (its signatures would identify it).
     let mut challenge = [0u8; 16];
     OsRng.fill_bytes(&mut challenge);
-    let sig = client.internal_authenticate(&challenge).unwrap();
+    assert!(matches!(
+        client.internal_authenticate(&challenge),
+        Err(Error::Status {
+            status: StatusWord::SecurityStatusNotSatisfied,
+            ..
+        })
+    ));
+    drop(client);
+    let mut client = tap();
+    let (mut session, _, _, _) = read(&mut client, &world, &["age_over_18"], None, true);
+    let sig = session
+        .authenticate_card(&mut client, &challenge)
+        .unwrap()
+        .unwrap();
     card::verify_internal_authenticate(&key, &challenge, &sig).unwrap();
+    session.end(&mut client).unwrap();
 
     // PUT CREDENTIAL after LOCK is refused.
     let mut p = Personalizer::start(&mut client, world.transport.clone()).unwrap();
@@ -178,7 +193,10 @@ fn personalize_read_pin_and_internal_authenticate_through_pcscd() {
     );
     drop(client);
 
-    // Three wrong PINs block it; `civis card info` through the same stack shows it.
+    // Three wrong PINs block it; `civis card info` with the batch's transport key shows it
+    // (without the key a locked card shows only that it is locked).
+    let transport_key_file = dir.join("batch.key");
+    std::fs::write(&transport_key_file, hex::encode(world.transport.0)).unwrap();
     for _ in 0..3 {
         let mut client = tap();
         read(
@@ -190,7 +208,8 @@ fn personalize_read_pin_and_internal_authenticate_through_pcscd() {
         );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_civis"))
-        .args(["card", "info", "--reader", READER])
+        .args(["card", "info", "--reader", READER, "--transport-key"])
+        .arg(&transport_key_file)
         .output()
         .unwrap();
     assert!(
@@ -202,6 +221,17 @@ fn personalize_read_pin_and_internal_authenticate_through_pcscd() {
     assert_eq!(info["pinTriesLeft"], 0);
     assert_eq!(info["state"], "locked");
     assert_eq!(info["publicKey"], hex::encode(key.uncompressed()));
+    let out = Command::new(env!("CARGO_BIN_EXE_civis"))
+        .args(["card", "info", "--reader", READER])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["state"], "locked");
+    assert_eq!(info["sealed"], true);
+    assert!(
+        info.get("serial").is_none() && info.get("publicKey").is_none(),
+        "{info}"
+    );
     let mut client = tap();
     let (_, response, transcript, request) =
         read(&mut client, &world, &["document_number"], Some(PIN), true);
@@ -330,9 +360,15 @@ fn a_clone_with_another_key_fails_device_authentication() {
         world.verify(&response, &transcript, &request).is_err(),
         "the clone passed device authentication"
     );
+    // INTERNAL AUTHENTICATE, asked by an accredited reader in the session, tells it too.
     let mut challenge = [7u8; 16];
     OsRng.fill_bytes(&mut challenge);
-    let sig = client.internal_authenticate(&challenge).unwrap();
+    let mut client = tap();
+    let (mut session, ..) = read(&mut client, &world, &["age_over_18"], None, true);
+    let sig = session
+        .authenticate_card(&mut client, &challenge)
+        .unwrap()
+        .unwrap();
     assert!(card::verify_internal_authenticate(&key, &challenge, &sig).is_err());
 }
 
@@ -343,7 +379,7 @@ fn put_credential_chain(
     world: &World,
     credential: &[u8],
 ) -> Vec<Apdu> {
-    let info = client.info().unwrap();
+    let info = client.info_with(&world.transport).unwrap();
     let mac = world.transport.mac(
         &info.serial,
         info.perso_counter,

@@ -11,6 +11,7 @@ use crate::crypto::EcPublicKey;
 use crate::error::{Error, Result};
 
 pub mod renewal;
+pub mod sealed_info;
 
 /// NFC Forum Type 4 Tag (NDEF) application.
 pub const AID_NDEF: &[u8] = &[0xD2, 0x76, 0x00, 0x00, 0x85, 0x01, 0x01];
@@ -216,6 +217,59 @@ pub fn pin_elements_from_bytes(bytes: &[u8]) -> Result<Vec<(String, String)>> {
             _ => Err(Error::malformed(W, "expected [namespace, element]")),
         })
         .collect()
+}
+
+/// What GET DATA answered: the card's facts in the clear (before LOCK), or sealed to the
+/// batch's transport key (a locked card, so nothing stable reaches a stranger).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetData {
+    /// A card being personalized.
+    Open(CardInfo),
+    /// A locked card: [`sealed_info::seal`] of its facts.
+    Sealed(Vec<u8>),
+}
+
+impl GetData {
+    /// CBOR encoding: a [`CardInfo`], or `{"version", "locked": true, "sealed": bstr}`.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Open(info) => info.encode(),
+            Self::Sealed(sealed) => cbor::encode(&text_map(vec![
+                ("version", text("1.0")),
+                ("locked", Value::Bool(true)),
+                ("sealed", Value::Bytes(sealed.clone())),
+            ])),
+        }
+    }
+
+    /// Decode GET DATA's answer.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        const W: &str = "card info";
+        let v = cbor::decode(W, bytes, Limits::new(2048))?;
+        let m = access::map(W, &v)?;
+        match access::get(W, m, "sealed")? {
+            Some(s) => {
+                let s = access::bytes(W, s)?;
+                if s.len() > sealed_info::MAX_SEALED_INFO_LEN {
+                    return Err(Error::malformed(W, "sealed info too long"));
+                }
+                Ok(Self::Sealed(s.to_vec()))
+            }
+            None => Ok(Self::Open(CardInfo::decode(bytes)?)),
+        }
+    }
+
+    /// The facts: open ones as they are, sealed ones with the batch's transport key.
+    pub fn open(self, transport: Option<&TransportKey>) -> Result<CardInfo> {
+        match (self, transport) {
+            (Self::Open(info), _) => Ok(info),
+            (Self::Sealed(s), Some(k)) => sealed_info::open(k, &s),
+            (Self::Sealed(_), None) => Err(Error::invalid(
+                "card info",
+                "the card is locked: its facts are sealed to its batch's transport key",
+            )),
+        }
+    }
 }
 
 /// What GET DATA returns: the card's public facts (no secrets, no personal data).

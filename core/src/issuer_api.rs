@@ -112,6 +112,49 @@ pub struct CardFacts {
     pub has_root: bool,
     /// Occupied credential slots.
     pub credentials: Vec<u8>,
+    /// A locked card's facts as it gives them: sealed to its batch's transport key (hex,
+    /// card-applet.md §4.3). The other fields are then placeholders; the issuer opens this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+impl CardFacts {
+    /// The facts themselves: these, or the sealed ones opened with whichever of `keys` is the
+    /// card's batch key.
+    pub fn unseal<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a crate::card::TransportKey>,
+    ) -> crate::Result<Self> {
+        let Some(sealed) = &self.sealed else {
+            return Ok(self.clone());
+        };
+        let bytes =
+            hex::decode(sealed).map_err(|_| crate::Error::malformed("card.sealed", "not hex"))?;
+        keys.into_iter()
+            .find_map(|k| crate::card::sealed_info::open(k, &bytes).ok())
+            .map(|info| Self::from(&info))
+            .ok_or(crate::Error::Decrypt)
+    }
+}
+
+impl From<&crate::card::GetData> for CardFacts {
+    fn from(answer: &crate::card::GetData) -> Self {
+        match answer {
+            crate::card::GetData::Open(info) => info.into(),
+            crate::card::GetData::Sealed(s) => Self {
+                serial: Vec::new(),
+                locked: true,
+                perso_counter: 0,
+                public_key: None,
+                vrf_key: None,
+                pin_set: false,
+                puk_set: false,
+                has_root: false,
+                credentials: Vec::new(),
+                sealed: Some(hex::encode(s)),
+            },
+        }
+    }
 }
 
 impl From<&crate::card::CardInfo> for CardFacts {
@@ -126,6 +169,7 @@ impl From<&crate::card::CardInfo> for CardFacts {
             puk_set: info.puk_tries.is_some(),
             has_root: info.has_root,
             credentials: info.credentials.clone(),
+            sealed: None,
         }
     }
 }

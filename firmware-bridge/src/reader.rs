@@ -5,7 +5,7 @@
 use ciborium::Value;
 use civis_core::apdu::{self, CLA_CHAINING, Command, Response, StatusWord};
 use civis_core::card::{
-    self, AID_CIVIS, AID_MDOC, AID_NDEF, CLA_PROPRIETARY, CardInfo, FILE_CC, FILE_NDEF,
+    self, AID_CIVIS, AID_MDOC, AID_NDEF, CLA_PROPRIETARY, CardInfo, FILE_CC, FILE_NDEF, GetData,
     TransportKey,
 };
 use civis_core::cbor::{self, CborForm, Limits, text, text_map};
@@ -207,14 +207,26 @@ impl<T: CardTransport> CardClient<T> {
         Ok(apdu::do53_unwrap(&reply)?.to_vec())
     }
 
-    /// The card-info record (selects the Civis application).
-    pub fn info(&mut self) -> Result<CardInfo> {
+    /// GET DATA as the card answers it (selects the Civis application): the facts in the
+    /// clear before LOCK, sealed to the batch's transport key after it.
+    pub fn get_data(&mut self) -> Result<GetData> {
         self.select(AID_CIVIS)?;
         let data = self.expect_ok(
             "GET DATA",
             &Command::new(CLA_PROPRIETARY, card::ins::GET_DATA, 0, 0).with_le(256),
         )?;
-        Ok(CardInfo::decode(&data)?)
+        Ok(GetData::decode(&data)?)
+    }
+
+    /// The card-info record of a card being personalized; a locked card's is sealed (see
+    /// [`Self::info_with`]).
+    pub fn info(&mut self) -> Result<CardInfo> {
+        Ok(self.get_data()?.open(None)?)
+    }
+
+    /// The card-info record, opening a locked card's with its batch's transport key.
+    pub fn info_with(&mut self, transport: &TransportKey) -> Result<CardInfo> {
+        Ok(self.get_data()?.open(Some(transport))?)
     }
 
     /// INTERNAL AUTHENTICATE: the card's signature over the domain-tagged hash of `challenge`.
@@ -325,6 +337,33 @@ impl MdocSession {
         self.open(&reply)
     }
 
+    /// INTERNAL AUTHENTICATE inside an accredited session (the only place a locked card answers
+    /// it): the card key's signature over `challenge` (card-applet.md §8), or the card's
+    /// result when it refuses.
+    pub fn authenticate_card<T: CardTransport>(
+        &mut self,
+        client: &mut CardClient<T>,
+        challenge: &[u8],
+    ) -> Result<std::result::Result<Vec<u8>, String>> {
+        let message = cbor::encode(&text_map(vec![(
+            card::MANAGEMENT_KEY,
+            text_map(vec![
+                ("op", text("internal-authenticate")),
+                ("challenge", Value::Bytes(challenge.to_vec())),
+            ]),
+        )]));
+        let answer = self.send(client, &message)?;
+        const W: &str = "card management answer";
+        let v = cbor::decode(W, &answer, Limits::new(1024))?;
+        let m = cbor::access::map(W, &v)?;
+        let inner = cbor::access::map(W, cbor::access::req(W, m, card::MANAGEMENT_KEY)?)?;
+        let result = cbor::access::text(W, cbor::access::req(W, inner, "result")?)?;
+        Ok(match cbor::access::get(W, inner, "signature")? {
+            Some(sig) if result == "ok" => Ok(cbor::access::bytes(W, sig)?.to_vec()),
+            _ => Err(result.to_owned()),
+        })
+    }
+
     /// Change or unblock the PIN inside the session; returns the card's result and tries left.
     pub fn manage<T: CardTransport>(
         &mut self,
@@ -386,7 +425,7 @@ pub struct Personalizer<'a, T> {
 impl<'a, T: CardTransport> Personalizer<'a, T> {
     /// Read the card's serial and counter and get ready to personalize it.
     pub fn start(client: &'a mut CardClient<T>, key: TransportKey) -> Result<Self> {
-        let info = client.info()?;
+        let info = client.info_with(&key)?;
         Ok(Self {
             client,
             key,
@@ -420,7 +459,7 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
                 Err(e) => {
                     // The card uses up a counter value only for commands whose MAC it
                     // checked; after any failure take its counter as it is.
-                    if let Ok(info) = self.client.info() {
+                    if let Ok(info) = self.client.info_with(&self.key) {
                         self.counter = info.perso_counter;
                     }
                     return Err(e);

@@ -217,3 +217,114 @@ fn the_vrf_key_is_kept_in_the_stored_state() {
     let info = card.transport().state().clone();
     assert_eq!(info.vrf_public_key(), Some(&vrf));
 }
+
+/// Everything a reader without an accreditation can get from a card in one power-on: the
+/// answers to SELECT, the NDEF handover, GET DATA, INTERNAL AUTHENTICATE, a session's answer to
+/// a request for every element without ReaderAuth, and to a card-management message.
+fn stranger_reads(client: &mut CardClient<InProcess>) -> Vec<Vec<u8>> {
+    use civis_core::apdu::Command;
+    use civis_core::card::{AID_CIVIS, AID_MDOC, AID_NDEF, CLA_PROPRIETARY, ins};
+    use civis_firmware_bridge::CardTransport;
+    client.transport().reset();
+    let mut out = Vec::new();
+    let mut send = |client: &mut CardClient<InProcess>, c: Command| {
+        out.push(client.transport().transmit(&c.encode().unwrap()).unwrap());
+    };
+    for aid in [AID_NDEF, AID_MDOC, AID_CIVIS] {
+        send(
+            client,
+            Command::new(0x00, 0xA4, 0x04, 0x00).with_data(aid.to_vec()),
+        );
+    }
+    send(
+        client,
+        Command::new(CLA_PROPRIETARY, ins::GET_DATA, 0, 0).with_le(256),
+    );
+    send(
+        client,
+        Command::new(0x00, ins::INTERNAL_AUTHENTICATE, 0, 0).with_data(vec![7; 16]),
+    );
+    let engaged = client.read_engagement().unwrap();
+    let mut reads = vec![engaged.handover.clone()];
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
+    let every: Vec<(String, bool)> = civis_core::mdoc::citizen::ELEMENTS
+        .iter()
+        .map(|(e, _, _)| ((*e).to_owned(), false))
+        .collect();
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![DocRequest {
+            items_request: Tagged::new(ItemsRequest {
+                doc_type: citizen::DOC_TYPE.into(),
+                name_spaces: vec![
+                    (NS.into(), every),
+                    (
+                        evote::NAMESPACE.into(),
+                        vec![(evote::PSEUDONYM.into(), false)],
+                    ),
+                ],
+                request_info: None,
+            }),
+            reader_auth: None,
+        }],
+    };
+    reads.push(
+        session
+            .establish(client, e_reader.public_key(), e_bytes, &request)
+            .unwrap(),
+    );
+    let (result, _) = session
+        .manage(client, "change-pin", ("pin", PIN), "1111")
+        .unwrap();
+    reads.push(result.into_bytes());
+    assert!(
+        session
+            .authenticate_card(client, &[7; 16])
+            .unwrap()
+            .is_err(),
+        "a stranger got a card signature in the session"
+    );
+    out.extend(reads);
+    out
+}
+
+#[test]
+fn a_stranger_reading_a_card_twice_gets_nothing_that_stays_the_same() {
+    let world = World::new();
+    let (mut a, _) = voter_card(&world, 7);
+    let (mut b, _) = voter_card(&world, 8);
+    let a1 = stranger_reads(&mut a);
+    let b1 = stranger_reads(&mut b);
+    let a2 = stranger_reads(&mut a);
+    assert_eq!(a1.len(), a2.len());
+    for (i, (x, y)) in a1.iter().zip(&a2).enumerate() {
+        // Whatever is equal across two power-ons of card A is the same for card B: nothing in
+        // it tells the cards apart.
+        if x == y {
+            assert_eq!(
+                x, &b1[i],
+                "answer {i} is stable for card A and differs for B"
+            );
+        }
+    }
+    // GET DATA is sealed afresh at every read; the handover is fresh per power-on; INTERNAL
+    // AUTHENTICATE is refused outside an accredited session.
+    assert_ne!(a1[3], a2[3]);
+    assert_eq!(&a1[4], &[0x69, 0x82]);
+    assert_ne!(a1[5], a2[5]);
+    // The session answered the stranger with documentErrors 1001 only, and refused management.
+    assert_eq!(
+        document_error(&a1[6], citizen::DOC_TYPE),
+        Some(codes::READER_NOT_AUTHENTICATED)
+    );
+    assert_eq!(a1[7], b"reader-not-authenticated");
+    // The transport-key holder (the issuer) opens the sealed facts; another key does not.
+    let sealed = civis_core::card::GetData::decode(&a1[3][..a1[3].len() - 2]).unwrap();
+    let info = sealed.clone().open(Some(&world.transport)).unwrap();
+    assert_eq!(info.serial, [7; 16]);
+    assert!(
+        sealed
+            .open(Some(&civis_core::card::TransportKey([1; 32])))
+            .is_err()
+    );
+}

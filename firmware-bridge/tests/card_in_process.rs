@@ -20,6 +20,9 @@ use civis_wallet_core::holder::codes;
 use common::*;
 use rand_core::{OsRng, RngCore};
 
+/// The tests' batch transport key: a locked card's GET DATA opens only with it.
+const BATCH: TransportKey = TransportKey([0x42; 32]);
+
 fn blank() -> CardClient<InProcess> {
     CardClient::new(InProcess::new(CardState::blank(
         [9; 16],
@@ -80,7 +83,7 @@ fn without_reader_auth_nothing_is_released() {
         Some("000000"),
         false,
     );
-    let info = client.info().unwrap();
+    let info = client.info_with(&BATCH).unwrap();
     assert_eq!((info.pin_tries, info.puk_tries), (Some(3), Some(10)));
 }
 
@@ -118,7 +121,7 @@ fn an_accreditation_from_another_root_or_expired_is_not_honoured() {
         disclosed(&world.verify(&response, &transcript, &request).unwrap()[0]),
         ["age_over_18"]
     );
-    assert_eq!(client.info().unwrap().time_floor, NOW - 86_400);
+    assert_eq!(client.info_with(&BATCH).unwrap().time_floor, NOW - 86_400);
     let mut stale = World::new();
     stale.governance = world.governance.clone();
     stale.kiosk = world.kiosk.clone();
@@ -155,7 +158,7 @@ fn torn_pin_attempt(
         .is_ok();
     client.transport().memory().heal();
     client.transport().reset();
-    (answered, client.info().unwrap().pin_tries)
+    (answered, client.info_with(&BATCH).unwrap().pin_tries)
 }
 
 /// A thief with the card cuts the power as soon as the card starts writing, hoping a wrong guess
@@ -175,7 +178,7 @@ fn cutting_the_power_during_a_pin_check_saves_no_try() {
     let docs = world.verify(&response, &transcript, &request).unwrap();
     assert_eq!(disclosed(&docs[0]), ["document_number"]);
     client.transport().reset();
-    assert_eq!(client.info().unwrap().pin_tries, Some(3));
+    assert_eq!(client.info_with(&BATCH).unwrap().pin_tries, Some(3));
     assert_eq!(
         torn_pin_attempt(&mut client, &world, PIN, 0),
         (false, Some(3))
@@ -226,7 +229,10 @@ fn three_wrong_pins_block_and_the_puk_unblocks() {
             codes::PIN_WRONG
         };
         assert_eq!(withheld(&docs[0], "document_number"), Some(expected));
-        assert_eq!(client.info().unwrap().pin_tries, Some(tries_left));
+        assert_eq!(
+            client.info_with(&BATCH).unwrap().pin_tries,
+            Some(tries_left)
+        );
     }
     // Blocked: even the right PIN no longer works.
     let (mut session, response, transcript, request) =
@@ -271,7 +277,7 @@ fn personalization_needs_the_transport_key_and_ends_with_lock() {
     ));
     // A recorded command cannot be replayed: the counter has moved on.
     let mut client = blank();
-    let info = client.info().unwrap();
+    let info = client.info_with(&BATCH).unwrap();
     let mac = world.transport.mac(
         &info.serial,
         info.perso_counter,
@@ -296,7 +302,7 @@ fn personalization_needs_the_transport_key_and_ends_with_lock() {
             ..
         })
     ));
-    assert!(client.info().unwrap().locked);
+    assert!(client.info_with(&BATCH).unwrap().locked);
 }
 
 #[test]
@@ -335,10 +341,27 @@ fn a_credential_for_another_key_is_refused_and_a_clone_fails_device_authenticati
     // INTERNAL AUTHENTICATE tells the two apart as well.
     let mut challenge = [0u8; 32];
     OsRng.fill_bytes(&mut challenge);
-    let sig = genuine.internal_authenticate(&challenge).unwrap();
+    // A locked card answers it only to an accredited reader, inside the session.
+    assert!(genuine.internal_authenticate(&challenge).is_err());
+    let card_signature = |card: &mut CardClient<InProcess>| {
+        let (mut session, ..) = tap(card, &world, &["age_over_18"], None, true);
+        let sig = session
+            .authenticate_card(card, &challenge)
+            .unwrap()
+            .unwrap();
+        session.end(card).unwrap();
+        sig
+    };
+    let sig = card_signature(&mut genuine);
     card::verify_internal_authenticate(&key, &challenge, &sig).unwrap();
-    let sig = clone.internal_authenticate(&challenge).unwrap();
+    let sig = card_signature(&mut clone);
     assert!(card::verify_internal_authenticate(&key, &challenge, &sig).is_err());
+    // Without an accreditation the session refuses it.
+    let (mut session, ..) = tap(&mut genuine, &world, &["age_over_18"], None, false);
+    assert_eq!(
+        session.authenticate_card(&mut genuine, &challenge).unwrap(),
+        Err("reader-not-authenticated".to_owned())
+    );
     // The card never signs a caller-chosen message: the signature is over the tagged hash.
     assert!(key.verify_es256(&challenge, &sig).is_err());
 }
@@ -428,7 +451,7 @@ fn a_torn_credential_write_leaves_the_old_credential() {
     let new = world.credential(&key);
     assert_ne!(old, new);
     // Build the chained PUT CREDENTIAL by hand and cut the link after each APDU.
-    let info = client.info().unwrap();
+    let info = client.info_with(&BATCH).unwrap();
     let mac = world.transport.mac(
         &info.serial,
         info.perso_counter,
@@ -513,7 +536,7 @@ fn renew_chain(
     sealed_to: &civis_core::crypto::EcPublicKey,
     credential: &[u8],
 ) -> (Vec<Command>, u32) {
-    let info = client.info().unwrap();
+    let info = client.info_with(&BATCH).unwrap();
     let body = card::renewal::seal(
         sealed_to,
         &info.serial,
@@ -574,7 +597,7 @@ fn a_locked_cards_credential_is_renewed_sealed_to_it_and_a_tear_keeps_the_old_on
     client.transport().memory().heal();
     client.transport().reset();
     assert_eq!(client.transport().state().credentials[0], Some(old.clone()));
-    assert_eq!(client.info().unwrap().perso_counter, counter);
+    assert_eq!(client.info_with(&BATCH).unwrap().perso_counter, counter);
 
     // Whole: the new credential replaces the old and the card signs a receipt for it.
     client.select(card::AID_CIVIS).unwrap();
@@ -583,7 +606,7 @@ fn a_locked_cards_credential_is_renewed_sealed_to_it_and_a_tear_keeps_the_old_on
     card::renewal::verify_receipt(&key, &[9; 16], counter, 0, &new, &r.data).unwrap();
     assert!(card::renewal::verify_receipt(&key, &[9; 16], counter, 0, &old, &r.data).is_err());
     assert_eq!(client.transport().state().credentials[0], Some(new.clone()));
-    assert_eq!(client.info().unwrap().perso_counter, counter + 1);
+    assert_eq!(client.info_with(&BATCH).unwrap().perso_counter, counter + 1);
     // …and is presented.
     client.transport().reset();
     check_accredited_read_then_pin(&mut client, &world);
@@ -618,23 +641,20 @@ fn a_renewal_needs_a_locked_card_the_transport_key_and_a_credential_sealed_to_an
     let key = world.personalize(&mut client);
     let old = client.transport().state().credentials[0].clone().unwrap();
     let stranger = civis_core::crypto::SoftwareKey::generate(&mut OsRng);
-    // Under another transport key: refused, counter unchanged.
-    let mut wrong = Personalizer::start(&mut client, TransportKey([0x43; 32])).unwrap();
+    // Under another transport key: the locked card's sealed facts do not even open (no serial,
+    // no counter to MAC with), and nothing changes.
     assert!(matches!(
-        wrong.renew_credential(0, &key, &world.credential(&key), &mut OsRng),
-        Err(Error::Status {
-            status: StatusWord::SecurityStatusNotSatisfied,
-            ..
-        })
+        Personalizer::start(&mut client, TransportKey([0x43; 32])),
+        Err(Error::Core(civis_core::Error::Decrypt))
     ));
-    let counter = client.info().unwrap().perso_counter;
+    let counter = client.info_with(&BATCH).unwrap().perso_counter;
     // Sealed to another card's key, or a credential bound to another key, or another slot
     // than the one sealed for: refused and the counter value used up.
     for (sealed_to, bound_to) in [(stranger.public_key(), &key), (&key, stranger.public_key())] {
         let (chain, _) = renew_chain(&world, &mut client, sealed_to, &world.credential(bound_to));
         assert_eq!(send_all(&mut client, &chain).sw, StatusWord::IncorrectData);
     }
-    let info = client.info().unwrap();
+    let info = client.info_with(&BATCH).unwrap();
     let body = card::renewal::seal(
         &key,
         &info.serial,
@@ -661,7 +681,7 @@ fn a_renewal_needs_a_locked_card_the_transport_key_and_a_credential_sealed_to_an
             ..
         })
     ));
-    assert_eq!(client.info().unwrap().perso_counter, counter + 4);
+    assert_eq!(client.info_with(&BATCH).unwrap().perso_counter, counter + 4);
     assert_eq!(client.transport().state().credentials[0], Some(old));
     // The Personalizer's own renewal checks the receipt.
     let new = world.credential(&key);

@@ -163,6 +163,12 @@ impl Agency {
         &self.config.id
     }
 
+    /// Every batch's transport key (to open a locked card's sealed facts, whose batch is
+    /// inside them).
+    pub fn transport_keys(&self) -> impl Iterator<Item = &TransportKey> {
+        self.batches.values()
+    }
+
     /// A batch's transport key.
     pub fn transport_key(&self, batch: &str) -> Option<&TransportKey> {
         self.batches.get(batch)

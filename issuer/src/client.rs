@@ -221,7 +221,8 @@ impl IssuerClient {
         // The PIN and PUK go to the service only when it asks for them.
         let mut secrets = false;
         for _ in 0..MAX_ROUNDS {
-            let info = card.info().map_err(card_err)?;
+            // Sealed once the card is locked: the counter relays it, the service opens it.
+            let info = card.get_data().map_err(card_err)?;
             let req = PersonalizeRequest {
                 request_key: counter.request_key.to_owned(),
                 resident: counter.resident.to_owned(),
@@ -272,7 +273,7 @@ impl IssuerClient {
         let card_err = |e: civis_firmware_bridge::Error| Error::Card(e.to_string());
         let mut receipt = None;
         for _ in 0..MAX_ROUNDS {
-            let info = card.info().map_err(card_err)?;
+            let info = card.get_data().map_err(card_err)?;
             let req = RenewRequest {
                 request_key: request_key.to_owned(),
                 card: (&info).into(),

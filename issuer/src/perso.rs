@@ -163,10 +163,14 @@ pub async fn advance(
     req: &PersonalizeRequest,
 ) -> Result<PersonalizeStep> {
     check_request_key(&req.request_key)?;
-    let serial = serial_of(&req.card)?;
     let transport = agency
         .transport_key(&req.batch)
         .ok_or(Error::NotFound("batch"))?;
+    // A locked card's facts are sealed to its batch's key.
+    let facts = &req.card.unseal([transport]).map_err(|_| {
+        Error::CardRefused("the card's sealed facts do not open under the batch's transport key")
+    })?;
+    let serial = serial_of(facts)?;
     let store = &svc.store;
     let now = svc.now();
     let mut row = match store
@@ -178,7 +182,7 @@ pub async fn advance(
             if store.resident(agency.id(), &req.resident).await?.is_none() {
                 return Err(Error::NotFound("resident"));
             }
-            if req.card.locked {
+            if facts.locked {
                 return Err(Error::CardRefused("the card is locked"));
             }
             let row = PersoRow {
@@ -216,7 +220,6 @@ pub async fn advance(
             "this request key was used for another card, resident or batch",
         ));
     }
-    let facts = &req.card;
     let facts_key = card_key_of(facts)?;
     for _ in 0..MAX_TRANSITIONS {
         match row.state.as_str() {

@@ -55,8 +55,11 @@ pub async fn advance(
     req: &RenewRequest,
 ) -> Result<RenewStep> {
     check_request_key(&req.request_key)?;
-    let serial: [u8; 16] = req
-        .card
+    // A locked card's facts are sealed to its batch's key; the batch is inside them.
+    let facts = &req.card.unseal(agency.transport_keys()).map_err(|_| {
+        Error::CardRefused("the card's sealed facts open under none of this agency's batch keys")
+    })?;
+    let serial: [u8; 16] = facts
         .serial
         .as_slice()
         .try_into()
@@ -70,8 +73,8 @@ pub async fn advance(
         .issued_card(agency.id(), &serial)
         .await?
         .ok_or(Error::NotFound("card"))?;
-    same_key(&card, req.card.public_key.as_deref())?;
-    if !req.card.locked {
+    same_key(&card, facts.public_key.as_deref())?;
+    if !facts.locked {
         return Err(Error::CardRefused("the card is not locked"));
     }
     let transport = agency
@@ -140,7 +143,7 @@ pub async fn advance(
                     store.record_renewed(&row, &audit).await?;
                     svc.metrics.issued();
                 } else {
-                    let counter = req.card.perso_counter;
+                    let counter = facts.perso_counter;
                     let sealed =
                         renewal::seal(&key, &serial, counter, SLOT, &credential, &mut OsRng)?;
                     let commands = transport

@@ -329,7 +329,7 @@ fn a_card_is_personalized_once_and_resumes_after_interruptions() {
             let mut card = blank_card();
             let mut states = Vec::new();
             for round in 1..40 {
-                let info = card.info().unwrap();
+                let info = card.get_data().unwrap();
                 let step = alpha
                     .personalize(&PersonalizeRequest {
                         request_key: "perso-1".into(),
@@ -354,7 +354,7 @@ fn a_card_is_personalized_once_and_resumes_after_interruptions() {
                 Some("issued"),
                 "{states:?}"
             );
-            let info = card.info().unwrap();
+            let info = card.info_with(&TransportKey(TK)).unwrap();
             assert!(info.locked && info.credentials == vec![0] && info.pin_tries == Some(3));
             // The relay with the same key now only confirms.
             let again = env.personalize(&mut card, "perso-1", &first.resident).await;
@@ -405,13 +405,16 @@ fn concurrent_requests_for_one_card_yield_one_credential() {
                 puk: None,
             };
             let first = alpha
-                .personalize(&req((&card.info().unwrap()).into(), "p"))
+                .personalize(&req(
+                    (&card.info_with(&TransportKey(TK)).unwrap()).into(),
+                    "p",
+                ))
                 .await
                 .unwrap();
             card.transport()
                 .transmit(&hex::decode(&first.commands[0]).unwrap())
                 .unwrap();
-            let facts: CardFacts = (&card.info().unwrap()).into();
+            let facts: CardFacts = (&card.info_with(&TransportKey(TK)).unwrap()).into();
             // 100 at once with one request key: one credential, one index.
             let mut tasks = Vec::new();
             for _ in 0..100 {
@@ -504,10 +507,10 @@ fn cloned_and_weak_card_keys_are_refused() {
         let mut card = blank_card();
         env.personalize(&mut card, "p1", &resident).await;
         let alpha = env.client(&env.alpha);
-        let clone_key = card.info().unwrap().public_key;
+        let clone_key = card.info_with(&TransportKey(TK)).unwrap().public_key;
         // A second chip claiming the first one's key.
         let mut other = blank_card();
-        let mut facts: CardFacts = (&other.info().unwrap()).into();
+        let mut facts: CardFacts = (&other.info_with(&TransportKey(TK)).unwrap()).into();
         facts.public_key = clone_key.as_ref().map(hex::encode);
         let req = |facts: CardFacts, key: &str| PersonalizeRequest {
             request_key: key.into(),
@@ -526,7 +529,8 @@ fn cloned_and_weak_card_keys_are_refused() {
             "{e}"
         );
         // A key on the weak-key list.
-        let mut weak_facts: CardFacts = (&blank_card().info().unwrap()).into();
+        let mut weak_facts: CardFacts =
+            (&blank_card().info_with(&TransportKey(TK)).unwrap()).into();
         weak_facts.public_key = Some(hex::encode(weak.public_key().uncompressed()));
         let e = alpha.personalize(&req(weak_facts, "p3")).await.unwrap_err();
         assert!(
@@ -534,7 +538,7 @@ fn cloned_and_weak_card_keys_are_refused() {
             "{e}"
         );
         // Not a point on the curve.
-        let mut bad: CardFacts = (&blank_card().info().unwrap()).into();
+        let mut bad: CardFacts = (&blank_card().info_with(&TransportKey(TK)).unwrap()).into();
         bad.public_key = Some(format!("04{}", "11".repeat(64)));
         let e = alpha.personalize(&req(bad, "p4")).await.unwrap_err();
         assert!(
@@ -545,7 +549,7 @@ fn cloned_and_weak_card_keys_are_refused() {
             env.svc.store.credential_counts("alpha").await.unwrap(),
             (1, 1)
         );
-        let _ = other.info();
+        let _ = other.info_with(&TransportKey(TK));
     });
 }
 
@@ -556,9 +560,9 @@ fn an_agency_reaches_nothing_of_another_on_any_route() {
         let resident = env.enroll().await;
         let mut card = blank_card();
         let credential = env.personalize(&mut card, "p1", &resident).await;
-        let serial = hex::encode(card.info().unwrap().serial);
-        let own_facts: CardFacts = (&card.info().unwrap()).into();
-        let facts: CardFacts = (&blank_card().info().unwrap()).into();
+        let serial = hex::encode(card.info_with(&TransportKey(TK)).unwrap().serial);
+        let own_facts: CardFacts = (&card.info_with(&TransportKey(TK)).unwrap()).into();
+        let facts: CardFacts = (&blank_card().info_with(&TransportKey(TK)).unwrap()).into();
         let alpha_token = &env.alpha["civis_".len().."civis_".len() + 16];
         let b = &env.beta;
         let perso = json!({"requestKey":"x","resident":resident,"batch":"b1","card":facts});
@@ -767,7 +771,7 @@ fn status_changes_are_recorded_once_and_revocation_is_final() {
         // A lost card: its valid credential is suspended at once, once.
         let mut lost = blank_card();
         let lost_id = env.personalize(&mut lost, "lost-card", &resident).await;
-        let serial = hex::encode(lost.info().unwrap().serial);
+        let serial = hex::encode(lost.info_with(&TransportKey(TK)).unwrap().serial);
         let done = alpha.card_lost(&serial, "l1").await.unwrap();
         assert_eq!((done.credentials, done.created), (1, true));
         assert_eq!(alpha.status(&lost_id).await.unwrap().wanted, "suspended");
@@ -1056,7 +1060,7 @@ fn racing_status_requests_never_undo_a_revocation() {
                 let id = env
                     .personalize(&mut card, &format!("p{round}"), &resident)
                     .await;
-                let serial = hex::encode(card.info().unwrap().serial);
+                let serial = hex::encode(card.info_with(&TransportKey(TK)).unwrap().serial);
                 alpha
                     .change_status(
                         &id,
@@ -1184,7 +1188,7 @@ fn a_request_key_names_one_request() {
         // The same for lost cards and batches.
         let mut lost_card = blank_card();
         env.personalize(&mut lost_card, "p-lost", &r1).await;
-        let lost_serial = hex::encode(lost_card.info().unwrap().serial);
+        let lost_serial = hex::encode(lost_card.info_with(&TransportKey(TK)).unwrap().serial);
         alpha.card_lost(&lost_serial, "lost-a").await.unwrap();
         let again = alpha.card_lost(&lost_serial, "lost-b").await.unwrap();
         assert_eq!((again.credentials, again.created), (0, false));
@@ -1192,7 +1196,7 @@ fn a_request_key_names_one_request() {
         assert!(matches!(&e, Error::Remote { status: 404, .. }), "{e}");
         let mut other_card = blank_card();
         env.personalize(&mut other_card, "p-other", &r1).await;
-        let other_serial = hex::encode(other_card.info().unwrap().serial);
+        let other_serial = hex::encode(other_card.info_with(&TransportKey(TK)).unwrap().serial);
         let e = alpha.card_lost(&other_serial, "lost-b").await.unwrap_err();
         assert!(matches!(&e, Error::Remote { status: 409, .. }), "{e}");
         alpha.suspend_batch("b2", "batch-k").await.unwrap();
@@ -1202,7 +1206,7 @@ fn a_request_key_names_one_request() {
         let g = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
         let mut card = blank_card();
         env.personalize(&mut card, "p", &r1).await;
-        let card_key = card.info().unwrap().public_key.unwrap();
+        let card_key = card.info_with(&TransportKey(TK)).unwrap().public_key.unwrap();
         let compressed = SoftwareKey::generate(&mut OsRng).public_key().compressed();
         for (n, bad) in [
             vec![],
@@ -1453,7 +1457,7 @@ fn renewal(
 ) -> RenewRequest {
     RenewRequest {
         request_key: key.into(),
-        card: (&card.info().unwrap()).into(),
+        card: (&card.get_data().unwrap()).into(),
         receipt,
     }
 }
@@ -1574,7 +1578,7 @@ fn a_locked_cards_credential_is_renewed_once_and_the_old_one_revoked_only_when_t
                 ("revoked", 1)
             );
             assert_eq!(alpha.status(&new).await.unwrap().wanted, "valid");
-            assert!(card.info().unwrap().locked);
+            assert!(card.info_with(&TransportKey(TK)).unwrap().locked);
             assert_eq!(
                 env.svc.store.credential_counts("alpha").await.unwrap(),
                 (2, 2)
@@ -1600,7 +1604,18 @@ fn a_locked_cards_credential_is_renewed_once_and_the_old_one_revoked_only_when_t
 
             // Refused: an unlocked card, a card showing another key, a card never issued here,
             // and a credential past its expiry.
+            // Facts the card sealed under another batch's key (or garbage) open under none.
             let mut facts = renewal("r4", &mut card, None);
+            facts.card.sealed = Some(hex::encode([7u8; 60]));
+            let err = alpha.renew(&facts).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Remote { ref code, .. } if code == "card_refused"),
+                "{err}"
+            );
+            // Open facts, as a counter could claim them.
+            let open = CardFacts::from(&card.info_with(&TransportKey(TK)).unwrap());
+            let mut facts = renewal("r4", &mut card, None);
+            facts.card = open.clone();
             facts.card.locked = false;
             let err = alpha.renew(&facts).await.unwrap_err();
             assert!(
@@ -1608,6 +1623,7 @@ fn a_locked_cards_credential_is_renewed_once_and_the_old_one_revoked_only_when_t
                 "{err}"
             );
             let mut facts = renewal("r4", &mut card, None);
+            facts.card = open.clone();
             facts.card.public_key = Some(hex::encode(
                 SoftwareKey::generate(&mut OsRng)
                     .public_key()
@@ -1650,7 +1666,7 @@ fn a_card_reported_lost_during_its_renewal_keeps_its_status_on_the_new_credentia
             // Lost before the card got the new credential: nothing more is written to it.
             let mut card = blank_card();
             let old = env.personalize(&mut card, "p1", &resident).await;
-            let serial = hex::encode(card.info().unwrap().serial);
+            let serial = hex::encode(card.info_with(&TransportKey(TK)).unwrap().serial);
             let step = alpha.renew(&renewal("r1", &mut card, None)).await.unwrap();
             alpha.card_lost(&serial, "lost-1").await.unwrap();
             let err = alpha

@@ -42,6 +42,10 @@ pub enum CardCommand {
         /// Seconds to wait for a card in the field.
         #[arg(long, default_value_t = 10)]
         wait: u64,
+        /// The batch's transport key file (64 hex digits): opens a locked card's sealed facts.
+        /// Without it a locked card shows only that it is locked.
+        #[arg(long)]
+        transport_key: Option<PathBuf>,
     },
     /// At a counter: unblock (or reset) the PIN with the PUK. The card opens an encrypted
     /// session only for an accredited reader, so the counter signs ReaderAuth with its key and
@@ -82,7 +86,11 @@ pub fn run(cmd: CardCommand) -> i32 {
             once,
         } => serve(&state, vpcd, transport_key.as_deref(), once),
         CardCommand::Readers => readers(),
-        CardCommand::Info { reader, wait } => info(&reader, wait),
+        CardCommand::Info {
+            reader,
+            wait,
+            transport_key,
+        } => info(&reader, wait, transport_key.as_deref()),
         CardCommand::UnblockPin {
             reader,
             reader_key,
@@ -228,7 +236,7 @@ fn readers() -> Result<()> {
 }
 
 #[cfg(not(feature = "nfc"))]
-fn info(_reader: &str, _wait: u64) -> Result<()> {
+fn info(_reader: &str, _wait: u64, _transport_key: Option<&Path>) -> Result<()> {
     Err(NoNfc.into())
 }
 
@@ -245,13 +253,24 @@ fn readers() -> Result<()> {
 }
 
 #[cfg(feature = "nfc")]
-fn info(reader: &str, wait: u64) -> Result<()> {
+fn info(reader: &str, wait: u64, transport_key: Option<&Path>) -> Result<()> {
+    use civis_core::card::GetData;
     use civis_firmware_bridge::nfc::NfcTransport;
     use civis_firmware_bridge::reader::CardClient;
     let transport = NfcTransport::open(reader, std::time::Duration::from_secs(wait))?;
     let name = transport.name().to_owned();
     let mut client = CardClient::new(transport);
-    let info = client.info()?;
+    let answer = client.get_data()?;
+    if let (GetData::Sealed(_), None) = (&answer, transport_key) {
+        // What any reader sees of a locked card: nothing that tells it apart.
+        let json = serde_json::json!({"reader": name, "state": "locked", "sealed": true});
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    let key = transport_key
+        .map(civis_issuer::agency::read_transport_key)
+        .transpose()?;
+    let info = answer.open(key.as_ref())?;
     let json = serde_json::json!({
         "reader": name,
         "applet": info.version,

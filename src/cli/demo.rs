@@ -536,7 +536,8 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
         })
         .await?;
     let credential = done.credential.ok_or("no credential")?;
-    let card_info = card.info()?;
+    // A locked card seals its facts to the batch's transport key, which the issuer holds.
+    let card_info = card.info_with(&virtual_card::development_transport_key())?;
     let recorded = operator.credential(&credential).await?;
     println!(
         "    issued: credential {}…, status list entry {}; card locked: {}",

@@ -84,9 +84,10 @@ pub enum IssuerCommand {
         /// Reader name: a PC/SC reader name or a libnfc connstring (build with `--features nfc`).
         #[arg(long)]
         reader: String,
-        /// Idempotency key (default: `renew-`, the card serial and today's UTC date).
+        /// Idempotency key: the same one for every retry of this renewal (a locked card shows
+        /// no serial to derive one from).
         #[arg(long)]
-        request_key: Option<String>,
+        request_key: String,
         /// Seconds to wait for a card.
         #[arg(long, default_value_t = 10)]
         wait: u64,
@@ -427,7 +428,7 @@ fn renew(
     _c: &IssuerClient,
     _reader: &str,
     _wait: u64,
-    _request_key: Option<String>,
+    _request_key: String,
 ) -> Result<()> {
     anyhow::bail!(
         "this civis was built without NFC reader support; rebuild with `--features nfc` \
@@ -441,24 +442,12 @@ fn renew(
     c: &IssuerClient,
     reader: &str,
     wait: u64,
-    request_key: Option<String>,
+    key: String,
 ) -> Result<()> {
     use civis_firmware_bridge::nfc::NfcTransport;
     use civis_firmware_bridge::reader::CardClient;
     let transport = NfcTransport::open(reader, std::time::Duration::from_secs(wait))?;
     let mut card = CardClient::new(transport);
-    let key = match request_key {
-        Some(k) => k,
-        None => {
-            let serial = hex::encode(card.info()?.serial);
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-                .unwrap_or(0);
-            let today = civis_core::Timestamp(secs).to_rfc3339();
-            format!("renew-{serial}-{}", today.get(..10).unwrap_or_default())
-        }
-    };
     let step = rt.block_on(c.relay_renewal(&mut card, &key, &mut |s| {
         eprintln!("  {:<16} {} command(s)", s.state, s.commands.len());
     }))?;

@@ -5,8 +5,8 @@ use ciborium::Value;
 use civis_core::apdu::{Response, StatusWord};
 use civis_core::card::renewal;
 use civis_core::card::{
-    self, CHALLENGE_LEN, CREDENTIAL_SLOTS, CardInfo, MAX_CREDENTIAL_LEN, PERSO_MAC_LEN, PIN_TRIES,
-    PUK_TRIES,
+    self, CHALLENGE_LEN, CREDENTIAL_SLOTS, CardInfo, GetData, MAX_CREDENTIAL_LEN, PERSO_MAC_LEN,
+    PIN_TRIES, PUK_TRIES,
 };
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
 use civis_core::evote;
@@ -42,7 +42,25 @@ impl Card {
         }
     }
 
+    /// GET DATA: the facts in the clear before LOCK (the factory needs them), sealed to the
+    /// batch's transport key after it, under a fresh nonce: a locked card shows a stranger
+    /// nothing that is the same at two reads.
+    pub(super) fn get_data(&self, state: &CardState, rng: &mut impl CryptoRngCore) -> GetData {
+        let info = self.info(state);
+        if state.locked {
+            GetData::Sealed(card::sealed_info::seal(&state.transport_key, &info, rng))
+        } else {
+            GetData::Open(info)
+        }
+    }
+
+    /// INTERNAL AUTHENTICATE outside a session: only before LOCK. A locked card's signatures
+    /// would let anyone recognise it (an ECDSA signature gives away its public key), so a locked
+    /// card proves its key only to an accredited reader, inside the session (§5.4).
     pub(super) fn internal_authenticate(&self, challenge: &[u8]) -> Response {
+        if self.state.locked {
+            return sw(StatusWord::SecurityStatusNotSatisfied);
+        }
         let Some(key) = &self.state.card_key else {
             return sw(StatusWord::ConditionsNotSatisfied);
         };

@@ -252,6 +252,9 @@ impl Card {
             .session
             .as_ref()
             .is_some_and(|s| s.reader_authenticated);
+        if authenticated && let Some(answer) = internal_authenticate(message, next) {
+            return answer;
+        }
         let result = (|| -> Option<(&'static str, Option<u8>)> {
             if !authenticated {
                 return Some(("reader-not-authenticated", None));
@@ -314,6 +317,35 @@ impl Card {
         }
         text_map(e)
     }
+}
+
+/// `{"op": "internal-authenticate", "challenge": bstr}` from an accredited reader: the card
+/// key's signature over the challenge as INTERNAL AUTHENTICATE makes it (card-applet.md §8), for
+/// clone detection — which a locked card offers nowhere else. `None`: another operation.
+fn internal_authenticate(message: &Value, state: &CardState) -> Option<Value> {
+    const W: &str = "card management";
+    let m = access::map(W, message).ok()?;
+    if access::get(W, m, "op").ok()??.as_text()? != "internal-authenticate" {
+        return None;
+    }
+    let challenge = access::get(W, m, "challenge")
+        .ok()
+        .flatten()
+        .and_then(Value::as_bytes)
+        .filter(|c| civis_core::card::CHALLENGE_LEN.contains(&c.len()));
+    Some(match (challenge, &state.card_key) {
+        (Some(c), Some(key)) => text_map(vec![
+            ("result", text("ok")),
+            (
+                "signature",
+                Value::Bytes(
+                    key.sign_es256(&civis_core::card::internal_authenticate_message(c))
+                        .to_vec(),
+                ),
+            ),
+        ]),
+        _ => text_map(vec![("result", text("malformed"))]),
+    })
 }
 
 /// The election a DocRequest asks a pseudonym for (`requestInfo`, covered by its ReaderAuth).

@@ -311,7 +311,7 @@ impl Card {
                 self.internal_authenticate(&data)
             }
             (App::Civis, CLA_PROPRIETARY, card::ins::GET_DATA) => {
-                Response::ok(self.info(next).encode())
+                Response::ok(self.get_data(next, rng).encode())
             }
             (App::Civis, CLA_PROPRIETARY, card::ins::ROTATE_ROOT) => {
                 civis_app::rotate_root(&data, next)
