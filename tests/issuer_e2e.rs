@@ -557,6 +557,25 @@ fn polling_stations(reg: &Cluster, dir: &Path, card_state: &Path, name: &str) {
         (Some(1), Some("election_closed")),
         "{v}"
     );
+    // Without the PIN on standard input the station does not even tap.
+    let out = civis(&[
+        "kiosk",
+        "verify",
+        "--policy",
+        &format!("evote:{open}"),
+        "--reader",
+        READER,
+        "--reader-key",
+        a.0.to_str().unwrap(),
+        "--accreditation",
+        a.1.to_str().unwrap(),
+        "--genesis",
+        g.to_str().unwrap(),
+        "--db",
+        a.2.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pin-stdin"));
     // A kiosk not accredited for e-voting is refused before the tap.
     let (code, _, text) = vote(&counter, &open, "246810");
     assert_eq!(code, Some(64), "{text}");
@@ -606,7 +625,36 @@ fn polling_stations(reg: &Cluster, dir: &Path, card_state: &Path, name: &str) {
     let bad = dir.join("tampered.records");
     std::fs::write(&bad, &tampered).unwrap();
     let out = import(&bad);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "a tampered file is refused as data"
+    );
+    // A device or a FIFO is not read at all (it could stream forever or block).
+    let out = import(Path::new("/dev/zero"));
     assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    // Records A signed for an election the chain does not hold are refused.
+    let (key_a, _) = read_key(&a.0).unwrap();
+    let stray = civis_core::evote::StationRecords {
+        chain: Genesis::from_json(&std::fs::read_to_string(&g).unwrap())
+            .unwrap()
+            .chain_id,
+        election: "no-such-election".into(),
+        station: a.3.clone(),
+        records: vec![(civis_core::evote::Pseudonym([9; 32]), 1)],
+    }
+    .sign(&key_a, &std::fs::read(&a.1).unwrap())
+    .unwrap();
+    let stray_file = dir.join("stray.records");
+    std::fs::write(&stray_file, stray).unwrap();
+    let out = import(&stray_file);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not on the synced chain"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = import(&file);
     assert!(
         out.status.success(),

@@ -447,6 +447,28 @@ fn sync_flood_key_files_and_absurd_heights() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Refused before anything is signed (usage, 64), with the reason and no raw escapes:
+    // a district with control characters, one given twice, a rule given twice, a long id.
+    for (id, extra, why) in [
+        (
+            "e-ctl",
+            &["--district", "\u{1b}[2J"][..],
+            "control characters",
+        ),
+        ("e-dup", &["--district", "Harbour"][..], "repeated"),
+        (
+            "e-twice",
+            &["--require", "age_over_18=false"][..],
+            "given twice",
+        ),
+        (&"x".repeat(65)[..], &[][..], "--id"),
+    ] {
+        let out = register(id, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{id}: {err}");
+        assert!(err.contains(why), "{id}: {err}");
+        assert!(!err.contains('\u{1b}'), "{err}");
+    }
     let named = register("council-2028", &["--require", "family_name=\"Jansen\""]);
     assert!(!named.status.success());
     assert!(

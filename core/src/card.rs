@@ -219,6 +219,110 @@ pub fn pin_elements_from_bytes(bytes: &[u8]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// Entries the card's read log keeps (card-applet.md §5.5): the newest 32 accredited reads.
+pub const READ_LOG_LEN: usize = 32;
+/// Longest kiosk DID kept in a read-log entry (a `did:civis` DID has 54; longer ones are cut
+/// at a character boundary).
+pub const LOG_KIOSK_LEN: usize = 64;
+/// Longest purpose kept.
+pub const LOG_PURPOSE_LEN: usize = 64;
+/// Most elements named per entry (more are counted in `more`).
+pub const LOG_ELEMENTS: usize = 12;
+/// Longest element name kept (`org.civis.evote.1/pseudonym` has 27).
+pub const LOG_ELEMENT_LEN: usize = 32;
+
+/// One accredited read, as the card logs it for its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadLogEntry {
+    /// Sequence number: counts every logged read since personalization.
+    pub seq: u64,
+    /// The card's time floor after the read (Unix seconds): the latest time governance vouched
+    /// had come — the card has no clock.
+    pub floor: i64,
+    /// The reader's kiosk DID, from its accreditation.
+    pub kiosk: String,
+    /// The purpose its accreditation states.
+    pub purpose: String,
+    /// The elements released (`element`, or `namespace/element` outside the citizen
+    /// namespace), in request order.
+    pub released: Vec<String>,
+    /// Released elements beyond [`LOG_ELEMENTS`].
+    pub more: u64,
+}
+
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_owned()
+}
+
+impl ReadLogEntry {
+    /// An entry for a read, its texts cut to the stored sizes.
+    pub fn new(seq: u64, floor: i64, kiosk: &str, purpose: &str, released: &[String]) -> Self {
+        let kept = released.len().min(LOG_ELEMENTS);
+        Self {
+            seq,
+            floor,
+            kiosk: cut(kiosk, LOG_KIOSK_LEN),
+            purpose: cut(purpose, LOG_PURPOSE_LEN),
+            released: released
+                .iter()
+                .take(kept)
+                .map(|e| cut(e, LOG_ELEMENT_LEN))
+                .collect(),
+            more: u64::try_from(released.len() - kept).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// As a CBOR value: `[seq, floor, kiosk, purpose, [* element], more]`.
+    pub fn to_value(&self) -> Value {
+        Value::Array(vec![
+            Value::Integer(self.seq.into()),
+            Value::Integer(self.floor.into()),
+            text(&self.kiosk),
+            text(&self.purpose),
+            Value::Array(self.released.iter().map(|e| text(e)).collect()),
+            Value::Integer(self.more.into()),
+        ])
+    }
+
+    /// From [`Self::to_value`]'s form, with the stored sizes enforced.
+    pub fn from_value(v: &Value) -> Result<Self> {
+        const W: &str = "read log entry";
+        let [seq, floor, kiosk, purpose, released, more] = access::array(W, v)? else {
+            return Err(Error::malformed(
+                W,
+                "not [seq, floor, kiosk, purpose, released, more]",
+            ));
+        };
+        let released = access::array(W, released)?
+            .iter()
+            .map(|e| access::text(W, e).map(str::to_owned))
+            .collect::<Result<Vec<_>>>()?;
+        let entry = Self {
+            seq: access::uint(W, seq)?,
+            floor: floor
+                .as_integer()
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| Error::malformed(W, "floor"))?,
+            kiosk: access::text(W, kiosk)?.to_owned(),
+            purpose: access::text(W, purpose)?.to_owned(),
+            released,
+            more: access::uint(W, more)?,
+        };
+        if entry.kiosk.len() > LOG_KIOSK_LEN
+            || entry.purpose.len() > LOG_PURPOSE_LEN
+            || entry.released.len() > LOG_ELEMENTS
+            || entry.released.iter().any(|e| e.len() > LOG_ELEMENT_LEN)
+        {
+            return Err(Error::malformed(W, "over the stored sizes"));
+        }
+        Ok(entry)
+    }
+}
+
 /// What GET DATA answered: the card's facts in the clear (before LOCK), or sealed to the
 /// batch's transport key (a locked card, so nothing stable reaches a stranger).
 #[derive(Debug, Clone, PartialEq, Eq)]

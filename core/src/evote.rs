@@ -139,11 +139,19 @@ impl Election {
         })
     }
 
-    /// Check a rule before it goes on chain or into a station: citizen elements only, none
-    /// that identifies the voter, each value of the element's type (arrays of 1..=256).
+    /// Check a rule before it goes on chain or into a station: citizen elements only, each
+    /// once, none that identifies the voter, each value of the element's type (arrays of
+    /// 1..=256 distinct values), texts non-empty and without control characters.
     pub fn check_rule(eligibility: &[(String, Value)]) -> Result<()> {
         const W: &str = "eligibility";
-        for (element, value) in eligibility {
+        for (i, (element, value)) in eligibility.iter().enumerate() {
+            if eligibility
+                .iter()
+                .skip(i.saturating_add(1))
+                .any(|(e, _)| e == element)
+            {
+                return Err(Error::invalid(W, format!("{element} is given twice")));
+            }
             if IDENTIFYING.contains(&element.as_str()) {
                 return Err(Error::invalid(
                     W,
@@ -157,8 +165,19 @@ impl Election {
                 }
                 one => std::slice::from_ref(one),
             };
-            for v in values {
+            for (j, v) in values.iter().enumerate() {
                 citizen::check_element(element, v)?;
+                if let Value::Text(t) = v
+                    && (t.is_empty() || t.chars().any(char::is_control))
+                {
+                    return Err(Error::invalid(
+                        W,
+                        format!("{element}: a value is empty or has control characters"),
+                    ));
+                }
+                if values.iter().skip(j.saturating_add(1)).any(|o| o == v) {
+                    return Err(Error::invalid(W, format!("{element}: a value is repeated")));
+                }
             }
         }
         Ok(())
@@ -291,7 +310,7 @@ pub struct StationRecords {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordsError {
     /// Not a COSE_Sign1 with the expected content.
-    #[error("malformed station records: {0}")]
+    #[error("station records: {0}")]
     Malformed(String),
     /// The attached accreditation is not the one the synced chain records for its kiosk.
     #[error("the station {0} has no such accreditation on the synced chain")]
@@ -415,6 +434,17 @@ impl StationRecords {
             .as_deref()
             .ok_or_else(|| RecordsError::Malformed("no payload".into()))?;
         let records = Self::from_payload(payload).map_err(bad)?;
+        // A signing station still cannot plant records outside any election, or before 1970.
+        if !valid_election_id(&records.election) {
+            return Err(RecordsError::Malformed(
+                "the election id is not 1 to 64 bytes without control characters".into(),
+            ));
+        }
+        if records.records.iter().any(|(_, at)| *at < 0) {
+            return Err(RecordsError::Malformed(
+                "a record's time is negative".into(),
+            ));
+        }
         if records.chain != chain || acc.chain != chain || records.station != kiosk {
             return Err(RecordsError::Mismatch {
                 chain: records.chain,
@@ -452,6 +482,16 @@ mod tests {
             vec![("age_over_18".to_owned(), text("yes"))],
             vec![("resident_district".to_owned(), Value::Array(vec![]))],
             vec![("shoe_size".to_owned(), Value::Bool(true))],
+            vec![("resident_district".to_owned(), text(""))],
+            vec![("resident_district".to_owned(), text("\u{1b}[2J"))],
+            vec![(
+                "resident_district".to_owned(),
+                Value::Array(vec![text("A"), text("A")]),
+            )],
+            vec![
+                ("age_over_18".to_owned(), Value::Bool(true)),
+                ("age_over_18".to_owned(), Value::Bool(false)),
+            ],
         ] {
             assert!(Election::check_rule(&bad).is_err(), "{bad:?}");
         }

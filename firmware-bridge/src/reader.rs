@@ -364,6 +364,33 @@ impl MdocSession {
         })
     }
 
+    /// The card's read log, newest first (card-applet.md §5.5): only in a session whose
+    /// reader proved an accreditation and in which the holder's PIN was verified; otherwise the
+    /// card's result (`pin-required`, `reader-not-authenticated`).
+    pub fn read_log<T: CardTransport>(
+        &mut self,
+        client: &mut CardClient<T>,
+    ) -> Result<std::result::Result<Vec<card::ReadLogEntry>, String>> {
+        let message = cbor::encode(&text_map(vec![(
+            card::MANAGEMENT_KEY,
+            text_map(vec![("op", text("read-log"))]),
+        )]));
+        let answer = self.send(client, &message)?;
+        const W: &str = "card management answer";
+        let v = cbor::decode(W, &answer, Limits::new(64 * 1024))?;
+        let m = cbor::access::map(W, &v)?;
+        let inner = cbor::access::map(W, cbor::access::req(W, m, card::MANAGEMENT_KEY)?)?;
+        let result = cbor::access::text(W, cbor::access::req(W, inner, "result")?)?;
+        Ok(match cbor::access::get(W, inner, "log")? {
+            Some(log) if result == "ok" => Ok(cbor::access::array(W, log)?
+                .iter()
+                .take(card::READ_LOG_LEN)
+                .map(card::ReadLogEntry::from_value)
+                .collect::<civis_core::Result<_>>()?),
+            _ => Err(result.to_owned()),
+        })
+    }
+
     /// Change or unblock the PIN inside the session; returns the card's result and tries left.
     pub fn manage<T: CardTransport>(
         &mut self,

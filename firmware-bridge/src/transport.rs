@@ -102,9 +102,15 @@ impl<T: CardTransport> ModeledLink<T> {
 }
 
 /// Commands after which the card signs: the last ENVELOPE of a message (the DeviceResponse is
-/// signed then) and INTERNAL AUTHENTICATE.
+/// signed then) and INTERNAL AUTHENTICATE — not the ENVELOPE that ends the session
+/// (SessionData `{"status": 20}`), which the card answers without signing.
 fn makes_the_card_sign(command: &[u8]) -> bool {
-    matches!(command, [0x00, 0xC3, ..] | [0x00, 0x88, ..])
+    const TERMINATION: [u8; 9] = [0xA1, 0x66, b's', b't', b'a', b't', b'u', b's', 0x14];
+    match command {
+        [0x00, 0xC3, ..] => !command.windows(TERMINATION.len()).any(|w| w == TERMINATION),
+        [0x00, 0x88, ..] => true,
+        _ => false,
+    }
 }
 
 impl<T: CardTransport> CardTransport for ModeledLink<T> {

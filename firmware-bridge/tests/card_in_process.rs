@@ -164,8 +164,9 @@ fn torn_pin_attempt(
 /// A thief with the card cuts the power as soon as the card starts writing, hoping a wrong guess
 /// shows itself by a write that a right one would not make. Both make the same first write, the
 /// spent try, before comparing: cut there, neither answers and nothing changed. Cut right after
-/// it, the try is gone whatever the guess (a wrong guess is answered, a right one loses the
-/// write that gives its try back): no guess is ever judged without costing a try.
+/// it, the try is gone whatever the guess (both then make one more write: a right PIN's try
+/// given back and the read log entry, a wrong one's log entry): no guess is ever judged without
+/// costing a try.
 #[test]
 fn cutting_the_power_during_a_pin_check_saves_no_try() {
     let world = World::new();
@@ -191,12 +192,14 @@ fn cutting_the_power_during_a_pin_check_saves_no_try() {
         torn_pin_attempt(&mut client, &world, PIN, 1),
         (false, Some(2))
     );
+    // A wrong guess, like a right one, now makes a second write (the read log entry, card-
+    // applet.md §5.5): cut there, neither is answered, and the try is spent either way.
     assert_eq!(
         torn_pin_attempt(&mut client, &world, "000000", 1),
-        (true, Some(1))
+        (false, Some(1))
     );
     assert_eq!(
-        torn_pin_attempt(&mut client, &world, "000000", 1),
+        torn_pin_attempt(&mut client, &world, "000000", 2),
         (true, Some(0))
     );
     // Three torn attempts blocked the PIN: the right one no longer releases anything.

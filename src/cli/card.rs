@@ -116,7 +116,11 @@ pub fn run(cmd: CardCommand) -> i32 {
             EXIT_UNAVAILABLE
         }
         Err(e) => {
-            eprintln!("civis card: {e:#}");
+            // Reader names come from the command line: no escape sequences back out.
+            eprintln!(
+                "civis card: {}",
+                civis_verifier::kiosk::tame(&format!("{e:#}"))
+            );
             1
         }
     }

@@ -135,7 +135,9 @@ pub struct ElectionArgs {
     reauth: String,
 }
 
-/// Run `civis evote register`: a `register-election` transaction, waited for.
+/// Run `civis evote register`: a `register-election` transaction, waited for. The id, the
+/// window and the rule are checked here first (exit 64 with the reason), so nothing is signed
+/// that the chain would refuse for them.
 pub fn register_election(args: ElectionArgs) -> i32 {
     let mut require = args.require;
     if args.age_over_18 {
@@ -146,6 +148,32 @@ pub fn register_election(args: ElectionArgs) -> i32 {
             "resident_district={}",
             serde_json::Value::from(args.districts)
         ));
+    }
+    let checked = (|| -> Result<()> {
+        anyhow::ensure!(
+            civis_core::evote::valid_election_id(&args.id),
+            "--id must be 1 to 64 bytes without control characters"
+        );
+        anyhow::ensure!(args.closes > args.opens, "--closes must be after --opens");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        anyhow::ensure!(args.closes > now, "--closes is in the past");
+        let mut eligibility = Vec::new();
+        for r in &require {
+            let (k, v) = r
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--require {r:?} is not element=value"))?;
+            let json = serde_json::from_str(v).with_context(|| format!("--require {k}"))?;
+            eligibility.push((k.to_owned(), json_to_cbor(&json)?));
+        }
+        civis_core::evote::Election::check_rule(&eligibility)?;
+        Ok(())
+    })();
+    if let Err(e) = checked {
+        eprintln!("error: {}", civis_verifier::kiosk::tame(&format!("{e:#}")));
+        return crate::cli::EXIT_USAGE;
     }
     run(RegistryCommand::Tx(TxArgs {
         node: args.node,
@@ -282,7 +310,8 @@ pub fn run(cmd: RegistryCommand) -> i32 {
     match execute(cmd) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A registry's answer or a flag's text may reach this line: no escape sequences.
+            eprintln!("error: {}", civis_verifier::kiosk::tame(&format!("{e:#}")));
             1
         }
     }

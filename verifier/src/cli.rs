@@ -103,8 +103,30 @@ pub fn run_evote(cmd: EvoteCommand) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {}", crate::kiosk::tame(&format!("{e:#}")));
-            EXIT_USAGE
+            if e.downcast_ref::<DataError>().is_some() {
+                EXIT_REFUSED
+            } else {
+                EXIT_USAGE
+            }
         }
+    }
+}
+
+/// Records refused for what they hold (exit 65), not for how the command was called.
+#[derive(Debug)]
+struct DataError(String);
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DataError {}
+
+impl From<civis_core::evote::RecordsError> for DataError {
+    fn from(e: civis_core::evote::RecordsError) -> Self {
+        Self(e.to_string())
     }
 }
 
@@ -171,17 +193,29 @@ fn import_records(
     genesis: &std::path::Path,
     db: &std::path::Path,
 ) -> Result<serde_json::Value> {
+    use std::io::Read as _;
     existing_db(db)?;
     let genesis = genesis_of(genesis)?;
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .len();
+    // A regular file only (a device or a FIFO could stream forever or block), read no further
+    // than the limit whatever its size says.
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     anyhow::ensure!(
-        size <= civis_core::evote::MAX_RECORDS_LEN as u64,
-        "{} is {size} bytes, more than station records may be",
+        f.metadata().is_ok_and(|m| m.is_file()),
+        "{} is not a regular file",
         file.display()
     );
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let limit = civis_core::evote::MAX_RECORDS_LEN as u64;
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= limit,
+        "{} is larger than station records may be ({limit} bytes)",
+        file.display()
+    );
     runtime()?.block_on(async {
         let store = KioskStore::open(db).await?;
         let result = async {
@@ -191,7 +225,24 @@ fn import_records(
             let records =
                 civis_core::evote::StationRecords::verify(&bytes, &genesis.chain_id, |did| {
                     crate::intake::recorded_statement(&stored.snapshot, did)
-                })?;
+                })
+                .map_err(DataError::from)?;
+            // Only records of an election the chain holds.
+            if stored
+                .snapshot
+                .tree()
+                .get(
+                    civis_core::chain::table::Table::Election,
+                    records.election.as_bytes(),
+                )
+                .is_none()
+            {
+                return Err(DataError(format!(
+                    "election {:?} is not on the synced chain",
+                    records.election
+                ))
+                .into());
+            }
             let auths: Vec<crate::ledger::Authentication> = records
                 .records
                 .iter()
@@ -607,7 +658,11 @@ fn verify(cmd: KioskCommand) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("civis kiosk verify: {e:#}");
+            // Flags and file contents reach this line: no escape sequences.
+            eprintln!(
+                "civis kiosk verify: {}",
+                crate::kiosk::tame(&format!("{e:#}"))
+            );
             EXIT_USAGE
         }
     }
@@ -657,6 +712,11 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
             reader.is_some(),
             "an evote: policy reads the card itself: give --reader (a file cannot prove the \
              election the pseudonym was asked for)"
+        );
+        anyhow::ensure!(
+            pin_stdin,
+            "an evote: policy needs the voter's PIN: give --pin-stdin (the card releases no \
+             pseudonym without it)"
         );
         policy
             .resolve(&s.snapshot, &genesis.chain_id)

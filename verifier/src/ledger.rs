@@ -149,7 +149,9 @@ impl KioskStore {
         election: &str,
         auth: &Authentication,
     ) -> Result<Recorded, SyncError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // IMMEDIATE: take the write lock first, so another process's writer makes this wait
+        // (busy timeout) instead of failing when a read transaction tries to upgrade.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let earlier = sqlx::query(
             "SELECT station, at, (SELECT COUNT(*) FROM evote_auth WHERE election = $1 AND pseudonym = $2) \
              FROM evote_auth WHERE election = $1 AND pseudonym = $2 ORDER BY at, station LIMIT 1",
@@ -230,7 +232,9 @@ impl KioskStore {
                 a.station.len()
             )));
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // IMMEDIATE: take the write lock first, so another process's writer makes this wait
+        // (busy timeout) instead of failing when a read transaction tries to upgrade.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let mut out = Imported::default();
         for a in records {
             let seen_before = sqlx::query(

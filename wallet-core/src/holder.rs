@@ -121,6 +121,23 @@ pub fn respond(
     gate: &dyn Fn(usize) -> Option<i64>,
     decide: &mut dyn FnMut(Requested<'_>) -> Release,
 ) -> Result<DeviceResponse> {
+    Ok(respond_released(credentials, request, transcript, key, gate, decide)?.0)
+}
+
+/// What each DocRequest (by index) got: the (namespace, element) pairs released, issuer-signed
+/// ones in request order, then device-signed ones. DocRequests without a Document are absent.
+pub type Released = Vec<(usize, Vec<(String, String)>)>;
+
+/// [`respond`], also saying what was released to each DocRequest (the card's read log).
+pub fn respond_released(
+    credentials: &[StoredCredential],
+    request: &DeviceRequest,
+    transcript: &SessionTranscript,
+    key: &dyn DeviceKey,
+    gate: &dyn Fn(usize) -> Option<i64>,
+    decide: &mut dyn FnMut(Requested<'_>) -> Release,
+) -> Result<(DeviceResponse, Released)> {
+    let mut given: Released = Vec::new();
     let mut documents = Vec::new();
     let mut refused: Vec<(String, i64)> = Vec::new();
     for (index, doc_request) in request.doc_requests.iter().enumerate() {
@@ -141,6 +158,7 @@ pub fn respond(
         };
         let mut released: Vec<(String, String)> = Vec::new();
         let mut device_signed = DeviceNameSpaces::default();
+        let mut device_released: Vec<(String, String)> = Vec::new();
         let mut errors: Errors = Vec::new();
         for (ns, elements) in &items.name_spaces {
             let mut ns_errors = Vec::new();
@@ -162,6 +180,7 @@ pub fn respond(
                 match decision {
                     Release::Release => released.push((ns.clone(), element.clone())),
                     Release::DeviceSigned(value) => {
+                        device_released.push((ns.clone(), element.clone()));
                         match device_signed.0.iter_mut().find(|(n, _)| n == ns) {
                             Some((_, els)) => els.push((element.clone(), value)),
                             None => device_signed
@@ -181,6 +200,9 @@ pub fn respond(
         });
         let device_signed =
             mdoc::sign_device(&AsSigner(key), transcript, &items.doc_type, device_signed)?;
+        let mut all = released.clone();
+        all.extend(device_released);
+        given.push((index, all));
         documents.push(Document {
             doc_type: items.doc_type.clone(),
             issuer_signed,
@@ -201,12 +223,15 @@ pub fn respond(
                 .collect(),
         )
     });
-    Ok(DeviceResponse {
-        version: "1.0".into(),
-        documents: (!documents.is_empty()).then_some(documents),
-        document_errors,
-        status: 0,
-    })
+    Ok((
+        DeviceResponse {
+            version: "1.0".into(),
+            documents: (!documents.is_empty()).then_some(documents),
+            document_errors,
+            status: 0,
+        },
+        given,
+    ))
 }
 
 /// What a phone wallet asks its user (or policy) before presenting.

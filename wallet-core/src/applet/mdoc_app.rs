@@ -4,11 +4,12 @@
 
 use ciborium::Value;
 use civis_core::apdu;
-use civis_core::card::{MANAGEMENT_KEY, PIN_TRIES, REQUEST_INFO_PIN};
+use civis_core::card::{MANAGEMENT_KEY, PIN_TRIES, READ_LOG_LEN, REQUEST_INFO_PIN, ReadLogEntry};
 use civis_core::cbor::{self, CborForm, Limits, access, text, text_map};
 use civis_core::cose::{self, Domain};
 use civis_core::evote;
 use civis_core::kiosk::{self, KioskAccreditation};
+use civis_core::mdoc::citizen;
 use civis_core::mdoc::engagement::{
     STATUS_DECODING_ERROR, STATUS_ENCRYPTION_ERROR, STATUS_TERMINATION,
 };
@@ -188,7 +189,7 @@ impl Card {
             .card_key
             .clone()
             .ok_or_else(|| crate::Error::State("no card key".into()))?;
-        let response = holder::respond(
+        let (response, released) = holder::respond_released(
             &credentials,
             request,
             &session.transcript,
@@ -240,6 +241,42 @@ impl Card {
                 Release::Release
             },
         )?;
+        // The read log: every DocRequest whose reader proved an accreditation, with what it got,
+        // in the same state write as this answer (so a logged read is one that was answered).
+        for (index, acc) in readers.iter().enumerate() {
+            let Some(acc) = acc else { continue };
+            let names: Vec<String> = released
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, els)| {
+                    els.iter()
+                        .map(|(ns, e)| {
+                            if ns == citizen::NAMESPACE {
+                                e.clone()
+                            } else {
+                                format!("{ns}/{e}")
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            next.log_seq = next.log_seq.saturating_add(1);
+            next.read_log.push(ReadLogEntry::new(
+                next.log_seq,
+                next.time_floor,
+                acc.kiosk.as_str(),
+                &acc.purpose,
+                &names,
+            ));
+            if next.read_log.len() > READ_LOG_LEN {
+                next.read_log.remove(0);
+            }
+        }
+        // The log never makes the state too big to store (the sizes keep a full log of full
+        // entries within it; this is the belt to those braces).
+        while next.encode().len() > super::state::MAX_STATE_LEN && !next.read_log.is_empty() {
+            next.read_log.remove(0);
+        }
         Ok(response.to_vec())
     }
 
@@ -253,6 +290,9 @@ impl Card {
             .as_ref()
             .is_some_and(|s| s.reader_authenticated);
         if authenticated && let Some(answer) = internal_authenticate(message, next) {
+            return answer;
+        }
+        if let Some(answer) = read_log(message, next, self.ram.session.as_ref()) {
             return answer;
         }
         let result = (|| -> Option<(&'static str, Option<u8>)> {
@@ -317,6 +357,38 @@ impl Card {
         }
         text_map(e)
     }
+}
+
+/// `{"op": "read-log"}`: the card's read log, newest first, for its holder — only in a session
+/// whose reader proved an accreditation and in which the PIN was verified. `None`: another
+/// operation.
+fn read_log(message: &Value, state: &CardState, session: Option<&MdocSession>) -> Option<Value> {
+    const W: &str = "card management";
+    let m = access::map(W, message).ok()?;
+    if access::get(W, m, "op").ok()??.as_text()? != "read-log" {
+        return None;
+    }
+    Some(match session {
+        Some(s) if !s.reader_authenticated => {
+            text_map(vec![("result", text("reader-not-authenticated"))])
+        }
+        Some(s) if s.pin_verified => text_map(vec![
+            ("result", text("ok")),
+            (
+                "log",
+                Value::Array(
+                    state
+                        .read_log
+                        .iter()
+                        .rev()
+                        .map(ReadLogEntry::to_value)
+                        .collect(),
+                ),
+            ),
+        ]),
+        Some(_) => text_map(vec![("result", text("pin-required"))]),
+        None => text_map(vec![("result", text("reader-not-authenticated"))]),
+    })
 }
 
 /// `{"op": "internal-authenticate", "challenge": bstr}` from an accredited reader: the card

@@ -31,7 +31,7 @@ use civis_core::ndef::NfcLimits;
 use civis_core::session::Session;
 use rand_core::CryptoRngCore;
 
-pub use state::{CardState, Root, Secret};
+pub use state::{CardState, MAX_STATE_LEN, Root, Secret};
 
 /// Applet version reported by GET DATA.
 pub const VERSION: &str = "1.0";

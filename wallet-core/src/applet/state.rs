@@ -3,7 +3,7 @@
 //! or the new one, never a mix.
 
 use ciborium::Value;
-use civis_core::card::{CREDENTIAL_SLOTS, TransportKey};
+use civis_core::card::{CREDENTIAL_SLOTS, READ_LOG_LEN, ReadLogEntry, TransportKey};
 use civis_core::cbor::{self, Limits, access, text, text_map};
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
 use civis_core::vrf::{VrfPublicKey, VrfSecretKey};
@@ -91,6 +91,10 @@ pub struct CardState {
     pub root: Option<Root>,
     /// The newest trusted time the card has seen (Unix seconds).
     pub time_floor: i64,
+    /// The last accredited reads, oldest first, at most [`READ_LOG_LEN`].
+    pub read_log: Vec<ReadLogEntry>,
+    /// The sequence number of the last logged read.
+    pub log_seq: u64,
 }
 
 impl std::fmt::Debug for CardState {
@@ -136,6 +140,8 @@ impl CardState {
             pin_elements: Vec::new(),
             root: None,
             time_floor: 0,
+            read_log: Vec::new(),
+            log_seq: 0,
         }
     }
 
@@ -207,6 +213,11 @@ impl CardState {
                 },
             ),
             ("timeFloor", Value::Integer(self.time_floor.into())),
+            (
+                "readLog",
+                Value::Array(self.read_log.iter().map(ReadLogEntry::to_value).collect()),
+            ),
+            ("logSeq", Value::Integer(self.log_seq.into())),
         ]))
     }
 
@@ -271,6 +282,16 @@ impl CardState {
                 _ => return Err(Error::State("root is not [chain, key, rotation]".into())),
             },
         };
+        let read_log = match access::get(W, m, "readLog")? {
+            None => Vec::new(),
+            Some(v) => access::array(W, v)?
+                .iter()
+                .map(ReadLogEntry::from_value)
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        };
+        if read_log.len() > READ_LOG_LEN {
+            return Err(Error::State("read log longer than the card keeps".into()));
+        }
         let key = Zeroizing::new(match access::req(W, m, "cardKey")? {
             Value::Null => None,
             b => Some(access::bytes(W, b)?.to_vec()),
@@ -307,6 +328,12 @@ impl CardState {
                 .as_integer()
                 .and_then(|i| i64::try_from(i).ok())
                 .ok_or_else(|| Error::State("time floor".into()))?,
+            read_log,
+            // Absent on cards written before the log: none yet.
+            log_seq: access::get(W, m, "logSeq")?
+                .map(|v| access::uint(W, v))
+                .transpose()?
+                .unwrap_or(0),
         })
     }
 }
