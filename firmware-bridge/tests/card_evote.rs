@@ -328,3 +328,34 @@ fn a_stranger_reading_a_card_twice_gets_nothing_that_stays_the_same() {
             .is_err()
     );
 }
+
+#[test]
+fn two_elections_logs_share_nothing_that_links_a_voter() {
+    // Two voters, two elections, one station: what the two elections' logs hold is one
+    // pseudonym per voter per election. No pseudonym of the first log, nor any 8-byte piece of
+    // one, is in the second; only a party holding a card's VRF key (or its presentation) can
+    // tell which pseudonyms belong together (specs/evote.md §6).
+    let world = World::new();
+    let station = SoftwareKey::generate(&mut OsRng);
+    let st = evote_statement(&world, &station, true);
+    let mut logs: Vec<Vec<Pseudonym>> = vec![Vec::new(), Vec::new()];
+    for serial in [11, 12] {
+        let (mut card, _) = voter_card(&world, serial);
+        for (i, election) in ["council-2027", "referendum-2027"].iter().enumerate() {
+            let doc = voter_doc(&world, &tap(&mut card, &station, &st, election, Some(PIN)));
+            logs[i].push(pseudonym_of(&doc, election).unwrap());
+        }
+    }
+    for a in &logs[0] {
+        for b in &logs[1] {
+            assert_ne!(a, b);
+            for w in a.0.windows(8) {
+                assert!(
+                    !b.0.windows(8).any(|x| x == w),
+                    "a piece of a pseudonym repeats across elections"
+                );
+            }
+        }
+    }
+    assert_ne!(logs[0][0], logs[0][1], "two voters, one pseudonym");
+}
