@@ -23,10 +23,7 @@ fn kiosk(world: &World, purpose: &str, elements: &[&str]) -> (SoftwareKey, Vec<u
     let key = SoftwareKey::generate(&mut OsRng);
     let statement = civis_core::kiosk::KioskAccreditation {
         chain: CHAIN.into(),
-        kiosk: civis_core::did::Did::from_inception(
-            key.public_key(),
-            &civis_core::did::KeyCommitment::to(key.public_key()),
-        ),
+        kiosk: did_of(&key),
         key: key.public_key().clone(),
         grants: vec![(
             citizen::DOC_TYPE.into(),
@@ -39,24 +36,13 @@ fn kiosk(world: &World, purpose: &str, elements: &[&str]) -> (SoftwareKey, Vec<u
         not_before: NOW - 86_400,
         not_after: NOW + 86_400,
     }
-    .sign(
-        &civis_core::did::Did::from_inception(
-            world.governance.public_key(),
-            &civis_core::did::KeyCommitment::to(world.governance.public_key()),
-        )
-        .key_url(1),
-        &world.governance,
-    )
+    .sign(&did_of(&world.governance).key_url(1), &world.governance)
     .unwrap();
     (key, statement)
 }
 
 fn did(key: &SoftwareKey) -> String {
-    civis_core::did::Did::from_inception(
-        key.public_key(),
-        &civis_core::did::KeyCommitment::to(key.public_key()),
-    )
-    .to_string()
+    did_of(key).to_string()
 }
 
 /// A tap (new power-on) by `k` asking for `elements`, with the PIN or not; returns the open

@@ -21,7 +21,7 @@ use civis_core::chain::tx::{Op, SignedTx, Tx};
 use civis_core::crypto::SoftwareKey;
 use civis_core::did::{Did, DidDocument, DidUrl, KeyCommitment};
 use civis_core::issuer_api::{EnrollRequest, StatusRequest};
-use civis_core::kiosk::KioskAccreditation;
+use civis_core::kiosk::{ElementGrants as Grants, KioskAccreditation};
 use civis_core::mdoc::citizen::{self, CitizenRecord};
 use civis_core::mdoc::{self, DeviceRequest, DeviceResponse, SessionTranscript};
 use civis_core::verify::{TrustSnapshot, Verdict};
@@ -451,49 +451,24 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     println!("    the issuer service created its status list once accredited");
     // A kiosk: its own DID, accredited by governance to read three elements. The accreditation
     // statement is what the card checks; the chain records the same.
-    let kiosk_key = SoftwareKey::generate(&mut rng);
-    let kiosk_next = SoftwareKey::generate(&mut rng);
-    let kiosk_commitment = KeyCommitment::to(kiosk_next.public_key());
-    let kiosk_doc = DidDocument::inception(kiosk_key.public_key(), &kiosk_commitment);
-    println!("    kiosk DID       {}", kiosk_doc.id);
-    registry
-        .tx(
-            &kiosk_doc.id.key_url(1),
-            &kiosk_key,
-            0,
-            Op::CreateDid {
-                key: kiosk_key.public_key().clone(),
-                next: kiosk_commitment,
-            },
-        )
-        .await?;
     let wanted = ["given_name", "age_over_18", "resident_district"];
-    let accreditation = KioskAccreditation {
-        chain: registry.chain.clone(),
-        kiosk: kiosk_doc.id.clone(),
-        key: kiosk_key.public_key().clone(),
-        grants: vec![(
+    let kiosk = accredit_kiosk(
+        &mut registry,
+        vec![(
             citizen::DOC_TYPE.into(),
             vec![(
                 citizen::NAMESPACE.into(),
                 wanted.iter().map(|e| (*e).to_owned()).collect(),
             )],
         )],
-        purpose: "service counter: name, age and district".into(),
-        not_before: now.0 - 60,
-        not_after: now.0 + 365 * 86_400,
-    };
-    let statement = accreditation.sign(&registry.gov_kid, &registry.gov_key)?;
-    registry
-        .governance(Op::AccreditKiosk {
-            kiosk: kiosk_doc.id.clone(),
-            grants: accreditation.grants.clone(),
-            purpose: accreditation.purpose.clone(),
-            not_before: accreditation.not_before,
-            not_after: accreditation.not_after,
-            statement: statement.clone(),
-        })
-        .await?;
+        "service counter: name, age and district",
+        (now.0 - 60, now.0 + 365 * 86_400),
+        &mut rng,
+    )
+    .await?;
+    println!("    kiosk DID       {}", kiosk.did);
+    let (kiosk_key, statement) = (kiosk.key, kiosk.statement);
+    let kiosk_did = kiosk.did;
     println!(
         "    the kiosk may read {} (statement of {} bytes for its ReaderAuth)",
         wanted.join(", "),
@@ -780,7 +755,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     if args.keep_running {
         let kiosk = DemoKiosk {
             key: &kiosk_key,
-            kid: kiosk_doc.id.key_url(1),
+            kid: kiosk_did.key_url(1),
             statement: &statement,
             policy: format!("service:counter={}", wanted.join(",")),
         };
@@ -796,22 +771,22 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     }
 }
 
-/// A polling station's identity: its key, its DID on chain and its governance-signed
-/// accreditation for the eligibility elements, the VRF key the issuer bound and the pseudonym —
-/// not for names, birth dates or document numbers.
-struct PollingStation {
+/// A kiosk registered on chain: its key, its DID and its governance-signed accreditation.
+struct AccreditedKiosk {
     key: SoftwareKey,
     did: Did,
     statement: Vec<u8>,
 }
 
-async fn polling_station(
+/// Register a kiosk's DID and have governance accredit it for `grants`: the statement is what
+/// cards check; the chain records the same.
+async fn accredit_kiosk(
     registry: &mut Registry,
-    election: &str,
-    now: i64,
+    grants: Grants,
+    purpose: &str,
+    (not_before, not_after): (i64, i64),
     rng: &mut (impl rand_core::CryptoRngCore + Send),
-) -> DemoResult<PollingStation> {
-    use civis_core::evote;
+) -> DemoResult<AccreditedKiosk> {
     let key = SoftwareKey::generate(rng);
     let next = SoftwareKey::generate(rng);
     let commitment = KeyCommitment::to(next.public_key());
@@ -831,40 +806,60 @@ async fn polling_station(
         chain: registry.chain.clone(),
         kiosk: doc.id.clone(),
         key: key.public_key().clone(),
-        grants: vec![(
-            citizen::DOC_TYPE.into(),
-            vec![
-                (
-                    citizen::NAMESPACE.into(),
-                    vec![
-                        "age_over_18".into(),
-                        "resident_district".into(),
-                        evote::VRF_KEY.into(),
-                    ],
-                ),
-                (evote::NAMESPACE.into(), vec![evote::PSEUDONYM.into()]),
-            ],
-        )],
-        purpose: format!("polling station, election {election}"),
-        not_before: now - 60,
-        not_after: now + 86_400,
+        grants,
+        purpose: purpose.into(),
+        not_before,
+        not_after,
     };
     let statement = accreditation.sign(&registry.gov_kid, &registry.gov_key)?;
     registry
         .governance(Op::AccreditKiosk {
             kiosk: doc.id.clone(),
-            grants: accreditation.grants.clone(),
-            purpose: accreditation.purpose.clone(),
-            not_before: accreditation.not_before,
-            not_after: accreditation.not_after,
+            grants: accreditation.grants,
+            purpose: accreditation.purpose,
+            not_before,
+            not_after,
             statement: statement.clone(),
         })
         .await?;
-    Ok(PollingStation {
+    Ok(AccreditedKiosk {
         key,
         did: doc.id,
         statement,
     })
+}
+
+/// A polling station: accredited for the eligibility elements, the VRF key the issuer bound
+/// and the pseudonym — not for names, birth dates or document numbers.
+async fn polling_station(
+    registry: &mut Registry,
+    election: &str,
+    now: i64,
+    rng: &mut (impl rand_core::CryptoRngCore + Send),
+) -> DemoResult<AccreditedKiosk> {
+    use civis_core::evote;
+    let grants = vec![(
+        citizen::DOC_TYPE.into(),
+        vec![
+            (
+                citizen::NAMESPACE.into(),
+                vec![
+                    "age_over_18".into(),
+                    "resident_district".into(),
+                    evote::VRF_KEY.into(),
+                ],
+            ),
+            (evote::NAMESPACE.into(), vec![evote::PSEUDONYM.into()]),
+        ],
+    )];
+    accredit_kiosk(
+        registry,
+        grants,
+        &format!("polling station, election {election}"),
+        (now - 60, now + 86_400),
+        rng,
+    )
+    .await
 }
 
 /// Step 8: governance registers an election and accredits two polling stations; they sync,

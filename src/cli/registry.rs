@@ -160,16 +160,7 @@ pub fn register_election(args: ElectionArgs) -> i32 {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         anyhow::ensure!(args.closes > now, "--closes is in the past");
-        let mut eligibility = Vec::new();
-        for r in &require {
-            let (k, v) = r
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--require {r:?} is not element=value"))?;
-            let json = serde_json::from_str(v).with_context(|| format!("--require {k}"))?;
-            eligibility.push((k.to_owned(), json_to_cbor(&json)?));
-        }
-        civis_core::evote::Election::check_rule(&eligibility)?;
-        Ok(())
+        election_rule(&require).map(drop)
     })();
     if let Err(e) = checked {
         eprintln!("error: {}", civis_verifier::kiosk::tame(&format!("{e:#}")));
@@ -497,6 +488,21 @@ fn parse_grants(grants: &[String]) -> Result<ElementGrants> {
     Ok(out)
 }
 
+/// `--require element=JSON …` as an election's eligibility rule, checked
+/// (`Election::check_rule`).
+fn election_rule(require: &[String]) -> Result<Vec<(String, ciborium::Value)>> {
+    let mut eligibility = Vec::new();
+    for r in require {
+        let (k, v) = r
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--require {r:?} is not element=value"))?;
+        let json = serde_json::from_str(v).with_context(|| format!("--require {k}"))?;
+        eligibility.push((k.to_owned(), json_to_cbor(&json)?));
+    }
+    civis_core::evote::Election::check_rule(&eligibility)?;
+    Ok(eligibility)
+}
+
 fn json_to_cbor(v: &serde_json::Value) -> Result<ciborium::Value> {
     Ok(match v {
         serde_json::Value::Bool(b) => ciborium::Value::Bool(*b),
@@ -639,14 +645,7 @@ async fn tx(args: TxArgs) -> Result<()> {
                     closes,
                     reauth,
                 } => {
-                    let mut eligibility = Vec::new();
-                    for r in &require {
-                        let (k, v) = r
-                            .split_once('=')
-                            .ok_or_else(|| anyhow!("--require {r:?} is not element=value"))?;
-                        eligibility.push((k.to_owned(), json_to_cbor(&serde_json::from_str(v)?)?));
-                    }
-                    civis_core::evote::Election::check_rule(&eligibility)?;
+                    let eligibility = election_rule(&require)?;
                     Op::RegisterElection {
                         id,
                         eligibility,

@@ -723,8 +723,10 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let pin = if pin_stdin {
+        use std::io::BufRead as _;
+        // A PIN is at most 12 digits: read no more than a short line, whatever is piped in.
         let mut line = String::new();
-        std::io::stdin()
+        std::io::Read::take(std::io::stdin().lock(), 64)
             .read_line(&mut line)
             .context("read the PIN from standard input")?;
         Some(zeroize::Zeroizing::new(

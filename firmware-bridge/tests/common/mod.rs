@@ -33,7 +33,8 @@ pub struct World {
     pub transport: TransportKey,
 }
 
-fn did_of(key: &SoftwareKey) -> Did {
+/// The DID a key incepts (committing to itself: tests never rotate).
+pub fn did_of(key: &SoftwareKey) -> Did {
     Did::from_inception(key.public_key(), &KeyCommitment::to(key.public_key()))
 }
 
