@@ -347,7 +347,7 @@ fn a_clone_with_another_key_fails_device_authentication() {
     let mut clone = CardState::decode(&std::fs::read(&clone_state).unwrap()).unwrap();
     assert_ne!(clone.public_key(), Some(&key));
     clone.credentials = genuine.credentials.clone();
-    clone.root = genuine.root.clone();
+    clone.governance = genuine.governance.clone();
     clone.pin = genuine.pin.clone();
     clone.puk = genuine.puk.clone();
     clone.locked = true;

@@ -264,12 +264,15 @@ fn kiosk_verdict(reg: &Cluster, state: &CardState, genesis: &Genesis, dir: &Path
     let snapshot = dir.join("kiosk.snapshot");
     let _ = std::fs::remove_file(&snapshot);
     reg.sync(&reg.dir.join("genesis.json"), &snapshot).unwrap();
-    let snap = KioskSnapshot::decode(genesis, &std::fs::read(&snapshot).unwrap())
-        .unwrap()
-        .trust_snapshot();
+    let synced = KioskSnapshot::decode(genesis, &std::fs::read(&snapshot).unwrap()).unwrap();
+    let snap = synced.trust_snapshot();
     let (kiosk, statement) = kiosk_accreditation(reg, genesis);
     let wanted = KIOSK_GRANTS;
     let mut card = CardClient::new(InProcess::new(state.clone()));
+    // As every kiosk does: the governance rotations first, so a card personalized with the
+    // genesis set follows the key that signed the accreditation.
+    card.follow_governance(&synced.governance_rotations())
+        .unwrap();
     let engaged = card.read_engagement().unwrap();
     let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, &mut OsRng);
     let transcript = session.transcript().clone();
@@ -330,6 +333,12 @@ fn kiosk_accreditation(reg: &Cluster, genesis: &Genesis) -> (SoftwareKey, Vec<u8
     .sign(&DidUrl::parse(&gov_kid.unwrap()).unwrap(), &gov)
     .unwrap();
     (kiosk, statement)
+}
+
+/// The key index the card on `state` holds for the (single) governance member.
+fn governance_index(state: &Path) -> u32 {
+    let state = CardState::decode(&std::fs::read(state).unwrap()).unwrap();
+    state.governance.unwrap().members[0].index
 }
 
 /// `civis kiosk sync` into the agency folder's kiosk database, then `civis kiosk verify` of the
@@ -1170,6 +1179,53 @@ fn whole_flow(
                 "the kiosk database holds {secret:?}"
             );
         }
+
+        // Governance rotates its key on chain. The statement it signed with the old key is
+        // refused before any tap (cards that follow the rotation refuse it); accredited again
+        // with the new key, the kiosk's next tap first pushes the recorded rotation, and the
+        // card, personalized with the genesis set, follows it and honours the new statement.
+        // (On the second run the card was personalized after the first run's rotation: its
+        // first tap catches up on two.)
+        let before = governance_index(&agency.dir.join("card2.state"));
+        reg.tx(&reg.dir.join("governance.jwk"), &["rotate"])
+            .unwrap();
+        let (code, _) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
+        assert_eq!(code, 0);
+        let (code, _, text) = tap("age-over-18", &statement_file);
+        assert_eq!(code, Some(64), "{text}");
+        assert!(text.contains("since rotated away"), "{text}");
+        let renewed_statement = agency.dir.join("kiosk.accreditation.2");
+        reg.tx(
+            &reg.dir.join("governance.jwk"),
+            &[
+                "accredit-kiosk",
+                "--kiosk",
+                &kiosk_did,
+                "--grant",
+                &element("age_over_18"),
+                "--grant",
+                &element("resident_district"),
+                "--purpose",
+                "counter",
+                "--not-before",
+                &from,
+                "--not-after",
+                &until,
+                "--statement-out",
+                renewed_statement.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+        let (code, _) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
+        assert_eq!(code, 0);
+        let (code, v, text) = tap("age-over-18", &renewed_statement);
+        assert_eq!(code, Some(0), "{v} {text}");
+        let after = governance_index(&agency.dir.join("card2.state"));
+        assert!(
+            after > before,
+            "the card followed the rotation: {before} → {after}"
+        );
+        std::fs::rename(&renewed_statement, &statement_file).unwrap();
     }
     polling_stations(reg, &agency.dir, &agency.dir.join("card2.state"), name);
     // The new credential is the card's valid one.

@@ -935,7 +935,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         kiosk.done();
     }
 
-    // A tap of the virtual card through pcscd: personalized for the chain's governance root
+    // A tap of the virtual card through pcscd: personalized for the chain's governance set
     // (the card checks the kiosk's accreditation itself), then read by the running kiosk.
     let c = rt.block_on(browser(&driver, None));
     rt.block_on(async {
@@ -955,7 +955,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         let key = p.generate_key().unwrap();
         p.set_pin("246810").unwrap();
         p.set_puk("1357913579").unwrap();
-        p.set_root(&w.genesis.chain_id, &w.genesis.governance[0].0)
+        p.set_governance(&w.genesis.chain_id, &w.genesis.governance)
             .unwrap();
         p.put_credential(0, &w.issuer.mint(&key, &adult, false, 3, from, until))
             .unwrap();
@@ -990,6 +990,118 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
             kiosk.done();
             rt.block_on(async { wait_css(&c, "body[data-ready][data-state='idle']").await });
         }
+
+        // "Read my card's log" on the screen: the PIN on the screen's pad, then the card. A
+        // wrong PIN shows nothing; the right one shows the five reads above, newest first,
+        // with the kiosk's purpose and the one element released, in each language.
+        let enter_pin = |pin: &'static str| {
+            let c = &c;
+            async move {
+                wait_css(c, "body[data-state='idle'] #review-open")
+                    .await
+                    .click()
+                    .await
+                    .unwrap();
+                wait_css(c, "#pinpad:not(.hidden)").await;
+                assert_eq!(
+                    text_of(c, "#pin-label").await,
+                    "Enter your PIN, then tap your card"
+                );
+                for d in pin.chars() {
+                    c.find(Locator::Css(&format!("#keys button[data-key='{d}']")))
+                        .await
+                        .unwrap()
+                        .click()
+                        .await
+                        .unwrap();
+                }
+                assert_eq!(text_of(c, "#pin-dots").await, "●".repeat(pin.len()));
+                c.find(Locator::Css("#keys button[data-key='ok']"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+                wait_css(c, "body[data-state='review_tap']").await;
+            }
+        };
+        rt.block_on(enter_pin("999999"));
+        let card = VirtualCard::start(&card_state);
+        rt.block_on(async {
+            wait_css(
+                &c,
+                "body[data-state='review_refused'] #message[data-reason='wrong_pin']",
+            )
+            .await;
+            assert!(c.find(Locator::Css("#log tbody tr")).await.is_err());
+        });
+        drop(card);
+        kiosk.done();
+        rt.block_on(enter_pin("246810"));
+        let card = VirtualCard::start(&card_state);
+        rt.block_on(async {
+            wait_css(&c, "body[data-state='review'] #log:not(.hidden)").await;
+            assert_eq!(text_of(&c, "#headline").await, "Who read your card");
+            let rows = c.find_all(Locator::Css("#log tbody tr")).await.unwrap();
+            // This visit and the wrong-PIN one (each released nothing), the five taps before.
+            assert_eq!(rows.len(), 7);
+            let seqs: Vec<u64> = {
+                let mut v = Vec::new();
+                for r in &rows {
+                    v.push(r.attr("data-seq").await.unwrap().unwrap().parse().unwrap());
+                }
+                v
+            };
+            assert!(
+                seqs.windows(2).all(|w| w[0] > w[1]),
+                "newest first: {seqs:?}"
+            );
+            for row in [1, 2] {
+                assert_eq!(
+                    text_of(&c, &format!("#log tbody tr:nth-child({row}) td.what")).await,
+                    "nothing"
+                );
+            }
+            assert_eq!(
+                text_of(&c, "#log tbody tr:nth-child(3) td.what").await,
+                "Aged 18 or over"
+            );
+            let who = text_of(&c, "#log tbody tr:nth-child(3) td.who").await;
+            assert!(who.starts_with("age check"), "{who}");
+            assert!(who.contains("did:civis:"), "{who}");
+            for (lang, title, released) in [
+                ("de", "Wer Ihre Karte gelesen hat", "18 Jahre oder älter"),
+                ("ko", "내 카드를 읽은 곳", "만 18세 이상"),
+            ] {
+                c.find(Locator::Css(&format!("button[data-lang='{lang}']")))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+                wait_css(
+                    &c,
+                    &format!("html[lang='{lang}'] body[data-state='review']"),
+                )
+                .await;
+                assert_eq!(text_of(&c, "#headline").await, title);
+                assert_eq!(
+                    text_of(&c, "#log tbody tr:nth-child(3) td.what").await,
+                    released
+                );
+            }
+            screenshots(&c, "review").await;
+        });
+        drop(card);
+        kiosk.done();
+        rt.block_on(async { wait_css(&c, "body[data-ready][data-state='idle']").await });
+        // A PIN of the wrong form never reaches a card.
+        let (code, _) = http_post(
+            &format!("{}/api/review", kiosk.url),
+            "application/json",
+            br#"{"pin":"12ab"}"#,
+        );
+        assert_eq!(code, 400);
     }
     taps.sort();
     println!(
@@ -1027,7 +1139,8 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
     let card =
         civis_wallet_core::applet::CardState::decode(&std::fs::read(&card_state).unwrap()).unwrap();
     let card_key = card.public_key().unwrap();
-    let secrets: [&[u8]; 7] = [
+    let secrets: [&[u8]; 8] = [
+        b"246810",
         b"Jansen",
         b"Mira",
         b"1990-04-12",

@@ -10,6 +10,7 @@ use crate::cbor::{self, Limits, access, text, text_map};
 use crate::crypto::EcPublicKey;
 use crate::error::{Error, Result};
 
+pub mod governance;
 pub mod renewal;
 pub mod sealed_info;
 
@@ -35,14 +36,15 @@ pub mod ins {
     pub const GET_DATA: u8 = 0xCA;
     /// GENERATE KEY: create the card key on the card; returns only its public key.
     pub const GENERATE_KEY: u8 = 0x46;
-    /// PUT DATA: PIN, PUK, governance root, PIN-protected elements (P1 P2 name the item).
+    /// PUT DATA: PIN, PUK, governance set, PIN-protected elements (P1 P2 name the item).
     pub const PUT_DATA: u8 = 0xDA;
     /// PUT CREDENTIAL: store an IssuerSigned in slot P1 (chained).
     pub const PUT_CREDENTIAL: u8 = 0xDB;
     /// LOCK: end personalization for good.
     pub const LOCK: u8 = 0xF0;
-    /// ROTATE ROOT: replace the governance root with a statement signed by the current one.
-    pub const ROTATE_ROOT: u8 = 0xF2;
+    /// ROTATE GOVERNANCE: apply a governance member's `rotate-key` transaction (as the chain
+    /// recorded it) to the set the card trusts.
+    pub const ROTATE_GOVERNANCE: u8 = 0xF2;
     /// RENEW CREDENTIAL: replace a locked card's credential (encrypted to the card key).
     pub const RENEW_CREDENTIAL: u8 = 0xDC;
     /// INTERNAL AUTHENTICATE (ISO class `00`).
@@ -55,8 +57,8 @@ pub mod item {
     pub const PIN: u16 = 0x0101;
     /// The PUK (8–16 ASCII digits).
     pub const PUK: u16 = 0x0102;
-    /// The governance root: CBOR `{"chain": tstr, "root": COSE_Key}`.
-    pub const ROOT: u16 = 0x0103;
+    /// The governance set at inception ([`super::governance::GovernanceSet::inception_value`]).
+    pub const GOVERNANCE: u16 = 0x0103;
     /// Elements that need the PIN: CBOR `[* [namespace, element]]`.
     pub const PIN_ELEMENTS: u16 = 0x0104;
 }
@@ -171,26 +173,6 @@ pub fn verify_internal_authenticate(
     card_key
         .verify_es256(&internal_authenticate_message(challenge), signature)
         .map_err(|_| Error::BadSignature("INTERNAL AUTHENTICATE"))
-}
-
-/// The governance root a card trusts, as PUT DATA [`item::ROOT`] carries it.
-pub fn root_value(chain: &str, root: &EcPublicKey) -> Vec<u8> {
-    cbor::encode(&text_map(vec![
-        ("chain", text(chain)),
-        ("root", crate::cose::cose_key_value(root)),
-    ]))
-}
-
-/// Decode a [`root_value`].
-pub fn root_from_bytes(bytes: &[u8]) -> Result<(String, EcPublicKey)> {
-    const W: &str = "governance root";
-    let v = cbor::decode(W, bytes, Limits::new(1024))?;
-    let m = access::map(W, &v)?;
-    access::only_keys(W, m, &["chain", "root"])?;
-    Ok((
-        access::text(W, access::req(W, m, "chain")?)?.to_owned(),
-        crate::cose::cose_key_from_value(access::req(W, m, "root")?)?,
-    ))
 }
 
 /// The PIN-protected elements, as PUT DATA [`item::PIN_ELEMENTS`] carries them.
@@ -397,7 +379,7 @@ pub struct CardInfo {
     pub puk_tries: Option<u8>,
     /// Occupied credential slots.
     pub credentials: Vec<u8>,
-    /// Whether a governance root is installed.
+    /// Whether the governance set is installed.
     pub has_root: bool,
     /// The card's time floor (Unix seconds).
     pub time_floor: i64,

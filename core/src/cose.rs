@@ -41,8 +41,6 @@ pub enum Domain {
     KioskAccreditation,
     /// Civis: a registry transaction.
     RegistryTransaction,
-    /// Civis: a governance-root rotation statement.
-    GovernanceRotation,
     /// Civis: a governance member's approval of another member's registry operation.
     GovernanceApproval,
     /// Civis: a polling station's signed pseudonym records of an election (evote.md §5).
@@ -59,7 +57,6 @@ impl Domain {
             | Self::StatusListCwt => b"",
             Self::KioskAccreditation => b"civis/kiosk-accreditation/v1",
             Self::RegistryTransaction => b"civis/registry-transaction/v1",
-            Self::GovernanceRotation => b"civis/governance-rotation/v1",
             Self::GovernanceApproval => b"civis/governance-approval/v1",
             Self::EvoteRecords => b"civis/evote-records/v1",
         }

@@ -108,7 +108,7 @@ pub struct CardFacts {
     pub pin_set: bool,
     /// A PUK is set.
     pub puk_set: bool,
-    /// A governance root is installed.
+    /// The governance set is installed.
     pub has_root: bool,
     /// Occupied credential slots.
     pub credentials: Vec<u8>,

@@ -1,7 +1,7 @@
-//! The kiosk accreditation a card checks, and the governance-root rotation statement.
+//! The kiosk accreditation a card checks.
 //!
-//! A card has no network and no chain. What it trusts is the governance root installed at
-//! personalization; a kiosk proves what it may read with a **kiosk accreditation**: a COSE_Sign1
+//! A card has no network and no chain. What it trusts is the governance set installed at
+//! personalization and followed from the chain (`crate::card::governance`); a kiosk proves what it may read with a **kiosk accreditation**: a COSE_Sign1
 //! by a governance key (domain [`Domain::KioskAccreditation`]) over the kiosk's key, the
 //! elements it may read per docType and namespace, its purpose and a validity window. The
 //! `accredit-kiosk` registry transaction carries the same statement, so the chain records exactly
@@ -243,60 +243,6 @@ pub fn attached(reader_auth: &CoseSign1) -> Result<Option<CoseSign1>> {
     cose::sign1_from_value(v.clone()).map(Some)
 }
 
-/// A statement, signed with the current governance root, that replaces the root a card trusts
-/// (domain [`Domain::GovernanceRotation`]). `sequence` must exceed the card's last one, so an
-/// old rotation cannot be replayed to roll the root back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RootRotation {
-    /// The chain id.
-    pub chain: String,
-    /// Strictly increasing rotation number.
-    pub sequence: u64,
-    /// The new root key.
-    pub new_root: EcPublicKey,
-}
-
-const R: &str = "governance root rotation";
-
-impl RootRotation {
-    /// Sign with the current root.
-    pub fn sign(&self, current: &dyn Signer) -> Result<Vec<u8>> {
-        let payload = cbor::encode(&text_map(vec![
-            ("chain", text(&self.chain)),
-            ("sequence", Value::Integer(self.sequence.into())),
-            ("newRoot", cose::cose_key_value(&self.new_root)),
-        ]));
-        let sign1 = cose::sign1(
-            current,
-            Domain::GovernanceRotation,
-            HeaderBuilder::new(),
-            Header::default(),
-            Some(payload),
-            None,
-        )?;
-        Ok(cose::encode_sign1(&sign1))
-    }
-
-    /// Decode and check under the `current` root.
-    pub fn verify(bytes: &[u8], current: &EcPublicKey) -> Result<Self> {
-        let sign1 = cose::decode_sign1_within(bytes, MAX_STATEMENT_LEN)?;
-        cose::check_alg(&sign1)?;
-        cose::verify_sign1(&sign1, current, Domain::GovernanceRotation, None)?;
-        let payload = sign1
-            .payload
-            .as_deref()
-            .ok_or_else(|| Error::malformed(R, "no payload"))?;
-        let v = cbor::decode(R, payload, Limits::new(MAX_STATEMENT_LEN))?;
-        let m = access::map(R, &v)?;
-        access::only_keys(R, m, &["chain", "sequence", "newRoot"])?;
-        Ok(Self {
-            chain: access::text(R, access::req(R, m, "chain")?)?.to_owned(),
-            sequence: access::uint(R, access::req(R, m, "sequence")?)?,
-            new_root: cose::cose_key_from_value(access::req(R, m, "newRoot")?)?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -346,19 +292,5 @@ mod tests {
         let pos = bad.len() - 80;
         bad[pos] ^= 1;
         assert!(KioskAccreditation::verify(&bad, gov.public_key()).is_err());
-    }
-
-    #[test]
-    fn rotation_verifies_only_under_the_current_root() {
-        let old = SoftwareKey::generate(&mut OsRng);
-        let new = SoftwareKey::generate(&mut OsRng);
-        let r = RootRotation {
-            chain: "civis-test".into(),
-            sequence: 1,
-            new_root: new.public_key().clone(),
-        };
-        let bytes = r.sign(&old).unwrap();
-        assert_eq!(RootRotation::verify(&bytes, old.public_key()).unwrap(), r);
-        assert!(RootRotation::verify(&bytes, new.public_key()).is_err());
     }
 }

@@ -806,3 +806,105 @@ fn only_accredited_dids_reach_the_kiosk_tree_with_their_whole_history() {
             .is_some()
     );
 }
+
+#[test]
+fn governance_rotations_are_recorded_for_cards_and_a_card_follows_them() {
+    use civis_core::card::governance::{GovernanceSet, Rotated};
+    use civis_core::chain::table::Table;
+    let mut w = world();
+    let g = replica_genesis();
+    let mut card = GovernanceSet::from_inception(CHAIN, &g.governance).unwrap();
+    // An issuer's rotation is not a governance rotation: nothing for cards.
+    let mut issuer = Holder::new("not-governance");
+    w.create(&issuer);
+    accredit(&mut w, &issuer);
+    let op = Op::RotateKey {
+        key: issuer.keys[1].public_key().clone(),
+        next: KeyCommitment::to(issuer.keys[2].public_key()),
+    };
+    w.ok(&mut issuer, op);
+    let recorded = |w: &World| -> Vec<(String, Vec<u8>)> {
+        w.state
+            .kiosk_tree()
+            .entries()
+            .filter(|e| e.table == Table::Rotation)
+            .map(|e| (String::from_utf8(e.key.clone()).unwrap(), e.value.clone()))
+            .collect()
+    };
+    assert!(recorded(&w).is_empty());
+    // Member 1 rotates twice, member 2 once.
+    for (m, times) in [(1usize, 2usize), (2, 1)] {
+        for _ in 0..times {
+            let mut h = std::mem::replace(&mut w.gov[m], Holder::new("placeholder"));
+            let i = h.index;
+            let op = Op::RotateKey {
+                key: h.keys[i + 1].public_key().clone(),
+                next: KeyCommitment::to(h.keys[i + 2].public_key()),
+            };
+            w.ok(&mut h, op);
+            h.index += 1;
+            w.gov[m] = h;
+        }
+    }
+    let txs = recorded(&w);
+    assert_eq!(txs.len(), 3);
+    for (url, tx) in &txs {
+        assert_eq!(&SignedTx::decode(tx).unwrap().bytes().to_vec(), tx);
+        assert!(url.ends_with("#key-2") || url.ends_with("#key-3"), "{url}");
+    }
+    // Pushed in tree order, a card takes what it can and catches up on a second round.
+    let mut applied = 0;
+    for _ in 0..2 {
+        for (_, tx) in &txs {
+            if card.rotate(tx) == Ok(Rotated::Applied) {
+                applied += 1;
+            }
+        }
+    }
+    assert_eq!(applied, 3);
+    for (m, h) in w.gov.iter().enumerate() {
+        assert_eq!(card.members[m].did, h.did);
+        assert_eq!(card.members[m].key, *h.keys[h.index].public_key());
+        assert_eq!(card.members[m].index as usize, h.index + 1);
+    }
+    // An accreditation the chain accepts from the rotated member is one the card accepts.
+    let kiosk = Holder::new("kiosk");
+    w.create(&kiosk);
+    let statement = KioskAccreditation {
+        chain: CHAIN.into(),
+        kiosk: kiosk.did.clone(),
+        key: kiosk.keys[0].public_key().clone(),
+        grants: vec![(
+            "org.civis.citizen.1".into(),
+            vec![("org.civis.citizen.1".into(), vec!["age_over_18".into()])],
+        )],
+        purpose: "counter".into(),
+        not_before: NOW - 10,
+        not_after: NOW + 86_400,
+    };
+    let signed = statement.sign(&w.gov[1].url(), &w.gov[1].keys[2]).unwrap();
+    let mut member = std::mem::replace(&mut w.gov[1], Holder::new("placeholder"));
+    w.ok(
+        &mut member,
+        Op::AccreditKiosk {
+            kiosk: kiosk.did.clone(),
+            grants: statement.grants.clone(),
+            purpose: statement.purpose.clone(),
+            not_before: statement.not_before,
+            not_after: statement.not_after,
+            statement: signed.clone(),
+        },
+    );
+    w.gov[1] = member;
+    let sign1 = civis_core::cose::decode_sign1(&signed).unwrap();
+    assert_eq!(card.verify_accreditation(&sign1).unwrap(), statement);
+    // The same statement under the member's rotated-out first key: the card refuses it (the
+    // chain checks a statement under the signer's current key, so it never records one).
+    let old = statement
+        .sign(&w.gov[1].did.key_url(1), &w.gov[1].keys[0])
+        .unwrap();
+    assert!(
+        card.verify_accreditation(&civis_core::cose::decode_sign1(&old).unwrap())
+            .is_err()
+    );
+}

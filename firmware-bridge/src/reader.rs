@@ -240,14 +240,37 @@ impl<T: CardTransport> CardClient<T> {
         )
     }
 
-    /// ROTATE ROOT with a statement signed by the current governance root.
-    pub fn rotate_root(&mut self, statement: &[u8]) -> Result<()> {
+    /// ROTATE GOVERNANCE with a member's `rotate-key` transaction as the chain recorded it.
+    /// `Ok` also when the card already had it.
+    pub fn push_rotation(&mut self, tx: &[u8]) -> Result<()> {
         self.select(AID_CIVIS)?;
         self.expect_ok(
-            "ROTATE ROOT",
-            &Command::new(CLA_PROPRIETARY, card::ins::ROTATE_ROOT, 0, 0).with_data(statement),
+            "ROTATE GOVERNANCE",
+            &Command::new(CLA_PROPRIETARY, card::ins::ROTATE_GOVERNANCE, 0, 0).with_data(tx),
         )
         .map(drop)
+    }
+
+    /// Bring the card's governance set up to the chain's: push every recorded rotation, each
+    /// member's in order (what [`civis_core::chain::light::KioskSnapshot::governance_rotations`]
+    /// gives). Rotations the card refuses are skipped (a card of another chain, or one a member
+    /// rotated past on a chain this kiosk has not synced yet); returns how many it took.
+    pub fn follow_governance(&mut self, rotations: &[Vec<u8>]) -> Result<usize> {
+        if rotations.is_empty() {
+            return Ok(0);
+        }
+        self.select(AID_CIVIS)?;
+        let mut taken = 0;
+        for tx in rotations {
+            let r = self.send(
+                &Command::new(CLA_PROPRIETARY, card::ins::ROTATE_GOVERNANCE, 0, 0)
+                    .with_data(tx.as_slice()),
+            )?;
+            if r.sw == StatusWord::Ok {
+                taken += 1;
+            }
+        }
+        Ok(taken)
     }
 }
 
@@ -524,15 +547,20 @@ impl<'a, T: CardTransport> Personalizer<'a, T> {
             .map(drop)
     }
 
-    /// Install the governance root.
-    pub fn set_root(&mut self, chain: &str, root: &EcPublicKey) -> Result<()> {
-        let [p1, p2] = card::item::ROOT.to_be_bytes();
+    /// Install the governance set as the genesis defines it (members' inception keys and
+    /// next-key commitments); the card then follows rotations (`push_rotation`).
+    pub fn set_governance(
+        &mut self,
+        chain: &str,
+        members: &[(EcPublicKey, civis_core::did::KeyCommitment)],
+    ) -> Result<()> {
+        let [p1, p2] = card::item::GOVERNANCE.to_be_bytes();
         self.command(
-            "SET ROOT",
+            "SET GOVERNANCE",
             card::ins::PUT_DATA,
             p1,
             p2,
-            &card::root_value(chain, root),
+            &card::governance::GovernanceSet::inception_value(chain, members),
         )
         .map(drop)
     }

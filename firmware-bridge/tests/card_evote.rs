@@ -199,7 +199,7 @@ fn a_credential_naming_another_vrf_key_is_refused_and_a_card_without_one_has_no_
         .unwrap();
     p.set_pin(PIN).unwrap();
     p.set_puk(PUK).unwrap();
-    p.set_root(CHAIN, world.governance.public_key()).unwrap();
+    p.set_governance(CHAIN, &world.governance_set()).unwrap();
     p.lock().unwrap();
     let station = SoftwareKey::generate(&mut OsRng);
     let st = evote_statement(&world, &station, true);

@@ -98,7 +98,7 @@ fn an_accreditation_from_another_root_or_expired_is_not_honoured() {
             Some(codes::READER_NOT_AUTHENTICATED)
         );
     };
-    // Signed by a key that is not the card's governance root.
+    // Signed by a key outside the card's governance set.
     let rogue = civis_core::crypto::SoftwareKey::generate(&mut OsRng);
     let mut forged = World::new();
     forged.kiosk = world.kiosk.clone();
@@ -333,7 +333,7 @@ fn a_credential_for_another_key_is_refused_and_a_clone_fails_device_authenticati
     p.generate_key().unwrap();
     clone_source = tmp.transport().state().clone();
     clone_source.credentials = state.credentials.clone();
-    clone_source.root = state.root.take();
+    clone_source.governance = state.governance.take();
     clone_source.locked = true;
     let mut clone = CardClient::new(InProcess::new(clone_source));
     let (_, response, transcript, request) = tap(&mut clone, &world, &["age_over_18"], None, true);

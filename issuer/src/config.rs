@@ -21,7 +21,7 @@ pub struct Config {
     pub database: String,
     /// Registry node URLs, tried in turn.
     pub registry: Vec<String>,
-    /// The registry's `genesis.json` (chain id and the governance root cards are given).
+    /// The registry's `genesis.json` (chain id and the governance set cards are given).
     pub genesis: PathBuf,
     /// Request limits.
     #[serde(default)]

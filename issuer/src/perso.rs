@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! started ──card key checked──▶ key_checked ──index reserved──▶ index_allocated
-//!    ──credential signed and recorded──▶ minted ──PIN, PUK, root, elements, credential
+//!    ──credential signed and recorded──▶ minted ──PIN, PUK, governance, elements, credential
 //!    written──▶ written ──LOCK seen──▶ issued
 //! ```
 
@@ -103,7 +103,7 @@ fn write_commands(
     facts: &CardFacts,
     pin: &str,
     puk: &str,
-    root: &[u8],
+    governance: &[u8],
     pin_elements: &[u8],
     credential: &[u8],
 ) -> Vec<Vec<u8>> {
@@ -120,7 +120,12 @@ fn write_commands(
             card::item::PUK,
             puk.as_bytes(),
         ),
-        (facts.has_root, card::ins::PUT_DATA, card::item::ROOT, root),
+        (
+            facts.has_root,
+            card::ins::PUT_DATA,
+            card::item::GOVERNANCE,
+            governance,
+        ),
         // Not visible in the facts: written every time (it is small).
         (
             false,
@@ -310,7 +315,10 @@ pub async fn advance(
                         facts,
                         pin,
                         puk,
-                        &card::root_value(&svc.chain_id, &svc.governance_root),
+                        &card::governance::GovernanceSet::inception_value(
+                            &svc.chain_id,
+                            &svc.governance,
+                        ),
                         &card::pin_elements_value(&elements),
                         &credential,
                     );

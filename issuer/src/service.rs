@@ -1,4 +1,4 @@
-//! The service's shared state: store, agencies, index pool, the chain's governance root,
+//! The service's shared state: store, agencies, index pool, the chain's governance set,
 //! clock and metrics. Handlers and workers take `&Service`.
 
 use std::collections::BTreeMap;
@@ -203,8 +203,9 @@ pub struct Service {
     pub pool: IndexPool,
     /// The chain id (from genesis).
     pub chain_id: String,
-    /// The governance root cards are given.
-    pub governance_root: EcPublicKey,
+    /// The governance set cards are given (the genesis members: inception key, next-key
+    /// commitment); cards follow rotations from there.
+    pub governance: Vec<(EcPublicKey, civis_core::did::KeyCommitment)>,
     /// Unix seconds now (a parameter so tests can fix it).
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// Crash-test hook.
@@ -242,11 +243,10 @@ impl Service {
             .map_err(|e| Error::Config(format!("{}: {e}", config.genesis.display())))?;
         let genesis = civis_core::chain::state::Genesis::from_json(&text)
             .map_err(|e| Error::Config(format!("{}: {e}", config.genesis.display())))?;
-        let governance_root = genesis
-            .governance
-            .first()
-            .map(|(k, _)| k.clone())
-            .ok_or_else(|| Error::Config("genesis names no governance key".into()))?;
+        let governance = genesis.governance.clone();
+        // Checked here so a genesis no card can hold stops the service, not every card.
+        civis_core::card::governance::GovernanceSet::from_inception(&genesis.chain_id, &governance)
+            .map_err(|e| Error::Config(format!("{}: {e}", config.genesis.display())))?;
         let mut agencies = BTreeMap::new();
         for a in &config.agencies {
             agencies.insert(a.id.clone(), Arc::new(Agency::load(a)?));
@@ -261,7 +261,7 @@ impl Service {
             agencies,
             pool: IndexPool::default(),
             chain_id: genesis.chain_id,
-            governance_root,
+            governance,
             clock: Arc::new(system_now),
             crash,
             metrics: Metrics::default(),

@@ -502,7 +502,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
             let what = match s.state.as_str() {
                 "started" => "GENERATE KEY on the card",
                 "minted" if !s.needs.is_empty() => "minted; the counter enters PIN and PUK",
-                "minted" => "PIN, PUK, governance root, PIN elements, credential",
+                "minted" => "PIN, PUK, governance set, PIN elements, credential",
                 "written" => "LOCK",
                 "issued" => "recorded as issued",
                 _ => "",
@@ -554,6 +554,8 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
         Ok(snap.trust_snapshot())
     };
     let snapshot = kiosk_trust(&snapshot_file)?;
+    let rotations =
+        KioskSnapshot::decode(&genesis, &std::fs::read(&snapshot_file)?)?.governance_rotations();
 
     step(
         5,
@@ -565,7 +567,9 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
      -> DemoResult<(Vec<u8>, SessionTranscript, DeviceRequest)> {
         card.transport().reset();
         let asks = KioskPolicy::parse(&format!("service:counter={}", elements.join(",")))?;
-        let t = read_card(card, &asks, &kiosk_key, &statement, None, &mut OsRng)?;
+        let t = read_card(
+            card, &asks, &kiosk_key, &statement, &rotations, None, &mut OsRng,
+        )?;
         Ok((t.response, t.transcript, t.request))
     };
     let _ = card.take_stats();
@@ -726,7 +730,7 @@ async fn demo_async(args: &DemoArgs, serving: &std::sync::atomic::AtomicBool) ->
     let mut cloned = clone.transport().state().clone();
     let original = card.transport().state().clone();
     cloned.credentials = original.credentials.clone();
-    cloned.root = original.root.clone();
+    cloned.governance = original.governance.clone();
     cloned.locked = true;
     let mut clone = CardClient::new(InProcess::new(cloned));
     let (clone_response, clone_transcript, clone_request) = tap(&mut clone, &wanted)?;
@@ -940,6 +944,7 @@ async fn evote_demo(
             &policy,
             &station.key,
             &station.statement,
+            &snap.governance_rotations(),
             Some(pin),
             &mut OsRng,
         )?;

@@ -755,7 +755,7 @@ fn decide(cmd: KioskCommand) -> Result<(Verdict, &'static str, Option<String>, s
                 wait,
                 &policy,
                 &key,
-                &statement,
+                (&statement, &s.snapshot.governance_rotations()),
                 pin.as_deref().map(String::as_str),
             )?;
             (tap.response, tap.transcript, Some(tap.request))
@@ -850,7 +850,7 @@ fn read_card(
     wait: u64,
     policy: &KioskPolicy,
     key: &std::path::Path,
-    statement: &[u8],
+    (statement, rotations): (&[u8], &[Vec<u8>]),
     pin: Option<&str>,
 ) -> Result<crate::intake::Tap> {
     let (key, _) = civis_registry_client::keyfile::read_key(key)?;
@@ -864,6 +864,7 @@ fn read_card(
         policy,
         &key,
         statement,
+        rotations,
         pin,
         &mut rand_core::OsRng,
     )?)
@@ -875,7 +876,7 @@ fn read_card(
     _wait: u64,
     _policy: &KioskPolicy,
     _key: &std::path::Path,
-    _statement: &[u8],
+    _statement: (&[u8], &[Vec<u8>]),
     _pin: Option<&str>,
 ) -> Result<crate::intake::Tap> {
     anyhow::bail!(

@@ -28,6 +28,13 @@ pub enum NotAccredited {
     /// Outside its window.
     #[error("the accreditation is not valid now")]
     Expired,
+    /// The governance key that signed the statement was rotated away: cards that followed the
+    /// rotation refuse it.
+    #[error(
+        "the accreditation is signed by {0}, a governance key since rotated away: cards refuse it; \
+         the member must accredit this kiosk again with its current key"
+    )]
+    SignerRotated(String),
     /// The policy asks for an element the accreditation does not grant.
     #[error("the kiosk is not accredited on chain to read {0}")]
     Element(String),
@@ -72,6 +79,17 @@ pub fn check_accreditation(
     if !acc.valid_at(now) {
         return Err(NotAccredited::Expired);
     }
+    let signer = civis_core::kiosk::statement_signer(statement)
+        .map_err(|e| NotAccredited::Unreadable(e.to_string()))?
+        .to_string();
+    let current = snapshot
+        .tree()
+        .get(Table::Key, signer.as_bytes())
+        .and_then(|v| civis_core::chain::state::records::decode_key_value(v).ok())
+        .is_some_and(|(_, retired)| retired.is_none());
+    if !current {
+        return Err(NotAccredited::SignerRotated(signer));
+    }
     for e in policy.elements() {
         if !acc.allows(citizen::DOC_TYPE, citizen::NAMESPACE, &e) {
             return Err(NotAccredited::Element(e));
@@ -100,18 +118,23 @@ pub struct Tap {
     pub request: DeviceRequest,
 }
 
-/// Read the card on `client` for `policy`: engagement, a session, one ReaderAuth request signed
-/// with the kiosk's key and carrying its accreditation `statement` (and the resident's `pin`,
-/// which travels only inside the encrypted session, under the ReaderAuth signature), the
-/// answer; the session is ended before returning.
+/// Read the card on `client` for `policy`: the governance `rotations` the chain recorded pushed
+/// first (so a card that missed a member's key rotation follows it before it checks the
+/// accreditation; [`KioskSnapshot::governance_rotations`]), then engagement, a session, one
+/// ReaderAuth request signed with the kiosk's key and carrying its accreditation `statement`
+/// (and the resident's `pin`, which travels only inside the encrypted session, under the
+/// ReaderAuth signature), the answer; the session is ended before returning.
+#[allow(clippy::too_many_arguments)]
 pub fn read_card<T: CardTransport>(
     client: &mut CardClient<T>,
     policy: &KioskPolicy,
     kiosk_key: &dyn Signer,
     statement: &[u8],
+    rotations: &[Vec<u8>],
     pin: Option<&str>,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Tap, civis_firmware_bridge::Error> {
+    client.follow_governance(rotations)?;
     let engaged = client.read_engagement()?;
     let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, rng);
     let transcript = session.transcript().clone();
@@ -143,4 +166,44 @@ pub fn read_card<T: CardTransport>(
         transcript,
         request,
     })
+}
+
+/// "Read my card's log" (card-applet.md §5.5): the governance `rotations` pushed first, then a
+/// session whose one DocRequest asks for **no** element, under the kiosk's ReaderAuth and
+/// accreditation, with the holder's `pin`; then the management op `read-log`. The card answers
+/// only to an accredited reader after the PIN: `Ok(Err(result))` carries its refusal
+/// (`pin-required` when the PIN was not verified). The read itself is logged by the card, with
+/// nothing released.
+pub fn read_log<T: CardTransport>(
+    client: &mut CardClient<T>,
+    kiosk_key: &dyn Signer,
+    statement: &[u8],
+    rotations: &[Vec<u8>],
+    pin: &str,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Result<Vec<civis_core::card::ReadLogEntry>, String>, civis_firmware_bridge::Error> {
+    client.follow_governance(rotations)?;
+    let engaged = client.read_engagement()?;
+    let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, rng);
+    let items = civis_core::mdoc::ItemsRequest {
+        doc_type: citizen::DOC_TYPE.into(),
+        name_spaces: Vec::new(),
+        request_info: Some(ciborium::Value::Map(vec![(
+            ciborium::Value::Text(civis_core::card::REQUEST_INFO_PIN.into()),
+            ciborium::Value::Text(pin.into()),
+        )])),
+    };
+    let request = DeviceRequest {
+        version: "1.0".into(),
+        doc_requests: vec![reader_auth::sign_with_accreditation(
+            items,
+            session.transcript(),
+            kiosk_key,
+            statement,
+        )?],
+    };
+    session.establish(client, e_reader.public_key(), e_bytes, &request)?;
+    let log = session.read_log(client)?;
+    let _ = session.end(client);
+    Ok(log)
 }

@@ -18,9 +18,11 @@ use crate::config::KioskConfig;
 use crate::messages::Lang;
 use crate::outcome::{Kind, Outcome, Reason};
 use crate::policy::{KioskPolicy, Rule};
+use crate::review::{Review, ReviewRefused};
 use crate::station::{Station, Trust};
 use crate::store::KioskStore;
 use crate::sync::{SyncError, advance_store};
+use civis_core::card::ReadLogEntry;
 
 /// Why the kiosk cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,8 @@ pub struct View {
     pub reading: bool,
     /// Changes with the engagement QR.
     pub engagement: u64,
+    /// The holder's review of the card's log, when one is on screen.
+    pub review: Option<crate::review::Shown>,
 }
 
 /// Camera frames read at once (each up to [`crate::frames::MAX_FRAME_PIXELS`] bytes); the page
@@ -91,6 +95,7 @@ pub struct Kiosk {
     uploads: Arc<Semaphore>,
     hosts: Vec<String>,
     last_refused: Mutex<Option<([u8; 32], i64)>>,
+    review: Mutex<Option<Review>>,
     clock: fn() -> i64,
 }
 
@@ -144,10 +149,11 @@ impl Kiosk {
             .kiosk_policy()
             .map_err(|e| RunError::Io(e.to_string()))?;
         if policy.election().is_some() || policy.name().starts_with("evote:") {
-            // The screen has no PIN pad, and a pseudonym needs the PIN.
+            // A pseudonym needs the PIN and a station ledger; the screen's PIN pad serves only
+            // the holder's own log review.
             return Err(RunError::Io(
-                "an evote: policy runs at a polling station with a PIN pad: use `civis kiosk \
-                 verify --policy evote:ID --reader NAME --pin-stdin`"
+                "an evote: policy runs at a polling station: use `civis kiosk verify --policy \
+                 evote:ID --reader NAME --pin-stdin`"
                     .into(),
             ));
         }
@@ -180,6 +186,7 @@ impl Kiosk {
             frame_gate: Arc::new(Semaphore::new(1)),
             uploads: Arc::new(Semaphore::new(MAX_FRAME_UPLOADS)),
             last_refused: Mutex::new(None),
+            review: Mutex::new(None),
             hosts,
             clock,
             cfg,
@@ -270,6 +277,15 @@ impl Kiosk {
         let before = st.seq();
         let outcome = st.current(now).cloned();
         st.expire_engagement(now, ENGAGEMENT_SECS, &mut OsRng);
+        let review = {
+            let mut r = lock(&self.review);
+            if r.as_ref().is_some_and(|r| r.expired(now)) {
+                // The PIN or the entries go with it.
+                *r = None;
+                st.bump();
+            }
+            r.as_ref().map(Review::shown)
+        };
         if st.seq() != before {
             self.changes.send_replace(st.seq());
         }
@@ -278,7 +294,50 @@ impl Kiosk {
             outcome,
             reading: self.reading.load(Ordering::Relaxed),
             engagement: st.engagement_id(),
+            review,
         }
+    }
+
+    /// The holder entered a PIN on the screen to see the card's log: it waits for the next
+    /// card (and replaces a review on screen).
+    pub fn start_review(&self, pin: &str) -> Result<(), StartReview> {
+        if self.cfg.reader.is_none() {
+            return Err(StartReview::NoReader);
+        }
+        let review = Review::start(pin, self.now()).map_err(|_| StartReview::PinFormat)?;
+        lock(&self.station).clear();
+        *lock(&self.review) = Some(review);
+        self.notify();
+        Ok(())
+    }
+
+    /// The PIN of a review waiting for a card, if any (the review moves on to reading).
+    pub fn take_review_pin(&self) -> Option<zeroize::Zeroizing<String>> {
+        let now = self.now();
+        let pin = lock(&self.review).as_mut()?.take_pin(now);
+        if pin.is_some() {
+            self.bump();
+        }
+        pin
+    }
+
+    /// The card's answer to a review.
+    pub fn finish_review(&self, result: Result<Vec<ReadLogEntry>, ReviewRefused>) {
+        let now = self.now();
+        self.reading.store(false, Ordering::Relaxed);
+        if let Some(r) = lock(&self.review).as_mut() {
+            r.finish(result, now);
+        }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        let seq = {
+            let mut st = lock(&self.station);
+            st.bump();
+            st.seq()
+        };
+        self.changes.send_replace(seq);
     }
 
     /// Drop what has timed out, without waiting for a reader of the screen: called every
@@ -287,9 +346,10 @@ impl Kiosk {
         let _ = self.view(self.now());
     }
 
-    /// Back to idle ("Done").
+    /// Back to idle ("Done"); a review's PIN or entries are dropped.
     pub fn clear(&self) {
         lock(&self.station).clear();
+        *lock(&self.review) = None;
         self.notify();
     }
 
@@ -331,12 +391,7 @@ impl Kiosk {
     pub fn set_reading(&self, reading: bool) {
         self.reading.store(reading, Ordering::Relaxed);
         // The page redraws on any change of the number it waits on.
-        let seq = {
-            let mut st = lock(&self.station);
-            st.bump();
-            st.seq()
-        };
-        self.changes.send_replace(seq);
+        self.bump();
     }
 
     async fn record(&self, outcome: &Outcome, loaded: Option<&Loaded>, now: i64) {
@@ -382,6 +437,17 @@ impl Kiosk {
             state_time: None,
         }
     }
+}
+
+/// Why a review cannot start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StartReview {
+    /// Not 4–12 digits.
+    #[error("a PIN is 4 to 12 digits")]
+    PinFormat,
+    /// This kiosk has no card reader.
+    #[error("this kiosk has no card reader")]
+    NoReader,
 }
 
 /// Sync in the background every `sync_interval_secs` (registry URLs tried in turn) until
@@ -451,6 +517,12 @@ pub fn card_loop(
         kiosk.set_reading(true);
         let loaded = kiosk.trust();
         let now = kiosk.now();
+        if let Some(pin) = kiosk.take_review_pin() {
+            let result = review_tap(&kiosk, loaded.as_deref(), (&key, &statement), &pin, now);
+            kiosk.finish_review(result);
+            wait_gone(&reader.name, &stop, step);
+            continue;
+        }
         let outcome = match &loaded {
             None => crate::station::unsynced(&kiosk.policy),
             Some(l) => match crate::intake::check_accreditation(
@@ -471,6 +543,7 @@ pub fn card_loop(
                             &kiosk.policy,
                             &key,
                             &statement,
+                            &l.snapshot.governance_rotations(),
                             None,
                             &mut OsRng,
                         )
@@ -491,19 +564,70 @@ pub fn card_loop(
             },
         };
         rt.block_on(kiosk.show(outcome, loaded.as_deref()));
-        // One verdict per tap: wait for the card to leave the field.
-        while !stop.load(Ordering::Relaxed) {
-            match nfc::wait_card(&reader.name, false, step) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(_) => {
-                    std::thread::sleep(step);
-                    break;
-                }
+        wait_gone(&reader.name, &stop, step);
+    }
+    Ok(())
+}
+
+/// One verdict per tap: wait for the card to leave the field.
+#[cfg(feature = "nfc")]
+fn wait_gone(reader: &str, stop: &AtomicBool, step: Duration) {
+    while !stop.load(Ordering::Relaxed) {
+        match civis_firmware_bridge::nfc::wait_card(reader, false, step) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(_) => {
+                std::thread::sleep(step);
+                break;
             }
         }
     }
-    Ok(())
+}
+
+/// The tap of a review: the card's log read under the kiosk's accreditation with the PIN the
+/// holder entered. Nothing of it is counted or logged but the failure's kind.
+#[cfg(feature = "nfc")]
+fn review_tap(
+    kiosk: &Kiosk,
+    loaded: Option<&Loaded>,
+    (key, statement): (&civis_core::crypto::SoftwareKey, &[u8]),
+    pin: &str,
+    now: i64,
+) -> Result<Vec<ReadLogEntry>, ReviewRefused> {
+    let l = loaded.ok_or(ReviewRefused::Unavailable)?;
+    if let Err(e) = crate::intake::check_accreditation(&l.snapshot, statement, &kiosk.policy, now) {
+        tracing::error!("no card log read: {e}");
+        return Err(ReviewRefused::Unavailable);
+    }
+    let reader = kiosk
+        .cfg
+        .reader
+        .as_ref()
+        .ok_or(ReviewRefused::Unavailable)?;
+    let read = civis_firmware_bridge::nfc::NfcTransport::open(&reader.name, Duration::from_secs(2))
+        .and_then(|t| {
+            let mut client = civis_firmware_bridge::reader::CardClient::new(t);
+            crate::intake::read_log(
+                &mut client,
+                key,
+                statement,
+                &l.snapshot.governance_rotations(),
+                pin,
+                &mut OsRng,
+            )
+        });
+    match read {
+        Ok(Ok(entries)) => Ok(entries),
+        Ok(Err(result)) if result == "pin-required" => Err(ReviewRefused::WrongPin),
+        Ok(Err(result)) => {
+            tracing::warn!("the card refused its log: {}", tame(&result));
+            Err(ReviewRefused::CardError)
+        }
+        Err(e) => {
+            tracing::warn!("card log read failed: {e}");
+            Err(ReviewRefused::CardError)
+        }
+    }
 }
 
 /// Serve the kiosk of `cfg` until `stop`: open it, bind the screen, sync in the background,

@@ -1,9 +1,8 @@
-//! The verifier kiosk.
-//!
-//! Today: [`sync`], the kiosk side of registry sync (the light client in `civis-core` advancing
-//! a snapshot from sync bundles), kept in the kiosk's SQLite database ([`store`]). To come: offline verification with
-//! [`civis_core::verify`], NFC and QR intake, the local kiosk screen, and the e-voting station
-//! profile.
+//! The verifier kiosk: registry sync into the kiosk's database ([`sync`], [`store`]), offline
+//! verification against it ([`station`], [`policy`]), card and phone intake ([`intake`],
+//! [`frames`]), the local screen ([`screen`], [`kiosk`], [`messages`]) with the holder's
+//! review of the card's read log ([`review`]), and the e-voting station's pseudonym ledger
+//! ([`ledger`]).
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "cli")]
@@ -16,6 +15,7 @@ pub mod ledger;
 pub mod messages;
 pub mod outcome;
 pub mod policy;
+pub mod review;
 pub mod screen;
 pub mod station;
 pub mod store;

@@ -79,6 +79,34 @@ pub struct Texts {
     pub language: &'static str,
     /// Label of the "next resident" button.
     pub done: &'static str,
+    /// The button that starts "read my card's log".
+    pub review: &'static str,
+    /// Over the PIN pad.
+    pub review_pin: &'static str,
+    /// The PIN pad's confirm key.
+    pub review_ok: &'static str,
+    /// The PIN pad's clear key.
+    pub review_clear: &'static str,
+    /// Leaves the PIN pad.
+    pub review_cancel: &'static str,
+    /// Headline while the entered PIN waits for the card.
+    pub review_tap: &'static str,
+    /// Headline of the log.
+    pub review_title: &'static str,
+    /// Under the headline: what the dates mean (the card has no clock).
+    pub review_note: &'static str,
+    /// Shown when no reader is in the log.
+    pub review_empty: &'static str,
+    /// Headline when the log cannot be shown.
+    pub review_refused: &'static str,
+    /// Column: when.
+    pub review_when: &'static str,
+    /// Column: who (purpose and reader).
+    pub review_who: &'static str,
+    /// Column: what was released.
+    pub review_what: &'static str,
+    /// Nothing was released in that read.
+    pub review_nothing: &'static str,
 }
 
 /// The screen's texts in `lang`.
@@ -98,6 +126,20 @@ pub fn texts(lang: Lang) -> Texts {
             camera_on: "Camera on",
             language: "Language",
             done: "Done",
+            review: "Read my card's log",
+            review_pin: "Enter your PIN, then tap your card",
+            review_ok: "OK",
+            review_clear: "Clear",
+            review_cancel: "Cancel",
+            review_tap: "Tap your card now",
+            review_title: "Who read your card",
+            review_note: "Newest first. Dates are the earliest the read can have happened: the card has no clock.",
+            review_empty: "No accredited reader has read this card yet.",
+            review_refused: "Your card's log cannot be shown",
+            review_when: "On or after",
+            review_who: "Who and why",
+            review_what: "Data given",
+            review_nothing: "nothing",
         },
         Lang::De => Texts {
             prompt: "Karte auflegen oder Code zeigen",
@@ -113,6 +155,20 @@ pub fn texts(lang: Lang) -> Texts {
             camera_on: "Kamera an",
             language: "Sprache",
             done: "Fertig",
+            review: "Protokoll meiner Karte",
+            review_pin: "PIN eingeben, dann Karte auflegen",
+            review_ok: "OK",
+            review_clear: "Löschen",
+            review_cancel: "Abbrechen",
+            review_tap: "Jetzt Karte auflegen",
+            review_title: "Wer Ihre Karte gelesen hat",
+            review_note: "Neueste zuerst. Das Datum ist der früheste mögliche Zeitpunkt: Die Karte hat keine Uhr.",
+            review_empty: "Noch kein zugelassenes Lesegerät hat diese Karte gelesen.",
+            review_refused: "Das Protokoll Ihrer Karte kann nicht angezeigt werden",
+            review_when: "Am oder nach",
+            review_who: "Wer und wozu",
+            review_what: "Freigegebene Daten",
+            review_nothing: "nichts",
         },
         Lang::Ko => Texts {
             prompt: "카드를 대거나 코드를 보여 주세요",
@@ -128,7 +184,49 @@ pub fn texts(lang: Lang) -> Texts {
             camera_on: "카메라 켜짐",
             language: "언어",
             done: "완료",
+            review: "내 카드 열람 기록",
+            review_pin: "PIN을 입력한 뒤 카드를 대세요",
+            review_ok: "확인",
+            review_clear: "지우기",
+            review_cancel: "취소",
+            review_tap: "지금 카드를 대세요",
+            review_title: "내 카드를 읽은 곳",
+            review_note: "최신 순입니다. 날짜는 열람이 일어났을 수 있는 가장 이른 날짜입니다(카드에는 시계가 없습니다).",
+            review_empty: "아직 인가된 판독기가 이 카드를 읽은 적이 없습니다.",
+            review_refused: "카드 열람 기록을 표시할 수 없습니다",
+            review_when: "이후",
+            review_who: "읽은 곳과 목적",
+            review_what: "제공된 정보",
+            review_nothing: "없음",
         },
+    }
+}
+
+/// Why the card's log was not shown, in words the holder understands.
+pub fn review_refused(lang: Lang, why: crate::review::ReviewRefused) -> &'static str {
+    use crate::review::ReviewRefused as R;
+    match (lang, why) {
+        (Lang::En, R::WrongPin) => "The card did not accept the PIN. Nothing was shown.",
+        (Lang::De, R::WrongPin) => {
+            "Die Karte hat die PIN nicht angenommen. Es wurde nichts angezeigt."
+        }
+        (Lang::Ko, R::WrongPin) => {
+            "카드가 PIN을 받아들이지 않았습니다. 아무것도 표시되지 않았습니다."
+        }
+        (Lang::En, R::CardError) => "The card could not be read. Please try again.",
+        (Lang::De, R::CardError) => {
+            "Die Karte konnte nicht gelesen werden. Bitte erneut versuchen."
+        }
+        (Lang::Ko, R::CardError) => "카드를 읽을 수 없습니다. 다시 시도하세요.",
+        (Lang::En, R::Unavailable) => {
+            "This kiosk cannot read card logs right now. Please ask staff."
+        }
+        (Lang::De, R::Unavailable) => {
+            "Dieser Kiosk kann Kartenprotokolle gerade nicht lesen. Bitte wenden Sie sich an das Personal."
+        }
+        (Lang::Ko, R::Unavailable) => {
+            "이 키오스크는 지금 카드 기록을 읽을 수 없습니다. 직원에게 문의하세요."
+        }
     }
 }
 

@@ -18,9 +18,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::frames::{self, FrameError, MAX_FRAME_PIXELS};
-use crate::kiosk::Kiosk;
+use crate::kiosk::{Kiosk, StartReview};
 use crate::messages::{self, Lang};
 use crate::outcome::Kind;
+use crate::review::Shown;
 
 const PAGE: &str = include_str!("../assets/kiosk.html");
 /// Longest a `/api/screen` long poll waits for a change.
@@ -41,6 +42,7 @@ pub fn router(kiosk: Arc<Kiosk>) -> Router {
         .route("/api/frame", post(frame))
         .route("/api/scan", post(scan))
         .route("/api/done", post(done))
+        .route("/api/review", post(review))
         .layer(DefaultBodyLimit::max(MAX_SCAN_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&kiosk),
@@ -145,14 +147,14 @@ pub fn screen_json(k: &Kiosk, lang: Lang) -> serde_json::Value {
     let now = k.now();
     let texts = messages::texts(lang);
     let view = k.view(now);
-    let (state, headline) = match view.outcome.as_ref().map(|o| o.kind) {
+    let (mut state, mut headline) = match view.outcome.as_ref().map(|o| o.kind) {
         Some(Kind::Accept) => ("accept", texts.accept),
         Some(Kind::Reject) => ("reject", texts.reject),
         Some(Kind::Undetermined) => ("undetermined", texts.undetermined),
         None if view.reading => ("reading", texts.reading),
         None => ("idle", texts.prompt),
     };
-    let (reason, message, shown) = match &view.outcome {
+    let (mut reason, mut message, shown) = match &view.outcome {
         Some(o) => (
             Some(o.reason.code()),
             messages::reason(lang, &o.reason, k.policy_subject()),
@@ -169,6 +171,27 @@ pub fn screen_json(k: &Kiosk, lang: Lang) -> serde_json::Value {
         ),
         None => (None, String::new(), Vec::new()),
     };
+    let mut log = Vec::new();
+    match &view.review {
+        None => {}
+        Some(Shown::Waiting) => (state, headline) = ("review_tap", texts.review_tap),
+        Some(Shown::Reading) => (state, headline) = ("reading", texts.reading),
+        Some(Shown::Log(entries)) => {
+            (state, headline) = ("review", texts.review_title);
+            message = if entries.is_empty() {
+                texts.review_empty
+            } else {
+                texts.review_note
+            }
+            .to_owned();
+            log = entries.iter().map(|e| log_row(lang, e)).collect();
+        }
+        Some(Shown::Refused(why)) => {
+            (state, headline) = ("review_refused", texts.review_refused);
+            reason = Some(why.code());
+            message = messages::review_refused(lang, *why).to_owned();
+        }
+    }
     let trust = k.trust();
     let max = k.max_age_secs();
     let (snapshot_text, warning, warning_text, age) = match &trust {
@@ -212,6 +235,9 @@ pub fn screen_json(k: &Kiosk, lang: Lang) -> serde_json::Value {
         "reason": reason,
         "message": message,
         "shown": shown,
+        "log": log,
+        // The screen offers "read my card's log" only with a card reader.
+        "canReview": k.config().reader.is_some(),
         "engagement": view.engagement,
         // What the QR on screen says (public: anyone in front of the kiosk can read it).
         "engagementText": k.engagement_text(),
@@ -319,6 +345,60 @@ async fn answer(k: &Arc<Kiosk>, text: &str) -> Response {
         "reason": outcome.reason.code(),
     }))
     .into_response()
+}
+
+/// One read-log entry as the screen shows it: the date from the card's time floor, who (the
+/// accreditation's purpose and the kiosk DID, shortened) and the elements released.
+fn log_row(lang: Lang, e: &civis_core::card::ReadLogEntry) -> serde_json::Value {
+    let when = time::OffsetDateTime::from_unix_timestamp(e.floor)
+        .ok()
+        .filter(|_| e.floor > 0)
+        .and_then(|d| {
+            d.format(time::macros::format_description!("[year]-[month]-[day]"))
+                .ok()
+        })
+        .unwrap_or_else(|| "—".to_owned());
+    let kiosk = match (e.kiosk.get(..16), e.kiosk.len().checked_sub(4)) {
+        (Some(head), Some(tail)) if e.kiosk.len() > 24 && e.kiosk.is_char_boundary(tail) => {
+            format!("{head}…{}", e.kiosk.get(tail..).unwrap_or(""))
+        }
+        _ => e.kiosk.clone(),
+    };
+    let mut released: Vec<String> = e
+        .released
+        .iter()
+        .map(|el| messages::element_label(lang, el))
+        .collect();
+    if e.more > 0 {
+        released.push(format!("+{}", e.more));
+    }
+    json!({
+        "seq": e.seq,
+        "when": when,
+        "purpose": e.purpose,
+        "kiosk": kiosk,
+        "released": released,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ReviewBody {
+    pin: String,
+}
+
+/// The holder entered a PIN to see the card's log: 202 and the screen waits for the card;
+/// 400 for a PIN that is not 4–12 digits; 409 when the kiosk has no card reader. The PIN is
+/// never logged and is dropped at the tap, at "Done" or after a minute.
+async fn review(State(k): State<Arc<Kiosk>>, body: Bytes) -> Response {
+    let Ok(ReviewBody { pin }) = serde_json::from_slice::<ReviewBody>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected {\"pin\": \"…\"}").into_response();
+    };
+    let pin = zeroize::Zeroizing::new(pin);
+    match k.start_review(&pin) {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e @ StartReview::PinFormat) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e @ StartReview::NoReader) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
 }
 
 async fn done(State(k): State<Arc<Kiosk>>) -> StatusCode {

@@ -31,6 +31,9 @@ pub enum Table {
     /// The chain record (kiosk tree) and the validator set waiting for the next epoch (public
     /// tree).
     Chain,
+    /// Kiosk tree: each governance member's `rotate-key` transactions, by the DID URL of the key
+    /// they introduce, as signed (kiosks push them to cards; card-applet.md §3.4).
+    Rotation,
 }
 
 /// The domain of every entry path.
@@ -38,7 +41,7 @@ const PATH_DOMAIN: &[u8] = b"civis/path/v2\0";
 
 impl Table {
     /// Every table, in code order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Did,
         Self::Key,
         Self::Issuer,
@@ -47,6 +50,7 @@ impl Table {
         Self::StatusChunk,
         Self::Election,
         Self::Chain,
+        Self::Rotation,
     ];
 
     /// The one-byte code on the wire and in the path.
@@ -60,6 +64,7 @@ impl Table {
             Self::StatusChunk => 6,
             Self::Election => 7,
             Self::Chain => 8,
+            Self::Rotation => 9,
         }
     }
 
@@ -85,6 +90,7 @@ impl Table {
             Self::StatusChunk => "status-chunk",
             Self::Election => "election",
             Self::Chain => "chain",
+            Self::Rotation => "rotation",
         }
     }
 
@@ -114,7 +120,7 @@ mod tests {
             assert_eq!(Table::from_code(t.code()), Some(t));
         }
         assert_eq!(Table::from_code(0), None);
-        assert_eq!(Table::from_code(9), None);
+        assert_eq!(Table::from_code(10), None);
     }
 
     #[test]

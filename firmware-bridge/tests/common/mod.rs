@@ -1,4 +1,4 @@
-//! A small world for card tests: a governance root, an accredited kiosk, an issuer, and a
+//! A small world for card tests: a one-member governance, an accredited kiosk, an issuer, and a
 //! citizen credential minted for a card's key.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -65,6 +65,14 @@ impl World {
         }
     }
 
+    /// The governance set cards are given: the one member, at inception.
+    pub fn governance_set(&self) -> Vec<(EcPublicKey, KeyCommitment)> {
+        vec![(
+            self.governance.public_key().clone(),
+            KeyCommitment::to(self.governance.public_key()),
+        )]
+    }
+
     /// A citizen credential bound to `device_key`.
     pub fn credential(&self, device_key: &EcPublicKey) -> Vec<u8> {
         let record = CitizenRecord::example();
@@ -99,7 +107,7 @@ impl World {
         let key = p.generate_key().unwrap();
         p.set_pin(PIN).unwrap();
         p.set_puk(PUK).unwrap();
-        p.set_root(CHAIN, self.governance.public_key()).unwrap();
+        p.set_governance(CHAIN, &self.governance_set()).unwrap();
         p.set_pin_elements(&[(NS.into(), "document_number".into())])
             .unwrap();
         p.put_credential(0, &self.credential(&key)).unwrap();
@@ -376,7 +384,7 @@ pub fn personalize_voter<T: CardTransport>(
     let (card_key, vrf) = p.generate_keys().unwrap();
     p.set_pin(PIN).unwrap();
     p.set_puk(PUK).unwrap();
-    p.set_root(CHAIN, world.governance.public_key()).unwrap();
+    p.set_governance(CHAIN, &world.governance_set()).unwrap();
     p.put_credential(0, &voter_credential(world, &card_key, Some(&vrf)))
         .unwrap();
     p.lock().unwrap();

@@ -1,8 +1,9 @@
-//! The Civis application: card info, INTERNAL AUTHENTICATE, root rotation, and
+//! The Civis application: card info, INTERNAL AUTHENTICATE, governance rotations, and
 //! personalization under the batch transport key until LOCK.
 
 use ciborium::Value;
 use civis_core::apdu::{Response, StatusWord};
+use civis_core::card::governance::{GovernanceSet, RotationRefused};
 use civis_core::card::renewal;
 use civis_core::card::{
     self, CHALLENGE_LEN, CREDENTIAL_SLOTS, CardInfo, GetData, MAX_CREDENTIAL_LEN, PERSO_MAC_LEN,
@@ -10,13 +11,12 @@ use civis_core::card::{
 };
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
 use civis_core::evote;
-use civis_core::kiosk::RootRotation;
 use civis_core::mdoc::citizen;
 use civis_core::vrf::{VrfPublicKey, VrfSecretKey};
 use rand_core::CryptoRngCore;
 
 use super::secrets::valid_digits;
-use super::{Card, CardState, Root, Secret, VERSION, sw};
+use super::{Card, CardState, Secret, VERSION, sw};
 use crate::holder::StoredCredential;
 
 impl Card {
@@ -37,7 +37,7 @@ impl Card {
                 .filter(|(_, c)| c.is_some())
                 .filter_map(|(i, _)| u8::try_from(i).ok())
                 .collect(),
-            has_root: state.root.is_some(),
+            has_root: state.governance.is_some(),
             time_floor: state.time_floor,
         }
     }
@@ -124,21 +124,19 @@ impl Card {
     }
 }
 
-pub(super) fn rotate_root(data: &[u8], next: &mut CardState) -> Response {
-    let Some(root) = next.root.clone() else {
+/// Apply a governance member's `rotate-key` transaction. Anyone may push one: it is public
+/// chain data and checks itself, so the card needs no reader authentication for it, and the
+/// answer for a rotation the card already had is the same as for a new one.
+pub(super) fn rotate_governance(data: &[u8], next: &mut CardState) -> Response {
+    let Some(governance) = next.governance.as_mut() else {
         return sw(StatusWord::ConditionsNotSatisfied);
     };
-    match RootRotation::verify(data, &root.key) {
-        Ok(r) if r.chain == root.chain && r.sequence > root.rotation => {
-            next.root = Some(Root {
-                chain: root.chain,
-                key: r.new_root,
-                rotation: r.sequence,
-            });
-            sw(StatusWord::Ok)
+    match governance.rotate(data) {
+        Ok(_) => sw(StatusWord::Ok),
+        Err(RotationRefused::Gap) => sw(StatusWord::ConditionsNotSatisfied),
+        Err(RotationRefused::NotApplicable | RotationRefused::Forged) => {
+            sw(StatusWord::SecurityStatusNotSatisfied)
         }
-        Ok(_) => sw(StatusWord::ConditionsNotSatisfied),
-        Err(_) => sw(StatusWord::SecurityStatusNotSatisfied),
     }
 }
 
@@ -244,14 +242,11 @@ fn perso_command(
                         tries_left: PUK_TRIES,
                     });
                 }
-                card::item::ROOT => {
-                    let (chain, key) =
-                        card::root_from_bytes(body).map_err(|_| StatusWord::IncorrectData)?;
-                    next.root = Some(Root {
-                        chain,
-                        key,
-                        rotation: 0,
-                    });
+                card::item::GOVERNANCE => {
+                    next.governance = Some(
+                        GovernanceSet::from_inception_value(body)
+                            .map_err(|_| StatusWord::IncorrectData)?,
+                    );
                 }
                 card::item::PIN_ELEMENTS => {
                     next.pin_elements = card::pin_elements_from_bytes(body)
@@ -288,7 +283,7 @@ fn perso_command(
         card::ins::LOCK => {
             // A locked card without a PUK could never unblock its PIN.
             if next.card_key.is_none()
-                || next.root.is_none()
+                || next.governance.is_none()
                 || next.pin.is_none()
                 || next.puk.is_none()
             {

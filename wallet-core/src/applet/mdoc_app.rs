@@ -184,7 +184,7 @@ impl Card {
         let pin_verified = session.pin_verified;
         let pin_elements = next.pin_elements.clone();
         let vrf_key = next.vrf_key.clone();
-        let chain = next.root.as_ref().map(|r| r.chain.clone());
+        let chain = next.governance.as_ref().map(|g| g.chain.clone());
         let key = next
             .card_key
             .clone()
@@ -450,13 +450,13 @@ fn check_reader(
     next: &mut CardState,
 ) -> Option<KioskAccreditation> {
     let auth = &doc_request.reader_auth.as_ref()?.cose;
-    let root = next.root.as_ref()?;
+    let governance = next.governance.as_ref()?;
     if auth.payload.is_some() {
         return None;
     }
     let statement = kiosk::attached(auth).ok()??;
-    let acc = KioskAccreditation::verify_sign1(&statement, &root.key).ok()?;
-    if acc.chain != root.chain || acc.not_after <= next.time_floor {
+    let acc = governance.verify_accreditation(&statement).ok()?;
+    if acc.not_after <= next.time_floor {
         return None;
     }
     cose::check_alg(auth).ok()?;

@@ -6,7 +6,7 @@
 //! - [`mdoc_app`]: the mdoc application: ENVELOPE / GET RESPONSE carrying ISO 18013-5 session
 //!   messages, and card management (PIN) inside the session;
 //! - [`civis_app`]: card info, personalization (MAC'd under the batch transport key, until
-//!   LOCK), root rotation and INTERNAL AUTHENTICATE.
+//!   LOCK), governance rotations and INTERNAL AUTHENTICATE.
 //!
 //! [`Card`] holds the persistent [`CardState`] and the transient (RAM) state of one power-on.
 //! Persistent memory is the host's, reached through [`Nvm`]: every command computes its new
@@ -31,7 +31,7 @@ use civis_core::ndef::NfcLimits;
 use civis_core::session::Session;
 use rand_core::CryptoRngCore;
 
-pub use state::{CardState, MAX_STATE_LEN, Root, Secret};
+pub use state::{CardState, MAX_STATE_LEN, Secret};
 
 /// Applet version reported by GET DATA.
 pub const VERSION: &str = "1.0";
@@ -313,8 +313,8 @@ impl Card {
             (App::Civis, CLA_PROPRIETARY, card::ins::GET_DATA) => {
                 Response::ok(self.get_data(next, rng).encode())
             }
-            (App::Civis, CLA_PROPRIETARY, card::ins::ROTATE_ROOT) => {
-                civis_app::rotate_root(&data, next)
+            (App::Civis, CLA_PROPRIETARY, card::ins::ROTATE_GOVERNANCE) => {
+                civis_app::rotate_governance(&data, next)
             }
             (App::Civis, CLA_PERSO, _) => self.personalize(header, &data, next, rng),
             (App::None, _, _) => sw(StatusWord::ConditionsNotSatisfied),

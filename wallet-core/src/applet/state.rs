@@ -3,17 +3,19 @@
 //! or the new one, never a mix.
 
 use ciborium::Value;
+use civis_core::card::governance::{GovernanceSet, MAX_MEMBERS, Member};
 use civis_core::card::{CREDENTIAL_SLOTS, READ_LOG_LEN, ReadLogEntry, TransportKey};
 use civis_core::cbor::{self, Limits, access, text, text_map};
 use civis_core::crypto::{EcPublicKey, SoftwareKey};
+use civis_core::did::{Did, KeyCommitment};
 use civis_core::vrf::{VrfPublicKey, VrfSecretKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// Version of the state encoding.
-const STATE_VERSION: u64 = 1;
+/// Version of the state encoding (2: the governance set replaced the single root).
+const STATE_VERSION: u64 = 2;
 /// Largest encoded state accepted (4 full slots plus the rest).
 pub const MAX_STATE_LEN: usize = 96 * 1024;
 
@@ -54,17 +56,6 @@ impl Secret {
     }
 }
 
-/// The governance root the card checks kiosk accreditations against.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Root {
-    /// Chain id the root belongs to.
-    pub chain: String,
-    /// The governance key.
-    pub key: EcPublicKey,
-    /// Sequence of the last rotation applied (0 = as personalized).
-    pub rotation: u64,
-}
-
 /// Everything the card keeps across taps.
 #[derive(Clone)]
 pub struct CardState {
@@ -87,8 +78,8 @@ pub struct CardState {
     pub puk: Option<Secret>,
     /// Elements released only after the PIN is verified in the session.
     pub pin_elements: Vec<(String, String)>,
-    /// The governance root.
-    pub root: Option<Root>,
+    /// The governance set kiosk accreditations are checked against, following the chain.
+    pub governance: Option<GovernanceSet>,
     /// The newest trusted time the card has seen (Unix seconds).
     pub time_floor: i64,
     /// The last accredited reads, oldest first, at most [`READ_LOG_LEN`].
@@ -110,7 +101,7 @@ impl std::fmt::Debug for CardState {
             )
             .field("pin", &self.pin)
             .field("puk", &self.puk)
-            .field("root", &self.root)
+            .field("governance", &self.governance)
             .field("time_floor", &self.time_floor)
             .finish_non_exhaustive()
     }
@@ -138,7 +129,7 @@ impl CardState {
             pin: None,
             puk: None,
             pin_elements: Vec::new(),
-            root: None,
+            governance: None,
             time_floor: 0,
             read_log: Vec::new(),
             log_seq: 0,
@@ -202,13 +193,24 @@ impl CardState {
                 ),
             ),
             (
-                "root",
-                match &self.root {
+                "governance",
+                match &self.governance {
                     None => Value::Null,
-                    Some(r) => Value::Array(vec![
-                        text(&r.chain),
-                        Value::Bytes(r.key.compressed()),
-                        Value::Integer(r.rotation.into()),
+                    Some(g) => Value::Array(vec![
+                        text(&g.chain),
+                        Value::Array(
+                            g.members
+                                .iter()
+                                .map(|m| {
+                                    Value::Array(vec![
+                                        text(m.did.as_str()),
+                                        Value::Integer(m.index.into()),
+                                        Value::Bytes(m.key.compressed()),
+                                        Value::Bytes(m.next.0.to_vec()),
+                                    ])
+                                })
+                                .collect(),
+                        ),
                     ]),
                 },
             ),
@@ -271,16 +273,9 @@ impl CardState {
                 _ => Err(Error::State("pin element is not a pair".into())),
             })
             .collect::<Result<_>>()?;
-        let root = match access::req(W, m, "root")? {
+        let governance = match access::req(W, m, "governance")? {
             Value::Null => None,
-            r => match access::array(W, r)? {
-                [chain, key, rotation] => Some(Root {
-                    chain: access::text(W, chain)?.to_owned(),
-                    key: EcPublicKey::from_sec1(access::bytes(W, key)?)?,
-                    rotation: access::uint(W, rotation)?,
-                }),
-                _ => return Err(Error::State("root is not [chain, key, rotation]".into())),
-            },
+            g => Some(governance_of(g)?),
         };
         let read_log = match access::get(W, m, "readLog")? {
             None => Vec::new(),
@@ -323,7 +318,7 @@ impl CardState {
             pin: secret("pin")?,
             puk: secret("puk")?,
             pin_elements,
-            root,
+            governance,
             time_floor: access::req(W, m, "timeFloor")?
                 .as_integer()
                 .and_then(|i| i64::try_from(i).ok())
@@ -336,4 +331,35 @@ impl CardState {
                 .unwrap_or(0),
         })
     }
+}
+
+fn governance_of(v: &Value) -> Result<GovernanceSet> {
+    let bad = |what: &str| Error::State(format!("governance: {what}"));
+    let [chain, members] = access::array(W, v)? else {
+        return Err(bad("not [chain, members]"));
+    };
+    let members = access::array(W, members)?;
+    if members.is_empty() || members.len() > MAX_MEMBERS {
+        return Err(bad("member count"));
+    }
+    let members = members
+        .iter()
+        .map(|m| match access::array(W, m)? {
+            [did, index, key, next] => Ok(Member {
+                did: Did::parse(access::text(W, did)?)?,
+                index: u32::try_from(access::uint(W, index)?).map_err(|_| bad("key index"))?,
+                key: EcPublicKey::from_sec1(access::bytes(W, key)?)?,
+                next: KeyCommitment(
+                    access::bytes(W, next)?
+                        .try_into()
+                        .map_err(|_| bad("commitment length"))?,
+                ),
+            }),
+            _ => Err(bad("a member is not [did, index, key, next]")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(GovernanceSet {
+        chain: access::text(W, chain)?.to_owned(),
+        members,
+    })
 }

@@ -288,6 +288,24 @@ impl KioskSnapshot {
         Ok(())
     }
 
+    /// The governance members' `rotate-key` transactions the chain recorded, each member's in
+    /// the order they happened: what a kiosk pushes to a card so the card follows the governance
+    /// set (card-applet.md §3.4). The card checks every one itself.
+    pub fn governance_rotations(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<((String, u32), Vec<u8>)> = self
+            .tree
+            .entries()
+            .filter(|e| e.table == Table::Rotation)
+            .filter_map(|e| {
+                let url = DidUrl::parse(std::str::from_utf8(&e.key).ok()?).ok()?;
+                let index = url.fragment.strip_prefix("key-")?.parse::<u32>().ok()?;
+                Some(((url.did.to_string(), index), e.value.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter().map(|(_, tx)| tx).collect()
+    }
+
     /// The trust snapshot the verification engine uses: every DID key as a trust anchor, the
     /// issuer accreditations, the status lists, and the certified header time.
     pub fn trust_snapshot(&self) -> TrustSnapshot {

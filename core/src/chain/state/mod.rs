@@ -481,7 +481,15 @@ impl State {
                 self.create_did(&did, key, *next, false);
                 return Ok(());
             }
-            Op::RotateKey { key, next } => self.rotate_key(&did, &mut rec, key, next, now)?,
+            Op::RotateKey { key, next } => {
+                self.rotate_key(&did, &mut rec, key, next, now)?;
+                if self.governance.contains(&did) {
+                    // Cards follow the governance set from these (card-applet.md §3.4).
+                    let url = rec.key_url(&did).to_string();
+                    self.kiosk
+                        .put(Table::Rotation, url.as_bytes(), tx.bytes().to_vec());
+                }
+            }
             Op::Deactivate => self.deactivate(&did, &mut rec)?,
             Op::AccreditIssuer {
                 issuer,
