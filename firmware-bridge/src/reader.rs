@@ -254,12 +254,18 @@ impl<T: CardTransport> CardClient<T> {
     /// Bring the card's governance set up to the chain's: push every recorded rotation, each
     /// member's in order (what [`civis_core::chain::light::KioskSnapshot::governance_rotations`]
     /// gives). Rotations the card refuses are skipped (a card of another chain, or one a member
-    /// rotated past on a chain this kiosk has not synced yet); returns how many it took.
+    /// rotated past on a chain this kiosk has not synced yet), and so is a holder without the
+    /// Civis application (a phone's mdoc over NFC): the read goes on. Returns how many the card
+    /// took.
     pub fn follow_governance(&mut self, rotations: &[Vec<u8>]) -> Result<usize> {
         if rotations.is_empty() {
             return Ok(0);
         }
-        self.select(AID_CIVIS)?;
+        let selected =
+            self.send(&Command::new(0x00, apdu::ins::SELECT, 0x04, 0x00).with_data(AID_CIVIS))?;
+        if selected.sw != StatusWord::Ok {
+            return Ok(0);
+        }
         let mut taken = 0;
         for tx in rotations {
             let r = self.send(

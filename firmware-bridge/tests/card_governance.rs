@@ -252,3 +252,35 @@ fn a_power_cut_during_a_rotation_leaves_the_old_set_or_the_new_one() {
     // The rotation's only write: cut there, the old set; past it, the new one.
     assert_eq!(outcomes, [1, 2, 2]);
 }
+
+/// A holder with the mdoc application only (a phone's mdoc over NFC): SELECT of the Civis AID
+/// answers "file not found".
+struct MdocOnly<'a>(&'a mut InProcess);
+
+impl civis_firmware_bridge::CardTransport for MdocOnly<'_> {
+    fn transmit(&mut self, command: &[u8]) -> civis_firmware_bridge::Result<Vec<u8>> {
+        if command.get(1) == Some(&0xA4) && command.ends_with(card::AID_CIVIS) {
+            return Ok(vec![0x6A, 0x82]);
+        }
+        self.0.transmit(command)
+    }
+}
+
+#[test]
+fn a_holder_without_the_civis_application_is_read_all_the_same() {
+    let world = World::with_grants(&["age_over_18"]);
+    let (a, b) = (Member::new(), Member::new());
+    let mut client = card(&world, &a, &b);
+    client.transport().reset();
+    let mut phone = CardClient::new(MdocOnly(client.transport()));
+    assert_eq!(phone.follow_governance(&[a.rotation(1)]).unwrap(), 0);
+    let (_, response, transcript, request) = read(
+        &mut phone,
+        &b.accredits(1, &world),
+        &["age_over_18"],
+        None,
+        true,
+    );
+    let docs = world.verify(&response, &transcript, &request).unwrap();
+    assert_eq!(disclosed(&docs[0]), ["age_over_18"]);
+}
