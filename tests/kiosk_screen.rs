@@ -1102,6 +1102,19 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
             br#"{"pin":"12ab"}"#,
         );
         assert_eq!(code, 400);
+        // Nor a body that is not exactly {"pin": …} (an array once passed serde's struct form).
+        for body in [
+            &br#"["246810"]"#[..],
+            br#"{"pin":"246810","x":1}"#,
+            br#"{"pin":246810}"#,
+        ] {
+            let (code, _) = http_post(
+                &format!("{}/api/review", kiosk.url),
+                "application/json",
+                body,
+            );
+            assert_eq!(code, 400, "{}", String::from_utf8_lossy(body));
+        }
     }
     taps.sort();
     println!(

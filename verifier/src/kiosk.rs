@@ -307,7 +307,8 @@ impl Kiosk {
         let review = Review::start(pin, self.now()).map_err(|_| StartReview::PinFormat)?;
         lock(&self.station).clear();
         *lock(&self.review) = Some(review);
-        self.notify();
+        // Always a new screen number: the page must show "Tap your card now" (and Done) at once.
+        self.bump();
         Ok(())
     }
 
@@ -350,7 +351,7 @@ impl Kiosk {
     pub fn clear(&self) {
         lock(&self.station).clear();
         *lock(&self.review) = None;
-        self.notify();
+        self.bump();
     }
 
     /// A phone's answer from the camera or a scanner; `None` when it is the code refused
@@ -370,6 +371,8 @@ impl Kiosk {
         let loaded = self.trust();
         let outcome =
             lock(&self.station).qr(text, loaded.as_deref().map(|l| &l.trust), now, &mut OsRng);
+        // A verdict ends a review: its PIN is dropped and the verdict is what the screen shows.
+        *lock(&self.review) = None;
         self.notify();
         self.record(&outcome, loaded.as_deref(), now).await;
         if outcome.kind == Kind::Reject {
@@ -383,7 +386,9 @@ impl Kiosk {
         let now = self.now();
         self.reading.store(false, Ordering::Relaxed);
         lock(&self.station).show(outcome.clone(), now);
-        self.notify();
+        // A verdict ends a review: its PIN is dropped and the verdict is what the screen shows.
+        *lock(&self.review) = None;
+        self.bump();
         self.record(&outcome, loaded, now).await;
     }
 
@@ -620,7 +625,12 @@ fn review_tap(
         Ok(Ok(entries)) => Ok(entries),
         Ok(Err(result)) if result == "pin-required" => Err(ReviewRefused::WrongPin),
         Ok(Err(result)) => {
-            tracing::warn!("the card refused its log: {}", tame(&result));
+            // The card chose that text (a hostile one could echo the PIN it was sent): only
+            // its length is logged.
+            tracing::warn!(
+                "the card refused its log ({} bytes of result)",
+                result.len()
+            );
             Err(ReviewRefused::CardError)
         }
         Err(e) => {

@@ -154,7 +154,7 @@ pub fn screen_json(k: &Kiosk, lang: Lang) -> serde_json::Value {
         None if view.reading => ("reading", texts.reading),
         None => ("idle", texts.prompt),
     };
-    let (mut reason, mut message, shown) = match &view.outcome {
+    let (mut reason, mut message, mut shown) = match &view.outcome {
         Some(o) => (
             Some(o.reason.code()),
             messages::reason(lang, &o.reason, k.policy_subject()),
@@ -172,6 +172,10 @@ pub fn screen_json(k: &Kiosk, lang: Lang) -> serde_json::Value {
         None => (None, String::new(), Vec::new()),
     };
     let mut log = Vec::new();
+    if view.review.is_some() {
+        // A review owns the screen: nothing of a verdict is shown with it.
+        (reason, message, shown) = (None, String::new(), Vec::new());
+    }
     match &view.review {
         None => {}
         Some(Shown::Waiting) => (state, headline) = ("review_tap", texts.review_tap),
@@ -381,19 +385,18 @@ fn log_row(lang: Lang, e: &civis_core::card::ReadLogEntry) -> serde_json::Value 
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct ReviewBody {
-    pin: String,
-}
-
 /// The holder entered a PIN to see the card's log: 202 and the screen waits for the card;
 /// 400 for a PIN that is not 4–12 digits; 409 when the kiosk has no card reader. The PIN is
 /// never logged and is dropped at the tap, at "Done" or after a minute.
 async fn review(State(k): State<Arc<Kiosk>>, body: Bytes) -> Response {
-    let Ok(ReviewBody { pin }) = serde_json::from_slice::<ReviewBody>(&body) else {
-        return (StatusCode::BAD_REQUEST, "expected {\"pin\": \"…\"}").into_response();
+    // Exactly `{"pin": "…"}`: serde would take `["…"]` for a one-field struct too.
+    let pin = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut m)) if m.len() == 1 => match m.remove("pin") {
+            Some(serde_json::Value::String(pin)) => zeroize::Zeroizing::new(pin),
+            _ => return (StatusCode::BAD_REQUEST, "expected {\"pin\": \"…\"}").into_response(),
+        },
+        _ => return (StatusCode::BAD_REQUEST, "expected {\"pin\": \"…\"}").into_response(),
     };
-    let pin = zeroize::Zeroizing::new(pin);
     match k.start_review(&pin) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e @ StartReview::PinFormat) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),

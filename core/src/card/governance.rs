@@ -182,6 +182,9 @@ impl GovernanceSet {
             .fragment
             .strip_prefix("key-")
             .and_then(|n| n.parse::<u32>().ok())
+            // Only the canonical form the chain writes (`key-01` parses as 1 but is not a key
+            // URL the chain would accept).
+            .filter(|n| tx.signer.fragment == format!("key-{n}"))
             .ok_or(RotationRefused::NotApplicable)?;
         let member = self
             .members
@@ -415,6 +418,30 @@ mod tests {
             thief.public_key(),
         );
         assert_eq!(g.rotate(&r), Err(RotationRefused::Gap));
+        // A kid whose index has leading zeros (the chain refuses it).
+        let tx = SignedTx::decode(&rotation(
+            CHAIN,
+            &a,
+            1,
+            &a.now,
+            a.next.public_key(),
+            a.after.public_key(),
+        ))
+        .unwrap()
+        .tx;
+        let padded = SignedTx::sign(
+            tx,
+            DidUrl {
+                did: a.did(),
+                fragment: "key-01".into(),
+            },
+            &a.now,
+        )
+        .unwrap();
+        assert_eq!(
+            g.rotate(padded.bytes()),
+            Err(RotationRefused::NotApplicable)
+        );
         // Not a member; not a rotation; garbage, truncated, oversized.
         let stranger = Keys::new(9);
         let r = rotation(
