@@ -1095,6 +1095,56 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         drop(card);
         kiosk.done();
         rt.block_on(async { wait_css(&c, "body[data-ready][data-state='idle']").await });
+        // A verdict reached while a review waits (a phone's answer at the scanner, as another
+        // resident's card tap would) ends the review: the verdict is shown alone, the PIN is
+        // dropped, and the next card gets a plain verdict, not a PIN try.
+        let (code, _) = http_post(
+            &format!("{}/api/review", kiosk.url),
+            "application/json",
+            br#"{"pin":"999999"}"#,
+        );
+        assert_eq!(code, 202);
+        rt.block_on(async { wait_css(&c, "body[data-state='review_tap']").await });
+        let (_, v) = kiosk.scan("CVP1:not-an-answer");
+        assert_eq!(v["verdict"], "reject", "{v}");
+        rt.block_on(async {
+            wait_css(
+                &c,
+                "body[data-state='reject'] #message[data-reason='unreadable']",
+            )
+            .await;
+            assert!(c.find(Locator::Css("#log tbody tr")).await.is_err());
+        });
+        let screen = http_get(&format!("{}/api/screen", kiosk.url)).unwrap();
+        assert_eq!(screen["state"], "reject", "{screen}");
+        kiosk.done();
+        let tries_before =
+            civis_wallet_core::applet::CardState::decode(&std::fs::read(&card_state).unwrap())
+                .unwrap()
+                .pin
+                .unwrap()
+                .tries_left;
+        let card = VirtualCard::start(&card_state);
+        rt.block_on(async {
+            wait_css(
+                &c,
+                "body[data-state='accept'] #message[data-reason='accepted']",
+            )
+            .await;
+        });
+        drop(card);
+        kiosk.done();
+        let tries_after =
+            civis_wallet_core::applet::CardState::decode(&std::fs::read(&card_state).unwrap())
+                .unwrap()
+                .pin
+                .unwrap()
+                .tries_left;
+        assert_eq!(
+            tries_after, tries_before,
+            "the dropped PIN reached the card"
+        );
+        rt.block_on(async { wait_css(&c, "body[data-ready][data-state='idle']").await });
         // A PIN of the wrong form never reaches a card.
         let (code, _) = http_post(
             &format!("{}/api/review", kiosk.url),

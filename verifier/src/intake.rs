@@ -168,11 +168,36 @@ pub fn read_card<T: CardTransport>(
     })
 }
 
+/// Why a card did not give its log, as a closed set: the card's own result text is never kept
+/// (a hostile card chooses it, and could echo the PIN it was just sent into a log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LogRefused {
+    /// `pin-required`: the PIN was not verified in the session (wrong or blocked).
+    #[error("the card did not verify the PIN")]
+    PinRequired,
+    /// `reader-not-authenticated`: the card did not accept the kiosk's accreditation.
+    #[error("the card did not accept the kiosk's accreditation")]
+    ReaderNotAuthenticated,
+    /// Any other answer.
+    #[error("the card refused with another result")]
+    Other,
+}
+
+impl LogRefused {
+    /// From the card's result text.
+    pub fn of(result: &str) -> Self {
+        match result {
+            "pin-required" => Self::PinRequired,
+            "reader-not-authenticated" => Self::ReaderNotAuthenticated,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// "Read my card's log" (card-applet.md §5.5): the governance `rotations` pushed first, then a
 /// session whose one DocRequest asks for **no** element, under the kiosk's ReaderAuth and
 /// accreditation, with the holder's `pin`; then the management op `read-log`. The card answers
-/// only to an accredited reader after the PIN: `Ok(Err(result))` carries its refusal
-/// (`pin-required` when the PIN was not verified). The read itself is logged by the card, with
+/// only to an accredited reader after the PIN: `Ok(Err(_))` carries its refusal. The read itself is logged by the card, with
 /// nothing released.
 pub fn read_log<T: CardTransport>(
     client: &mut CardClient<T>,
@@ -181,7 +206,7 @@ pub fn read_log<T: CardTransport>(
     rotations: &[Vec<u8>],
     pin: &str,
     rng: &mut impl CryptoRngCore,
-) -> Result<Result<Vec<civis_core::card::ReadLogEntry>, String>, civis_firmware_bridge::Error> {
+) -> Result<Result<Vec<civis_core::card::ReadLogEntry>, LogRefused>, civis_firmware_bridge::Error> {
     client.follow_governance(rotations)?;
     let engaged = client.read_engagement()?;
     let (mut session, e_reader, e_bytes) = MdocSession::start(&engaged, rng);
@@ -203,7 +228,27 @@ pub fn read_log<T: CardTransport>(
         )?],
     };
     session.establish(client, e_reader.public_key(), e_bytes, &request)?;
-    let log = session.read_log(client)?;
+    let log = session
+        .read_log(client)?
+        .map_err(|result| LogRefused::of(&result));
     let _ = session.end(client);
     Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogRefused;
+
+    #[test]
+    fn a_cards_refusal_text_is_never_kept() {
+        assert_eq!(LogRefused::of("pin-required"), LogRefused::PinRequired);
+        assert_eq!(
+            LogRefused::of("reader-not-authenticated"),
+            LogRefused::ReaderNotAuthenticated
+        );
+        // What the attack did: a hostile card echoing the PIN it was sent.
+        let r = LogRefused::of("PIN-WAS-80808080");
+        assert_eq!(r, LogRefused::Other);
+        assert!(!format!("{r} {r:?}").contains("80808080"));
+    }
 }

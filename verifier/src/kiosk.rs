@@ -623,14 +623,10 @@ fn review_tap(
         });
     match read {
         Ok(Ok(entries)) => Ok(entries),
-        Ok(Err(result)) if result == "pin-required" => Err(ReviewRefused::WrongPin),
-        Ok(Err(result)) => {
-            // The card chose that text (a hostile one could echo the PIN it was sent): only
-            // its length is logged.
-            tracing::warn!(
-                "the card refused its log ({} bytes of result)",
-                result.len()
-            );
+        Ok(Err(crate::intake::LogRefused::PinRequired)) => Err(ReviewRefused::WrongPin),
+        Ok(Err(refused)) => {
+            // A closed set: the card's own text (a hostile one could echo the PIN) is not kept.
+            tracing::warn!("card log not given: {refused}");
             Err(ReviewRefused::CardError)
         }
         Err(e) => {
