@@ -295,6 +295,15 @@ pub fn reason(lang: Lang, reason: &Reason, subject: Option<&str>) -> String {
         (Lang::Ko, Reason::WrongCode) => {
             "이 코드는 다른 화면용이거나 이미 사용되었습니다. 새 코드를 보여 주세요."
         }
+        (Lang::En, Reason::KioskNotRecognised) => {
+            "This card did not accept this kiosk's accreditation. Please ask staff."
+        }
+        (Lang::De, Reason::KioskNotRecognised) => {
+            "Diese Karte hat die Zulassung dieses Kiosks nicht anerkannt. Bitte wenden Sie sich an das Personal."
+        }
+        (Lang::Ko, Reason::KioskNotRecognised) => {
+            "이 카드가 이 키오스크의 인가를 받아들이지 않았습니다. 직원에게 문의하세요."
+        }
         (Lang::En, Reason::CardError) => "The card could not be read. Please tap it again.",
         (Lang::De, Reason::CardError) => {
             "Die Karte konnte nicht gelesen werden. Bitte erneut auflegen."

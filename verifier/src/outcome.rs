@@ -29,6 +29,10 @@ pub enum Reason {
     NotThisDevice,
     /// An element the policy needs was not disclosed.
     NotShared,
+    /// The card refused the kiosk's accreditation (`documentErrors` 1001): it does not follow
+    /// the chain's governance set as the kiosk does (another chain, or a set that diverged),
+    /// which is for staff, not the resident.
+    KioskNotRecognised,
     /// `age-over-18` unmet.
     NotOver18,
     /// `resident-of` unmet.
@@ -68,6 +72,7 @@ impl Reason {
             Reason::IssuerNotTrusted => "issuer_not_trusted",
             Reason::NotThisDevice => "not_this_device",
             Reason::NotShared => "not_shared",
+            Reason::KioskNotRecognised => "kiosk_not_recognised",
             Reason::NotOver18 => "not_over_18",
             Reason::NotResident => "not_resident",
             Reason::Unreadable => "unreadable",

@@ -49,8 +49,36 @@ pub fn judge(
             )
         }
     };
-    let outcome = Outcome::of_verdict(&verdict, policy, trust.map(|t| t.state_time));
+    let mut outcome = Outcome::of_verdict(&verdict, policy, trust.map(|t| t.state_time));
+    if outcome.reason == Reason::NotShared && refused_the_reader(response) {
+        outcome.reason = Reason::KioskNotRecognised;
+    }
     (verdict, outcome)
+}
+
+/// `documentErrors` code of a DocRequest the card refused because the reader's accreditation
+/// did not verify (card-applet.md §6).
+pub const READER_NOT_AUTHENTICATED: i64 = 1001;
+
+/// Whether the card answered with no document because it refused the reader: every error
+/// code in `documentErrors` is 1001. Then "not shared" would blame the resident for what is
+/// the kiosk's (or the card's governance set's) problem.
+fn refused_the_reader(response: &[u8]) -> bool {
+    use civis_core::cbor::CborForm as _;
+    let Ok(r) = civis_core::mdoc::DeviceResponse::from_slice(response) else {
+        return false;
+    };
+    if r.documents.as_ref().is_some_and(|d| !d.is_empty()) {
+        return false;
+    }
+    match r.document_errors.as_ref().and_then(ciborium::Value::as_map) {
+        Some(m) if !m.is_empty() => m.iter().all(|(_, code)| {
+            code.as_integer()
+                .and_then(|i| i64::try_from(i).ok())
+                .is_some_and(|c| c == READER_NOT_AUTHENTICATED)
+        }),
+        _ => false,
+    }
 }
 
 /// The outcome when the kiosk has never synced: no state to decide on.
@@ -224,5 +252,53 @@ impl Station {
     /// Changes whenever the engagement QR does.
     pub fn engagement_id(&self) -> u64 {
         self.engagement_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Kind;
+    use civis_core::cbor::CborForm as _;
+
+    fn response(errors: Option<ciborium::Value>) -> Vec<u8> {
+        civis_core::mdoc::DeviceResponse {
+            version: "1.0".into(),
+            documents: None,
+            document_errors: errors,
+            status: 0,
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn a_card_that_refused_the_reader_is_not_the_residents_fault() {
+        let policy = KioskPolicy::parse("age-over-18").unwrap();
+        let trust = Trust {
+            trust: civis_core::verify::TrustSnapshot {
+                anchors: Vec::new(),
+                accreditations: Some(Vec::new()),
+                status_lists: Default::default(),
+                as_of: Some(civis_core::timestamp::Timestamp(1_000)),
+                retired_keys: Default::default(),
+            },
+            height: 1,
+            state_time: 1_000,
+        };
+        let transcript =
+            SessionTranscript::new(Some(&[1; 8]), Some(&[2; 8]), ciborium::Value::Null);
+        let errors = |code: i64| {
+            Some(ciborium::Value::Map(vec![(
+                ciborium::Value::Text(civis_core::mdoc::citizen::DOC_TYPE.into()),
+                ciborium::Value::Integer(code.into()),
+            )]))
+        };
+        let judged = |bytes: &[u8]| judge(&policy, Some(&trust), bytes, &transcript, None, 1_000).1;
+        let refused = judged(&response(errors(READER_NOT_AUTHENTICATED)));
+        assert_eq!(refused.reason, Reason::KioskNotRecognised);
+        assert_eq!(refused.kind, Kind::Reject);
+        // Any other refusal, or none at all, stays "not shared".
+        assert_eq!(judged(&response(errors(1000))).reason, Reason::NotShared);
+        assert_eq!(judged(&response(None)).reason, Reason::NotShared);
     }
 }
