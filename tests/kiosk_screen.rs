@@ -434,12 +434,17 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian chromium-driver; scripts/test.sh installs it)");
+        // Its own process group, so that dropping the driver ends the browsers it started too
+        // (killing chromedriver alone left each run's Chromium behind, adopted by init).
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            0,
+        )
+        .spawn()
+        .expect("chromedriver (Debian chromium-driver; scripts/test.sh installs it)");
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !http_get(&format!("{url}/status")).is_some_and(|s| s["value"]["ready"] == true) {
@@ -452,6 +457,10 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The whole group: chromedriver and every Chromium it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -1263,7 +1272,8 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         screenshots(&c2, "undetermined").await;
         c2.close().await.unwrap();
     });
-    drop(c);
+    // Closed, not just dropped: a dropped client leaves its browser session open.
+    rt.block_on(async { c.close().await.unwrap() });
     let _ = kiosk;
 
     // A verdict times out on its own: a page waiting on the screen is woken with idle well
