@@ -1073,27 +1073,31 @@ fn whole_flow(
         reg.tx(&key_file, &["create-did"]).unwrap();
         let element = |e: &str| format!("{0}/{0}/{e}", citizen::DOC_TYPE);
         let (from, until) = ((now() - 60).to_string(), (now() + 86_400).to_string());
-        reg.tx(
-            &reg.dir.join("governance.jwk"),
-            &[
-                "accredit-kiosk",
-                "--kiosk",
-                &kiosk_did,
-                "--grant",
-                &element("age_over_18"),
-                "--grant",
-                &element("resident_district"),
-                "--purpose",
-                "counter",
-                "--not-before",
-                &from,
-                "--not-after",
-                &until,
-                "--statement-out",
-                statement_file.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
+        // Governance's accredit-kiosk for two elements, its statement written to `out`.
+        let accredit = |out: &Path| {
+            reg.tx(
+                &reg.dir.join("governance.jwk"),
+                &[
+                    "accredit-kiosk",
+                    "--kiosk",
+                    &kiosk_did,
+                    "--grant",
+                    &element("age_over_18"),
+                    "--grant",
+                    &element("resident_district"),
+                    "--purpose",
+                    "counter",
+                    "--not-before",
+                    &from,
+                    "--not-after",
+                    &until,
+                    "--statement-out",
+                    out.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        };
+        accredit(&statement_file);
         let (code, _) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
         assert_eq!(code, 0);
         let g = reg.dir.join("genesis.json");
@@ -1195,27 +1199,7 @@ fn whole_flow(
         assert_eq!(code, Some(64), "{text}");
         assert!(text.contains("since rotated away"), "{text}");
         let renewed_statement = agency.dir.join("kiosk.accreditation.2");
-        reg.tx(
-            &reg.dir.join("governance.jwk"),
-            &[
-                "accredit-kiosk",
-                "--kiosk",
-                &kiosk_did,
-                "--grant",
-                &element("age_over_18"),
-                "--grant",
-                &element("resident_district"),
-                "--purpose",
-                "counter",
-                "--not-before",
-                &from,
-                "--not-after",
-                &until,
-                "--statement-out",
-                renewed_statement.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
+        accredit(&renewed_statement);
         let (code, _) = kiosk_cli(reg, &agency.dir, "age-over-18", &[]);
         assert_eq!(code, 0);
         let (code, v, text) = tap("age-over-18", &renewed_statement);

@@ -1127,12 +1127,14 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         let screen = http_get(&format!("{}/api/screen", kiosk.url)).unwrap();
         assert_eq!(screen["state"], "reject", "{screen}");
         kiosk.done();
-        let tries_before =
+        let pin_tries = || {
             civis_wallet_core::applet::CardState::decode(&std::fs::read(&card_state).unwrap())
                 .unwrap()
                 .pin
                 .unwrap()
-                .tries_left;
+                .tries_left
+        };
+        let tries_before = pin_tries();
         let card = VirtualCard::start(&card_state);
         rt.block_on(async {
             wait_css(
@@ -1143,12 +1145,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         });
         drop(card);
         kiosk.done();
-        let tries_after =
-            civis_wallet_core::applet::CardState::decode(&std::fs::read(&card_state).unwrap())
-                .unwrap()
-                .pin
-                .unwrap()
-                .tries_left;
+        let tries_after = pin_tries();
         assert_eq!(
             tries_after, tries_before,
             "the dropped PIN reached the card"

@@ -45,6 +45,9 @@ pub struct Loaded {
     pub trust: Trust,
     /// The verified snapshot.
     pub snapshot: KioskSnapshot,
+    /// The governance rotations pushed to every card tapped (taken from the snapshot once, not
+    /// by a walk of the whole kiosk tree per tap).
+    pub rotations: Vec<Vec<u8>>,
 }
 
 impl Loaded {
@@ -57,6 +60,7 @@ impl Loaded {
                 height: h.height,
                 state_time: h.time,
             },
+            rotations: snapshot.governance_rotations(),
             snapshot,
         }
     }
@@ -548,7 +552,7 @@ pub fn card_loop(
                             &kiosk.policy,
                             &key,
                             &statement,
-                            &l.snapshot.governance_rotations(),
+                            &l.rotations,
                             None,
                             &mut OsRng,
                         )
@@ -612,14 +616,7 @@ fn review_tap(
     let read = civis_firmware_bridge::nfc::NfcTransport::open(&reader.name, Duration::from_secs(2))
         .and_then(|t| {
             let mut client = civis_firmware_bridge::reader::CardClient::new(t);
-            crate::intake::read_log(
-                &mut client,
-                key,
-                statement,
-                &l.snapshot.governance_rotations(),
-                pin,
-                &mut OsRng,
-            )
+            crate::intake::read_log(&mut client, key, statement, &l.rotations, pin, &mut OsRng)
         });
     match read {
         Ok(Ok(entries)) => Ok(entries),
