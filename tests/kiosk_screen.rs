@@ -1151,6 +1151,41 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
             "the dropped PIN reached the card"
         );
         rt.block_on(async { wait_css(&c, "body[data-ready][data-state='idle']").await });
+        // A blocked PIN is told apart from a wrong one: the third wrong PIN blocks it, and then
+        // even the right one gets "blocked, use your PUK" (not "wrong PIN", which would only
+        // invite more tries) and no log.
+        let review_with = |pin: &str, reason: &str| {
+            let (code, _) = http_post(
+                &format!("{}/api/review", kiosk.url),
+                "application/json",
+                format!(r#"{{"pin":"{pin}"}}"#).as_bytes(),
+            );
+            assert_eq!(code, 202);
+            rt.block_on(async { wait_css(&c, "body[data-state='review_tap']").await });
+            let card = VirtualCard::start(&card_state);
+            rt.block_on(async {
+                wait_css(
+                    &c,
+                    &format!("body[data-state='review_refused'] #message[data-reason='{reason}']"),
+                )
+                .await;
+                assert!(c.find(Locator::Css("#log tbody tr")).await.is_err());
+                if reason == "pin_blocked" {
+                    let m = text_of(&c, "#message").await;
+                    assert!(m.contains("blocked") && m.contains("PUK"), "{m}");
+                }
+            });
+            drop(card);
+            kiosk.done();
+            rt.block_on(async { wait_css(&c, "body[data-ready][data-state='idle']").await });
+        };
+        for _ in 1..civis_core::card::PIN_TRIES {
+            review_with("999999", "wrong_pin");
+        }
+        // The wrong PIN that uses the last try already says so.
+        review_with("999999", "pin_blocked");
+        assert_eq!(pin_tries(), 0);
+        review_with("246810", "pin_blocked");
         // A PIN of the wrong form never reaches a card.
         let (code, _) = http_post(
             &format!("{}/api/review", kiosk.url),

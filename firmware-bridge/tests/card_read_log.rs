@@ -155,6 +155,45 @@ fn the_holder_sees_who_read_the_card_in_order_after_the_pin_only() {
     assert!(log.iter().all(|e| e.floor == NOW - 86_400));
 }
 
+/// A blocked PIN is told apart from a wrong one, so the holder is sent to unblock it with the
+/// PUK instead of trying again; the log stays closed until then, and opens after.
+#[test]
+fn a_blocked_pin_says_blocked_and_the_log_opens_after_the_puk() {
+    let world = World::new();
+    let mut c = card(&world);
+    let office = kiosk(&world, "review my card's log", &["age_over_18"]);
+    for left in (0..civis_core::card::PIN_TRIES).rev() {
+        c.transport().reset();
+        let mut s = read_by(&mut c, &office, &["age_over_18"], Some("000000"));
+        // The wrong PIN that uses the last try already says so.
+        let said = if left == 0 {
+            "pin-blocked"
+        } else {
+            "pin-required"
+        };
+        assert_eq!(s.read_log(&mut c).unwrap(), Err(said.to_owned()));
+    }
+    // Now even the right PIN is not checked: the card says the PIN is blocked.
+    c.transport().reset();
+    let mut s = read_by(&mut c, &office, &["age_over_18"], Some(PIN));
+    assert_eq!(s.read_log(&mut c).unwrap(), Err("pin-blocked".to_owned()));
+    // Without a PIN in the session, nothing about the PIN's state is said.
+    c.transport().reset();
+    let mut s = read_by(&mut c, &office, &["age_over_18"], None);
+    assert_eq!(s.read_log(&mut c).unwrap(), Err("pin-required".to_owned()));
+    // The PUK unblocks it in the session, and the log opens.
+    c.transport().reset();
+    let mut s = read_by(&mut c, &office, &["age_over_18"], Some(PIN));
+    assert_eq!(
+        s.manage(&mut c, "unblock-pin", ("puk", PUK), "135790")
+            .unwrap()
+            .0,
+        "ok"
+    );
+    let log = s.read_log(&mut c).unwrap().unwrap();
+    assert_eq!(log.len(), civis_core::card::PIN_TRIES as usize + 3);
+}
+
 #[test]
 fn the_log_keeps_the_newest_entries_and_fits_the_card_when_full() {
     let world = World::new();

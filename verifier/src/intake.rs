@@ -172,9 +172,12 @@ pub fn read_card<T: CardTransport>(
 /// (a hostile card chooses it, and could echo the PIN it was just sent into a log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LogRefused {
-    /// `pin-required`: the PIN was not verified in the session (wrong or blocked).
+    /// `pin-required`: the PIN was not verified in the session (wrong, or none sent).
     #[error("the card did not verify the PIN")]
     PinRequired,
+    /// `pin-blocked`: the PIN is blocked; only the PUK unblocks it.
+    #[error("the card's PIN is blocked")]
+    PinBlocked,
     /// `reader-not-authenticated`: the card did not accept the kiosk's accreditation.
     #[error("the card did not accept the kiosk's accreditation")]
     ReaderNotAuthenticated,
@@ -188,6 +191,7 @@ impl LogRefused {
     pub fn of(result: &str) -> Self {
         match result {
             "pin-required" => Self::PinRequired,
+            "pin-blocked" => Self::PinBlocked,
             "reader-not-authenticated" => Self::ReaderNotAuthenticated,
             _ => Self::Other,
         }
@@ -242,6 +246,7 @@ mod tests {
     #[test]
     fn a_cards_refusal_text_is_never_kept() {
         assert_eq!(LogRefused::of("pin-required"), LogRefused::PinRequired);
+        assert_eq!(LogRefused::of("pin-blocked"), LogRefused::PinBlocked);
         assert_eq!(
             LogRefused::of("reader-not-authenticated"),
             LogRefused::ReaderNotAuthenticated

@@ -621,6 +621,7 @@ fn review_tap(
     match read {
         Ok(Ok(entries)) => Ok(entries),
         Ok(Err(crate::intake::LogRefused::PinRequired)) => Err(ReviewRefused::WrongPin),
+        Ok(Err(crate::intake::LogRefused::PinBlocked)) => Err(ReviewRefused::PinBlocked),
         Ok(Err(refused)) => {
             // A closed set: the card's own text (a hostile one could echo the PIN) is not kept.
             tracing::warn!("card log not given: {refused}");

@@ -213,6 +213,15 @@ pub fn review_refused(lang: Lang, why: crate::review::ReviewRefused) -> &'static
         (Lang::Ko, R::WrongPin) => {
             "카드가 PIN을 받아들이지 않았습니다. 아무것도 표시되지 않았습니다."
         }
+        (Lang::En, R::PinBlocked) => {
+            "Your card's PIN is blocked. Nothing was shown. Unblock it with your PUK at a service counter."
+        }
+        (Lang::De, R::PinBlocked) => {
+            "Die PIN Ihrer Karte ist gesperrt. Es wurde nichts angezeigt. Entsperren Sie sie mit Ihrer PUK an einem Bürgerschalter."
+        }
+        (Lang::Ko, R::PinBlocked) => {
+            "카드의 PIN이 잠겼습니다. 아무것도 표시되지 않았습니다. 민원 창구에서 PUK로 잠금을 해제하세요."
+        }
         (Lang::En, R::CardError) => "The card could not be read. Please try again.",
         (Lang::De, R::CardError) => {
             "Die Karte konnte nicht gelesen werden. Bitte erneut versuchen."

@@ -16,8 +16,10 @@ pub const REFUSED_SECS: i64 = 20;
 /// Why the log was not shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReviewRefused {
-    /// The card did not verify the PIN (wrong or blocked): it showed nothing.
+    /// The card did not verify the PIN: it showed nothing.
     WrongPin,
+    /// The card's PIN is blocked: it showed nothing; the PUK unblocks it at a counter.
+    PinBlocked,
     /// The card could not be read (left the field, not a Civis card).
     CardError,
     /// The kiosk cannot read logs now (no synced chain, or its accreditation is not on it).
@@ -29,6 +31,7 @@ impl ReviewRefused {
     pub fn code(self) -> &'static str {
         match self {
             Self::WrongPin => "wrong_pin",
+            Self::PinBlocked => "pin_blocked",
             Self::CardError => "card_error",
             Self::Unavailable => "unavailable",
         }

@@ -72,6 +72,7 @@ impl Card {
                 session,
                 transcript,
                 pin_verified: false,
+                pin_blocked: false,
                 reader_authenticated: false,
             });
             plaintext
@@ -173,6 +174,7 @@ impl Card {
                 return Err(crate::Error::State("power lost".into()));
             }
             session.pin_verified = r == SecretCheck::Ok;
+            session.pin_blocked = r == SecretCheck::Blocked;
             pin_result = Some(r);
         }
         let credentials: Vec<StoredCredential> = next
@@ -326,6 +328,7 @@ impl Card {
                     });
                     if let Some(s) = self.ram.session.as_mut() {
                         s.pin_verified = true;
+                        s.pin_blocked = false;
                     }
                     ("ok", tries(&next.pin))
                 }
@@ -386,6 +389,7 @@ fn read_log(message: &Value, state: &CardState, session: Option<&MdocSession>) -
                 ),
             ),
         ]),
+        Some(s) if s.pin_blocked => text_map(vec![("result", text("pin-blocked"))]),
         Some(_) => text_map(vec![("result", text("pin-required"))]),
         None => text_map(vec![("result", text("reader-not-authenticated"))]),
     })

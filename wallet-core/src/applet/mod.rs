@@ -65,6 +65,9 @@ struct MdocSession {
     session: Session,
     transcript: SessionTranscript,
     pin_verified: bool,
+    /// The session's PIN check found the PIN blocked: `read-log` says so, so the holder learns
+    /// to unblock it with the PUK rather than to try again.
+    pin_blocked: bool,
     /// Some request of this session carried a valid kiosk accreditation: only then are a PIN
     /// or card-management messages looked at, so a stray reader cannot use up the tries.
     reader_authenticated: bool,
