@@ -455,3 +455,36 @@ fn a_transport_error_is_reported_not_hidden() {
     assert!(matches!(err, Error::Link(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A card taken away and put back while a kiosk was busy with the first read is a new tap:
+/// pcscd's event count moved, though the reader shows "present" both times. The kiosk's
+/// one-verdict-per-tap wait (`wait_card_change`) ends for it, and not for the card that stayed.
+#[test]
+fn a_card_put_back_is_told_from_one_that_stayed() {
+    let _slot = lock();
+    let dir = temp_dir("retap");
+    let first = VirtualCard::start(&dir.join("card.state"));
+    let seen = nfc::wait_card_event(READER, true, Duration::from_secs(10))
+        .unwrap()
+        .expect("the card is in the reader");
+    // Reading it (libnfc connects, selects, and resets it on close) is not a card event …
+    for _ in 0..2 {
+        let mut client = tap();
+        let _ = client.read_engagement();
+    }
+    // … so the same card lying on the reader shows no change, however long one waits.
+    assert!(!nfc::wait_card_change(READER, seen, Duration::from_millis(300)).unwrap());
+    drop(first);
+    let _again = VirtualCard::start(&dir.join("card.state"));
+    assert!(nfc::card_present(READER).unwrap());
+    assert!(
+        nfc::wait_card_change(READER, seen, Duration::ZERO).unwrap(),
+        "a card put back looks like the one that stayed"
+    );
+    let now = nfc::wait_card_event(READER, true, Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    assert_ne!(now, seen);
+    assert!(!nfc::wait_card_change(READER, now, Duration::from_millis(300)).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -636,7 +636,8 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         "counter",
         "age-over-18",
         &format!(
-            "registries = [\"{junk}\", \"http://127.0.0.1:9\", \"{registry}\"]\nsync_interval_secs = 1\n{reader}"
+            // Verdicts stay until "Done": screenshots under load must not outlast them.
+            "registries = [\"{junk}\", \"http://127.0.0.1:9\", \"{registry}\"]\nsync_interval_secs = 1\nverdict_secs = 300\n{reader}"
         ),
     );
     // The first registry answers junk and the second is dead: the kiosk went on to the third.
@@ -975,7 +976,9 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
             &w,
             "counter",
             "age-over-18",
-            &format!("registries = [\"{registry}\"]\nsync_interval_secs = 1\n{reader}"),
+            &format!(
+                "registries = [\"{registry}\"]\nsync_interval_secs = 1\nverdict_secs = 300\n{reader}"
+            ),
         );
         rt.block_on(async {
             c.refresh().await.unwrap();
@@ -1273,7 +1276,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
         &w,
         "library",
         "service:library=family_name,given_name",
-        "max_age_secs = 1\nwarn_before_stale_secs = 1\n",
+        "max_age_secs = 1\nwarn_before_stale_secs = 1\nverdict_secs = 300\n",
     );
     let c2 = rt.block_on(browser(&driver, None));
     let (_, v) = lib.scan(&answer(&lib.engagement(), &full, &device, None));

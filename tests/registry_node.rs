@@ -185,7 +185,13 @@ fn four_validators_one_on_postgres() {
         .iter()
         .map(|&i| c.health(i)["height"].as_u64().unwrap())
         .collect();
-    assert_eq!(stalled, later, "two of four validators must not finalize");
+    // A lagging one of the two may still copy a block it missed from the other, so compare
+    // the highest: nothing new is finalized.
+    assert_eq!(
+        stalled.iter().max(),
+        later.iter().max(),
+        "two of four validators must not finalize: {stalled:?} then {later:?}"
+    );
 
     // Back up: all catch up, with the same blocks everywhere.
     c.start(2, None);
@@ -271,6 +277,8 @@ fn validator_set_change_between_processes() {
         .split_whitespace()
         .find(|w| w.starts_with("did:civis:"))
         .expect("create-did prints the DID");
+    // Node 4 included the transaction; node 3 resolves it once it has that block too.
+    c.wait_all(&[3], c.health(4)["height"].as_u64().unwrap());
     let resolve = civis(&["registry", "resolve", "--node", &c.url(3), did]);
     assert!(
         resolve.status.success(),

@@ -97,6 +97,36 @@ pub fn card_present(reader: &str) -> Result<bool> {
 /// whether that happened. pcscd wakes the caller on the change itself, so a kiosk sees a tap
 /// without polling.
 pub fn wait_card(reader: &str, present: bool, timeout: Duration) -> Result<bool> {
+    Ok(wait_card_event(reader, present, timeout)?.is_some())
+}
+
+/// [`wait_card`] that also returns pcscd's count of the reader's card events (insertions and
+/// removals) at that moment, so a later [`wait_card_change`] can tell a new card from the one
+/// still lying on the reader.
+pub fn wait_card_event(reader: &str, present: bool, timeout: Duration) -> Result<Option<u32>> {
+    wait_reader(reader, timeout, |state, _| {
+        state.contains(pcsc::State::PRESENT) == present
+    })
+}
+
+/// Wait up to `timeout` until the card seen at event count `since` is gone: the reader holds no
+/// card, or pcscd has counted card events since (the card was taken away and one put back
+/// while the caller was busy, which a bare "present" flag cannot show). Returns whether that
+/// happened.
+pub fn wait_card_change(reader: &str, since: u32, timeout: Duration) -> Result<bool> {
+    Ok(wait_reader(reader, timeout, |state, count| {
+        !state.contains(pcsc::State::PRESENT) || count != since
+    })?
+    .is_some())
+}
+
+/// Wait up to `timeout` until `done(state, event count)` holds for the reader; the event count
+/// then, or `None` on timeout.
+fn wait_reader(
+    reader: &str,
+    timeout: Duration,
+    done: impl Fn(pcsc::State, u32) -> bool,
+) -> Result<Option<u32>> {
     let name = reader.strip_prefix("pcsc:").unwrap_or(reader);
     let ctx = pcsc::Context::establish(pcsc::Scope::User)
         .map_err(|e| Error::Link(format!("pcscd: {e}")))?;
@@ -107,17 +137,17 @@ pub fn wait_card(reader: &str, present: bool, timeout: Duration) -> Result<bool>
         let left = deadline.saturating_duration_since(Instant::now());
         match ctx.get_status_change(left, &mut states) {
             Ok(()) => {}
-            Err(pcsc::Error::Timeout) => return Ok(false),
+            Err(pcsc::Error::Timeout) => return Ok(None),
             Err(e) => return Err(Error::Link(format!("pcscd: {e}"))),
         }
-        let state = states
-            .first()
-            .map_or(pcsc::State::UNKNOWN, pcsc::ReaderState::event_state);
-        if state.contains(pcsc::State::PRESENT) == present {
-            return Ok(true);
+        let (state, count) = states.first().map_or((pcsc::State::UNKNOWN, 0), |s| {
+            (s.event_state(), s.event_count())
+        });
+        if done(state, count) {
+            return Ok(Some(count));
         }
         if left.is_zero() {
-            return Ok(false);
+            return Ok(None);
         }
         for s in &mut states {
             s.sync_current_state();

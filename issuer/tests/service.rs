@@ -705,14 +705,22 @@ fn hostile_requests_get_clear_errors_and_no_internals() {
         assert!(!a.to_string().contains("forged"));
         // The per-token allowance: a burst of 30, then 429 with Retry-After; another token is
         // unaffected.
-        let mut limited = 0;
+        let mut limited = 0_u64;
+        let started = std::time::Instant::now();
         for _ in 0..40 {
             let (s, _) = env.raw("GET", "/v1/audit", t, None, vec![]).await;
             if s == 429 {
                 limited += 1;
             }
         }
-        assert!(limited >= 5, "{limited}");
+        // At most 30 + 1 a second got through, however slow the loop ran; some were refused.
+        let bound = 40_u64
+            .saturating_sub(30 + started.elapsed().as_secs() + 1)
+            .max(1);
+        assert!(
+            limited >= bound,
+            "{limited} refused, at least {bound} expected"
+        );
         let (s, _) = env
             .raw("GET", "/v1/audit", Some(&env.beta), None, vec![])
             .await;
@@ -1299,6 +1307,7 @@ fn a_flood_of_made_up_tokens_from_one_address_does_not_lock_out_another() {
         ));
         // One address floods with made-up tokens until it is refused…
         let mut limited = 0;
+        let started = std::time::Instant::now();
         for n in 0..200 {
             let forged = format!("civis_{:016x}.{}", n, "1".repeat(64));
             let r = env
@@ -1312,7 +1321,14 @@ fn a_flood_of_made_up_tokens_from_one_address_does_not_lock_out_another() {
                 limited += 1;
             }
         }
-        assert!(limited > 100, "{limited}");
+        // The allowance is a burst of 40 and 20 a second: whatever the loop's pace on a loaded
+        // machine, no more than that got through, and some were refused.
+        let allowed = 40 + 20 * (started.elapsed().as_secs() + 1);
+        let bound = 200_u64.saturating_sub(allowed).max(1);
+        assert!(
+            limited >= bound,
+            "{limited} refused, at least {bound} expected"
+        );
         // …while a real token not used before, from another address, gets in.
         let fresh = civis_issuer::api::issue_token(&env.svc.store, "alpha", "audit", "late", 0)
             .await

@@ -514,22 +514,22 @@ pub fn card_loop(
         .map_err(|e| RunError::Io(format!("{}: {e}", reader.accreditation.display())))?;
     let step = Duration::from_millis(500);
     while !stop.load(Ordering::Relaxed) {
-        match nfc::wait_card(&reader.name, true, step) {
-            Ok(true) => {}
-            Ok(false) => continue,
+        let seen = match nfc::wait_card_event(&reader.name, true, step) {
+            Ok(Some(count)) => count,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!("reader {}: {e}", reader.name);
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
-        }
+        };
         kiosk.set_reading(true);
         let loaded = kiosk.trust();
         let now = kiosk.now();
         if let Some(pin) = kiosk.take_review_pin() {
             let result = review_tap(&kiosk, loaded.as_deref(), (&key, &statement), &pin, now);
             kiosk.finish_review(result);
-            wait_gone(&reader.name, &stop, step);
+            wait_gone(&reader.name, seen, &stop, step);
             continue;
         }
         let outcome = match &loaded {
@@ -573,21 +573,24 @@ pub fn card_loop(
             },
         };
         rt.block_on(kiosk.show(outcome, loaded.as_deref()));
-        wait_gone(&reader.name, &stop, step);
+        wait_gone(&reader.name, seen, &stop, step);
     }
     Ok(())
 }
 
-/// One verdict per tap: wait for the card to leave the field.
+/// One verdict per tap: wait for the card read at pcscd's event count `seen` to leave the
+/// field. A card taken away and put back while the kiosk was busy counts as a new tap (the
+/// event count moved), so a quick second tap is not missed. A pcscd error does not end the
+/// wait: ending it would read the same card again for a second verdict.
 #[cfg(feature = "nfc")]
-fn wait_gone(reader: &str, stop: &AtomicBool, step: Duration) {
+fn wait_gone(reader: &str, seen: u32, stop: &AtomicBool, step: Duration) {
     while !stop.load(Ordering::Relaxed) {
-        match civis_firmware_bridge::nfc::wait_card(reader, false, step) {
+        match civis_firmware_bridge::nfc::wait_card_change(reader, seen, step) {
             Ok(true) => break,
             Ok(false) => {}
-            Err(_) => {
-                std::thread::sleep(step);
-                break;
+            Err(e) => {
+                tracing::warn!("reader {reader}: {e}");
+                std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
