@@ -1201,6 +1201,8 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
             &br#"["246810"]"#[..],
             br#"{"pin":"246810","x":1}"#,
             br#"{"pin":246810}"#,
+            // A repeated key: serde_json's maps kept the last one.
+            br#"{"pin":"111111","pin":"246810"}"#,
         ] {
             let (code, _) = http_post(
                 &format!("{}/api/review", kiosk.url),

@@ -309,8 +309,16 @@ impl Kiosk {
             return Err(StartReview::NoReader);
         }
         let review = Review::start(pin, self.now()).map_err(|_| StartReview::PinFormat)?;
+        // Checked under the review lock, which the card loop takes after it marks a read: a PIN
+        // entered while a card is being read would otherwise be shown as waiting and then be
+        // dropped by that card's verdict.
+        let mut waiting = lock(&self.review);
+        if self.reading.load(Ordering::SeqCst) {
+            return Err(StartReview::Busy);
+        }
         lock(&self.station).clear();
-        *lock(&self.review) = Some(review);
+        *waiting = Some(review);
+        drop(waiting);
         // Always a new screen number: the page must show "Tap your card now" (and Done) at once.
         self.bump();
         Ok(())
@@ -398,7 +406,7 @@ impl Kiosk {
 
     /// Mark a card read as started or over (the screen says "reading").
     pub fn set_reading(&self, reading: bool) {
-        self.reading.store(reading, Ordering::Relaxed);
+        self.reading.store(reading, Ordering::SeqCst);
         // The page redraws on any change of the number it waits on.
         self.bump();
     }
@@ -457,6 +465,9 @@ pub enum StartReview {
     /// This kiosk has no card reader.
     #[error("this kiosk has no card reader")]
     NoReader,
+    /// A card is being read: the PIN would not reach the next card.
+    #[error("a card is being read; enter the PIN again when it is done")]
+    Busy,
 }
 
 /// Sync in the background every `sync_interval_secs` (registry URLs tried in turn) until
@@ -710,4 +721,62 @@ pub async fn run(
     ticking.abort();
     kiosk.close().await;
     served.map_err(|e| RunError::Io(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use civis_core::crypto::SoftwareKey;
+    use civis_core::did::KeyCommitment;
+
+    fn clock() -> i64 {
+        1_800_000_000
+    }
+
+    /// A kiosk with a reader configured, on a fresh database (never synced).
+    async fn kiosk(name: &str) -> Arc<Kiosk> {
+        let dir = std::env::temp_dir().join(format!("civis-kiosk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = |_| SoftwareKey::generate(&mut OsRng);
+        let (v, g, n): (SoftwareKey, SoftwareKey, SoftwareKey) = (k(0), k(1), k(2));
+        let genesis = Genesis {
+            chain_id: "civis-test".into(),
+            time: clock(),
+            validators: vec![v.public_key().clone()],
+            governance: vec![(g.public_key().clone(), KeyCommitment::to(n.public_key()))],
+            governance_threshold: 1,
+            epoch_length: civis_core::chain::state::DEFAULT_EPOCH_LENGTH,
+        };
+        std::fs::write(dir.join("genesis.json"), genesis.to_json()).unwrap();
+        let cfg: KioskConfig = toml::from_str(&format!(
+            "db = {:?}\ngenesis = {:?}\npolicy = \"age-over-18\"\n\n[reader]\nname = \"r\"\n\
+             key = \"k.jwk\"\naccreditation = \"a.cose\"\n",
+            dir.join("kiosk.db"),
+            dir.join("genesis.json"),
+        ))
+        .unwrap();
+        Kiosk::open(cfg, clock).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pin_entered_while_a_card_is_read_is_refused_not_dropped() {
+        let kiosk = kiosk("busy").await;
+        kiosk.set_reading(true);
+        assert!(matches!(
+            kiosk.start_review("246810"),
+            Err(StartReview::Busy)
+        ));
+        assert!(kiosk.take_review_pin().is_none(), "no PIN held");
+        kiosk.set_reading(false);
+        kiosk.start_review("246810").unwrap();
+        assert_eq!(kiosk.take_review_pin().unwrap().as_str(), "246810");
+        // The review's own read is under way: a second PIN is refused too.
+        kiosk.set_reading(true);
+        assert!(matches!(
+            kiosk.start_review("135790"),
+            Err(StartReview::Busy)
+        ));
+    }
 }

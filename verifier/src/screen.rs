@@ -389,18 +389,24 @@ fn log_row(lang: Lang, e: &civis_core::card::ReadLogEntry) -> serde_json::Value 
 /// 400 for a PIN that is not 4–12 digits; 409 when the kiosk has no card reader. The PIN is
 /// never logged and is dropped at the tap, at "Done" or after a minute.
 async fn review(State(k): State<Arc<Kiosk>>, body: Bytes) -> Response {
-    // Exactly `{"pin": "…"}`: serde would take `["…"]` for a one-field struct too.
-    let pin = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(mut m)) if m.len() == 1 => match m.remove("pin") {
-            Some(serde_json::Value::String(pin)) => zeroize::Zeroizing::new(pin),
-            _ => return (StatusCode::BAD_REQUEST, "expected {\"pin\": \"…\"}").into_response(),
-        },
+    /// Exactly `{"pin": "…"}`: unknown and repeated fields are refused by serde; an array,
+    /// which serde would take for a one-field struct too, by the first byte.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PinBody {
+        pin: String,
+    }
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let pin = match serde_json::from_slice::<PinBody>(&body) {
+        Ok(b) if object => zeroize::Zeroizing::new(b.pin),
         _ => return (StatusCode::BAD_REQUEST, "expected {\"pin\": \"…\"}").into_response(),
     };
     match k.start_review(&pin) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e @ StartReview::PinFormat) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(e @ StartReview::NoReader) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+        Err(e @ (StartReview::NoReader | StartReview::Busy)) => {
+            (StatusCode::CONFLICT, e.to_string()).into_response()
+        }
     }
 }
 
