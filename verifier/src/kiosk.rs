@@ -734,11 +734,10 @@ mod tests {
         1_800_000_000
     }
 
-    /// A kiosk with a reader configured, on a fresh database (never synced).
-    async fn kiosk(name: &str) -> Arc<Kiosk> {
-        let dir = std::env::temp_dir().join(format!("civis-kiosk-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    /// A kiosk with a reader configured, on a fresh database (never synced), in `dir`.
+    async fn kiosk(dir: &std::path::Path) -> Arc<Kiosk> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
         let k = |_| SoftwareKey::generate(&mut OsRng);
         let (v, g, n): (SoftwareKey, SoftwareKey, SoftwareKey) = (k(0), k(1), k(2));
         let genesis = Genesis {
@@ -762,7 +761,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_pin_entered_while_a_card_is_read_is_refused_not_dropped() {
-        let kiosk = kiosk("busy").await;
+        let dir = std::env::temp_dir().join(format!("civis-kiosk-busy-{}", std::process::id()));
+        let kiosk = kiosk(&dir).await;
         kiosk.set_reading(true);
         assert!(matches!(
             kiosk.start_review("246810"),
@@ -778,5 +778,7 @@ mod tests {
             kiosk.start_review("135790"),
             Err(StartReview::Busy)
         ));
+        drop(kiosk);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
