@@ -450,7 +450,6 @@ fn polling_stations(reg: &Cluster, dir: &Path, card_state: &Path, name: &str) {
         let out = civis(&["registry", "keygen", "--out", key.to_str().unwrap()]);
         let did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         reg.tx(&key, &["create-did"]).unwrap();
-        let (from, until) = ((now - 60).to_string(), (now + day).to_string());
         let mut grants = vec![
             element(citizen::NAMESPACE, "age_over_18"),
             element(citizen::NAMESPACE, "resident_district"),
@@ -459,22 +458,15 @@ fn polling_stations(reg: &Cluster, dir: &Path, card_state: &Path, name: &str) {
         if evote {
             grants.push(element("org.civis.evote.1", "pseudonym"));
         }
-        let mut args = vec!["accredit-kiosk", "--kiosk", &did];
-        for g in &grants {
-            args.extend(["--grant", g]);
-        }
-        let purpose = format!("polling station {n}");
-        args.extend([
-            "--purpose",
-            &purpose,
-            "--not-before",
-            &from,
-            "--not-after",
-            &until,
-            "--statement-out",
-            statement.to_str().unwrap(),
-        ]);
-        reg.tx(&gov, &args).unwrap();
+        reg.accredit_kiosk(
+            &gov,
+            &did,
+            &grants,
+            &format!("polling station {n}"),
+            (now - 60, now + day),
+            &statement,
+        )
+        .unwrap();
         (key, statement, dir.join(format!("station-{n}.db")), did)
     };
     let a = station("a", true);
@@ -1072,28 +1064,16 @@ fn whole_flow(
         let kiosk_did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         reg.tx(&key_file, &["create-did"]).unwrap();
         let element = |e: &str| format!("{0}/{0}/{e}", citizen::DOC_TYPE);
-        let (from, until) = ((now() - 60).to_string(), (now() + 86_400).to_string());
+        let valid = (now() - 60, now() + 86_400);
         // Governance's accredit-kiosk for two elements, its statement written to `out`.
         let accredit = |out: &Path| {
-            reg.tx(
+            reg.accredit_kiosk(
                 &reg.dir.join("governance.jwk"),
-                &[
-                    "accredit-kiosk",
-                    "--kiosk",
-                    &kiosk_did,
-                    "--grant",
-                    &element("age_over_18"),
-                    "--grant",
-                    &element("resident_district"),
-                    "--purpose",
-                    "counter",
-                    "--not-before",
-                    &from,
-                    "--not-after",
-                    &until,
-                    "--statement-out",
-                    out.to_str().unwrap(),
-                ],
+                &kiosk_did,
+                &[element("age_over_18"), element("resident_district")],
+                "counter",
+                valid,
+                out,
             )
             .unwrap();
         };

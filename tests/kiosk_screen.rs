@@ -134,7 +134,8 @@ impl World {
         let dir = reg.dir.join("kiosk");
         std::fs::create_dir_all(&dir).unwrap();
         let gov = reg.dir.join("governance.jwk");
-        let until = (now() + 365 * 86_400).to_string();
+        let valid_until = now() + 365 * 86_400;
+        let until = valid_until.to_string();
         let issuer = Issuer::create(&reg, "issuer");
         reg.tx(
             &gov,
@@ -212,25 +213,13 @@ impl World {
         let kiosk_did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         reg.tx(&key_file, &["create-did"]).unwrap();
         let element = |e: &str| format!("{0}/{0}/{e}", citizen::DOC_TYPE);
-        reg.tx(
+        reg.accredit_kiosk(
             &gov,
-            &[
-                "accredit-kiosk",
-                "--kiosk",
-                &kiosk_did,
-                "--grant",
-                &element("age_over_18"),
-                "--grant",
-                &element("resident_district"),
-                "--purpose",
-                "age check",
-                "--not-before",
-                &(now() - 60).to_string(),
-                "--not-after",
-                &until,
-                "--statement-out",
-                dir.join("kiosk.accreditation").to_str().unwrap(),
-            ],
+            &kiosk_did,
+            &[element("age_over_18"), element("resident_district")],
+            "age check",
+            (now() - 60, valid_until),
+            &dir.join("kiosk.accreditation"),
         )
         .unwrap();
         let genesis =
@@ -518,6 +507,16 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Click the element `css` finds.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 fn shots_dir() -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -530,12 +529,7 @@ fn shots_dir() -> PathBuf {
 /// Screenshots of the verdict on screen in each language; checks the page's language follows.
 async fn screenshots(c: &Client, state: &str) {
     for lang in ["en", "de", "ko"] {
-        c.find(Locator::Css(&format!("button[data-lang='{lang}']")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, &format!("button[data-lang='{lang}']")).await;
         wait_css(
             c,
             &format!("html[lang='{lang}'] body[data-state='{state}']"),
@@ -545,12 +539,7 @@ async fn screenshots(c: &Client, state: &str) {
         assert!(png.starts_with(b"\x89PNG"));
         std::fs::write(shots_dir().join(format!("{state}-{lang}.png")), png).unwrap();
     }
-    c.find(Locator::Css("button[data-lang='en']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[data-lang='en']").await;
     wait_css(c, "html[lang='en']").await;
 }
 
@@ -848,12 +837,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
                     screenshots(&c, "reject").await;
                 }
             }
-            c.find(Locator::Css("#done"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click(&c, "#done").await;
             wait_css(&c, "body[data-ready][data-state='idle']").await;
         });
     }
@@ -1020,20 +1004,10 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
                     "Enter your PIN, then tap your card"
                 );
                 for d in pin.chars() {
-                    c.find(Locator::Css(&format!("#keys button[data-key='{d}']")))
-                        .await
-                        .unwrap()
-                        .click()
-                        .await
-                        .unwrap();
+                    click(c, &format!("#keys button[data-key='{d}']")).await;
                 }
                 assert_eq!(text_of(c, "#pin-dots").await, "●".repeat(pin.len()));
-                c.find(Locator::Css("#keys button[data-key='ok']"))
-                    .await
-                    .unwrap()
-                    .click()
-                    .await
-                    .unwrap();
+                click(c, "#keys button[data-key='ok']").await;
                 wait_css(c, "body[data-state='review_tap']").await;
             }
         };
@@ -1085,12 +1059,7 @@ fn the_kiosk_screen_shows_every_verdict_from_phones_a_camera_and_a_card_tap() {
                 ("de", "Wer Ihre Karte gelesen hat", "18 Jahre oder älter"),
                 ("ko", "내 카드를 읽은 곳", "만 18세 이상"),
             ] {
-                c.find(Locator::Css(&format!("button[data-lang='{lang}']")))
-                    .await
-                    .unwrap()
-                    .click()
-                    .await
-                    .unwrap();
+                click(&c, &format!("button[data-lang='{lang}']")).await;
                 wait_css(
                     &c,
                     &format!("html[lang='{lang}'] body[data-state='review']"),

@@ -177,6 +177,13 @@ impl DidUrl {
             fragment: fragment.to_owned(),
         })
     }
+
+    /// The key number of a `#key-N` URL, only in the canonical form [`Did::key_url`] writes:
+    /// `#key-01` or `#key-+1` name no key (the chain never writes them).
+    pub fn key_index(&self) -> Option<u32> {
+        let n = self.fragment.strip_prefix("key-")?.parse::<u32>().ok()?;
+        (self.fragment == format!("key-{n}")).then_some(n)
+    }
 }
 
 impl fmt::Display for DidUrl {
@@ -389,6 +396,27 @@ impl DidDocument {
 mod tests {
     use super::*;
     use crate::crypto::SoftwareKey;
+
+    #[test]
+    fn only_the_canonical_key_url_names_a_key() {
+        let k0 = SoftwareKey::from_scalar(&[7u8; 32]).unwrap();
+        let did = Did::from_inception(k0.public_key(), &KeyCommitment::to(k0.public_key()));
+        assert_eq!(did.key_url(12).key_index(), Some(12));
+        for fragment in [
+            "key-01",
+            "key-+1",
+            "key-",
+            "key-1x",
+            "key-4294967296",
+            "keys-1",
+        ] {
+            let url = DidUrl {
+                did: did.clone(),
+                fragment: fragment.into(),
+            };
+            assert_eq!(url.key_index(), None, "{fragment}");
+        }
+    }
 
     #[test]
     fn inception_is_self_certifying() {

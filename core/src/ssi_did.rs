@@ -47,11 +47,7 @@ impl DidCivis {
             ) else {
                 continue;
             };
-            let Some(n) = url
-                .fragment
-                .strip_prefix("key-")
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(n) = url.key_index() else {
                 continue;
             };
             keys.entry(url.did.clone()).or_default().push((n, url, key));

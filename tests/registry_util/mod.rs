@@ -295,6 +295,36 @@ impl Cluster {
         }
     }
 
+    /// Governance (`gov`'s key) accredits `kiosk` for `grants` (`docType/namespace/element`)
+    /// with `purpose`, valid over `(not_before, not_after)`; the signed statement is written to
+    /// `statement_out`.
+    pub fn accredit_kiosk(
+        &self,
+        gov: &Path,
+        kiosk: &str,
+        grants: &[String],
+        purpose: &str,
+        (not_before, not_after): (i64, i64),
+        statement_out: &Path,
+    ) -> Result<String, String> {
+        let (from, until) = (not_before.to_string(), not_after.to_string());
+        let mut args = vec!["accredit-kiosk", "--kiosk", kiosk];
+        for g in grants {
+            args.extend(["--grant", g]);
+        }
+        args.extend([
+            "--purpose",
+            purpose,
+            "--not-before",
+            &from,
+            "--not-after",
+            &until,
+            "--statement-out",
+            statement_out.to_str().unwrap(),
+        ]);
+        self.tx(gov, &args)
+    }
+
     /// `civis registry add-validator`: one more (not yet voted in) validator; returns its index.
     pub fn add_validator(&mut self) -> usize {
         let out = civis(&[

@@ -144,7 +144,7 @@ impl GovernanceSet {
         let url = DidUrl::parse(std::str::from_utf8(kid).ok()?).ok()?;
         self.members
             .iter()
-            .find(|m| m.did == url.did && url.fragment == format!("key-{}", m.index))
+            .find(|m| m.did == url.did && url.key_index() == Some(m.index))
     }
 
     /// Check a kiosk accreditation statement: signed by a member's current key, for this chain.
@@ -179,12 +179,7 @@ impl GovernanceSet {
         }
         let signed_at = tx
             .signer
-            .fragment
-            .strip_prefix("key-")
-            .and_then(|n| n.parse::<u32>().ok())
-            // Only the canonical form the chain writes (`key-01` parses as 1 but is not a key
-            // URL the chain would accept).
-            .filter(|n| tx.signer.fragment == format!("key-{n}"))
+            .key_index()
             .ok_or(RotationRefused::NotApplicable)?;
         let member = self
             .members

@@ -298,7 +298,7 @@ impl KioskSnapshot {
             .filter(|e| e.table == Table::Rotation)
             .filter_map(|e| {
                 let url = DidUrl::parse(std::str::from_utf8(&e.key).ok()?).ok()?;
-                let index = url.fragment.strip_prefix("key-")?.parse::<u32>().ok()?;
+                let index = url.key_index()?;
                 Some(((url.did.to_string(), index), e.value.clone()))
             })
             .collect();
